@@ -1,0 +1,97 @@
+"""The ``mux`` config subtree: its defaults and how a connection reads it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fabric import Config
+
+from .argv import persist_value, ssh_options
+
+__all__ = ["DEFAULTS", "MuxConfig", "MuxSettings", "mux_settings"]
+
+#: Every ``mux`` key with its default. ``fabric.yaml`` may set any subset.
+DEFAULTS: dict[str, Any] = {
+    # fab hands tasks a MuxConnection (False: plain fabric.Connection).
+    "enabled": True,
+    # Folder of the control sockets (None: $XDG_RUNTIME_DIR/fabric-mux or ~/.ssh/fabric-mux).
+    "control_dir": None,
+    # ControlPersist seconds after the last session; 0/False: only while this process holds it.
+    "persist": 600,
+    # The OpenSSH client to run.
+    "ssh_path": "ssh",
+    # Extra "-o Key=value" options for the master, e.g. ["Compression=yes"].
+    "ssh_options": [],
+    # Sessions this process opens at once on one master (sshd's MaxSessions is 10).
+    "max_sessions": 10,
+    # Keep-alives for the master where ssh_config sets none (None: leave ssh's default).
+    "server_alive_interval": 15,
+    "server_alive_count_max": 3,
+    # ConnectTimeout for starting a master when neither Fabric nor ssh_config sets one.
+    "connect_timeout": 10,
+    # Seconds to wait for the master to answer a request (a session open, a forward).
+    "reply_timeout": 30,
+}
+
+
+@dataclass(frozen=True)
+class MuxSettings:
+    """The ``mux`` subtree, defaults filled in, values normalised."""
+
+    enabled: bool
+    control_dir: str | None
+    persist: str
+    ssh_path: str
+    ssh_options: tuple[str, ...]
+    max_sessions: int
+    server_alive: tuple[int, int] | None
+    connect_timeout: int | None
+    reply_timeout: float | None
+
+    @property
+    def persists(self) -> bool:
+        """Whether the master outlives this process (ControlPersist above the grace second)."""
+        return self.persist != "1"
+
+
+def mux_settings(config: Any) -> MuxSettings:
+    """Read the ``mux`` subtree of a Fabric/invoke config, defaults filled in."""
+    try:
+        given = config.get("mux") or {}
+    except AttributeError:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise TypeError(f"the 'mux' config must be a mapping, not {type(given).__name__}")
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown mux config keys: {', '.join(sorted(unknown))}")
+    values = {**DEFAULTS, **given}
+    interval = values["server_alive_interval"]
+    return MuxSettings(
+        enabled=bool(values["enabled"]),
+        control_dir=str(values["control_dir"]) if values["control_dir"] else None,
+        persist=persist_value(values["persist"]),
+        ssh_path=str(values["ssh_path"]),
+        ssh_options=ssh_options(values["ssh_options"]),
+        max_sessions=max(1, int(values["max_sessions"])),
+        server_alive=(int(interval), int(values["server_alive_count_max"])) if interval else None,
+        connect_timeout=int(values["connect_timeout"]) if values["connect_timeout"] else None,
+        reply_timeout=float(values["reply_timeout"]) if values["reply_timeout"] else None,
+    )
+
+
+class MuxConfig(Config):  # type: ignore[misc]
+    """Fabric's config with the ``mux`` subtree in its defaults.
+
+    With it, ``FABRIC_MUX_PERSIST=60`` style environment variables work too
+    (invoke maps only keys its defaults know). ``fabmux`` uses it.
+    """
+
+    @staticmethod
+    def global_defaults() -> dict[str, Any]:
+        defaults: dict[str, Any] = Config.global_defaults()
+        defaults["mux"] = copy.deepcopy(DEFAULTS)
+        return defaults

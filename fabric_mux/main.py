@@ -1,0 +1,53 @@
+"""``fabmux``: the ``fab`` program with fabric-mux on, plus ``--no-mux`` and ``--mux-persist``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fabric import __version__ as fabric_version
+from fabric.main import Fab
+from invoke.parser.argument import Argument
+
+from . import __version__
+from .config import MuxConfig
+from .executor import MuxExecutor
+
+__all__ = ["MuxFab", "make_program", "program"]
+
+
+class MuxFab(Fab):  # type: ignore[misc]
+    """``fab`` with every task given a ``MuxConnection``."""
+
+    def core_args(self) -> list[Any]:
+        args: list[Any] = super().core_args()
+        return [
+            *args,
+            Argument(names=("no-mux",), kind=bool, help="Use plain Fabric connections."),
+            Argument(
+                names=("mux-persist",),
+                help="Seconds the masters stay up after the run (0: not at all).",
+            ),
+        ]
+
+    def update_config(self) -> None:
+        super().update_config()
+        mux: dict[str, Any] = {}
+        if self.args["no-mux"].value:
+            mux["enabled"] = False
+        if self.args["mux-persist"].value is not None:
+            mux["persist"] = self.args["mux-persist"].value
+        if mux:
+            self.config._overrides.setdefault("mux", {}).update(mux)
+            self.config.merge()
+
+
+def make_program() -> MuxFab:
+    return MuxFab(
+        name="Fabric (fabric-mux)",
+        version=f"{__version__} (Fabric {fabric_version})",
+        executor_class=MuxExecutor,
+        config_class=MuxConfig,
+    )
+
+
+program = make_program()

@@ -1,0 +1,307 @@
+"""The OpenSSH master of one route: its control socket, its process, its lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from .argv import (
+    MAX_CONTROL_PATH,
+    SshTarget,
+    config_query_argv,
+    control_socket_name,
+    fallback_options,
+    master_argv,
+    parse_resolved_config,
+)
+from .exceptions import (
+    ControlDirUnsafe,
+    MasterStartFailed,
+    MuxError,
+    SshNotFound,
+    classify_ssh_failure,
+)
+from .protocol import MasterUnavailable, MuxClient
+
+__all__ = ["Master", "default_control_dir", "find_ssh", "prepare_control_dir", "resolve_config"]
+
+log = logging.getLogger("fabric_mux")
+
+
+def default_control_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/fabric-mux`` when set, else ``~/.ssh/fabric-mux``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "fabric-mux"
+    return Path.home() / ".ssh" / "fabric-mux"
+
+
+def prepare_control_dir(path: str | os.PathLike[str] | None) -> Path:
+    """Create the control folder (0700) or check that an existing one is private.
+
+    :raises ControlDirUnsafe: when the folder is not ours alone; nothing is
+        written into it then.
+    """
+    folder = Path(os.path.expanduser(os.fspath(path))) if path else default_control_dir()
+    folder = folder.absolute()
+    try:
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ControlDirUnsafe(f"control_dir {folder} is not a folder (or is a symlink)")
+    if info.st_uid != os.geteuid():
+        raise ControlDirUnsafe(f"control_dir {folder} is owned by uid {info.st_uid}, not by us")
+    if info.st_mode & 0o077:
+        mode = stat.S_IMODE(info.st_mode)
+        raise ControlDirUnsafe(
+            f"control_dir {folder} has mode {mode:04o}: others could reach our sessions; "
+            "use a folder with mode 0700"
+        )
+    return folder
+
+
+def find_ssh(program: str) -> str:
+    """The absolute path of the ``ssh`` program, or :class:`SshNotFound`."""
+    found = shutil.which(program)
+    if found is None:
+        raise SshNotFound(f"no ssh program {program!r} on PATH: install OpenSSH's client")
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(argv: tuple[str, ...]) -> str:
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise classify_ssh_failure(
+            argv[-1], argv, proc.returncode, proc.stderr.decode("utf-8", "replace")
+        )
+    return proc.stdout.decode("utf-8", "replace")
+
+
+def resolve_config(ssh: str, target: SshTarget) -> str:
+    """OpenSSH's resolved configuration for ``target`` (``ssh -G``), cached per process."""
+    return _resolve(tuple(config_query_argv(ssh, target)))
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def route_lock(lock_path: str) -> Iterator[None]:
+    """Hold the route's lock across threads (a Lock) and processes (flock).
+
+    The lock file is removed on release. A waiter that then gets the lock of
+    an unlinked file sees that its inode is no longer at the path and retries,
+    so two holders can never coexist.
+    """
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(lock_path, threading.Lock())
+    with thread_lock:
+        while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(lock_path).st_ino
+                except FileNotFoundError:
+                    current = None
+                if current == os.fstat(fd).st_ino:
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+            os.close(fd)
+
+
+class Master:
+    """One route's OpenSSH master, shared by every connection of this process.
+
+    Get instances with :meth:`for_target`: one object per control path, so
+    threads share its session limit and its hold.
+    """
+
+    _registry: ClassVar[dict[str, Master]] = {}
+    _registry_guard = threading.Lock()
+
+    def __init__(
+        self,
+        ssh: str,
+        target: SshTarget,
+        control_path: str,
+        extra_options: Sequence[str],
+        max_sessions: int,
+        reply_timeout: float | None,
+    ) -> None:
+        self.ssh = ssh
+        self.target = target
+        self.control_path = control_path
+        self.extra_options = list(extra_options)
+        self.reply_timeout = reply_timeout
+        #: Sessions this process may have open on the master at once.
+        self.sessions = threading.BoundedSemaphore(max_sessions)
+        #: The master's pid, once known.
+        self.pid: int | None = None
+        self._hold: MuxClient | None = None
+        self._holders = 0
+        self._state = threading.Lock()
+
+    @classmethod
+    def for_target(
+        cls,
+        ssh: str,
+        target: SshTarget,
+        control_dir: Path,
+        *,
+        server_alive: tuple[int, int] | None = None,
+        connect_timeout: int | None = None,
+        max_sessions: int = 10,
+        reply_timeout: float | None = 30.0,
+    ) -> Master:
+        """The shared :class:`Master` of ``target``'s route in ``control_dir``."""
+        resolved_text = resolve_config(ssh, target)
+        control_path = str(control_dir / control_socket_name(resolved_text))
+        if len(control_path.encode()) > MAX_CONTROL_PATH:
+            raise MuxError(
+                f"control socket path {control_path} is longer than {MAX_CONTROL_PATH} bytes "
+                "(the UNIX socket limit once ssh adds its suffix): use a shorter mux.control_dir"
+            )
+        with cls._registry_guard:
+            master = cls._registry.get(control_path)
+            if master is None:
+                master = cls(
+                    ssh,
+                    target,
+                    control_path,
+                    fallback_options(
+                        parse_resolved_config(resolved_text), server_alive, connect_timeout
+                    ),
+                    max_sessions,
+                    reply_timeout,
+                )
+                cls._registry[control_path] = master
+            return master
+
+    @property
+    def host(self) -> str:
+        return self.target.destination
+
+    def client(self) -> MuxClient:
+        """A new control connection (raises :class:`MasterUnavailable`)."""
+        return MuxClient(self.control_path, self.reply_timeout)
+
+    def alive(self) -> int | None:
+        """The running master's pid, or None when there is none (or a stale socket)."""
+        try:
+            client = self.client()
+        except MasterUnavailable:
+            return None
+        try:
+            return client.alive_check()
+        except (MasterUnavailable, OSError):
+            return None
+        finally:
+            client.close()
+
+    def ensure(self, persist: str) -> int:
+        """Find the route's live master or start one; returns its pid.
+
+        Starting happens under the route's lock, so racing threads and
+        processes make one login between them, not one each.
+        """
+        pid = self.alive()
+        if pid is None:
+            with route_lock(self.control_path + ".lock"):
+                pid = self.alive()
+                if pid is None:
+                    pid = self._start(persist)
+        else:
+            log.debug("reusing master pid %d for %s at %s", pid, self.host, self.control_path)
+        self.pid = pid
+        return pid
+
+    def _start(self, persist: str) -> int:
+        # A socket nobody answers on is a dead master's: ssh would refuse to
+        # bind over it and carry on without multiplexing.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.control_path)
+        argv = master_argv(self.ssh, self.target, self.control_path, persist, self.extra_options)
+        log.debug("starting master: %s", argv)
+        # Not a pipe: the backgrounded master inherits stderr and would keep a
+        # pipe open, so reading it to its end would hang.
+        with tempfile.TemporaryFile() as errors:
+            try:
+                proc = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    check=False,
+                )
+            except FileNotFoundError:
+                raise SshNotFound(f"no ssh program at {self.ssh}") from None
+            errors.seek(0)
+            stderr = errors.read().decode("utf-8", "replace")
+        if proc.returncode != 0:
+            raise classify_ssh_failure(self.host, argv, proc.returncode, stderr)
+        pid = self.alive()
+        if pid is None:
+            raise MasterStartFailed(
+                self.host, argv, proc.returncode, stderr or "the master did not answer"
+            )
+        log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
+        return pid
+
+    def hold(self) -> None:
+        """Keep a control connection open: a ``ControlPersist=1`` master lives while held."""
+        with self._state:
+            self._holders += 1
+            if self._hold is None:
+                self._hold = self.client()
+
+    def release(self) -> None:
+        """Drop one hold; the last one closes the control connection."""
+        with self._state:
+            self._holders = max(0, self._holders - 1)
+            if self._holders == 0 and self._hold is not None:
+                self._hold.close()
+                self._hold = None
+
+    def stop(self) -> bool:
+        """Stop the master now (``ssh -O exit``); False if none was running."""
+        try:
+            client = self.client()
+        except MasterUnavailable:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.control_path)
+            return False
+        try:
+            client.terminate()
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                raise
+        finally:
+            client.close()
+        log.info("stopped master for %s at %s", self.host, self.control_path)
+        return True
