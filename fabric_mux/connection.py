@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from .protocol import MasterUnavailable, MuxClient, RequestDenied
 from .runners import MuxRemote, MuxRemoteShell
 
 __all__ = ["MuxConnection"]
+
+#: Seconds to wait before each retry of a refused session (about 2 s in all).
+_REFUSAL_BACKOFF = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5, 0.5)
 
 
 class MuxConnection(Connection):  # type: ignore[misc]
@@ -169,21 +173,31 @@ class MuxConnection(Connection):  # type: ignore[misc]
         self._mux_master = master
 
     def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> MuxClient:
-        """Open a session on the master; a dead or stale master is replaced once."""
+        """Open a session on the master; a dead or stale master is replaced once.
+
+        A refusal by the server is retried with backoff: sshd frees a closed
+        session a moment after our side sees it end, so a host busy near its
+        ``MaxSessions`` refuses briefly, not for good.
+        """
         master = self.mux_master
-        try:
-            client = master.client()
-        except MasterUnavailable:
-            self.master_pid = master.ensure(self.mux.persist)
-            client = master.client()
-        try:
-            client.open_session(command, fds, **flags)
-        except RequestDenied as exc:
-            client.close()
-            raise SessionRefused(self.original_host, exc.reason) from None
-        except BaseException:
-            client.close()
-            raise
+        for delay in (*_REFUSAL_BACKOFF, None):
+            try:
+                client = master.client()
+            except MasterUnavailable:
+                self.master_pid = master.ensure(self.mux.persist)
+                client = master.client()
+            try:
+                client.open_session(command, fds, **flags)
+            except RequestDenied as exc:
+                client.close()
+                if delay is None:
+                    raise SessionRefused(self.original_host, exc.reason) from None
+                time.sleep(delay)
+                continue
+            except BaseException:
+                client.close()
+                raise
+            break
         assert self._mux_clients is not None and self._mux_lock is not None
         with self._mux_lock:
             self._mux_clients.add(client)
