@@ -1,0 +1,527 @@
+"""A throwaway OpenSSH server on 127.0.0.1 for tests.
+
+:func:`ssh_server` starts a real ``sshd`` in a folder of its own, with fresh host
+and client keys, and writes an ``ssh_config`` that lets the system ``ssh`` (and
+Fabric) log in without reading anything from ``~/.ssh``::
+
+    with ssh_server(Path(tempfile.mkdtemp(dir="/tmp"))) as server:
+        subprocess.run(["ssh", "-F", str(server.ssh_config), server.alias, "true"])
+        assert server.logins() == 1
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import fabric
+
+__all__ = ["SshServer", "SshdNotFound", "ssh_server"]
+
+HOST = "127.0.0.1"
+
+#: How long sshd may take to start listening, and its processes to die.
+_TIMEOUT = 10.0
+_BIND_ATTEMPTS = 5
+_SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin")
+
+# "Accepted key ... found at ..." also starts with "Accepted" but comes twice per login.
+_LOGIN_RE = re.compile(r"^Accepted (?!key )\S+ for (\S+) from ", re.MULTILINE)
+
+# The harness depends on these: the caller may not replace them.
+_FIXED_KEYWORDS = frozenset({"port", "listenaddress", "pidfile"})
+
+
+class SshdNotFound(RuntimeError):
+    """No ``sshd`` (or ``ssh-keygen``) binary was found."""
+
+
+class SshServer:
+    """A running throwaway ``sshd``; made by :func:`ssh_server`.
+
+    :ivar host: the address it listens on, ``127.0.0.1``.
+    :ivar port: the port it listens on.
+    :ivar user: the account that logs in.
+    :ivar alias: the first host alias defined in :attr:`ssh_config`.
+    :ivar aliases: every host alias defined in :attr:`ssh_config`.
+    :ivar directory: the server's folder.
+    :ivar ssh_config: a client configuration for ``ssh -F``.
+    :ivar known_hosts: holds this server's host key for ``[127.0.0.1]:PORT``.
+    :ivar client_key: private key whose public half is in ``authorized_keys``.
+    :ivar log: sshd's log, at ``LogLevel VERBOSE``.
+    """
+
+    host: str
+    port: int
+    user: str
+    alias: str
+    aliases: tuple[str, ...]
+    directory: Path
+    ssh_config: Path
+    known_hosts: Path
+    client_key: Path
+    log: Path
+
+    def __init__(
+        self,
+        *,
+        process: subprocess.Popen[bytes],
+        port: int,
+        user: str,
+        aliases: tuple[str, ...],
+        directory: Path,
+        ssh_config: Path,
+        known_hosts: Path,
+        client_key: Path,
+        log: Path,
+    ) -> None:
+        self._process = process
+        self._stopped = False
+        self.host = HOST
+        self.port = port
+        self.user = user
+        self.alias = aliases[0]
+        self.aliases = aliases
+        self.directory = directory
+        self.ssh_config = ssh_config
+        self.known_hosts = known_hosts
+        self.client_key = client_key
+        self.log = log
+
+    def __repr__(self) -> str:
+        return f"<SshServer {self.user}@{self.host}:{self.port} pid={self.pid}>"
+
+    @property
+    def pid(self) -> int:
+        """The listener's process id."""
+        return self._process.pid
+
+    def logins(self, user: str | None = None) -> int:
+        """Count the successful logins so far, by any method.
+
+        :param user: count only this account's logins; ``None``: everyone's.
+        """
+        text = self.log.read_text(errors="replace")
+        return sum(1 for m in _LOGIN_RE.finditer(text) if user is None or m.group(1) == user)
+
+    def fabric_config(self, overrides: dict[str, Any] | None = None) -> fabric.Config:
+        """A :class:`fabric.Config` that reads :attr:`ssh_config` and nothing else.
+
+        :param overrides: passed on as the config's ``overrides`` level.
+        """
+        return fabric.Config(runtime_ssh_path=str(self.ssh_config), overrides=overrides or {})
+
+    def stop(self) -> None:
+        """Kill the listener and every process it spawned, and wait for them.
+
+        Calling it again does nothing.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        process = self._process
+        if process.poll() is not None:
+            # Its connections' processes are orphans by now: nothing links them to us.
+            return
+        # Each connection's sshd calls setsid() and outlives the listener; their
+        # parent pid is all that ties them to this server, and it is lost when the
+        # listener dies. Freeze the tree first so nothing in it forks unseen.
+        targets = {process.pid}
+        _signal(process.pid, signal.SIGSTOP)
+        while True:
+            found = _descendants(process.pid) - targets
+            if not found:
+                break
+            for pid in found:
+                _signal(pid, signal.SIGSTOP)
+            targets |= found
+        for pid in targets:
+            _signal(pid, signal.SIGKILL)
+        process.wait()
+        _wait_gone(targets - {process.pid})
+
+
+@contextmanager
+def ssh_server(
+    directory: Path,
+    *,
+    user: str | None = None,
+    aliases: Sequence[str] = ("fmux-test",),
+    sshd_options: Sequence[str] = (),
+    sshd_path: str | None = None,
+) -> Iterator[SshServer]:
+    """Run a throwaway ``sshd`` on 127.0.0.1 until the block ends.
+
+    Keep ``directory`` short (UNIX socket paths made beside it are limited to
+    about 90 bytes). When ``user`` is another account, every folder above
+    ``directory`` must be searchable by it, as sshd reads ``authorized_keys``
+    as that user: ``/tmp`` is.
+
+    :param directory: the server's folder; made if missing.
+    :param user: the account that logs in; the current one by default. Only
+        root can let another account log in.
+    :param aliases: host names that ``ssh_config`` maps to this server.
+    :param sshd_options: extra ``sshd_config`` lines, e.g. ``"MaxSessions 2"``.
+        Each replaces the default lines of its keyword (``Subsystem``: of its
+        name); a ``Match`` block may come last.
+    :param sshd_path: the ``sshd`` binary; searched in ``PATH``, ``/usr/sbin``
+        and ``/usr/local/sbin`` by default.
+    :raises SshdNotFound: there is no ``sshd`` or ``ssh-keygen``.
+    :raises RuntimeError: sshd rejected its configuration or did not start.
+    :raises ValueError: bad ``aliases``, ``sshd_options`` or ``user``, or a
+        ``directory`` that ``user`` cannot reach.
+    """
+    sshd = _find_sshd(sshd_path)
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise SshdNotFound("ssh-keygen not found in PATH")
+    aliases = tuple(aliases)
+    if not aliases or any(not a or any(c.isspace() for c in a) for a in aliases):
+        raise ValueError(f"aliases must be non-empty words: {aliases!r}")
+    options = list(sshd_options)
+    overridden = _overridden_keywords(options)
+    if overridden & _FIXED_KEYWORDS:
+        raise ValueError(f"sshd_options may not set {sorted(overridden & _FIXED_KEYWORDS)}")
+
+    current = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        account = pwd.getpwnam(user or current)
+    except KeyError:
+        raise ValueError(f"no such account: {user!r}") from None
+    as_root = os.geteuid() == 0
+    if account.pw_name != current and not as_root:
+        raise ValueError(f"only root can run a server that {account.pw_name!r} logs in to")
+
+    directory = directory.absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    host_key_dir = directory / "hostkeys"
+    host_key_dir.mkdir(mode=0o700, exist_ok=True)
+    host_key_dir.chmod(0o700)
+    host_key = host_key_dir / "ssh_host_ed25519_key"
+    client_key = directory / "client_ed25519"
+    _keygen(keygen, host_key, "fmux-test-host")
+    _keygen(keygen, client_key, "fmux-test-client")
+    authorized_keys = directory / "authorized_keys"
+    authorized_keys.write_bytes(client_key.with_name(client_key.name + ".pub").read_bytes())
+    if account.pw_name != current:
+        # sshd opens authorized_keys with the user's uid.
+        directory.chmod(0o755)
+        authorized_keys.chmod(0o644)
+        _check_reachable(authorized_keys, account)
+
+    if as_root:
+        # sshd's privilege separation needs it; the openssh-server service makes it.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+
+    config = directory / "sshd_config"
+    log = directory / "sshd.log"
+    ssh_config = directory / "ssh_config"
+    known_hosts = directory / "known_hosts"
+    host_public = host_key.with_name(host_key.name + ".pub").read_text().split()[:2]
+
+    process: subprocess.Popen[bytes] | None = None
+    port = 0
+    for attempt in range(_BIND_ATTEMPTS):
+        port = _free_port()
+        config.write_text(
+            _sshd_config(
+                port=port,
+                host_key=host_key,
+                pid_file=directory / "sshd.pid",
+                authorized_keys=authorized_keys,
+                options=options,
+                overridden=overridden,
+            )
+        )
+        if attempt == 0:
+            _validate(sshd, config)
+        process = _start(sshd, config, log)
+        if process is not None:
+            break
+    if process is None:
+        raise RuntimeError(f"sshd found no free port in {_BIND_ATTEMPTS} attempts:\n{_read(log)}")
+
+    server = SshServer(
+        process=process,
+        port=port,
+        user=account.pw_name,
+        aliases=aliases,
+        directory=directory,
+        ssh_config=ssh_config,
+        known_hosts=known_hosts,
+        client_key=client_key,
+        log=log,
+    )
+    try:
+        ssh_config.write_text(
+            _ssh_config(
+                aliases=aliases,
+                port=port,
+                user=account.pw_name,
+                client_key=client_key,
+                known_hosts=known_hosts,
+            )
+        )
+        known_hosts.write_text(f"[{HOST}]:{port} {' '.join(host_public)}\n")
+        yield server
+    finally:
+        server.stop()
+
+
+def _find_sshd(sshd_path: str | None) -> str:
+    if sshd_path is not None:
+        found = shutil.which(sshd_path)
+        if found is None:
+            raise SshdNotFound(f"sshd not found: {sshd_path}")
+    else:
+        search = os.pathsep.join([os.environ.get("PATH", os.defpath), *_SEARCH_DIRS])
+        found = shutil.which("sshd", path=search)
+        if found is None:
+            raise SshdNotFound(f"sshd not found in PATH, {', '.join(_SEARCH_DIRS)}")
+    # sshd re-executes itself for each connection, which needs an absolute path.
+    return os.path.abspath(found)
+
+
+def _keygen(keygen: str, key: Path, comment: str) -> None:
+    # ssh-keygen asks before overwriting, and there is nobody to answer.
+    key.unlink(missing_ok=True)
+    key.with_name(key.name + ".pub").unlink(missing_ok=True)
+    argv = [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)]
+    result = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    key.chmod(0o600)
+
+
+def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
+    """Fail early where sshd would only say "Permission denied (publickey)"."""
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for folder in path.resolve().parents:
+        st = folder.stat()
+        if st.st_uid == account.pw_uid:
+            bit = 0o100
+        elif st.st_gid in groups:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            raise ValueError(
+                f"{account.pw_name!r} cannot reach {path}, which sshd reads as that"
+                f" account: {folder} is not searchable by it"
+            )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _quote(value: str) -> str:
+    """Quote a value for ssh_config/sshd_config, whose lines are split like argv."""
+    if value and not any(c.isspace() or c in "\"'\\#" for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _path(path: Path) -> str:
+    """Quote a path for an option that expands %-tokens."""
+    return _quote(str(path).replace("%", "%%"))
+
+
+def _keyword(line: str) -> str:
+    # Lines read "Keyword value" or "Keyword=value"; Subsystem is keyed by its name.
+    words = line.strip().replace("=", " ", 1).split()
+    if not words:
+        return ""
+    keyword = words[0].lower()
+    if keyword == "subsystem" and len(words) > 1:
+        return f"subsystem {words[1]}"
+    return keyword
+
+
+def _overridden_keywords(options: Sequence[str]) -> set[str]:
+    keywords: set[str] = set()
+    for line in options:
+        keyword = _keyword(line)
+        if keyword == "match":
+            # What follows is conditional, not a replacement of the defaults.
+            break
+        if keyword and not keyword.startswith("#"):
+            keywords.add(keyword)
+    return keywords
+
+
+def _sshd_config(
+    *,
+    port: int,
+    host_key: Path,
+    pid_file: Path,
+    authorized_keys: Path,
+    options: Sequence[str],
+    overridden: set[str],
+) -> str:
+    defaults = [
+        f"AuthorizedKeysFile {_path(authorized_keys)}",
+        "StrictModes no",
+        "UsePAM no",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "LogLevel VERBOSE",
+        "MaxStartups 100",
+        "AllowTcpForwarding yes",
+        "PermitRootLogin yes",
+        "AcceptEnv FMUX_*",
+        # Login shells would otherwise print /etc/motd and the last login.
+        "PrintMotd no",
+        "PrintLastLog no",
+        "Subsystem sftp internal-sftp",
+    ]
+    # sshd keeps the first value of most keywords and rejects a second Subsystem
+    # of one name, so a caller's option replaces the default rather than follow it.
+    lines = [
+        "# Written by fabric_mux.testing.",
+        f"Port {port}",
+        f"ListenAddress {HOST}",
+        f"HostKey {_quote(str(host_key))}",
+        f"PidFile {_quote(str(pid_file))}",
+        *(line for line in defaults if _keyword(line) not in overridden),
+        *options,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _ssh_config(
+    *, aliases: Sequence[str], port: int, user: str, client_key: Path, known_hosts: Path
+) -> str:
+    return (
+        f"Host {' '.join(aliases)}\n"
+        f"    HostName {HOST}\n"
+        f"    Port {port}\n"
+        f"    User {user}\n"
+        "Host *\n"
+        f"    IdentityFile {_path(client_key)}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {_path(known_hosts)}\n"
+        "    GlobalKnownHostsFile /dev/null\n"
+        "    StrictHostKeyChecking yes\n"
+        "    BatchMode yes\n"
+    )
+
+
+def _validate(sshd: str, config: Path) -> None:
+    result = subprocess.run(
+        [sshd, "-t", "-f", str(config)],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"sshd rejected {config}:\n{result.stderr.strip()}")
+
+
+def _start(sshd: str, config: Path, log: Path) -> subprocess.Popen[bytes] | None:
+    """Start sshd; ``None`` if its port was taken meanwhile."""
+    log.write_bytes(b"")
+    with log.open("ab") as log_file:
+        # Its own session: a Ctrl-C meant for pytest must not kill the listener
+        # before stop() has found the connections' processes through it.
+        process = subprocess.Popen(
+            [sshd, "-D", "-f", str(config), "-E", str(log)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + _TIMEOUT
+    while True:
+        text = _read(log)
+        if "Server listening on" in text:
+            return process
+        if process.poll() is not None:
+            if "Address already in use" in text:
+                return None
+            raise RuntimeError(f"sshd exited with {process.returncode}:\n{text}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"sshd did not listen within {_TIMEOUT:g} s:\n{text}")
+        time.sleep(0.01)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent pid; ``None`` once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes().decode("ascii", "replace")
+    except OSError:
+        return None
+    # The command name in parentheses may hold spaces and parentheses itself.
+    state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+    return state, int(ppid)
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for name in entries:
+        if name.isdigit():
+            stat = _stat(int(name))
+            if stat is not None:
+                children.setdefault(stat[1], []).append(int(name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    # A zombie is dead: whoever inherited it may never reap it.
+    return stat is not None and stat[0] != "Z"
+
+
+def _wait_gone(pids: set[int]) -> None:
+    deadline = time.monotonic() + _TIMEOUT
+    while True:
+        left = sorted(pid for pid in pids if _alive(pid))
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd processes still alive after SIGKILL: {left}")
+        time.sleep(0.01)

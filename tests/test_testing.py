@@ -1,0 +1,227 @@
+"""The test server itself, checked with the system ``ssh`` client."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import fabric
+import pytest
+from conftest import TEST_PASSWORD, SshdFactory
+
+from fabric_mux.testing import SshdNotFound, SshServer, ssh_server
+
+
+def ssh(
+    server: SshServer, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the system ``ssh`` with the server's client config."""
+    return subprocess.run(
+        ["ssh", "-F", str(server.ssh_config), *args],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name; ``None`` once gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def alive(pid: int) -> bool:
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def parent(pid: int) -> int:
+    fields = proc_stat(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return int(fields[1])
+
+
+def test_each_login_is_counted_once(sshd: SshServer) -> None:
+    assert sshd.logins() == 0
+    for _ in range(2):
+        result = ssh(sshd, sshd.alias, "true")
+        assert result.returncode == 0, result.stderr
+    # The log also holds two "Accepted key" lines a login: they must not count.
+    assert sshd.logins() == 2
+    assert sshd.logins(sshd.user) == 2
+    assert sshd.logins("nobody") == 0
+
+
+def test_logs_in_as_the_remote_user(sshd: SshServer, remote_user: str) -> None:
+    result = ssh(sshd, sshd.alias, "id -un")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == sshd.user == remote_user
+
+
+def test_every_alias_reaches_the_server(sshd_factory: SshdFactory) -> None:
+    server = sshd_factory(aliases=("fmux-a", "fmux-b"))
+    for alias in server.aliases:
+        result = ssh(server, alias, "echo ok")
+        assert (result.returncode, result.stdout) == (0, "ok\n"), result.stderr
+    assert server.alias == "fmux-a"
+    assert server.logins() == 2
+
+
+def test_client_config_is_self_contained(sshd: SshServer) -> None:
+    text = sshd.ssh_config.read_text()
+    assert "~" not in text
+    assert ".ssh" not in text
+    assert f"IdentityFile {sshd.client_key}\n" in text
+    assert f"UserKnownHostsFile {sshd.known_hosts}\n" in text
+    assert sshd.known_hosts.read_text().startswith(f"[127.0.0.1]:{sshd.port} ssh-ed25519 ")
+
+
+def test_private_keys_stay_private(sshd: SshServer) -> None:
+    host_key = sshd.directory / "hostkeys" / "ssh_host_ed25519_key"
+    assert host_key.parent.stat().st_mode & 0o777 == 0o700
+    assert host_key.stat().st_mode & 0o777 == 0o600
+    assert sshd.client_key.stat().st_mode & 0o777 == 0o600
+
+
+def test_environment_is_accepted_for_fmux_names(sshd: SshServer) -> None:
+    result = ssh(
+        sshd,
+        "-o", "SetEnv=FMUX_PROBE=42 OTHER_PROBE=43",
+        sshd.alias,
+        'echo "$FMUX_PROBE:$OTHER_PROBE"',
+    )  # fmt: skip
+    assert result.stdout == "42:\n", result.stderr
+
+
+def test_password_is_never_asked_in_batch_mode(sshd_factory: SshdFactory) -> None:
+    server = sshd_factory(sshd_options=["PasswordAuthentication yes"])
+    result = ssh(server, "-o", "PubkeyAuthentication=no", server.alias, "true")
+    assert result.returncode == 255
+    # "password" in the list shows the option replaced the default "no".
+    assert "Permission denied (publickey,password)" in result.stderr
+    assert server.logins() == 0
+
+
+def test_password_login(sshd_factory: SshdFactory, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root sets a known password for the remote account")
+    server = sshd_factory(sshd_options=["PasswordAuthentication yes"])
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho '{TEST_PASSWORD}'\n")
+    askpass.chmod(0o700)
+    env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+    result = ssh(
+        server,
+        "-o", "BatchMode=no",
+        "-o", "PubkeyAuthentication=no",
+        server.alias,
+        "id -un",
+        env=env,
+    )  # fmt: skip
+    assert result.stdout.strip() == server.user, result.stderr
+    assert f"Accepted password for {server.user} from" in server.log.read_text()
+    assert server.logins() == 1
+
+
+@pytest.mark.parametrize("known", ["empty", "other key"])
+def test_unknown_host_key_is_refused(sshd: SshServer, tmp_path: Path, known: str) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    if known == "empty":
+        known_hosts.touch()
+    else:
+        client_public = sshd.client_key.with_name(sshd.client_key.name + ".pub").read_text()
+        known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {client_public}")
+    result = ssh(sshd, "-o", f"UserKnownHostsFile={known_hosts}", sshd.alias, "true")
+    assert result.returncode == 255
+    assert "Host key verification failed" in result.stderr
+    assert sshd.logins() == 0
+
+
+@pytest.mark.parametrize("options", [(), ("Subsystem sftp false",)])
+def test_sftp_subsystem_can_be_replaced(
+    sshd_factory: SshdFactory, options: tuple[str, ...]
+) -> None:
+    # Replaced, not added to: a second "Subsystem sftp" line makes sshd refuse its config.
+    server = sshd_factory(sshd_options=options)
+    result = subprocess.run(
+        ["sftp", "-F", str(server.ssh_config), "-b", "-", server.alias],
+        check=False,
+        input="pwd\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if options:
+        assert result.returncode != 0
+        assert "Remote working directory" not in result.stdout
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "Remote working directory: /" in result.stdout
+    assert "Starting session: subsystem 'sftp'" in server.log.read_text()
+
+
+def test_bad_option_is_reported(sshd_factory: SshdFactory) -> None:
+    with pytest.raises(RuntimeError, match="Bad configuration option: NoSuchOption"):
+        sshd_factory(sshd_options=["NoSuchOption yes"])
+
+
+def test_missing_sshd_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SshdNotFound):
+        with ssh_server(tmp_path, sshd_path=str(tmp_path / "sshd")):
+            pass
+
+
+def test_folder_the_remote_user_cannot_reach_is_reported(tmp_path: Path, remote_user: str) -> None:
+    if remote_user == pwd.getpwuid(os.geteuid()).pw_name:
+        pytest.skip("only matters when the remote user is another account")
+    # pytest's tmp_path lies in a private folder: sshd would only say "Permission denied".
+    with pytest.raises(ValueError, match="cannot reach"):
+        with ssh_server(tmp_path, user=remote_user):
+            pass
+
+
+def test_stop_ends_every_process(sshd_factory: SshdFactory) -> None:
+    server = sshd_factory()
+    argv = ["ssh", "-F", str(server.ssh_config), server.alias, "echo $PPID $$; exec sleep 60"]
+    with subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as client:
+        assert client.stdout is not None
+        line = client.stdout.readline()
+        assert line, client.communicate()[1]
+        session, shell = (int(pid) for pid in line.split())
+        # The connection's privileged sshd, which has left the listener's session.
+        monitor = parent(session)
+        assert parent(monitor) == server.pid
+        pids = [server.pid, monitor, session, shell]
+        assert all(alive(pid) for pid in pids)
+
+        server.stop()
+
+        assert [pid for pid in pids if alive(pid)] == []
+        assert client.wait(timeout=10) == 255
+    server.stop()
+
+
+def test_fabric_config_reaches_the_server(sshd: SshServer) -> None:
+    config = sshd.fabric_config({"run": {"hide": True}})
+    assert config.run.hide is True
+    with fabric.Connection(sshd.alias, config=config) as connection:
+        result = connection.run("id -un", in_stream=False)
+    assert result.stdout.strip() == sshd.user
+    assert sshd.logins() == 1
+
+
+def test_control_dir_is_private_and_short(control_dir: Path, config: fabric.Config) -> None:
+    assert control_dir.stat().st_mode & 0o777 == 0o700
+    # Leaves room under the ~90 byte socket path limit for a hashed name.
+    assert len(str(control_dir)) < 40
+    assert config.mux.control_dir == str(control_dir)
