@@ -1,0 +1,145 @@
+"""Unit tests of the argv decisions: settings in, ssh argv out."""
+
+from __future__ import annotations
+
+import pytest
+
+from fabric_mux.argv import (
+    MAX_CONTROL_PATH,
+    SshTarget,
+    config_query_argv,
+    control_socket_name,
+    fallback_options,
+    master_argv,
+    parse_resolved_config,
+    persist_value,
+    quote_option_value,
+    ssh_options,
+    target_args,
+)
+
+RESOLVED = (
+    "user deploy\n"
+    "hostname 10.0.0.5\n"
+    "port 22\n"
+    "identityfile ~/.ssh/id_ed25519\n"
+    "connecttimeout none\n"
+    "serveraliveinterval 0\n"
+)
+
+
+def test_alias_passes_through_with_nothing_else() -> None:
+    assert config_query_argv("/usr/bin/ssh", SshTarget("web1")) == [
+        "/usr/bin/ssh",
+        "-G",
+        "--",
+        "web1",
+    ]
+
+
+def test_explicit_settings_become_options() -> None:
+    target = SshTarget(
+        "web1",
+        user="deploy",
+        port=2222,
+        config_file="/etc/fab/ssh_config",
+        identity_files=("/k/one", "/k/two"),
+        connect_timeout=7,
+        forward_agent=True,
+        options=("Compression=yes",),
+    )
+    assert target_args(target) == [
+        "-F", "/etc/fab/ssh_config",
+        "-l", "deploy",
+        "-p", "2222",
+        "-i", "/k/one",
+        "-i", "/k/two",
+        "-o", "ConnectTimeout=7",
+        "-o", "ForwardAgent=yes",
+        "-o", "Compression=yes",
+    ]  # fmt: skip
+
+
+def test_master_argv_backgrounds_a_persisting_master() -> None:
+    argv = master_argv(
+        "ssh", SshTarget("web1", user="u"), "/run/fm/abc", "600", ["ServerAliveInterval=15"]
+    )
+    assert argv[:4] == ["ssh", "-M", "-N", "-f"]
+    assert "ControlMaster=yes" in argv
+    assert "ControlPath=/run/fm/abc" in argv
+    assert "ControlPersist=600" in argv
+    assert "ServerAliveInterval=15" in argv
+    assert argv[-4:] == ["-l", "u", "--", "web1"]
+    assert "-q" not in argv  # the master's stderr is the user's only clue
+
+
+def test_control_path_percent_and_space_are_escaped() -> None:
+    argv = master_argv("ssh", SshTarget("h"), "/tmp/a b%c/x", "600")
+    assert 'ControlPath="/tmp/a b%%c/x"' in argv
+
+
+def test_double_quote_in_an_option_is_refused() -> None:
+    with pytest.raises(ValueError, match="double quote"):
+        quote_option_value('/tmp/a"b')
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (600, "600"),
+        ("600", "600"),
+        ("10m", "10m"),
+        (0, "1"),
+        (False, "1"),
+        ("no", "1"),
+        (None, "1"),
+        (True, "yes"),
+        ("yes", "yes"),
+    ],
+)
+def test_persist_values(given: object, expected: str) -> None:
+    assert persist_value(given) == expected
+
+
+def test_socket_name_follows_the_route_only() -> None:
+    base = control_socket_name(RESOLVED)
+    assert len(base) == 20
+    # A timeout or a keep-alive does not move a session elsewhere.
+    assert control_socket_name(RESOLVED.replace("connecttimeout none", "connecttimeout 5")) == base
+    # Anything that decides where, or as whom, does.
+    for changed in (
+        RESOLVED.replace("user deploy", "user root"),
+        RESOLVED.replace("hostname 10.0.0.5", "hostname 10.0.0.6"),
+        RESOLVED.replace("port 22", "port 2222"),
+        RESOLVED + "proxyjump bastion\n",
+        RESOLVED + "proxycommand ssh -W %h:%p other\n",
+        RESOLVED.replace("id_ed25519", "id_rsa"),
+    ):
+        assert control_socket_name(changed) != base
+
+
+def test_socket_path_fits_the_limit_for_a_typical_runtime_dir() -> None:
+    path = "/run/user/1000/fabric-mux/" + control_socket_name(RESOLVED)
+    assert len(path) <= MAX_CONTROL_PATH
+
+
+def test_parse_resolved_config_keeps_first_value() -> None:
+    parsed = parse_resolved_config("identityfile a\nidentityfile b\nUser x\n")
+    assert parsed == {"identityfile": "a", "user": "x"}
+
+
+def test_fallbacks_respect_the_users_connect_timeout() -> None:
+    resolved = parse_resolved_config(RESOLVED)
+    assert fallback_options(resolved, (15, 3), 10) == [
+        "ServerAliveInterval=15",
+        "ServerAliveCountMax=3",
+        "ConnectTimeout=10",
+    ]
+    resolved["connecttimeout"] = "30"
+    assert fallback_options(resolved, None, 10) == []
+
+
+def test_ssh_options_accepts_a_string_or_a_list() -> None:
+    assert ssh_options(None) == ()
+    assert ssh_options("Compression=yes") == ("Compression=yes",)
+    assert ssh_options(["A=1", "B=2"]) == ("A=1", "B=2")

@@ -1,0 +1,120 @@
+"""Stock ``fab`` and ``fabmux`` against a real sshd: one login per host across runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from waiting import wait_until
+
+from fabric_mux.testing import SshServer
+
+FABFILE = """
+from fabric import task
+
+for n in range(1, 6):
+    def body(c, n=n):
+        for i in range(3):
+            c.run(f"echo task{n}-{i}")
+    globals()[f"t{n}"] = task(name=f"t{n}")(body)
+
+@task
+def kind(c):
+    print(type(c).__name__)
+"""
+
+
+def program(name: str) -> str:
+    """The console script installed beside this interpreter."""
+    path = Path(sys.executable).with_name(name)
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed"
+    return found
+
+
+@pytest.fixture
+def project(tmp_path: Path, control_dir: Path) -> Path:
+    (tmp_path / "fabfile.py").write_text(FABFILE)
+    return tmp_path
+
+
+def write_yaml(project: Path, control_dir: Path, enabled: bool = True) -> None:
+    (project / "fabric.yaml").write_text(
+        "tasks:\n"
+        "  executor_class: fabric_mux.MuxExecutor\n"
+        "mux:\n"
+        f"  control_dir: {control_dir}\n"
+        f"  enabled: {'true' if enabled else 'false'}\n"
+    )
+
+
+def fab(project: Path, sshd: SshServer, *args: str, name: str = "fab") -> str:
+    argv = [program(name), "-S", str(sshd.ssh_config), "-H", sshd.alias, *args]
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    proc = subprocess.run(
+        argv,
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+TASKS = ("t1", "t2", "t3", "t4", "t5")
+EXPECTED = "".join(f"task{n}-{i}\n" for n in range(1, 6) for i in range(3))
+
+
+def test_stock_fab_with_fabric_yaml_logs_in_once_for_two_runs(
+    project: Path, sshd: SshServer, control_dir: Path
+) -> None:
+    write_yaml(project, control_dir)
+    assert fab(project, sshd, *TASKS) == EXPECTED
+    assert fab(project, sshd, *TASKS) == EXPECTED
+    assert sshd.logins() == 1
+    assert fab(project, sshd, "kind") == "MuxConnection\n"
+
+
+def test_mux_disabled_in_config_gives_plain_fabric(
+    project: Path, sshd: SshServer, control_dir: Path
+) -> None:
+    write_yaml(project, control_dir, enabled=False)
+    assert fab(project, sshd, "kind") == "Connection\n"
+    assert fab(project, sshd, *TASKS) == EXPECTED
+    assert sshd.logins() == 5  # stock Fabric: a login per task
+    assert os.listdir(control_dir) == []
+
+
+def test_fabmux_needs_no_config_file(project: Path, sshd: SshServer, control_dir: Path) -> None:
+    env_dir = str(control_dir)
+    os.environ["FABRIC_MUX_CONTROL_DIR"] = env_dir
+    try:
+        assert fab(project, sshd, *TASKS, name="fabmux") == EXPECTED
+        assert fab(project, sshd, "kind", name="fabmux") == "MuxConnection\n"
+        assert sshd.logins() == 1
+        assert fab(project, sshd, "--no-mux", "kind", name="fabmux") == "Connection\n"
+        assert fab(project, sshd, "--no-mux", "t1", name="fabmux") == EXPECTED[:24]
+        assert sshd.logins() == 2
+    finally:
+        del os.environ["FABRIC_MUX_CONTROL_DIR"]
+
+
+def test_fabmux_persist_zero_leaves_no_master(
+    project: Path, sshd: SshServer, control_dir: Path
+) -> None:
+    os.environ["FABRIC_MUX_CONTROL_DIR"] = str(control_dir)
+    try:
+        output = fab(project, sshd, "--mux-persist", "0", "t1", name="fabmux")
+    finally:
+        del os.environ["FABRIC_MUX_CONTROL_DIR"]
+    assert output == "task1-0\ntask1-1\ntask1-2\n"
+    # The master ends a second after the run's hold on it closes; its socket goes with it.
+    assert wait_until(lambda: os.listdir(control_dir) == [])
+    assert sshd.logins() == 1

@@ -1,0 +1,25 @@
+"""Waiting for a condition with a deadline: how tests synchronise, never with a bare sleep."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+
+def wait_until(condition: Callable[[], bool], deadline: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``deadline`` seconds pass; its last value."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
