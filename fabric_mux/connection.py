@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from fabric import Connection
@@ -14,10 +15,11 @@ from fabric.util import get_local_user
 
 from .argv import SshTarget
 from .config import MuxSettings, mux_settings
-from .exceptions import MuxError, SessionRefused
+from .exceptions import ForwardFailed, MuxError, SessionRefused
 from .master import Master, find_ssh, prepare_control_dir
-from .protocol import MasterUnavailable, MuxClient, RequestDenied
-from .runners import MuxRemote, MuxRemoteShell
+from .protocol import FWD_LOCAL, FWD_REMOTE, MasterUnavailable, MuxClient, RequestDenied
+from .runners import MuxRemote
+from .sftp import MuxSFTPClient, open_sftp
 
 __all__ = ["MuxConnection"]
 
@@ -48,6 +50,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
     _mux_gateway_given = False
     _mux_clients: set[MuxClient] | None = None
     _mux_lock: threading.Lock | None = None
+    _sftp: MuxSFTPClient | None = None
 
     def __init__(
         self,
@@ -173,60 +176,168 @@ class MuxConnection(Connection):  # type: ignore[misc]
         self._mux_master = master
 
     def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> MuxClient:
-        """Open a session on the master; a dead or stale master is replaced once.
+        """Open a session on the master; pair it with :meth:`session_closed`.
 
-        A refusal by the server is retried with backoff: sshd frees a closed
-        session a moment after our side sees it end, so a host busy near its
-        ``MaxSessions`` refuses briefly, not for good.
+        Waits for one of the master's ``mux.max_sessions`` slots. A dead or
+        stale master is replaced once. A refusal by the server is retried with
+        backoff: sshd frees a closed session a moment after our side sees it
+        end, so a host busy near its ``MaxSessions`` refuses briefly, not for good.
         """
         master = self.mux_master
-        for delay in (*_REFUSAL_BACKOFF, None):
-            try:
-                client = master.client()
-            except MasterUnavailable:
-                self.master_pid = master.ensure(self.mux.persist)
-                client = master.client()
-            try:
-                client.open_session(command, fds, **flags)
-            except RequestDenied as exc:
-                client.close()
-                if delay is None:
-                    raise SessionRefused(self.original_host, exc.reason) from None
-                time.sleep(delay)
-                continue
-            except BaseException:
-                client.close()
-                raise
-            break
+        master.sessions.acquire()
+        try:
+            client = self._open_on(master, command, fds, flags)
+        except BaseException:
+            master.sessions.release()
+            raise
         assert self._mux_clients is not None and self._mux_lock is not None
         with self._mux_lock:
             self._mux_clients.add(client)
         return client
 
+    def _open_on(
+        self, master: Master, command: str, fds: Sequence[int], flags: dict[str, Any]
+    ) -> MuxClient:
+        for delay in (*_REFUSAL_BACKOFF, None):
+            client = self._control(master)
+            try:
+                client.open_session(command, fds, **flags)
+                return client
+            except RequestDenied as exc:
+                client.close()
+                if delay is None:
+                    raise SessionRefused(self.original_host, exc.reason) from None
+                time.sleep(delay)
+            except BaseException:
+                client.close()
+                raise
+        raise AssertionError("unreachable")
+
     def session_closed(self, client: MuxClient) -> None:
-        """A runner is done with its session."""
+        """End a session from :meth:`open_session` (once; later calls do nothing)."""
         assert self._mux_clients is not None and self._mux_lock is not None
         with self._mux_lock:
+            ours = client in self._mux_clients
             self._mux_clients.discard(client)
-        client.close()
+        if ours:
+            client.close()
+            self.mux_master.sessions.release()
 
     def close(self) -> None:
         """End this connection's sessions; a persisting master keeps running."""
         if self._mux_clients is not None and self._mux_lock is not None:
             with self._mux_lock:
-                clients, self._mux_clients = list(self._mux_clients), set()
+                clients = list(self._mux_clients)
             for client in clients:
-                client.close()
+                self.session_closed(client)
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
         if self._mux_held and self._mux_master is not None:
             self._mux_master.release()
             self._mux_held = False
         self._mux_master = None
-        super().close()
 
     # -- operations ------------------------------------------------------------
 
     def _remote_runner(self) -> MuxRemote:
         return MuxRemote(context=self, inline_env=self.inline_ssh_env)
+
+    @opens  # type: ignore[untyped-decorator]
+    def sftp(self) -> MuxSFTPClient:
+        """A paramiko ``SFTPClient`` over an ``sftp`` subsystem session (memoized)."""
+        if self._sftp is None:
+            self._sftp = open_sftp(self)
+        return self._sftp
+
+    @contextmanager
+    def forward_local(
+        self,
+        local_port: int,
+        remote_port: int | None = None,
+        remote_host: str = "localhost",
+        local_host: str = "localhost",
+    ) -> Iterator[int]:
+        """Forward ``local_host:local_port`` to ``remote_host:remote_port`` seen from the server.
+
+        The master is listening when the block starts, and stops when it ends
+        (also on an exception). A busy port raises :class:`ForwardFailed` at once.
+        Yields the local port.
+        """
+        spec = (FWD_LOCAL, local_host, local_port, remote_host, remote_port or local_port)
+        with self._forward(spec) as port:
+            yield port
+
+    @contextmanager
+    def forward_remote(
+        self,
+        remote_port: int,
+        local_port: int | None = None,
+        remote_host: str = "127.0.0.1",
+        local_host: str = "localhost",
+    ) -> Iterator[int]:
+        """Forward the server's ``remote_host:remote_port`` to ``local_host:local_port`` here.
+
+        ``remote_port=0`` lets the server choose; the block receives the port.
+        """
+        spec = (FWD_REMOTE, remote_host, remote_port, local_host, local_port or remote_port)
+        with self._forward(spec) as port:
+            yield port
+
+    @contextmanager
+    def _forward(self, spec: tuple[int, str, int, str, int]) -> Iterator[int]:
+        master = self.mux_master
+        # The master shares identical forwards and one cancel removes them all:
+        # count our users so that only the last block to end cancels it.
+        with master.forwards_lock:
+            users = master.forwards.get(spec, 0)
+            if users == 0:
+                master.forward_ports[spec] = self._open_forward(master, spec)
+            master.forwards[spec] = users + 1
+            port = master.forward_ports[spec]
+        try:
+            yield port
+        finally:
+            with master.forwards_lock:
+                master.forwards[spec] -= 1
+                if master.forwards[spec] == 0:
+                    del master.forwards[spec], master.forward_ports[spec]
+                    self._close_forward(master, spec)
+
+    def _open_forward(self, master: Master, spec: tuple[int, str, int, str, int]) -> int:
+        kind, listen_host, listen_port = spec[:3]
+        client = self._control(master)
+        try:
+            chosen = client.open_forward(*spec)
+        except RequestDenied as exc:
+            where = "local" if kind == FWD_LOCAL else "remote"
+            raise ForwardFailed(
+                f"{self.original_host}: could not forward {where} {listen_host}:{listen_port}: "
+                f"{exc.reason}"
+            ) from None
+        finally:
+            client.close()
+        return chosen or listen_port
+
+    def _close_forward(self, master: Master, spec: tuple[int, str, int, str, int]) -> None:
+        try:
+            client = master.client()
+        except MasterUnavailable:
+            return  # the master, and its forwards with it, went away already
+        try:
+            client.close_forward(*spec)
+        except (RequestDenied, OSError):
+            pass
+        finally:
+            client.close()
+
+    def _control(self, master: Master) -> MuxClient:
+        """A control connection for a request; a dead or stale master is replaced."""
+        try:
+            return master.client()
+        except MasterUnavailable:
+            self.master_pid = master.ensure(self.mux.persist)
+            return master.client()
 
     def create_session(self) -> Any:
         raise MuxError("MuxConnection has no paramiko sessions: use run(), sudo() or shell()")
@@ -240,5 +351,6 @@ class MuxConnection(Connection):  # type: ignore[misc]
             options[key] = kwargs.pop(key, self.config.run[key])
         if kwargs:
             raise TypeError(f"shell() got unexpected keyword arguments: {list(kwargs)!r}")
-        options["pty"] = True
-        return MuxRemoteShell(context=self).run(command=None, **options)
+        # As documented for fabric's shell(): a pty, and no exception for a non-zero exit.
+        options.update(pty=True, warn=True)
+        return MuxRemote(context=self).run(command=None, **options)

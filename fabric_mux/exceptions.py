@@ -13,6 +13,7 @@ __all__ = [
     "BadSshOption",
     "ConnectFailed",
     "ControlDirUnsafe",
+    "ForwardFailed",
     "HostKeyFailed",
     "MasterLost",
     "MasterStartFailed",
@@ -47,6 +48,10 @@ class SessionRefused(MuxError):
         super().__init__(f"{host}: the master refused a session: {reason}")
         self.host = host
         self.reason = reason
+
+
+class ForwardFailed(MuxError):
+    """The master could not set up a port forward (e.g. the port is in use)."""
 
 
 class MasterLost(MuxError):

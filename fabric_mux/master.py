@@ -163,6 +163,10 @@ class Master:
         self.sessions = threading.BoundedSemaphore(max_sessions)
         #: The master's pid, once known.
         self.pid: int | None = None
+        #: Port forwards open on the master, with how many blocks of ours use each.
+        self.forwards: dict[tuple[int, str, int, str, int], int] = {}
+        self.forward_ports: dict[tuple[int, str, int, str, int], int] = {}
+        self.forwards_lock = threading.Lock()
         self._hold: MuxClient | None = None
         self._holders = 0
         self._state = threading.Lock()

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .connection import MuxConnection
     from .protocol import MuxClient
 
-__all__ = ["MuxRemote", "MuxRemoteShell", "remote_command"]
+__all__ = ["MuxRemote", "remote_command"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -104,7 +104,6 @@ class MuxRemote(Remote):  # type: ignore[misc]
     def __init__(self, context: MuxConnection, inline_env: bool | None = None) -> None:
         super().__init__(context, inline_env=inline_env)
         self._client: MuxClient | None = None
-        self._slot = False
         self._stdin_fd: int | None = None
         self._stdout_fd: int | None = None
         self._stderr_fd: int | None = None
@@ -124,9 +123,6 @@ class MuxRemote(Remote):  # type: ignore[misc]
     ) -> None:
         text = self._command_line(command, env)
         session_env = [] if self.inline_env else [f"{k}={v}" for k, v in sorted(env.items())]
-        master = self.context.mux_master
-        master.sessions.acquire()
-        self._slot = True
         if self.using_pty:
             pty_fd, slave_fd = os.openpty()
             cols, rows = pty_size()
@@ -345,9 +341,6 @@ class MuxRemote(Remote):  # type: ignore[misc]
         client, self._client = self._client, None
         if client is not None:
             self.context.session_closed(client)
-        if self._slot:
-            self._slot = False
-            self.context.mux_master.sessions.release()
         # With a pty, stdin and stdout are one descriptor: close each once.
         fds = {self._stdin_fd, self._stdout_fd, self._stderr_fd} - {None}
         self._stdin_fd = self._stdout_fd = self._stderr_fd = None
@@ -358,7 +351,3 @@ class MuxRemote(Remote):  # type: ignore[misc]
                 pass
         self._abort.close()
         self._finished.close()
-
-
-class MuxRemoteShell(MuxRemote):
-    """``shell()``: the remote login shell on a pty."""
