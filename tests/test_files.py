@@ -1,0 +1,117 @@
+"""put, get and sftp() through the master against a real sshd: bytes intact, one login."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import fabric
+import pytest
+from waiting import wait_until
+
+from fabric_mux import MuxConnection
+from fabric_mux.testing import SshServer
+
+
+def sessions_open(sshd: SshServer) -> int:
+    text = sshd.log.read_text()
+    return text.count("Starting session:") - text.count("Close session:")
+
+
+@pytest.fixture
+def c(sshd: SshServer, config: fabric.Config) -> MuxConnection:
+    connection = MuxConnection(sshd.alias, config=config)
+    connection.run("rm -rf fmux-files && mkdir fmux-files", hide=True)
+    return connection
+
+
+@pytest.mark.parametrize("size", [0, 1, 65537, 5 * 1024 * 1024 + 3])
+def test_put_then_get_round_trips_bytes(c: MuxConnection, tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    source, back = tmp_path / "source.bin", tmp_path / "back.bin"
+    source.write_bytes(data)
+    uploaded = c.put(str(source), "fmux-files/data.bin")
+    assert uploaded.remote.endswith("/fmux-files/data.bin")
+    assert c.run("wc -c < fmux-files/data.bin", hide=True).stdout.strip() == str(size)
+    c.get("fmux-files/data.bin", str(back))
+    assert back.read_bytes() == data
+
+
+def test_file_like_objects_both_ways(c: MuxConnection) -> None:
+    data = os.urandom(300_000)
+    c.put(io.BytesIO(data), "fmux-files/fl.bin")
+    out = io.BytesIO()
+    c.get("fmux-files/fl.bin", out)
+    assert out.getvalue() == data
+
+
+def test_modes_are_preserved_both_ways(c: MuxConnection, tmp_path: Path) -> None:
+    script = tmp_path / "tool.sh"
+    script.write_text("#!/bin/sh\necho tool\n")
+    script.chmod(0o751)
+    c.put(str(script), "fmux-files/tool.sh")
+    assert c.run("stat -c %a fmux-files/tool.sh", hide=True).stdout.strip() == "751"
+    assert c.run("./fmux-files/tool.sh", hide=True).stdout == "tool\n"
+    c.run("chmod 640 fmux-files/tool.sh")
+    c.get("fmux-files/tool.sh", str(tmp_path / "back.sh"))
+    assert stat.S_IMODE((tmp_path / "back.sh").stat().st_mode) == 0o640
+
+
+def test_relative_absolute_and_folder_targets(
+    c: MuxConnection, sshd: SshServer, tmp_path: Path
+) -> None:
+    local = tmp_path / "named.txt"
+    local.write_text("content\n")
+    home = c.run("pwd", hide=True).stdout.strip()
+    c.put(str(local), "fmux-files/")  # a folder: the local name is kept
+    c.put(str(local), f"{home}/fmux-files/absolute.txt")
+    listing = c.run("ls fmux-files", hide=True).stdout.split()
+    assert listing == ["absolute.txt", "named.txt"]
+    target = tmp_path / "into"
+    target.mkdir()
+    result = c.get("fmux-files/absolute.txt", f"{target}/")
+    assert result.local == f"{target}/absolute.txt"
+    assert (target / "absolute.txt").read_text() == "content\n"
+    assert sshd.logins() == 1
+
+
+def test_missing_remote_file_raises_and_writes_nothing(c: MuxConnection, tmp_path: Path) -> None:
+    target = tmp_path / "never.bin"
+    with pytest.raises(FileNotFoundError):
+        c.get("fmux-files/missing.bin", str(target))
+    assert not target.exists()
+
+
+def test_a_failed_remote_write_raises(c: MuxConnection, tmp_path: Path) -> None:
+    local = tmp_path / "x.bin"
+    local.write_bytes(b"x" * 1000)
+    c.run("mkdir fmux-files/locked && chmod 500 fmux-files/locked")
+    with pytest.raises(PermissionError, match="Permission denied"):
+        c.put(str(local), "fmux-files/locked/x.bin")
+
+
+def test_sftp_client_works_and_closing_ends_its_session(c: MuxConnection, sshd: SshServer) -> None:
+    sftp = c.sftp()
+    assert c.sftp() is sftp
+    with sftp.open("fmux-files/by-sftp.txt", "w") as remote:
+        remote.write("written over sftp\n")
+    assert "by-sftp.txt" in sftp.listdir("fmux-files")
+    assert c.run("cat fmux-files/by-sftp.txt", hide=True).stdout == "written over sftp\n"
+    assert sessions_open(sshd) == 1  # the sftp subsystem
+    c.close()
+    assert wait_until(lambda: sessions_open(sshd) == 0)
+    assert sshd.logins() == 1
+
+
+def test_progress_reports_reach_the_total(c: MuxConnection, tmp_path: Path) -> None:
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(3 * 1024 * 1024))
+    seen: list[tuple[int, int]] = []
+    sftp = c.sftp()
+    sftp.put(
+        str(local), "fmux-files/big.bin", callback=lambda done, total: seen.append((done, total))
+    )
+    assert seen[-1] == (3 * 1024 * 1024, 3 * 1024 * 1024)
+    assert all(done <= total for done, total in seen)
