@@ -21,10 +21,12 @@ class MuxConnectionCall(ConnectionCall):  # type: ignore[misc]
         self.opened: list[Connection] = kwargs.pop("opened")
         super().__init__(*args, **kwargs)
 
-    def clone_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = super().clone_kwargs()
-        kwargs["opened"] = self.opened
-        return kwargs
+    def clone_data(self) -> dict[str, Any]:
+        # invoke clones calls through clone_data (fabric's clone_kwargs is not
+        # called): carry our fields, and the host, into the copy.
+        data: dict[str, Any] = super().clone_data()
+        data.update(init_kwargs=self.init_kwargs, opened=self.opened)
+        return data
 
     # invoke 3 adds arguments (core_parse_result=...): accept whatever comes.
     def make_context(self, config: Any, *args: Any, **kwargs: Any) -> Connection:

@@ -45,7 +45,10 @@ def test_window_size_follows_the_local_terminal(
         asynchronous=True,
     )
     runner = promise.runner
-    seen = lambda: "".join(runner.stdout)  # noqa: E731
+
+    def seen() -> str:
+        return "".join(runner.stdout)
+
     assert wait_until(lambda: "24 80" in seen())
     size.append((132, 50))
     os.kill(os.getpid(), signal.SIGWINCH)  # what the terminal sends when resized
