@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from fabric import Connection
@@ -13,10 +15,11 @@ from fabric.config import Config
 from fabric.connection import derive_shorthand, opens
 from fabric.util import get_local_user
 
-from .argv import SshTarget
+from .argv import SshTarget, parse_resolved_config
 from .config import MuxSettings, mux_settings
-from .exceptions import ForwardFailed, MuxError, SessionRefused
-from .master import Master, find_ssh, prepare_control_dir
+from .exceptions import ForwardFailed, MasterStartFailed, MuxError, SessionRefused
+from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
+from .master import Master, find_ssh, prepare_control_dir, resolve_config
 from .protocol import FWD_LOCAL, FWD_REMOTE, MasterUnavailable, MuxClient, RequestDenied
 from .runners import MuxRemote
 from .sftp import MuxSFTPClient, open_sftp
@@ -51,6 +54,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
     _mux_clients: set[MuxClient] | None = None
     _mux_lock: threading.Lock | None = None
     _sftp: MuxSFTPClient | None = None
+    _mux_hop: MuxConnection | None = None
 
     def __init__(
         self,
@@ -117,25 +121,41 @@ class MuxConnection(Connection):  # type: ignore[misc]
             identity_files=identities,
             connect_timeout=int(timeout) if timeout else None,
             forward_agent=bool(self.forward_agent),
-            options=self._gateway_options() + self.mux.ssh_options,
+            # gateway=False: no ProxyJump or ProxyCommand from ssh_config either.
+            options=(("ProxyCommand=none",) if self.gateway is False else ())
+            + self.mux.ssh_options,
         )
 
-    def _gateway_options(self) -> tuple[str, ...]:
-        gateway = self.gateway
-        if gateway is False:
-            return ("ProxyCommand=none", "ProxyJump=none")
-        if not self._mux_gateway_given and "proxyjump" in self.ssh_config:
-            return ()  # OpenSSH reads the same ProxyJump from the same file
-        if not self._mux_gateway_given and "proxycommand" in self.ssh_config:
-            return ()
+    def _route(self, ssh: str, target: SshTarget) -> Route:
+        """How this connection reaches its host, with Fabric's precedence:
+        ``gateway=`` > ssh_config ProxyJump > ProxyCommand > ``config.gateway``.
+
+        ssh_config is read as OpenSSH resolves it (``ssh -G``), not as paramiko does.
+        """
+        if self._mux_gateway_given:
+            gateway = self.gateway
+        else:
+            resolved = parse_resolved_config(resolve_config(ssh, target))
+            proxyjump = resolved.get("proxyjump", "none")
+            if proxyjump != "none":
+                return self._jump_chain(jump_hosts(proxyjump))
+            if resolved.get("proxycommand", "none") != "none":
+                return None  # OpenSSH runs the user's ProxyCommand for the master itself
+            gateway = self.config.gateway
+        if not gateway:
+            return None
         if isinstance(gateway, str):
-            return (f"ProxyCommand={gateway}",)
-        if gateway:
-            raise MuxError(
-                f"{self.original_host}: a Connection as gateway is not supported yet; "
-                "use ProxyJump in ssh_config or a ProxyCommand string"
-            )
-        return ()
+            return gateway
+        return as_hop(gateway, self.config, MuxConnection)
+
+    def _jump_chain(self, hosts: list[str]) -> Route:
+        hop: MuxConnection | None = None
+        for host in hosts:
+            if derive_shorthand(host)["host"] == self.original_host:
+                return None  # a wildcard ProxyJump that names this very host
+            # The first hop follows its own ssh_config; later ones go through the previous.
+            hop = MuxConnection(host, config=self.config, gateway=hop)
+        return hop
 
     # -- the master ------------------------------------------------------------
 
@@ -153,27 +173,69 @@ class MuxConnection(Connection):  # type: ignore[misc]
         return self._mux_master
 
     def open(self) -> None:
-        """Find the route's live master or start one (one login, under a lock)."""
+        """Find the route's live master or start one (one login, under a lock).
+
+        A gateway's master is opened first; this master then reaches its host
+        through it.
+        """
         if self._mux_master is not None:
             return
         settings = self.mux
         ssh = find_ssh(settings.ssh_path)
         control_dir = prepare_control_dir(settings.control_dir)
+        target = self.ssh_target()
+        route = self._route(ssh, target)
+        if isinstance(route, str):
+            target = replace(target, options=(f"ProxyCommand={route}", *target.options))
+        elif route is not None:
+            route.open()
+            self._mux_hop = route
+            target = replace(
+                target, options=(f"ProxyCommand={proxy_command(ssh, route)}", *target.options)
+            )
         master = Master.for_target(
             ssh,
-            self.ssh_target(),
+            target,
             control_dir,
             server_alive=settings.server_alive,
             connect_timeout=settings.connect_timeout,
             max_sessions=settings.max_sessions,
             reply_timeout=settings.reply_timeout,
         )
-        self.master_pid = master.ensure(settings.persist)
+        if isinstance(route, MuxConnection):
+            self.master_pid = self._ensure_through(master, route)
+        else:
+            self.master_pid = master.ensure(settings.persist)
         if not settings.persists:
             master.hold()
             self._mux_held = True
         self.control_path = master.control_path
         self._mux_master = master
+
+    def _ensure_through(self, master: Master, hop: MuxConnection) -> int:
+        """Start this master through ``hop``; a failure says what the hop said."""
+        errors = hop_errors_path(hop)
+        try:
+            offset = os.path.getsize(errors)
+        except FileNotFoundError:
+            offset = 0
+        try:
+            return master.ensure(self.mux.persist)
+        except MasterStartFailed as exc:
+            # The hop's own master is up, so it let us in: what failed is the
+            # way on from it to this host, and the forward's error says why.
+            try:
+                with open(errors, "rb") as log:
+                    log.seek(offset)
+                    said = log.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                said = ""
+            raise type(exc)(
+                f"{self.original_host} (via gateway {hop.original_host})",
+                exc.argv,
+                exc.exit_code,
+                said + exc.stderr,
+            ) from None
 
     def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> MuxClient:
         """Open a session on the master; pair it with :meth:`session_closed`.
@@ -225,18 +287,21 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
     def close(self) -> None:
         """End this connection's sessions; a persisting master keeps running."""
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
         if self._mux_clients is not None and self._mux_lock is not None:
             with self._mux_lock:
                 clients = list(self._mux_clients)
             for client in clients:
                 self.session_closed(client)
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
         if self._mux_held and self._mux_master is not None:
             self._mux_master.release()
             self._mux_held = False
         self._mux_master = None
+        if self._mux_hop is not None:
+            self._mux_hop.close()
+            self._mux_hop = None
 
     # -- operations ------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+"""Gateways against real sshd servers: one bastion login serves every host behind it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import fabric
+import pytest
+from conftest import SshdFactory
+from pytest_mock import MockerFixture
+
+from fabric_mux import MuxConnection
+from fabric_mux.exceptions import ConnectFailed
+from fabric_mux.gateway import jump_hosts, proxy_command
+from fabric_mux.testing import SshServer
+
+
+def write_ssh_config(folder: Path, servers: dict[str, SshServer], jumps: dict[str, str]) -> Path:
+    """One client config naming every server, with ProxyJump where ``jumps`` says."""
+    known = folder / "known_hosts"
+    known.write_text("".join(server.known_hosts.read_text() for server in servers.values()))
+    lines = []
+    for alias, server in servers.items():
+        lines += [
+            f"Host {alias}",
+            "    HostName 127.0.0.1",
+            f"    Port {server.port}",
+            f"    User {server.user}",
+        ]
+        if alias in jumps:
+            lines.append(f"    ProxyJump {jumps[alias]}")
+    lines.append("Host *")
+    lines += [f"    IdentityFile {server.client_key}" for server in servers.values()]
+    lines += [
+        "    IdentitiesOnly yes",
+        f"    UserKnownHostsFile {known}",
+        "    GlobalKnownHostsFile /dev/null",
+        "    StrictHostKeyChecking yes",
+        "    BatchMode yes",
+    ]
+    path = folder / "ssh_config"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def forwarded_to(bastion: SshServer, target: SshServer) -> int:
+    """direct-tcpip requests the bastion served to ``target`` (its log at LogLevel DEBUG)."""
+    return bastion.log.read_text().count(f"target 127.0.0.1 port {target.port}")
+
+
+@pytest.fixture
+def bastion(sshd_factory: SshdFactory) -> SshServer:
+    return sshd_factory(sshd_options=["LogLevel DEBUG"], aliases=("bastion",))
+
+
+@pytest.fixture
+def targets(sshd_factory: SshdFactory) -> tuple[SshServer, SshServer]:
+    return sshd_factory(aliases=("t1",)), sshd_factory(aliases=("t2",))
+
+
+@pytest.fixture
+def folder(control_dir: Path) -> Path:
+    """Beside the sockets: short, private, removed afterwards."""
+    path = control_dir / "cfg"
+    path.mkdir()
+    return path
+
+
+def mux_config(ssh_config: Path, control_dir: Path) -> fabric.Config:
+    return fabric.Config(
+        runtime_ssh_path=str(ssh_config), overrides={"mux": {"control_dir": str(control_dir)}}
+    )
+
+
+def test_fab_through_proxyjump_logs_in_once_per_host(
+    bastion: SshServer,
+    targets: tuple[SshServer, SshServer],
+    folder: Path,
+    control_dir: Path,
+    tmp_path: Path,
+) -> None:
+    t1, t2 = targets
+    ssh_config = write_ssh_config(
+        folder, {"bastion": bastion, "t1": t1, "t2": t2}, {"t1": "bastion", "t2": "bastion"}
+    )
+    (tmp_path / "fabfile.py").write_text(
+        "from fabric import task\n"
+        "@task\ndef a(c):\n    c.run('hostname')\n"
+        "@task\ndef b(c):\n    c.run('true')\n"
+        "@task\ndef d(c):\n    c.run('echo $SSH_CONNECTION')\n"
+    )
+    (tmp_path / "fabric.yaml").write_text(
+        f"tasks:\n  executor_class: fabric_mux.MuxExecutor\nmux:\n  control_dir: {control_dir}\n"
+    )
+    fab = str(Path(sys.executable).with_name("fab"))
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    for _ in range(2):
+        proc = subprocess.run(
+            [fab, "-S", str(ssh_config), "-H", "t1,t2", "a", "b", "d"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert (bastion.logins(), t1.logins(), t2.logins()) == (1, 1, 1)
+    assert forwarded_to(bastion, t1) == 1
+    assert forwarded_to(bastion, t2) == 1
+
+
+@pytest.mark.parametrize("kind", [MuxConnection, fabric.Connection])
+def test_gateway_argument_shares_the_bastion(
+    bastion: SshServer,
+    targets: tuple[SshServer, SshServer],
+    folder: Path,
+    control_dir: Path,
+    kind: type[fabric.Connection],
+) -> None:
+    t1, t2 = targets
+    config = mux_config(
+        write_ssh_config(folder, {"bastion": bastion, "t1": t1, "t2": t2}, {}), control_dir
+    )
+    for alias in ("t1", "t2", "t1", "t2"):
+        gateway = kind("bastion", config=config)
+        c = MuxConnection(alias, config=config, gateway=gateway)
+        assert c.run("echo $SSH_CONNECTION", hide=True).stdout.split()[2] == "127.0.0.1"
+    assert (bastion.logins(), t1.logins(), t2.logins()) == (1, 1, 1)
+    assert forwarded_to(bastion, t1) == 1
+    assert forwarded_to(bastion, t2) == 1
+
+
+def test_two_hop_chain(sshd_factory: SshdFactory, folder: Path, control_dir: Path) -> None:
+    first = sshd_factory(sshd_options=["LogLevel DEBUG"], aliases=("hop1",))
+    second = sshd_factory(sshd_options=["LogLevel DEBUG"], aliases=("hop2",))
+    target = sshd_factory(aliases=("inner",))
+    config = mux_config(
+        write_ssh_config(
+            folder, {"hop1": first, "hop2": second, "inner": target}, {"inner": "hop1,hop2"}
+        ),
+        control_dir,
+    )
+    for _ in range(3):
+        assert MuxConnection("inner", config=config).run("echo in", hide=True).stdout == "in\n"
+    assert (first.logins(), second.logins(), target.logins()) == (1, 1, 1)
+    assert forwarded_to(first, second) == 1
+    assert forwarded_to(second, target) == 1
+    assert forwarded_to(first, target) == 0
+
+
+def test_direct_and_gatewayed_routes_get_separate_masters(
+    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+) -> None:
+    t1, _ = targets
+    config = mux_config(
+        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
+    )
+    through = MuxConnection("t1", config=config)
+    direct = MuxConnection("t1", config=config, gateway=False)
+    through.run("true")
+    direct.run("true")
+    assert through.control_path != direct.control_path
+    assert (bastion.logins(), t1.logins()) == (1, 2)
+    assert forwarded_to(bastion, t1) == 1
+
+
+def test_a_bastion_that_refuses_us_is_named(
+    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+) -> None:
+    t1, _ = targets
+    config = mux_config(
+        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
+    )
+    bastion.stop()
+    with pytest.raises(ConnectFailed, match="Connection refused") as failure:
+        MuxConnection("t1", config=config).run("true")
+    assert str(failure.value).startswith("bastion:")
+    assert t1.logins() == 0
+
+
+def test_a_bastion_that_cannot_reach_the_target_says_so(
+    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+) -> None:
+    t1, _ = targets
+    config = mux_config(
+        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
+    )
+    t1.stop()
+    with pytest.raises(ConnectFailed) as failure:
+        MuxConnection("t1", config=config).run("true")
+    message = str(failure.value)
+    assert message.startswith("t1 (via gateway bastion):")
+    # The bastion's master refused the forward to t1; ssh on our side says so.
+    assert "Stdio forwarding request failed" in message
+    assert bastion.logins() == 1
+
+
+def test_string_gateway_is_the_proxy_command(
+    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+) -> None:
+    t1, _ = targets
+    ssh_config = write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {})
+    config = mux_config(ssh_config, control_dir)
+    c = MuxConnection("t1", config=config, gateway=f"ssh -F {ssh_config} -W %h:%p bastion")
+    assert c.run("echo via-command", hide=True).stdout == "via-command\n"
+    assert forwarded_to(bastion, t1) == 1
+
+
+def test_jump_hosts_parse_proxyjump_values() -> None:
+    assert jump_hosts("a") == ["a"]
+    assert jump_hosts("u@a:2222, ssh://b:22/,c") == ["u@a:2222", "b:22", "c"]
+
+
+def test_proxy_command_goes_through_the_hops_socket_only(mocker: MockerFixture) -> None:
+    hop = mocker.Mock(control_path="/run/fm/ab%c", original_host="bastion")
+    command = proxy_command("/usr/bin/ssh", hop)
+    assert command.startswith(
+        "/usr/bin/ssh -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
+    )
+    assert "-S /run/fm/ab%%c -W %h:%p bastion" in command  # ssh expands %h/%p, not our %
+    assert command.endswith("2>>/run/fm/ab%%c.err")
