@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,
     # Seconds to wait for the master to answer a request (a session open, a forward).
     "reply_timeout": 30,
+    # Retries, with backoff, of a master start whose connection was refused or reset.
+    "connect_retries": 2,
 }
 
 
@@ -50,6 +52,7 @@ class MuxSettings:
     server_alive: tuple[int, int] | None
     connect_timeout: int | None
     reply_timeout: float | None
+    connect_retries: int
 
     @property
     def persists(self) -> bool:
@@ -80,6 +83,7 @@ def mux_settings(config: Any) -> MuxSettings:
         server_alive=(int(interval), int(values["server_alive_count_max"])) if interval else None,
         connect_timeout=int(values["connect_timeout"]) if values["connect_timeout"] else None,
         reply_timeout=float(values["reply_timeout"]) if values["reply_timeout"] else None,
+        connect_retries=max(0, int(values["connect_retries"] or 0)),
     )
 
 

@@ -86,6 +86,12 @@ class MuxConnection(Connection):  # type: ignore[misc]
         self._mux_clients = set()
         self._mux_lock = threading.Lock()
 
+    def _identity(self) -> tuple[Any, ...]:
+        # Fabric compares (host, user, port); two aliases of one address can
+        # still be two routes (another ProxyJump, HostKeyAlias, identity), and
+        # Group results are keyed by connection: keep them apart.
+        return (self.original_host, self.host, self.user, self.port)
+
     # -- what ssh is told ------------------------------------------------------
 
     @property
@@ -201,6 +207,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
             connect_timeout=settings.connect_timeout,
             max_sessions=settings.max_sessions,
             reply_timeout=settings.reply_timeout,
+            connect_retries=settings.connect_retries,
         )
         if isinstance(route, MuxConnection):
             self.master_pid = self._ensure_through(master, route)
@@ -240,10 +247,10 @@ class MuxConnection(Connection):  # type: ignore[misc]
     def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> MuxClient:
         """Open a session on the master; pair it with :meth:`session_closed`.
 
-        Waits for one of the master's ``mux.max_sessions`` slots. A dead or
-        stale master is replaced once. A refusal by the server is retried with
-        backoff: sshd frees a closed session a moment after our side sees it
-        end, so a host busy near its ``MaxSessions`` refuses briefly, not for good.
+        Waits for one of the master's session slots (``mux.max_sessions``). A
+        dead or stale master is replaced. A refusal by the server lowers the
+        slots to what the server allows and is retried with backoff: sshd also
+        frees a closed session a moment after our side sees it end.
         """
         master = self.mux_master
         master.sessions.acquire()
@@ -265,11 +272,21 @@ class MuxConnection(Connection):  # type: ignore[misc]
             try:
                 client.open_session(command, fds, **flags)
                 return client
+            except MasterUnavailable:
+                # It went away between our connect and its answer (exiting,
+                # or its server stopped answering): start anew and try again.
+                client.close()
+                if delay is None:
+                    raise
+                self.master_pid = master.ensure(self.mux.persist)
             except RequestDenied as exc:
                 client.close()
                 if delay is None:
                     raise SessionRefused(self.original_host, exc.reason) from None
+                master.sessions.refused()
+                master.sessions.release()
                 time.sleep(delay)
+                master.sessions.acquire()
             except BaseException:
                 client.close()
                 raise

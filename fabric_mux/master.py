@@ -13,6 +13,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +28,7 @@ from .argv import (
     parse_resolved_config,
 )
 from .exceptions import (
+    ConnectFailed,
     ControlDirUnsafe,
     MasterStartFailed,
     MuxError,
@@ -35,7 +37,14 @@ from .exceptions import (
 )
 from .protocol import MasterUnavailable, MuxClient
 
-__all__ = ["Master", "default_control_dir", "find_ssh", "prepare_control_dir", "resolve_config"]
+__all__ = [
+    "Master",
+    "SessionSlots",
+    "default_control_dir",
+    "find_ssh",
+    "prepare_control_dir",
+    "resolve_config",
+]
 
 log = logging.getLogger("fabric_mux")
 
@@ -135,6 +144,48 @@ def route_lock(lock_path: str) -> Iterator[None]:
             os.close(fd)
 
 
+#: Seconds before the first retry of a transient connect failure; doubled each time.
+RETRY_FIRST_DELAY = 0.25
+
+_TRANSIENT = ("Connection refused", "Connection reset", "kex_exchange_identification")
+
+
+def is_transient(stderr: str) -> bool:
+    """Whether ssh's words describe a failure worth another try."""
+    return any(marker in stderr for marker in _TRANSIENT)
+
+
+class SessionSlots:
+    """How many sessions this process may have open on one master at once.
+
+    Starts at ``mux.max_sessions``. When the server refuses a session anyway
+    (its ``MaxSessions`` is lower, or other processes share the master), the
+    limit drops to what was open then, so later sessions queue here instead
+    of being refused.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._changed:
+            while self.used >= self.limit:
+                self._changed.wait()
+            self.used += 1
+
+    def release(self) -> None:
+        with self._changed:
+            self.used -= 1
+            self._changed.notify()
+
+    def refused(self) -> None:
+        """The server refused one of ours: the others hold all it allows."""
+        with self._changed:
+            self.limit = max(1, min(self.limit, self.used - 1))
+
+
 class Master:
     """One route's OpenSSH master, shared by every connection of this process.
 
@@ -153,14 +204,16 @@ class Master:
         extra_options: Sequence[str],
         max_sessions: int,
         reply_timeout: float | None,
+        connect_retries: int = 0,
     ) -> None:
         self.ssh = ssh
         self.target = target
         self.control_path = control_path
         self.extra_options = list(extra_options)
         self.reply_timeout = reply_timeout
+        self.connect_retries = connect_retries
         #: Sessions this process may have open on the master at once.
-        self.sessions = threading.BoundedSemaphore(max_sessions)
+        self.sessions = SessionSlots(max_sessions)
         #: The master's pid, once known.
         self.pid: int | None = None
         #: Port forwards open on the master, with how many blocks of ours use each.
@@ -182,6 +235,7 @@ class Master:
         connect_timeout: int | None = None,
         max_sessions: int = 10,
         reply_timeout: float | None = 30.0,
+        connect_retries: int = 0,
     ) -> Master:
         """The shared :class:`Master` of ``target``'s route in ``control_dir``."""
         resolved_text = resolve_config(ssh, target)
@@ -203,6 +257,7 @@ class Master:
                     ),
                     max_sessions,
                     reply_timeout,
+                    connect_retries,
                 )
                 cls._registry[control_path] = master
             return master
@@ -239,11 +294,31 @@ class Master:
             with route_lock(self.control_path + ".lock"):
                 pid = self.alive()
                 if pid is None:
-                    pid = self._start(persist)
+                    pid = self._start_with_retries(persist)
         else:
             log.debug("reusing master pid %d for %s at %s", pid, self.host, self.control_path)
         self.pid = pid
         return pid
+
+    def _start_with_retries(self, persist: str) -> int:
+        """Start the master, retrying transient network failures with backoff.
+
+        A refused or reset connection (sshd restarting, its MaxStartups
+        dropping us) often goes away; a failed authentication or host key, an
+        unknown host or a timeout does not, and is never retried (a retry
+        could lock an account or multiply the wait).
+        """
+        delay = RETRY_FIRST_DELAY
+        for attempt in range(self.connect_retries + 1):
+            try:
+                return self._start(persist)
+            except ConnectFailed as exc:
+                if attempt == self.connect_retries or not is_transient(exc.stderr):
+                    raise
+                log.info("retrying %s in %.1f s: %s", self.host, delay, exc.stderr.strip())
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def _start(self, persist: str) -> int:
         # A socket nobody answers on is a dead master's: ssh would refuse to
