@@ -178,28 +178,25 @@ class MuxConnection(Connection):  # type: ignore[misc]
         assert self._mux_master is not None
         return self._mux_master
 
-    def open(self) -> None:
-        """Find the route's live master or start one (one login, under a lock).
+    def route_master(self) -> Master:
+        """The :class:`~fabric_mux.master.Master` of this connection's route.
 
-        A gateway's master is opened first; this master then reaches its host
-        through it.
+        Nothing is started: this only works out where the socket is (a
+        gateway's too), as ``fabric-mux check`` needs.
         """
-        if self._mux_master is not None:
-            return
         settings = self.mux
         ssh = find_ssh(settings.ssh_path)
         control_dir = prepare_control_dir(settings.control_dir)
         target = self.ssh_target()
         route = self._route(ssh, target)
+        self._mux_hop = route if isinstance(route, MuxConnection) else None
         if isinstance(route, str):
             target = replace(target, options=(f"ProxyCommand={route}", *target.options))
         elif route is not None:
-            route.open()
-            self._mux_hop = route
-            target = replace(
-                target, options=(f"ProxyCommand={proxy_command(ssh, route)}", *target.options)
-            )
-        master = Master.for_target(
+            hop_path = route.route_master().control_path
+            command = proxy_command(ssh, route.original_host, hop_path)
+            target = replace(target, options=(f"ProxyCommand={command}", *target.options))
+        return Master.for_target(
             ssh,
             target,
             control_dir,
@@ -209,11 +206,23 @@ class MuxConnection(Connection):  # type: ignore[misc]
             reply_timeout=settings.reply_timeout,
             connect_retries=settings.connect_retries,
         )
-        if isinstance(route, MuxConnection):
-            self.master_pid = self._ensure_through(master, route)
+
+    def open(self) -> None:
+        """Find the route's live master or start one (one login, under a lock).
+
+        A gateway's master is opened first; this master then reaches its host
+        through it.
+        """
+        if self._mux_master is not None:
+            return
+        master = self.route_master()
+        hop = self._mux_hop
+        if hop is not None:
+            hop.open()
+            self.master_pid = self._ensure_through(master, hop)
         else:
-            self.master_pid = master.ensure(settings.persist)
-        if not settings.persists:
+            self.master_pid = master.ensure(self.mux.persist)
+        if not self.mux.persists:
             master.hold()
             self._mux_held = True
         self.control_path = master.control_path
@@ -221,7 +230,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
     def _ensure_through(self, master: Master, hop: MuxConnection) -> int:
         """Start this master through ``hop``; a failure says what the hop said."""
-        errors = hop_errors_path(hop)
+        assert hop.control_path is not None
+        errors = hop_errors_path(hop.control_path)
         try:
             offset = os.path.getsize(errors)
         except FileNotFoundError:

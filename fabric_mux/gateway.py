@@ -36,25 +36,23 @@ def jump_hosts(proxyjump: str) -> list[str]:
     return hops
 
 
-def hop_errors_path(hop: MuxConnection) -> str:
-    """Where the stdio forwards through ``hop`` write their errors.
+def hop_errors_path(hop_control_path: str) -> str:
+    """Where the stdio forwards through a hop write their errors.
 
     ssh sends a ProxyCommand's stderr to /dev/null under ControlPersist, and
     that is where a refusal would say which hop failed: so it goes here.
     """
-    assert hop.control_path is not None
-    return hop.control_path + ".err"
+    return hop_control_path + ".err"
 
 
-def proxy_command(ssh: str, hop: MuxConnection) -> str:
-    """The ProxyCommand that reaches ``%h:%p`` through ``hop``'s master.
+def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
+    """The ProxyCommand that reaches ``%h:%p`` through the master of ``hop``.
 
     OpenSSH expands ``%h``/``%p`` to the target's own HostName and Port. The
     client reads no ssh_config and has ``ProxyCommand=false``: if the hop's
     master is gone it fails, instead of quietly logging in to the hop again.
     Its log level is set because ``-W`` is quiet by default.
     """
-    assert hop.control_path is not None
 
     def quoted(text: str) -> str:
         # Runs through the user's shell, after ssh's own %-expansion.
@@ -62,8 +60,8 @@ def proxy_command(ssh: str, hop: MuxConnection) -> str:
 
     return (
         f"{quoted(ssh)} -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
-        f"-o LogLevel=ERROR -S {quoted(hop.control_path)} -W %h:%p {quoted(hop.original_host)} "
-        f"2>>{quoted(hop_errors_path(hop))}"
+        f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W %h:%p {quoted(hop)} "
+        f"2>>{quoted(hop_errors_path(hop_control_path))}"
     )
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import fabric
 import pytest
 from conftest import SshdFactory
-from pytest_mock import MockerFixture
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import ConnectFailed
@@ -215,9 +214,8 @@ def test_jump_hosts_parse_proxyjump_values() -> None:
     assert jump_hosts("u@a:2222, ssh://b:22/,c") == ["u@a:2222", "b:22", "c"]
 
 
-def test_proxy_command_goes_through_the_hops_socket_only(mocker: MockerFixture) -> None:
-    hop = mocker.Mock(control_path="/run/fm/ab%c", original_host="bastion")
-    command = proxy_command("/usr/bin/ssh", hop)
+def test_proxy_command_goes_through_the_hops_socket_only() -> None:
+    command = proxy_command("/usr/bin/ssh", "bastion", "/run/fm/ab%c")
     assert command.startswith(
         "/usr/bin/ssh -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
     )

@@ -1,0 +1,94 @@
+"""The fabric-mux command against masters started on a real sshd."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import fabric
+import pytest
+from waiting import process_gone, wait_until
+
+from fabric_mux import MuxConnection
+from fabric_mux.cli import main
+from fabric_mux.testing import SshServer
+
+
+def cli(
+    capsys: pytest.CaptureFixture[str], sshd: SshServer, control_dir: Path, *args: str
+) -> tuple[int, str]:
+    code = main(["--control-dir", str(control_dir), "-F", str(sshd.ssh_config), *args])
+    return code, capsys.readouterr().out
+
+
+def test_list_check_and_stop_one_host(
+    sshd: SshServer, config: fabric.Config, control_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = MuxConnection(sshd.alias, config=config)
+    c.run("true")
+    code, out = cli(capsys, sshd, control_dir, "list")
+    assert code == 0
+    assert str(c.master_pid) in out and "alive" in out and sshd.alias in out
+    code, out = cli(capsys, sshd, control_dir, "check", sshd.alias)
+    assert (code, f"pid={c.master_pid}" in out) == (0, True)
+    code, out = cli(capsys, sshd, control_dir, "stop", sshd.alias)
+    assert (code, "master stopped" in out) == (0, True)
+    assert c.master_pid is not None and wait_until(lambda: process_gone(c.master_pid or 0))
+    assert not os.path.exists(str(c.control_path))
+    code, out = cli(capsys, sshd, control_dir, "check", sshd.alias)
+    assert (code, "no master running" in out) == (1, True)
+
+
+def test_stale_sockets_are_listed_and_cleared(
+    sshd: SshServer, config: fabric.Config, control_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = MuxConnection(sshd.alias, config=config)
+    c.run("true")
+    assert c.master_pid is not None
+    os.kill(c.master_pid, signal.SIGKILL)
+    assert wait_until(lambda: process_gone(c.master_pid or 0))
+    code, out = cli(capsys, sshd, control_dir, "list")
+    assert "stale" in out
+    code, out = cli(capsys, sshd, control_dir, "stop", "--all")
+    assert code == 0
+    assert os.listdir(control_dir) == []
+
+
+def test_stop_all_ends_every_master(
+    sshd: SshServer,
+    config: fabric.Config,
+    control_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # Another identity is another route, so another master.
+    extra_key = tmp_path / "extra"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(extra_key)], check=True
+    )
+    direct = MuxConnection(sshd.alias, config=config)
+    with_key = MuxConnection(
+        sshd.alias, config=config, connect_kwargs={"key_filename": [str(extra_key)]}
+    )
+    direct.run("true")
+    with_key.run("true")
+    pids = {direct.master_pid, with_key.master_pid}
+    assert len(pids) == 2
+    code, out = cli(capsys, sshd, control_dir, "stop", "--all")
+    assert (code, out.strip()) == (0, f"stopped 2 master(s) in {control_dir}")
+    assert wait_until(lambda: all(process_gone(pid or 0) for pid in pids))
+    assert os.listdir(control_dir) == []
+
+
+def test_console_script_is_installed(control_dir: Path) -> None:
+    program = Path(sys.executable).with_name("fabric-mux")
+    proc = subprocess.run(
+        [str(program), "--control-dir", str(control_dir), "list"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, f"no masters in {control_dir}\n")
