@@ -16,6 +16,7 @@ from fabric.connection import derive_shorthand, opens
 from fabric.util import get_local_user
 
 from .argv import SshTarget, parse_resolved_config
+from .askpass import Answer, ask_on_terminal
 from .config import MuxSettings, mux_settings
 from .exceptions import ForwardFailed, MasterStartFailed, MuxError, SessionRefused
 from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
@@ -221,12 +222,45 @@ class MuxConnection(Connection):  # type: ignore[misc]
             hop.open()
             self.master_pid = self._ensure_through(master, hop)
         else:
-            self.master_pid = master.ensure(self.mux.persist)
+            self.master_pid = self._ensure(master)
         if not self.mux.persists:
             master.hold()
             self._mux_held = True
         self.control_path = master.control_path
         self._mux_master = master
+
+    def _ensure(self, master: Master) -> int:
+        return master.ensure(self.mux.persist, answer=self._askpass())
+
+    def _askpass(self) -> Answer | None:
+        """Answers for the master's prompts, when Fabric was given a secret.
+
+        The password (``connect_kwargs["password"]``, ``fab
+        --prompt-for-login-password``) and the key passphrase are each given
+        once: a second prompt means it was wrong, and repeating it could lock
+        the account. A host-key question is never answered for the user; any
+        other prompt (a one-time code) is asked on the user's terminal. With
+        no secret, OpenSSH prompts on the terminal itself.
+        """
+        password = self.connect_kwargs.get("password")
+        passphrase = self.connect_kwargs.get("passphrase")
+        if not password and not passphrase:
+            return None
+        given: set[str] = set()
+
+        def answer(prompt: str) -> str | None:
+            lowered = prompt.lower()
+            for kind, secret in (("passphrase", passphrase), ("password", password)):
+                if kind in lowered and secret:
+                    if kind in given:
+                        return None
+                    given.add(kind)
+                    return str(secret)
+            if "yes/no" in lowered:
+                return None
+            return ask_on_terminal(prompt)
+
+        return answer
 
     def _ensure_through(self, master: Master, hop: MuxConnection) -> int:
         """Start this master through ``hop``; a failure says what the hop said."""
@@ -237,7 +271,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
         except FileNotFoundError:
             offset = 0
         try:
-            return master.ensure(self.mux.persist)
+            return self._ensure(master)
         except MasterStartFailed as exc:
             # The hop's own master is up, so it let us in: what failed is the
             # way on from it to this host, and the forward's error says why.
@@ -288,7 +322,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
                 client.close()
                 if delay is None:
                     raise
-                self.master_pid = master.ensure(self.mux.persist)
+                self.master_pid = self._ensure(master)
             except RequestDenied as exc:
                 client.close()
                 if delay is None:
@@ -428,7 +462,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
         try:
             return master.client()
         except MasterUnavailable:
-            self.master_pid = master.ensure(self.mux.persist)
+            self.master_pid = self._ensure(master)
             return master.client()
 
     def create_session(self) -> Any:

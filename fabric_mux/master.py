@@ -27,6 +27,7 @@ from .argv import (
     master_argv,
     parse_resolved_config,
 )
+from .askpass import Answer, AskpassServer
 from .exceptions import (
     ConnectFailed,
     ControlDirUnsafe,
@@ -283,24 +284,25 @@ class Master:
         finally:
             client.close()
 
-    def ensure(self, persist: str) -> int:
+    def ensure(self, persist: str, answer: Answer | None = None) -> int:
         """Find the route's live master or start one; returns its pid.
 
         Starting happens under the route's lock, so racing threads and
-        processes make one login between them, not one each.
+        processes make one login between them, not one each. ``answer``, if
+        given, answers ssh's prompts (see :mod:`fabric_mux.askpass`).
         """
         pid = self.alive()
         if pid is None:
             with route_lock(self.control_path + ".lock"):
                 pid = self.alive()
                 if pid is None:
-                    pid = self._start_with_retries(persist)
+                    pid = self._start_with_retries(persist, answer)
         else:
             log.debug("reusing master pid %d for %s at %s", pid, self.host, self.control_path)
         self.pid = pid
         return pid
 
-    def _start_with_retries(self, persist: str) -> int:
+    def _start_with_retries(self, persist: str, answer: Answer | None = None) -> int:
         """Start the master, retrying transient network failures with backoff.
 
         A refused or reset connection (sshd restarting, its MaxStartups
@@ -311,7 +313,7 @@ class Master:
         delay = RETRY_FIRST_DELAY
         for attempt in range(self.connect_retries + 1):
             try:
-                return self._start(persist)
+                return self._start(persist, answer)
             except ConnectFailed as exc:
                 if attempt == self.connect_retries or not is_transient(exc.stderr):
                     raise
@@ -320,22 +322,33 @@ class Master:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _start(self, persist: str) -> int:
+    def _start(self, persist: str, answer: Answer | None = None) -> int:
         # A socket nobody answers on is a dead master's: ssh would refuse to
         # bind over it and carry on without multiplexing.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)
-        argv = master_argv(self.ssh, self.target, self.control_path, persist, self.extra_options)
+        options = list(self.extra_options)
+        if answer is not None:
+            # ssh sends an empty password when the helper declines: one prompt
+            # only, so a wrong password costs one failed attempt, not three.
+            options.append("NumberOfPasswordPrompts=1")
+        argv = master_argv(self.ssh, self.target, self.control_path, persist, options)
         log.debug("starting master: %s", argv)
         # Not a pipe: the backgrounded master inherits stderr and would keep a
         # pipe open, so reading it to its end would hang.
-        with tempfile.TemporaryFile() as errors:
+        with tempfile.TemporaryFile() as errors, contextlib.ExitStack() as stack:
+            env = None
+            if answer is not None:
+                folder = os.path.dirname(self.control_path)
+                asker = stack.enter_context(AskpassServer(Path(folder), answer))
+                env = {**os.environ, **asker.environment()}
             try:
                 proc = subprocess.run(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=errors,
+                    env=env,
                     check=False,
                 )
             except FileNotFoundError:
