@@ -95,6 +95,7 @@ def find_ssh(program: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _resolve(argv: tuple[str, ...]) -> str:
+    log.debug("resolving route: %s", list(argv))
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     if proc.returncode != 0:
         raise classify_ssh_failure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import fabric
@@ -27,8 +28,9 @@ def password_config(server: SshServer, control_dir: Path) -> fabric.Config:
 
 
 def test_six_commands_two_connections_one_password_login(
-    password_server: SshServer, control_dir: Path
+    password_server: SshServer, control_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="fabric_mux")
     config = password_config(password_server, control_dir)
     kwargs = {"password": TEST_PASSWORD}
     first = MuxConnection(password_server.alias, config=config, connect_kwargs=kwargs)
@@ -43,6 +45,10 @@ def test_six_commands_two_connections_one_password_login(
     for name in ("cmdline", "environ"):
         assert TEST_PASSWORD.encode() not in Path(f"/proc/{pid}/{name}").read_bytes()
     assert [p.name for p in control_dir.iterdir() if p.name.startswith("askpass")] == []
+    assert caplog.records  # the master's argv was logged...
+    assert all(
+        TEST_PASSWORD not in record.getMessage() for record in caplog.records
+    )  # ...not the secret
 
 
 def test_a_wrong_password_is_tried_once(password_server: SshServer, control_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import stat
@@ -278,3 +279,22 @@ def test_bad_ssh_option_is_reported_before_any_login(sshd: SshServer, control_di
     with pytest.raises(BadSshOption, match="Bad configuration option"):
         MuxConnection(sshd.alias, config=config).run("true")
     assert sshd.logins() == 0
+
+
+def test_masters_started_and_reused_are_logged(
+    sshd: SshServer, config: fabric.Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fabric_mux")
+    first = MuxConnection(sshd.alias, config=config)
+    first.run("true")
+    MuxConnection(sshd.alias, config=config).run("true")
+    messages = [record.getMessage() for record in caplog.records]
+    started = [m for m in messages if m.startswith("started master pid")]
+    assert started == [
+        f"started master pid {first.master_pid} for {sshd.alias} at {first.control_path}"
+    ]
+    assert any(m.startswith("starting master: ['") and "'-M'" in m for m in messages)
+    assert (
+        f"reusing master pid {first.master_pid} for {sshd.alias} at {first.control_path}"
+        in messages
+    )
