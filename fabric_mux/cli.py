@@ -23,7 +23,7 @@ from pathlib import Path
 from fabric import Config
 
 from .exceptions import MuxError
-from .master import Master, default_control_dir, prepare_control_dir
+from .master import Master, default_control_dir, prepare_control_dir, stop_socket
 from .protocol import MasterUnavailable, MuxClient
 
 __all__ = ["MasterInfo", "main", "masters_in"]
@@ -98,29 +98,6 @@ def _alive_pid(path: str) -> int | None:
         client.close()
 
 
-def _stop_socket(path: Path) -> bool:
-    """End the master on ``path``, or remove it if stale; True if a master was stopped."""
-    try:
-        client = MuxClient(str(path), timeout=5)
-    except MasterUnavailable:
-        _remove_leftovers(path)
-        return False
-    try:
-        client.terminate()
-    except (MuxError, OSError):
-        pass
-    finally:
-        client.close()
-    _remove_leftovers(path)
-    return True
-
-
-def _remove_leftovers(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + ".err")):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
-
-
 def _format_age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -164,14 +141,14 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     if args.all:
-        stopped = sum(_stop_socket(info.path) for info in masters_in(args.control_dir))
+        stopped = sum(stop_socket(str(info.path)) for info in masters_in(args.control_dir))
         print(f"stopped {stopped} master(s) in {args.control_dir}")
         return 0
     if not args.host:
         print("fabric-mux stop: name a HOST or give --all", file=sys.stderr)
         return 2
     master = _connection(args.host, args)
-    if _stop_socket(Path(master.control_path)):
+    if master.stop():
         print(f"{args.host}: master stopped")
     else:
         print(f"{args.host}: no master was running")

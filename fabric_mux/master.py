@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import functools
 import logging
@@ -45,6 +44,7 @@ __all__ = [
     "find_ssh",
     "prepare_control_dir",
     "resolve_config",
+    "stop_socket",
 ]
 
 log = logging.getLogger("fabric_mux")
@@ -382,19 +382,31 @@ class Master:
                 self._hold = None
 
     def stop(self) -> bool:
-        """Stop the master now (``ssh -O exit``); False if none was running."""
-        try:
-            client = self.client()
-        except MasterUnavailable:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.control_path)
-            return False
+        """Stop the master now (its sessions end); False if none was running."""
+        stopped = stop_socket(self.control_path)
+        if stopped:
+            log.info("stopped master for %s at %s", self.host, self.control_path)
+        return stopped
+
+
+def stop_socket(path: str) -> bool:
+    """End the master listening on ``path``, or clear a stale socket.
+
+    Also removes the hop error log beside it. True if a master was running.
+    """
+    try:
+        client = MuxClient(path, timeout=5)
+    except MasterUnavailable:
+        stopped = False
+    else:
         try:
             client.terminate()
-        except OSError as exc:
-            if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
-                raise
+        except (MuxError, OSError):
+            pass  # it may go before it answers
         finally:
             client.close()
-        log.info("stopped master for %s at %s", self.host, self.control_path)
-        return True
+        stopped = True
+    for leftover in (path, path + ".err"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
+    return stopped
