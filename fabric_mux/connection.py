@@ -13,6 +13,7 @@ from typing import Any
 from fabric import Connection
 from fabric.config import Config
 from fabric.connection import derive_shorthand, opens
+from fabric.transfer import Transfer
 from fabric.util import get_local_user
 
 from .argv import SshTarget, parse_resolved_config
@@ -23,7 +24,7 @@ from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
 from .master import Master, find_ssh, prepare_control_dir, resolve_config
 from .protocol import FWD_LOCAL, FWD_REMOTE, MasterUnavailable, MuxClient, RequestDenied
 from .runners import MuxRemote
-from .sftp import MuxSFTPClient, open_sftp
+from .sftp import MuxSFTPClient, open_sftp, progress_callback
 
 __all__ = ["MuxConnection"]
 
@@ -464,6 +465,37 @@ class MuxConnection(Connection):  # type: ignore[misc]
         except MasterUnavailable:
             self.master_pid = self._ensure(master)
             return master.client()
+
+    def put(
+        self, local: Any, remote: Any = None, preserve_mode: bool = True, progress: Any = None
+    ) -> Any:
+        """Fabric's ``put``.
+
+        ``progress``: a ``callback(done, total)``, or True for a bar when
+        stderr is a terminal. Off by default.
+        """
+        with self._reporting(progress, local):
+            return Transfer(self).put(local, remote, preserve_mode=preserve_mode)
+
+    def get(
+        self, remote: Any, local: Any = None, preserve_mode: bool = True, progress: Any = None
+    ) -> Any:
+        """Fabric's ``get``; ``progress`` as for :meth:`put`."""
+        with self._reporting(progress, remote):
+            return Transfer(self).get(remote, local, preserve_mode=preserve_mode)
+
+    @contextmanager
+    def _reporting(self, progress: Any, path: Any) -> Iterator[None]:
+        callback = progress_callback(progress, os.path.basename(str(path)))
+        if callback is None:
+            yield
+            return
+        sftp = self.sftp()
+        sftp.default_callback = callback
+        try:
+            yield
+        finally:
+            sftp.default_callback = None
 
     def create_session(self) -> Any:
         raise MuxError("MuxConnection has no paramiko sessions: use run(), sudo() or shell()")

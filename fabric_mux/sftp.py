@@ -15,16 +15,18 @@ import os
 import select
 import shlex
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from paramiko import SFTPAttributes, SFTPClient
 
 if TYPE_CHECKING:
     from .connection import MuxConnection
 
-__all__ = ["MuxSFTPClient", "SessionSocket", "open_sftp"]
+__all__ = ["MuxSFTPClient", "ProgressBar", "SessionSocket", "open_sftp", "progress_callback"]
 
 Progress = Callable[[int, int], object]
 
@@ -85,6 +87,9 @@ class MuxSFTPClient(SFTPClient):  # type: ignore[misc]
     """
 
     connection: MuxConnection
+    #: Progress callback used when ``put``/``get`` are given none (see
+    #: ``MuxConnection.put(progress=...)``).
+    default_callback: Progress | None = None
 
     def put(
         self,
@@ -97,7 +102,8 @@ class MuxSFTPClient(SFTPClient):  # type: ignore[misc]
         path = self._remote_path(remotepath)
         with open(localpath, "rb") as local:
             size = os.fstat(local.fileno()).st_size
-            with _progress(callback, size, lambda: os.lseek(local.fileno(), 0, os.SEEK_CUR)):
+            report = callback or self.default_callback
+            with _progress(report, size, lambda: os.lseek(local.fileno(), 0, os.SEEK_CUR)):
                 self._cat(f"cat > {shlex.quote(path)}", local.fileno(), None, path)
         if not confirm:
             return SFTPAttributes()
@@ -118,7 +124,8 @@ class MuxSFTPClient(SFTPClient):  # type: ignore[misc]
         path = self._remote_path(remotepath)
         size = self.stat(path).st_size  # a missing file raises here, before we write
         with open(localpath, "wb") as local:
-            with _progress(callback, size or 0, lambda: os.fstat(local.fileno()).st_size):
+            report = callback or self.default_callback
+            with _progress(report, size or 0, lambda: os.fstat(local.fileno()).st_size):
                 self._cat(f"cat {shlex.quote(path)}", None, local.fileno(), path)
             got = os.fstat(local.fileno()).st_size
         if size is not None and got != size:
@@ -189,6 +196,35 @@ class _progress:
                 self._callback(min(self._position(), self._total), self._total)
             except OSError:
                 return
+
+
+class ProgressBar:
+    """A one-line progress report on a terminal: ``name  45%  12.0/100.0 MB  210 MB/s``."""
+
+    def __init__(self, name: str, stream: IO[str] | None = None) -> None:
+        self._name = name
+        self._stream = stream or sys.stderr
+        self._start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(time.monotonic() - self._start, 1e-6)
+        percent = 100 * done // total if total else 100
+        mb = 1024 * 1024
+        line = (
+            f"\r{self._name}  {percent:3d}%  {done / mb:.1f}/{total / mb:.1f} MB  "
+            f"{done / mb / elapsed:.0f} MB/s"
+        )
+        self._stream.write(line + ("\n" if done >= total else ""))
+        self._stream.flush()
+
+
+def progress_callback(progress: object, name: str) -> Progress | None:
+    """``progress=`` as a callback: a callable as is, True for a bar on a terminal."""
+    if callable(progress):
+        return progress
+    if progress is True and sys.stderr.isatty():
+        return ProgressBar(name)
+    return None
 
 
 def open_sftp(connection: MuxConnection) -> MuxSFTPClient:

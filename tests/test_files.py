@@ -12,6 +12,7 @@ import pytest
 from waiting import wait_until
 
 from fabric_mux import MuxConnection
+from fabric_mux.sftp import ProgressBar
 from fabric_mux.testing import SshServer
 
 
@@ -99,7 +100,7 @@ def test_sftp_client_works_and_closing_ends_its_session(c: MuxConnection, sshd: 
         remote.write("written over sftp\n")
     assert "by-sftp.txt" in sftp.listdir("fmux-files")
     assert c.run("cat fmux-files/by-sftp.txt", hide=True).stdout == "written over sftp\n"
-    assert sessions_open(sshd) == 1  # the sftp subsystem
+    assert wait_until(lambda: sessions_open(sshd) == 1)  # the sftp subsystem (others close late)
     c.close()
     assert wait_until(lambda: sessions_open(sshd) == 0)
     assert sshd.logins() == 1
@@ -115,3 +116,28 @@ def test_progress_reports_reach_the_total(c: MuxConnection, tmp_path: Path) -> N
     )
     assert seen[-1] == (3 * 1024 * 1024, 3 * 1024 * 1024)
     assert all(done <= total for done, total in seen)
+
+
+def test_put_and_get_report_progress_when_asked(c: MuxConnection, tmp_path: Path) -> None:
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(2 * 1024 * 1024))
+    up: list[tuple[int, int]] = []
+    down: list[tuple[int, int]] = []
+    c.put(str(local), "fmux-files/big.bin", progress=lambda done, total: up.append((done, total)))
+    c.get(
+        "fmux-files/big.bin", str(tmp_path / "back.bin"), progress=lambda d, t: down.append((d, t))
+    )
+    assert up[-1] == down[-1] == (2 * 1024 * 1024, 2 * 1024 * 1024)
+    quiet: list[tuple[int, int]] = []
+    c.sftp().put(str(local), "fmux-files/again.bin")  # no progress unless asked
+    assert quiet == [] and c.sftp().default_callback is None
+
+
+def test_progress_bar_line() -> None:
+    out = io.StringIO()
+    bar = ProgressBar("file.bin", out)
+    bar(512 * 1024, 1024 * 1024)
+    bar(1024 * 1024, 1024 * 1024)
+    lines = out.getvalue().split("\r")[1:]
+    assert lines[0].startswith("file.bin   50%  0.5/1.0 MB")
+    assert lines[1].startswith("file.bin  100%  1.0/1.0 MB") and lines[1].endswith("\n")
