@@ -146,12 +146,18 @@ class MuxClient:
 
     def _send(self, msg_type: int, body: bytes) -> None:
         payload = _uint32(msg_type) + body
-        self._sock.sendall(_uint32(len(payload)) + payload)
+        try:
+            self._sock.sendall(_uint32(len(payload)) + payload)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise MasterUnavailable(f"the master on {self.path} went away: {exc}") from None
 
     def _recv_exact(self, size: int) -> bytes | None:
         chunks = []
         while size:
-            chunk = self._sock.recv(size)
+            try:
+                chunk = self._sock.recv(size)
+            except ConnectionResetError:
+                chunk = b""  # a master exiting under us: the same as its end of stream
             if not chunk:
                 return None
             chunks.append(chunk)
