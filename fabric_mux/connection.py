@@ -55,6 +55,11 @@ class MuxConnection(Connection):  # type: ignore[misc]
     _mux_gateway_given = False
     _mux_clients: set[MuxClient] | None = None
     _mux_lock: threading.Lock | None = None
+    _mux_config_gateway: Any = None
+    # Fabric assigns this in __init__; without a real attribute the assignment
+    # would write the shared config, which invoke rebuilds on every write, so
+    # other threads reading it meanwhile would see it empty.
+    inline_ssh_env: bool | None = None
     _sftp: MuxSFTPClient | None = None
     _mux_hop: MuxConnection | None = None
 
@@ -82,6 +87,10 @@ class MuxConnection(Connection):  # type: ignore[misc]
             connect_kwargs=connect_kwargs,
             inline_ssh_env=inline_ssh_env,
         )
+        # Read what open() needs now, once: the config may be shared with
+        # threads creating stock Connections, which write to it.
+        self._mux_settings = mux_settings(self.config)
+        self._mux_config_gateway = self.config.gateway
         self._mux_user = user or shorthand["user"]
         self._mux_port = port or shorthand["port"]
         self._mux_gateway_given = gateway is not None
@@ -95,6 +104,27 @@ class MuxConnection(Connection):  # type: ignore[misc]
         return (self.original_host, self.host, self.user, self.port)
 
     # -- what ssh is told ------------------------------------------------------
+
+    def resolve_connect_kwargs(self, connect_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+        """Fabric's merge of ``connect_kwargs``, without writing into the config.
+
+        Fabric's own version adds ``key_filename`` to the shared config's
+        ``connect_kwargs``; invoke rebuilds the config on every write, which
+        threads creating connections from one config must not see.
+        """
+        given = dict(connect_kwargs or {})
+        from_config = dict(self.config.connect_kwargs)
+        merged = dict(given or from_config)
+        keys: list[str] = []
+        for value in (
+            from_config.get("key_filename", []),
+            given.get("key_filename", []),
+            self.ssh_config.get("identityfile", []),
+        ):
+            keys.extend([value] if isinstance(value, str) else value)
+        if keys:
+            merged["key_filename"] = keys
+        return merged
 
     @property
     def mux(self) -> MuxSettings:
@@ -149,7 +179,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
                 return self._jump_chain(jump_hosts(proxyjump))
             if resolved.get("proxycommand", "none") != "none":
                 return None  # OpenSSH runs the user's ProxyCommand for the master itself
-            gateway = self.config.gateway
+            gateway = self._mux_config_gateway
         if not gateway:
             return None
         if isinstance(gateway, str):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fabric import Config
 
+from fabric_mux import MuxConnection
 from fabric_mux.config import DEFAULTS, MuxConfig, mux_settings
 
 
@@ -42,3 +45,16 @@ def test_mux_config_knows_the_subtree_so_env_vars_map(monkeypatch: pytest.Monkey
     assert config.mux.persist == DEFAULTS["persist"]
     config.load_shell_env()
     assert mux_settings(config).persist == "42"
+
+
+def test_connections_leave_a_shared_config_untouched(tmp_path: Path) -> None:
+    # Stock Fabric writes key_filename and inline_ssh_env into the config it is
+    # given; invoke rebuilds the config on each write, which threads sharing it
+    # would see half done.
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host web1\n    IdentityFile /keys/web1\n")
+    config = Config(runtime_ssh_path=str(ssh_config))
+    connection = MuxConnection("web1", config=config, gateway="nc %h %p")
+    assert connection.connect_kwargs["key_filename"] == ["/keys/web1"]
+    assert config._modifications == {}
+    assert "key_filename" not in config.connect_kwargs
