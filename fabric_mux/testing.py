@@ -7,10 +7,13 @@ Fabric) log in without reading anything from ``~/.ssh``::
     with ssh_server(Path(tempfile.mkdtemp(dir="/tmp"))) as server:
         subprocess.run(["ssh", "-F", str(server.ssh_config), server.alias, "true"])
         assert server.logins() == 1
+
+As root, :func:`ensure_account` makes the account such a server lets in.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import re
@@ -26,7 +29,7 @@ from typing import Any
 
 import fabric
 
-__all__ = ["SshServer", "SshdNotFound", "ssh_server"]
+__all__ = ["SshServer", "SshdNotFound", "ensure_account", "ssh_server"]
 
 HOST = "127.0.0.1"
 
@@ -40,6 +43,10 @@ _LOGIN_RE = re.compile(r"^Accepted (?!key )\S+ for (\S+) from ", re.MULTILINE)
 
 # The harness depends on these: the caller may not replace them.
 _FIXED_KEYWORDS = frozenset({"port", "listenaddress", "pidfile"})
+
+# One lock for every account: parallel test workers and a bench would race useradd.
+_ACCOUNT_LOCK = "/tmp/fmux-test-account.lock"
+_SUDOERS_DIR = Path("/etc/sudoers.d")
 
 
 class SshdNotFound(RuntimeError):
@@ -121,6 +128,26 @@ class SshServer:
         """
         return fabric.Config(runtime_ssh_path=str(self.ssh_config), overrides=overrides or {})
 
+    def freeze(self) -> set[int]:
+        """Stop (SIGSTOP) the listener and every process it spawned: a server
+        whose TCP connections stay up but that answers nothing. Returns the pids.
+        """
+        targets = {self._process.pid}
+        _signal(self._process.pid, signal.SIGSTOP)
+        # Freeze as we go, so nothing in the tree forks a child we would not see.
+        while True:
+            found = _descendants(self._process.pid) - targets
+            if not found:
+                return targets
+            for pid in found:
+                _signal(pid, signal.SIGSTOP)
+            targets |= found
+
+    def thaw(self) -> None:
+        """Undo :meth:`freeze`."""
+        for pid in {self._process.pid} | _descendants(self._process.pid):
+            _signal(pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Kill the listener and every process it spawned, and wait for them.
 
@@ -135,16 +162,8 @@ class SshServer:
             return
         # Each connection's sshd calls setsid() and outlives the listener; their
         # parent pid is all that ties them to this server, and it is lost when the
-        # listener dies. Freeze the tree first so nothing in it forks unseen.
-        targets = {process.pid}
-        _signal(process.pid, signal.SIGSTOP)
-        while True:
-            found = _descendants(process.pid) - targets
-            if not found:
-                break
-            for pid in found:
-                _signal(pid, signal.SIGSTOP)
-            targets |= found
+        # listener dies.
+        targets = self.freeze()
         for pid in targets:
             _signal(pid, signal.SIGKILL)
         process.wait()
@@ -276,6 +295,81 @@ def ssh_server(
         yield server
     finally:
         server.stop()
+
+
+def ensure_account(name: str, password: str | None = None, sudoer: bool = False) -> str:
+    """Make sure a local account exists for a test server to let in; root only.
+
+    A new account gets ``/bin/bash`` and the system's skeleton start-up files:
+    a light shell, unlike root's on machines whose ``.bashrc`` runs pyenv
+    (+100 ms a command, which would swamp any timing). Calling it again
+    changes nothing that is already right; concurrent callers take turns.
+
+    :param name: the account's name.
+    :param password: becomes the account's password. ``None`` keeps an
+        existing one; a locked account (what ``useradd`` makes) gets ``*``,
+        which no password matches, as sshd without PAM refuses locked accounts.
+    :param sudoer: let the account run anything through ``sudo`` (with its
+        password), where sudo is installed. ``False`` grants nothing but does
+        not revoke an earlier grant.
+    :returns: ``name``.
+    :raises PermissionError: when not running as root.
+    :raises ValueError: for a password holding a newline.
+    :raises RuntimeError: when ``useradd``, ``chpasswd``, ``usermod`` or ``visudo`` fails.
+    """
+    if os.geteuid() != 0:
+        raise PermissionError(f"only root can make the account {name!r}")
+    if password is not None and "\n" in password:
+        raise ValueError("a password cannot hold a newline")
+    with open(_ACCOUNT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            _run(["useradd", "-m", "-s", "/bin/bash", name])
+        if password is not None:
+            _run(["chpasswd"], stdin=f"{name}:{password}\n")
+        elif _password_locked(name):
+            _run(["usermod", "-p", "*", name])
+        if sudoer:
+            _write_sudoers(name)
+    return name
+
+
+def _run(argv: list[str], stdin: str = "") -> None:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _password_locked(name: str) -> bool:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name and len(fields) > 1:
+            return fields[1].startswith("!")
+    return False
+
+
+def _write_sudoers(name: str) -> None:
+    if shutil.which("visudo") is None:
+        # No sudo here: what needs it fails with "sudo: command not found".
+        return
+    # sudo skips files whose names hold a dot.
+    sudoers = _SUDOERS_DIR / name.replace(".", "_")
+    text = f"{name} ALL=(ALL:ALL) ALL\n"
+    if sudoers.is_file() and sudoers.read_text() == text:
+        if sudoers.stat().st_mode & 0o777 == 0o440:
+            return
+    # A half-written draft does no harm: its name holds a dot.
+    draft = sudoers.with_name(f".{sudoers.name}.new")
+    draft.write_text(text)
+    draft.chmod(0o440)
+    try:
+        _run(["visudo", "-cf", str(draft)])
+    except RuntimeError:
+        draft.unlink(missing_ok=True)
+        raise
+    os.replace(draft, sudoers)
 
 
 def _find_sshd(sshd_path: str | None) -> str:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -16,12 +14,11 @@ from typing import NoReturn, Protocol
 import fabric
 import pytest
 
-from fabric_mux.testing import SshdNotFound, SshServer, ssh_server
+from fabric_mux.testing import SshdNotFound, SshServer, ensure_account, ssh_server
 
 #: The account that tests log in to when they run as root.
 TEST_USER = "fmuxtest"
 TEST_PASSWORD = "fmux-test-pw"
-SUDOERS = Path("/etc/sudoers.d") / TEST_USER
 
 
 class SshdFactory(Protocol):
@@ -34,41 +31,6 @@ class SshdFactory(Protocol):
         aliases: Sequence[str] = ...,
         user: str | None = ...,
     ) -> SshServer: ...
-
-
-def _run(argv: list[str], stdin: str = "") -> None:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
-
-
-def _write_sudoers() -> None:
-    if shutil.which("visudo") is None:
-        # No sudo here: the tests that need it fail with "sudo: command not found".
-        return
-    text = f"{TEST_USER} ALL=(ALL:ALL) ALL\n"
-    if SUDOERS.is_file() and SUDOERS.read_text() == text:
-        if SUDOERS.stat().st_mode & 0o777 == 0o440:
-            return
-    # sudo ignores files whose names hold a dot, so a half-written one does no harm.
-    draft = SUDOERS.with_name(f".{TEST_USER}.new")
-    draft.write_text(text)
-    draft.chmod(0o440)
-    _run(["visudo", "-cf", str(draft)])
-    os.replace(draft, SUDOERS)
-
-
-def _ensure_test_account() -> None:
-    # Parallel workers (pytest-xdist) would race useradd.
-    with open("/tmp/fmux-test-account.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            pwd.getpwnam(TEST_USER)
-        except KeyError:
-            _run(["useradd", "-m", "-s", "/bin/bash", TEST_USER])
-        # useradd leaves the password locked, and sshd without PAM refuses such accounts.
-        _run(["chpasswd"], stdin=f"{TEST_USER}:{TEST_PASSWORD}\n")
-        _write_sudoers()
 
 
 def _missing_sshd(error: SshdNotFound) -> NoReturn:
@@ -87,8 +49,7 @@ def remote_user() -> str:
     if os.geteuid() != 0:
         # Not getpass.getuser(): $USER may name someone else, sshd goes by the uid.
         return pwd.getpwuid(os.geteuid()).pw_name
-    _ensure_test_account()
-    return TEST_USER
+    return ensure_account(TEST_USER, TEST_PASSWORD, sudoer=True)
 
 
 @pytest.fixture(autouse=True)

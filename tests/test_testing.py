@@ -9,9 +9,10 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import TEST_PASSWORD, SshdFactory
+from conftest import TEST_PASSWORD, TEST_USER, SshdFactory
+from pytest_mock import MockerFixture
 
-from fabric_mux.testing import SshdNotFound, SshServer, ssh_server
+from fabric_mux.testing import SshdNotFound, SshServer, ensure_account, ssh_server
 
 
 def ssh(
@@ -225,3 +226,28 @@ def test_control_dir_is_private_and_short(control_dir: Path, config: fabric.Conf
     # Leaves room under the ~90 byte socket path limit for a hashed name.
     assert len(str(control_dir)) < 40
     assert config.mux.control_dir == str(control_dir)
+
+
+def test_ensure_account_needs_root(mocker: MockerFixture) -> None:
+    mocker.patch("fabric_mux.testing.os.geteuid", return_value=1000)
+    with pytest.raises(PermissionError, match="only root"):
+        ensure_account("fmux-never-made")
+
+
+def shadow_entry(name: str) -> str:
+    return next(
+        line for line in Path("/etc/shadow").read_text().splitlines() if line.startswith(f"{name}:")
+    )
+
+
+def test_ensure_account_again_changes_nothing(remote_user: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root makes accounts")
+    before = shadow_entry(TEST_USER)
+    sudoers = Path("/etc/sudoers.d") / TEST_USER
+    granted = sudoers.exists()
+    # What the bench and the demo ask for must not undo what the tests need.
+    assert ensure_account(TEST_USER) == TEST_USER
+    assert shadow_entry(TEST_USER) == before
+    assert sudoers.exists() == granted
+    assert pwd.getpwnam(TEST_USER).pw_shell == "/bin/bash"
