@@ -1,0 +1,1 @@
+"""The benchmark and the demo behind ``inv bench`` and ``inv demo`` (not installed)."""

@@ -1,0 +1,609 @@
+"""``inv bench``: stock Fabric vs fabric-mux vs raw OpenSSH against one throwaway sshd.
+
+Every measurement is a median over interleaved repetitions (each round runs
+every variant once, starting with a different one), so drift on a shared
+machine hits all variants alike. Logins are counted in the server's log.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import fabric
+from fabric import Connection
+
+import fabric_mux
+from fabric_mux import MuxConnection
+from fabric_mux import master as mux_master
+from fabric_mux.testing import SshServer
+
+from .common import (
+    console_script,
+    control_dir,
+    light_server,
+    no_agent,
+    protocol_session,
+    reaping,
+    remote_folder,
+    run_quiet,
+    scratch,
+    timed,
+)
+
+__all__ = ["DEFAULT_REPEAT", "RESULTS", "run_bench"]
+
+#: Rounds per measurement: the whole bench then takes about a minute here (2 cores).
+DEFAULT_REPEAT = 7
+#: Section b's commands take milliseconds: it runs this many times more rounds.
+WARM_FACTOR = 20
+WARMUP = 2
+SIZE = 128 * 10**6
+THREADS = 16
+THREAD_COMMANDS = 5
+FAB_TASKS = tuple(f"t{n}" for n in range(1, 6))
+FAB_RUNS_PER_TASK = 3
+RESULTS = Path(__file__).with_name("results.md")
+_CLASSIC_KEX = "KexAlgorithms=curve25519-sha256"
+
+FABFILE = f"""\
+from fabric import task
+
+for _n in range(1, {len(FAB_TASKS) + 1}):
+    def _body(c):
+        for _ in range({FAB_RUNS_PER_TASK}):
+            c.run("true")
+    globals()[f"t{{_n}}"] = task(name=f"t{{_n}}")(_body)
+"""
+
+
+@dataclass
+class Variant:
+    """One way of doing a section's job, and what measuring it gave."""
+
+    label: str
+    #: One sample in seconds; it may do untimed set-up and clean-up around its timer.
+    measure: Callable[[], float]
+    #: Record an error as "n/a" rather than stop the bench (code still being written).
+    tolerant: bool = False
+    samples: list[float] = field(default_factory=list)
+    logins: int = 0
+    error: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        if self.error is not None or not self.samples:
+            return None
+        return statistics.median(self.samples)
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    variants: list[Variant]
+    #: Bytes moved a sample: shown as MB/s; 0: shown as a time.
+    size: int = 0
+
+
+@dataclass
+class Check:
+    """A ratio between two variants' medians, and the promise it is held to."""
+
+    label: str
+    numerator: Variant
+    denominator: Variant
+    promise: str = ""
+    holds: Callable[[float], bool] | None = None
+
+    @property
+    def value(self) -> float | None:
+        top, bottom = self.numerator.median, self.denominator.median
+        if top is None or bottom is None:
+            return None
+        return top / bottom
+
+
+def run_bench(repeat: int = DEFAULT_REPEAT, only: str = "abcde") -> str:
+    """Run the sections named in ``only``; return the Markdown report (also in RESULTS)."""
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    if not only or set(only) - set("abcde"):
+        raise ValueError(f"only takes letters from 'abcde', not {only!r}")
+    load_before = os.getloadavg()[0]
+    with ExitStack() as stack:
+        # Entered first, left last: reaps what the clean-ups below ended.
+        stack.enter_context(reaping())
+        stack.enter_context(no_agent())
+        server = light_server(stack)
+        bench = _Bench(stack, server)
+        runners = {
+            "a": bench.section_a,
+            "b": bench.section_b,
+            "c": bench.section_c,
+            "d": bench.section_d,
+            "e": bench.section_e,
+        }
+        sections: list[Section] = []
+        checks: list[Check] = []
+        for key, run in runners.items():
+            if key in only:
+                found, promised = run(repeat)
+                sections += found
+                checks += promised
+        load = (load_before, os.getloadavg()[0])
+        report = _report(repeat, only, load, server, sections, checks)
+    RESULTS.write_text(report)
+    return report
+
+
+class _Bench:
+    """The server, the warm connections and the folders that the sections share."""
+
+    def __init__(self, stack: ExitStack, server: SshServer) -> None:
+        self.stack = stack
+        self.server = server
+        self.alias = server.alias
+        self.cfg = str(server.ssh_config)
+        self.ssh = _which("ssh")
+        self.stock_config = server.fabric_config()
+        # The warm master of sections b, c and e; stopped before the server goes.
+        self.warm_dir = control_dir(stack)
+        self.mux_config = self._mux_config(self.warm_dir)
+
+    def _mux_config(self, folder: Path, ssh_options: Sequence[str] = ()) -> fabric.Config:
+        mux = {"control_dir": str(folder), "ssh_options": list(ssh_options)}
+        return self.server.fabric_config({"mux": mux})
+
+    @functools.cached_property
+    def warm_stock(self) -> Connection:
+        connection = Connection(self.alias, config=self.stock_config)
+        self.stack.callback(connection.close)
+        connection.open()
+        return connection
+
+    @functools.cached_property
+    def warm_mux(self) -> MuxConnection:
+        connection = MuxConnection(self.alias, config=self.mux_config)
+        self.stack.callback(connection.close)
+        connection.open()
+        return connection
+
+    @property
+    def control_path(self) -> str:
+        path = self.warm_mux.control_path
+        assert path is not None
+        return path
+
+    def _measure(self, section: Section, rounds: int, warmup: int = 0) -> None:
+        variants = section.variants
+        print(f"bench: {section.title} ({rounds} rounds)", file=sys.stderr, flush=True)
+        for _ in range(warmup):
+            for variant in variants:
+                self._sample(variant, keep=False)
+        for index in range(rounds):
+            shift = index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                self._sample(variant, keep=True)
+
+    def _sample(self, variant: Variant, keep: bool) -> None:
+        if variant.error is not None:
+            return
+        before = self.server.logins()
+        try:
+            seconds = variant.measure()
+        except Exception as exc:
+            if not variant.tolerant:
+                raise
+            variant.error = f"{type(exc).__name__}: {exc}"
+            return
+        if keep:
+            variant.samples.append(seconds)
+            variant.logins += self.server.logins() - before
+
+    # -- a. cold connect ---------------------------------------------------
+
+    def section_a(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        def stock() -> float:
+            start = time.perf_counter()
+            connection = Connection(self.alias, config=self.stock_config)
+            try:
+                connection.run("true", hide=True)
+                return time.perf_counter() - start
+            finally:
+                connection.close()
+
+        def mux(*ssh_options: str) -> float:
+            with ExitStack() as local:
+                config = self._mux_config(control_dir(local), ssh_options)
+                _forget_resolved_configs()
+                start = time.perf_counter()
+                connection = MuxConnection(self.alias, config=config)
+                try:
+                    connection.run("true", hide=True)
+                    return time.perf_counter() - start
+                finally:
+                    connection.close()
+
+        def raw() -> float:
+            return timed(lambda: run_quiet([self.ssh, "-F", self.cfg, self.alias, "true"]))
+
+        variants = [
+            Variant("stock Fabric: new `Connection(alias).run('true')`", stock),
+            Variant("fabric-mux: new `MuxConnection`, cold master", mux),
+            Variant("OpenSSH: `ssh -F cfg alias true`", raw),
+            # OpenSSH 9.2 picks the post-quantum sntrup761x25519 kex, which paramiko
+            # lacks: this row shows how much of the gap that alone is.
+            Variant(
+                f"fabric-mux, cold master, `{_CLASSIC_KEX}` (paramiko's kex here)",
+                lambda: mux(_CLASSIC_KEX),
+            ),
+        ]
+        section = Section("a", "a. cold connect + one `true`", variants)
+        self._measure(section, repeat)
+        s, m, r, k = variants
+        return [section], [
+            Check("a. stock ÷ mux (cold)", s, m),
+            Check("a. stock ÷ mux with paramiko's kex (cold)", s, k),
+            Check("a. mux ÷ raw ssh (cold)", m, r),
+        ]
+
+    # -- b. warm run -------------------------------------------------------
+
+    def section_b(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        stock, mux, path = self.warm_stock, self.warm_mux, self.control_path
+        ssh_s = [self.ssh, "-F", self.cfg, "-S", path, self.alias, "true"]
+        variants = [
+            Variant("stock Fabric `c.run`", lambda: timed(lambda: stock.run("true", hide=True))),
+            Variant("fabric-mux `c.run`", lambda: timed(lambda: mux.run("true", hide=True))),
+            Variant(
+                "OpenSSH mux client: `ssh -S path alias true`",
+                lambda: timed(lambda: run_quiet(ssh_s)),
+            ),
+            Variant(
+                "bare protocol session (`MuxClient`)",
+                lambda: timed(lambda: protocol_session(path, "true")),
+            ),
+        ]
+        section = Section("b", "b. warm `c.run('true', hide=True)` on an open connection", variants)
+        self._measure(section, repeat * WARM_FACTOR, warmup=WARMUP)
+        s, m, o, p = variants
+        return [section], [
+            Check("b. `ssh -S` ÷ mux", o, m, "≥ 2", lambda v: v >= 2.0),
+            Check("b. stock ÷ mux", s, m, "> 1", lambda v: v > 1.0),
+            Check("b. mux ÷ bare protocol (runner overhead)", m, p),
+        ]
+
+    # -- c. fab ------------------------------------------------------------
+
+    def section_c(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        fab = console_script("fab")
+        plain = scratch(self.stack, "fmb-fab-")
+        muxed = scratch(self.stack, "fmb-fabmux-")
+        for project in (plain, muxed):
+            (project / "fabfile.py").write_text(FABFILE)
+        (muxed / "fabric.yaml").write_text(
+            "tasks:\n"
+            "  executor_class: fabric_mux.MuxExecutor\n"
+            "mux:\n"
+            f"  control_dir: {self.warm_dir}\n"
+        )
+        argv = [fab, "-S", self.cfg, "-H", self.alias, *FAB_TASKS]
+        path = self.control_path
+        sessions = len(FAB_TASKS) * FAB_RUNS_PER_TASK
+
+        def floor() -> None:
+            run_quiet([fab, "-S", self.cfg, "--list"], cwd=muxed)
+            for _ in range(sessions):
+                protocol_session(path, "true")
+
+        variants = [
+            Variant("stock `fab`", lambda: timed(lambda: run_quiet(argv, cwd=plain))),
+            Variant(
+                "`fab` + MuxExecutor (fabric.yaml), warm master",
+                lambda: timed(lambda: run_quiet(argv, cwd=muxed)),
+            ),
+            Variant(
+                f"floor: `fab --list` + {sessions} bare protocol sessions", lambda: timed(floor)
+            ),
+        ]
+        tasks = " ".join(FAB_TASKS)
+        title = f"c. `fab -H alias {tasks}` ({FAB_RUNS_PER_TASK} `c.run('true')` a task)"
+        section = Section("c", title, variants)
+        # The first warm-up run also checks that the master it finds is the warm one.
+        self._measure(section, repeat, warmup=1)
+        s, m, f = variants
+        return [section], [
+            Check("c. stock ÷ mux", s, m, "≥ 3.5", lambda v: v >= 3.5),
+            Check("c. mux ÷ floor", m, f, "≤ 1.3", lambda v: v <= 1.3),
+        ]
+
+    # -- d. threads --------------------------------------------------------
+
+    def section_d(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        def stock() -> float:
+            return timed(lambda: _in_threads(Connection, self.stock_config, self.alias))
+
+        def mux() -> float:
+            with ExitStack() as local:
+                config = self._mux_config(control_dir(local))
+                _forget_resolved_configs()
+                return timed(lambda: _in_threads(MuxConnection, config, self.alias))
+
+        variants = [
+            Variant("stock Fabric, a `Connection` a thread", stock),
+            Variant("fabric-mux, a `MuxConnection` a thread, cold master", mux),
+        ]
+        title = f"d. {THREADS} threads x {THREAD_COMMANDS} `run('true')`, one host"
+        section = Section("d", title, variants)
+        self._measure(section, repeat)
+        s, m = variants
+        return [section], [
+            Check("d. stock ÷ mux", s, m),
+        ]
+
+    # -- e. transfers ------------------------------------------------------
+
+    def section_e(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        stock, mux, path = self.warm_stock, self.warm_mux, self.control_path
+        local = scratch(self.stack, "fmb-xfer-")
+        payload = local / "payload.bin"
+        _write_random(payload, SIZE)
+        remote = remote_folder(self.server, "xfer")
+        source = remote / "source.bin"
+        shutil.copyfile(payload, source)
+        shutil.chown(source, self.server.user)
+        uploaded = remote / "up.bin"
+        downloaded = local / "down.bin"
+        put_batch = local / "put.batch"
+        put_batch.write_text(f'put "{payload}" "{uploaded}"\n')
+        get_batch = local / "get.batch"
+        get_batch.write_text(f'get "{source}" "{downloaded}"\n')
+        sftp = [_which("sftp"), "-F", self.cfg, "-o", f"ControlPath={path}", "-b"]
+        ssh_s = [self.ssh, "-F", self.cfg, "-S", path, self.alias]
+
+        def put(action: Callable[[], object]) -> Callable[[], float]:
+            def measure() -> float:
+                uploaded.unlink(missing_ok=True)
+                # Last round's dirty pages would be written out during this one.
+                os.sync()
+                seconds = timed(action)
+                _check_size(uploaded)
+                return seconds
+
+            return measure
+
+        def get(action: Callable[[], object]) -> Callable[[], float]:
+            def measure() -> float:
+                downloaded.unlink(missing_ok=True)
+                os.sync()
+                seconds = timed(action)
+                _check_size(downloaded)
+                return seconds
+
+            return measure
+
+        def cat_up() -> None:
+            with payload.open("rb") as stdin:
+                run_quiet([*ssh_s, f"cat > {shlex.quote(str(uploaded))}"], stdin=stdin)
+
+        def cat_down() -> None:
+            with downloaded.open("wb") as stdout:
+                run_quiet([*ssh_s, f"cat {shlex.quote(str(source))}"], stdout=stdout)
+
+        puts = [
+            Variant("stock Fabric `c.put`", put(lambda: stock.put(str(payload), str(uploaded)))),
+            Variant(
+                "fabric-mux `c.put`",
+                put(lambda: mux.put(str(payload), str(uploaded))),
+                tolerant=True,
+            ),
+            Variant(
+                "OpenSSH `sftp -b` through the master",
+                put(lambda: run_quiet([*sftp, str(put_batch), self.alias])),
+            ),
+            Variant("ceiling: `ssh -S path alias 'cat > f'` < file", put(cat_up)),
+        ]
+        gets = [
+            Variant("stock Fabric `c.get`", get(lambda: stock.get(str(source), str(downloaded)))),
+            Variant(
+                "fabric-mux `c.get`",
+                get(lambda: mux.get(str(source), str(downloaded))),
+                tolerant=True,
+            ),
+            Variant(
+                "OpenSSH `sftp -b` through the master",
+                get(lambda: run_quiet([*sftp, str(get_batch), self.alias])),
+            ),
+            Variant("ceiling: `ssh -S path alias 'cat f'` > file", get(cat_down)),
+        ]
+        megabytes = SIZE // 10**6
+        sections = [
+            Section("e", f"e. put of a {megabytes} MB file", puts, size=SIZE),
+            Section("e", f"e. get of a {megabytes} MB file", gets, size=SIZE),
+        ]
+        checks: list[Check] = []
+        for section in sections:
+            self._measure(section, repeat)
+            s, m, o, c = section.variants
+            verb = section.title.split()[1]
+            checks += [
+                Check(f"e. {verb}: mux speed ÷ stock", s, m),
+                Check(f"e. {verb}: mux speed ÷ OpenSSH sftp", o, m),
+                Check(f"e. {verb}: mux speed ÷ ceiling", c, m),
+            ]
+        for path_ in (payload, source, uploaded, downloaded):
+            path_.unlink(missing_ok=True)
+        return sections, checks
+
+
+def _forget_resolved_configs() -> None:
+    # A new process runs `ssh -G` once per route: a cold row should pay for it too.
+    mux_master._resolve.cache_clear()
+
+
+def _in_threads(cls: type[Connection], config: fabric.Config, host: str) -> None:
+    """Each thread runs commands on a connection object of its own.
+
+    The objects are made first, as ``ThreadingGroup`` does: Fabric's
+    ``Connection()`` writes into the shared config (``key_filename`` from
+    ssh_config), and invoke rebuilds a config from empty on every write, so
+    threads reading it meanwhile can find it empty.
+    """
+    connections = [cls(host, config=config) for _ in range(THREADS)]
+
+    def work(connection: Connection) -> None:
+        try:
+            for _ in range(THREAD_COMMANDS):
+                connection.run("true", hide=True)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        futures = [pool.submit(work, connection) for connection in connections]
+    for future in futures:
+        future.result()
+
+
+def _write_random(path: Path, size: int) -> None:
+    chunk = 10**6
+    with path.open("wb") as file:
+        for offset in range(0, size, chunk):
+            file.write(os.urandom(min(chunk, size - offset)))
+
+
+def _check_size(path: Path) -> None:
+    size = path.stat().st_size if path.exists() else None
+    if size != SIZE:
+        raise RuntimeError(f"{path} holds {size} bytes after the transfer, not {SIZE}")
+
+
+def _which(program: str) -> str:
+    found = shutil.which(program)
+    if found is None:
+        raise RuntimeError(f"{program} not found: install OpenSSH's client")
+    return found
+
+
+# -- the report ---------------------------------------------------------------
+
+
+def _report(
+    repeat: int,
+    only: str,
+    load: tuple[float, float],
+    server: SshServer,
+    sections: Sequence[Section],
+    checks: Sequence[Check],
+) -> str:
+    command = "inv bench" + (f" --repeat {repeat}" if repeat != DEFAULT_REPEAT else "")
+    command += f" --only {only}" if only != "abcde" else ""
+    lines = [
+        "## fabric-mux benchmark",
+        "",
+        f"- Machine: {_machine()}",
+        f"- Software: {_software()}",
+        f"- Server: a throwaway sshd on 127.0.0.1 (`fabric_mux.testing.ssh_server`),"
+        f" logging in as `{server.user}` (bash with a light start-up)",
+        f"- Method: `{command}`, {time.strftime('%Y-%m-%d %H:%M %Z')}; medians of n"
+        " interleaved rounds; logins counted in sshd's log, per sample; load average"
+        f" {load[0]:.2f} at the start, {load[1]:.2f} at the end",
+        "",
+        "| test | variant | median | range | n | logins/sample |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for section in sections:
+        for index, variant in enumerate(section.variants):
+            title = section.title if index == 0 else ""
+            lines.append(
+                f"| {title} | {variant.label} | {_median(section, variant)}"
+                f" | {_range(section, variant)} | {len(variant.samples)} | {_logins(variant)} |"
+            )
+    lines += ["", "| ratio (of median times) | value | promise |", "| --- | ---: | --- |"]
+    for check in checks:
+        value = check.value
+        shown = "n/a" if value is None else f"{value:.2f}x"
+        verdict = ""
+        if check.holds is not None:
+            held = value is not None and check.holds(value)
+            verdict = f"{check.promise}: {'holds' if held else '**does not hold**'}"
+        lines.append(f"| {check.label} | {shown} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _median(section: Section, variant: Variant) -> str:
+    if variant.error is not None:
+        return f"n/a (error: {variant.error})".replace("|", "\\|").replace("\n", " ")
+    median = variant.median
+    if median is None:
+        return "n/a"
+    return f"{_number(section, median)} {'MB/s' if section.size else 'ms'}"
+
+
+def _range(section: Section, variant: Variant) -> str:
+    """Lowest to highest sample, in the median's unit: how much the machine wobbled."""
+    if variant.error is not None or not variant.samples:
+        return ""
+    fast, slow = min(variant.samples), max(variant.samples)
+    low, high = (slow, fast) if section.size else (fast, slow)
+    return f"{_number(section, low)}..{_number(section, high)}"
+
+
+def _number(section: Section, seconds: float) -> str:
+    if section.size:
+        return f"{section.size / seconds / 10**6:.0f}"
+    ms = seconds * 1000
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _logins(variant: Variant) -> str:
+    if not variant.samples:
+        return "-"
+    per = variant.logins / len(variant.samples)
+    return f"{per:g}" if per == int(per) else f"{per:.2f}"
+
+
+def _output(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError:
+        return "?"
+    return (proc.stdout or proc.stderr).strip() or "?"
+
+
+def _machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{_output(['uname', '-srm'])}, {cpu}, {_output(['nproc'])} CPUs"
+
+
+def _software() -> str:
+    repo = Path(__file__).resolve().parent.parent
+    commit = _output(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+    return ", ".join(
+        [
+            _output(["ssh", "-V"]),
+            f"Python {platform.python_version()}",
+            *(f"{name} {version(name)}" for name in ("fabric", "paramiko", "invoke")),
+            f"fabric-mux {fabric_mux.__version__} ({commit})",
+        ]
+    )

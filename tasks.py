@@ -1,0 +1,56 @@
+"""Developer tasks: ``inv test``, ``inv lint``, ``inv demo``, ``inv bench``.
+
+Commands run from argv lists, never through a shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from bench.demo import run_demo
+from bench.run import DEFAULT_REPEAT, run_bench
+
+
+def _run(argv: list[str]) -> int:
+    print(f"$ {shlex.join(argv)}", flush=True)
+    return subprocess.run(argv, check=False).returncode
+
+
+@task(help={"args": "Extra pytest arguments, e.g. --args='-k fab -x'."})
+def test(c: Context, args: str = "") -> None:
+    """Run the test suite: python3 -m pytest."""
+    code = _run(["python3", "-m", "pytest", *shlex.split(args)])
+    if code:
+        raise Exit(code=code)
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff check, ruff format --check, mypy: all of them, failing if any fails."""
+    commands = (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"])
+    failed = [shlex.join(argv) for argv in commands if _run(argv) != 0]
+    if failed:
+        raise Exit(f"lint failed: {', '.join(failed)}", code=1)
+
+
+@task
+def demo(c: Context) -> None:
+    """A 3-task deploy with stock fab, twice without mux and twice with it."""
+    run_demo()
+
+
+@task(
+    help={
+        "repeat": f"Repetitions per measurement (default {DEFAULT_REPEAT}); medians are shown.",
+        "only": "Run only these sections, e.g. 'bc' (default: abcde).",
+    }
+)
+def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = "abcde") -> None:
+    """Stock Fabric vs fabric-mux vs raw OpenSSH; writes bench/results.md."""
+    sys.stdout.write(run_bench(repeat=repeat, only=only))
