@@ -7,10 +7,11 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import TEST_PASSWORD, SshdFactory
+from conftest import TEST_PASSWORD
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import AuthenticationFailed
+from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
 
 PASSWORD_ONLY = ["BatchMode=no", "PubkeyAuthentication=no", "PreferredAuthentications=password"]

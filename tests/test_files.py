@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import fabric
@@ -15,6 +16,9 @@ from fabric_mux import MuxConnection
 from fabric_mux.sftp import ProgressBar
 from fabric_mux.testing import SshServer
 
+#: The remote folder of this test run (runs of the suite may share an account).
+DIR = f"fmux-files-{os.getpid()}"
+
 
 def sessions_open(sshd: SshServer) -> int:
     text = sshd.log.read_text()
@@ -22,10 +26,11 @@ def sessions_open(sshd: SshServer) -> int:
 
 
 @pytest.fixture
-def c(sshd: SshServer, config: fabric.Config) -> MuxConnection:
+def c(sshd: SshServer, config: fabric.Config) -> Iterator[MuxConnection]:
     connection = MuxConnection(sshd.alias, config=config)
-    connection.run("rm -rf fmux-files && mkdir fmux-files", hide=True)
-    return connection
+    connection.run(f"rm -rf {DIR} && mkdir {DIR}", hide=True)
+    yield connection
+    connection.run(f"rm -rf {DIR}", hide=True)
 
 
 @pytest.mark.parametrize("size", [0, 1, 65537, 5 * 1024 * 1024 + 3])
@@ -33,18 +38,18 @@ def test_put_then_get_round_trips_bytes(c: MuxConnection, tmp_path: Path, size: 
     data = os.urandom(size)
     source, back = tmp_path / "source.bin", tmp_path / "back.bin"
     source.write_bytes(data)
-    uploaded = c.put(str(source), "fmux-files/data.bin")
-    assert uploaded.remote.endswith("/fmux-files/data.bin")
-    assert c.run("wc -c < fmux-files/data.bin", hide=True).stdout.strip() == str(size)
-    c.get("fmux-files/data.bin", str(back))
+    uploaded = c.put(str(source), f"{DIR}/data.bin")
+    assert uploaded.remote.endswith(f"/{DIR}/data.bin")
+    assert c.run(f"wc -c < {DIR}/data.bin", hide=True).stdout.strip() == str(size)
+    c.get(f"{DIR}/data.bin", str(back))
     assert back.read_bytes() == data
 
 
 def test_file_like_objects_both_ways(c: MuxConnection) -> None:
     data = os.urandom(300_000)
-    c.put(io.BytesIO(data), "fmux-files/fl.bin")
+    c.put(io.BytesIO(data), f"{DIR}/fl.bin")
     out = io.BytesIO()
-    c.get("fmux-files/fl.bin", out)
+    c.get(f"{DIR}/fl.bin", out)
     assert out.getvalue() == data
 
 
@@ -52,11 +57,11 @@ def test_modes_are_preserved_both_ways(c: MuxConnection, tmp_path: Path) -> None
     script = tmp_path / "tool.sh"
     script.write_text("#!/bin/sh\necho tool\n")
     script.chmod(0o751)
-    c.put(str(script), "fmux-files/tool.sh")
-    assert c.run("stat -c %a fmux-files/tool.sh", hide=True).stdout.strip() == "751"
-    assert c.run("./fmux-files/tool.sh", hide=True).stdout == "tool\n"
-    c.run("chmod 640 fmux-files/tool.sh")
-    c.get("fmux-files/tool.sh", str(tmp_path / "back.sh"))
+    c.put(str(script), f"{DIR}/tool.sh")
+    assert c.run(f"stat -c %a {DIR}/tool.sh", hide=True).stdout.strip() == "751"
+    assert c.run(f"./{DIR}/tool.sh", hide=True).stdout == "tool\n"
+    c.run(f"chmod 640 {DIR}/tool.sh")
+    c.get(f"{DIR}/tool.sh", str(tmp_path / "back.sh"))
     assert stat.S_IMODE((tmp_path / "back.sh").stat().st_mode) == 0o640
 
 
@@ -66,13 +71,13 @@ def test_relative_absolute_and_folder_targets(
     local = tmp_path / "named.txt"
     local.write_text("content\n")
     home = c.run("pwd", hide=True).stdout.strip()
-    c.put(str(local), "fmux-files/")  # a folder: the local name is kept
-    c.put(str(local), f"{home}/fmux-files/absolute.txt")
-    listing = c.run("ls fmux-files", hide=True).stdout.split()
+    c.put(str(local), f"{DIR}/")  # a folder: the local name is kept
+    c.put(str(local), f"{home}/{DIR}/absolute.txt")
+    listing = c.run(f"ls {DIR}", hide=True).stdout.split()
     assert listing == ["absolute.txt", "named.txt"]
     target = tmp_path / "into"
     target.mkdir()
-    result = c.get("fmux-files/absolute.txt", f"{target}/")
+    result = c.get(f"{DIR}/absolute.txt", f"{target}/")
     assert result.local == f"{target}/absolute.txt"
     assert (target / "absolute.txt").read_text() == "content\n"
     assert sshd.logins() == 1
@@ -81,25 +86,25 @@ def test_relative_absolute_and_folder_targets(
 def test_missing_remote_file_raises_and_writes_nothing(c: MuxConnection, tmp_path: Path) -> None:
     target = tmp_path / "never.bin"
     with pytest.raises(FileNotFoundError):
-        c.get("fmux-files/missing.bin", str(target))
+        c.get(f"{DIR}/missing.bin", str(target))
     assert not target.exists()
 
 
 def test_a_failed_remote_write_raises(c: MuxConnection, tmp_path: Path) -> None:
     local = tmp_path / "x.bin"
     local.write_bytes(b"x" * 1000)
-    c.run("mkdir fmux-files/locked && chmod 500 fmux-files/locked")
+    c.run(f"mkdir {DIR}/locked && chmod 500 {DIR}/locked")
     with pytest.raises(PermissionError, match="Permission denied"):
-        c.put(str(local), "fmux-files/locked/x.bin")
+        c.put(str(local), f"{DIR}/locked/x.bin")
 
 
 def test_sftp_client_works_and_closing_ends_its_session(c: MuxConnection, sshd: SshServer) -> None:
     sftp = c.sftp()
     assert c.sftp() is sftp
-    with sftp.open("fmux-files/by-sftp.txt", "w") as remote:
+    with sftp.open(f"{DIR}/by-sftp.txt", "w") as remote:
         remote.write("written over sftp\n")
-    assert "by-sftp.txt" in sftp.listdir("fmux-files")
-    assert c.run("cat fmux-files/by-sftp.txt", hide=True).stdout == "written over sftp\n"
+    assert "by-sftp.txt" in sftp.listdir(f"{DIR}")
+    assert c.run(f"cat {DIR}/by-sftp.txt", hide=True).stdout == "written over sftp\n"
     assert wait_until(lambda: sessions_open(sshd) == 1)  # the sftp subsystem (others close late)
     c.close()
     assert wait_until(lambda: sessions_open(sshd) == 0)
@@ -111,9 +116,7 @@ def test_progress_reports_reach_the_total(c: MuxConnection, tmp_path: Path) -> N
     local.write_bytes(os.urandom(3 * 1024 * 1024))
     seen: list[tuple[int, int]] = []
     sftp = c.sftp()
-    sftp.put(
-        str(local), "fmux-files/big.bin", callback=lambda done, total: seen.append((done, total))
-    )
+    sftp.put(str(local), f"{DIR}/big.bin", callback=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (3 * 1024 * 1024, 3 * 1024 * 1024)
     assert all(done <= total for done, total in seen)
 
@@ -123,13 +126,11 @@ def test_put_and_get_report_progress_when_asked(c: MuxConnection, tmp_path: Path
     local.write_bytes(os.urandom(2 * 1024 * 1024))
     up: list[tuple[int, int]] = []
     down: list[tuple[int, int]] = []
-    c.put(str(local), "fmux-files/big.bin", progress=lambda done, total: up.append((done, total)))
-    c.get(
-        "fmux-files/big.bin", str(tmp_path / "back.bin"), progress=lambda d, t: down.append((d, t))
-    )
+    c.put(str(local), f"{DIR}/big.bin", progress=lambda done, total: up.append((done, total)))
+    c.get(f"{DIR}/big.bin", str(tmp_path / "back.bin"), progress=lambda d, t: down.append((d, t)))
     assert up[-1] == down[-1] == (2 * 1024 * 1024, 2 * 1024 * 1024)
     quiet: list[tuple[int, int]] = []
-    c.sftp().put(str(local), "fmux-files/again.bin")  # no progress unless asked
+    c.sftp().put(str(local), f"{DIR}/again.bin")  # no progress unless asked
     assert quiet == [] and c.sftp().default_callback is None
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import SshdFactory
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import ConnectFailed
 from fabric_mux.gateway import jump_hosts, proxy_command
+from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import SshdFactory
 from fabric import ThreadingGroup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,6 +34,7 @@ from fabric_mux.exceptions import (
     SshNotFound,
 )
 from fabric_mux.master import Master, is_transient
+from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
 
 
@@ -256,11 +256,11 @@ def test_ssh_program_missing(sshd: SshServer, control_dir: Path) -> None:
 
 
 def test_control_dir_owned_by_someone_else(
-    sshd: SshServer, control_dir: Path, remote_user: str
+    sshd: SshServer, control_dir: Path, sshd_user: str
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to give the folder away")  # CI runs as root
-    os.chown(control_dir, pwd.getpwnam(remote_user).pw_uid, -1)
+    os.chown(control_dir, pwd.getpwnam(sshd_user).pw_uid, -1)
     with pytest.raises(ControlDirUnsafe, match="owned by uid"):
         MuxConnection(sshd.alias, config=mux_config(sshd, control_dir)).run("true")
     assert os.listdir(control_dir) == []

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import TEST_PASSWORD, TEST_USER, SshdFactory
+from conftest import TEST_PASSWORD, TEST_USER
 from pytest_mock import MockerFixture
 
+from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshdNotFound, SshServer, ensure_account, ssh_server
 
 
@@ -61,10 +62,10 @@ def test_each_login_is_counted_once(sshd: SshServer) -> None:
     assert sshd.logins("nobody") == 0
 
 
-def test_logs_in_as_the_remote_user(sshd: SshServer, remote_user: str) -> None:
+def test_logs_in_as_the_sshd_user(sshd: SshServer, sshd_user: str) -> None:
     result = ssh(sshd, sshd.alias, "id -un")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == sshd.user == remote_user
+    assert result.stdout.strip() == sshd.user == sshd_user
 
 
 def test_every_alias_reaches_the_server(sshd_factory: SshdFactory) -> None:
@@ -180,12 +181,12 @@ def test_missing_sshd_is_reported(tmp_path: Path) -> None:
             pass
 
 
-def test_folder_the_remote_user_cannot_reach_is_reported(tmp_path: Path, remote_user: str) -> None:
-    if remote_user == pwd.getpwuid(os.geteuid()).pw_name:
+def test_folder_the_sshd_user_cannot_reach_is_reported(tmp_path: Path, sshd_user: str) -> None:
+    if sshd_user == pwd.getpwuid(os.geteuid()).pw_name:
         pytest.skip("only matters when the remote user is another account")
     # pytest's tmp_path lies in a private folder: sshd would only say "Permission denied".
     with pytest.raises(ValueError, match="cannot reach"):
-        with ssh_server(tmp_path, user=remote_user):
+        with ssh_server(tmp_path, user=sshd_user):
             pass
 
 
@@ -240,7 +241,7 @@ def shadow_entry(name: str) -> str:
     )
 
 
-def test_ensure_account_again_changes_nothing(remote_user: str) -> None:
+def test_ensure_account_again_changes_nothing(sshd_user: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root makes accounts")
     before = shadow_entry(TEST_USER)

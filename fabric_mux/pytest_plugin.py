@@ -1,0 +1,106 @@
+"""pytest fixtures for testing fabfiles against a real, throwaway OpenSSH server.
+
+Installed with fabric-mux (entry point ``pytest11``), so a test can simply ask
+for them::
+
+    def test_deploy(sshd, mux_config):
+        c = MuxConnection(sshd.alias, config=mux_config)
+        c.run("true")
+        assert sshd.logins() == 1
+
+``sshd`` is an :class:`~fabric_mux.testing.SshServer` on 127.0.0.1 with its own
+host key, client key, known_hosts, an ssh_config naming it ``fmux-test``, and
+a login counter. Override ``sshd_user`` to log in as another account (root
+only). Without an ``sshd`` on the machine the tests using it are skipped, or
+fail when the ``CI`` environment variable is set.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+import fabric
+import pytest
+
+from .testing import SshdNotFound, SshServer, ssh_server
+
+__all__ = ["SshdFactory", "mux_config", "mux_control_dir", "sshd", "sshd_factory", "sshd_user"]
+
+
+class SshdFactory(Protocol):
+    """Start one more server; every one is stopped when the test ends."""
+
+    def __call__(
+        self,
+        *,
+        sshd_options: Sequence[str] = ...,
+        aliases: Sequence[str] = ...,
+        user: str | None = ...,
+    ) -> SshServer: ...
+
+
+def _missing_sshd(error: SshdNotFound) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the sshd tests, but: {error}", pytrace=False)
+    pytest.skip(f"no OpenSSH server: {error}")
+
+
+@pytest.fixture(scope="session")
+def sshd_user() -> str:
+    """The account the servers let in: by default the current one."""
+    # Not getpass.getuser(): $USER may name someone else; sshd goes by the uid.
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+@pytest.fixture
+def sshd_factory(sshd_user: str) -> Iterator[SshdFactory]:
+    """Start servers with options of their own, e.g. ``sshd_options=["MaxSessions 2"]``."""
+    with ExitStack() as stack:
+
+        def start(
+            *,
+            sshd_options: Sequence[str] = (),
+            aliases: Sequence[str] = ("fmux-test",),
+            user: str | None = None,
+        ) -> SshServer:
+            # Short, under /tmp: control sockets may be made beside it.
+            folder = tempfile.mkdtemp(prefix="fmux-", dir="/tmp")
+            stack.callback(shutil.rmtree, folder, ignore_errors=True)
+            server = ssh_server(
+                Path(folder), user=user or sshd_user, aliases=aliases, sshd_options=sshd_options
+            )
+            try:
+                return stack.enter_context(server)
+            except SshdNotFound as error:
+                _missing_sshd(error)
+
+        yield start
+
+
+@pytest.fixture
+def sshd(sshd_factory: SshdFactory) -> SshServer:
+    """A fresh server for :func:`sshd_user`, alias ``fmux-test``."""
+    return sshd_factory()
+
+
+@pytest.fixture
+def mux_control_dir() -> Iterator[Path]:
+    """A private folder for control sockets, short enough for their paths."""
+    folder = Path(tempfile.mkdtemp(prefix="fmc-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def mux_config(sshd: SshServer, mux_control_dir: Path) -> fabric.Config:
+    """A Fabric config that reaches :func:`sshd`, sockets in :func:`mux_control_dir`."""
+    return sshd.fabric_config({"mux": {"control_dir": str(mux_control_dir)}})
