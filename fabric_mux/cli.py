@@ -23,8 +23,7 @@ from pathlib import Path
 from fabric import Config
 
 from .exceptions import MuxError
-from .master import Master, default_control_dir, prepare_control_dir, stop_socket
-from .protocol import MasterUnavailable, MuxClient
+from .master import Master, alive_pid, default_control_dir, prepare_control_dir, stop_socket
 
 __all__ = ["MasterInfo", "main", "masters_in"]
 
@@ -78,24 +77,11 @@ def masters_in(folder: Path) -> Iterator[MasterInfo]:
                 continue
         except FileNotFoundError:
             continue
-        pid = _alive_pid(str(path))
+        pid = alive_pid(str(path))
         if pid is None:
             yield MasterInfo(path, None, None, "(stale: no master answers)")
         else:
             yield MasterInfo(path, pid, _age(pid), _route_of(pid))
-
-
-def _alive_pid(path: str) -> int | None:
-    try:
-        client = MuxClient(path, timeout=5)
-    except (MasterUnavailable, OSError):
-        return None
-    try:
-        return client.alive_check()
-    except (MuxError, OSError):
-        return None
-    finally:
-        client.close()
 
 
 def _format_age(seconds: float | None) -> str:

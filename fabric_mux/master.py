@@ -40,6 +40,7 @@ from .protocol import MasterUnavailable, MuxClient
 __all__ = [
     "Master",
     "SessionSlots",
+    "alive_pid",
     "default_control_dir",
     "find_ssh",
     "prepare_control_dir",
@@ -274,16 +275,7 @@ class Master:
 
     def alive(self) -> int | None:
         """The running master's pid, or None when there is none (or a stale socket)."""
-        try:
-            client = self.client()
-        except MasterUnavailable:
-            return None
-        try:
-            return client.alive_check()
-        except (MasterUnavailable, OSError):
-            return None
-        finally:
-            client.close()
+        return alive_pid(self.control_path, self.reply_timeout)
 
     def ensure(self, persist: str, answer: Answer | None = None) -> int:
         """Find the route's live master or start one; returns its pid.
@@ -387,6 +379,20 @@ class Master:
         if stopped:
             log.info("stopped master for %s at %s", self.host, self.control_path)
         return stopped
+
+
+def alive_pid(path: str, timeout: float | None = 5.0) -> int | None:
+    """The pid of the master answering on ``path``; None if none does (or it is stale)."""
+    try:
+        client = MuxClient(path, timeout)
+    except (MuxError, OSError):
+        return None
+    try:
+        return client.alive_check()
+    except (MuxError, OSError):
+        return None
+    finally:
+        client.close()
 
 
 def stop_socket(path: str) -> bool:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from fabrun import run_fab
 from waiting import process_gone, wait_until
 
 from fabric_mux import MuxConnection
@@ -32,24 +30,7 @@ def test_status_and_stop_for_the_hosts_given(
     (tmp_path / "fabric.yaml").write_text(f"mux:\n  control_dir: {control_dir}\n")  # stock executor
 
     def fab(*tasks: str) -> str:
-        proc = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("fab")),
-                "-S",
-                str(sshd.ssh_config),
-                "-H",
-                sshd.alias,
-                *tasks,
-            ],
-            cwd=tmp_path,
-            env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
+        return run_fab(tmp_path, sshd.ssh_config, sshd.alias, *tasks)
 
     assert "no master running" in fab("mux.status")
     config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fabrun import run_fab
 from waiting import wait_until
 
 from fabric_mux.testing import SshServer
@@ -28,14 +26,6 @@ def kind(c):
 """
 
 
-def program(name: str) -> str:
-    """The console script installed beside this interpreter."""
-    path = Path(sys.executable).with_name(name)
-    found = str(path) if path.exists() else shutil.which(name)
-    assert found, f"{name} is not installed"
-    return found
-
-
 @pytest.fixture
 def project(tmp_path: Path, control_dir: Path) -> Path:
     (tmp_path / "fabfile.py").write_text(FABFILE)
@@ -53,19 +43,7 @@ def write_yaml(project: Path, control_dir: Path, enabled: bool = True) -> None:
 
 
 def fab(project: Path, sshd: SshServer, *args: str, name: str = "fab") -> str:
-    argv = [program(name), "-S", str(sshd.ssh_config), "-H", sshd.alias, *args]
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-    proc = subprocess.run(
-        argv,
-        cwd=project,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_fab(project, sshd.ssh_config, sshd.alias, *args, name=name)
 
 
 TASKS = ("t1", "t2", "t3", "t4", "t5")

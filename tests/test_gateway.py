@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import fabric
 import pytest
+from fabrun import MUX_YAML, run_fab
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import ConnectFailed
@@ -91,22 +89,9 @@ def test_fab_through_proxyjump_logs_in_once_per_host(
         "@task\ndef b(c):\n    c.run('true')\n"
         "@task\ndef d(c):\n    c.run('echo $SSH_CONNECTION')\n"
     )
-    (tmp_path / "fabric.yaml").write_text(
-        f"tasks:\n  executor_class: fabric_mux.MuxExecutor\nmux:\n  control_dir: {control_dir}\n"
-    )
-    fab = str(Path(sys.executable).with_name("fab"))
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    (tmp_path / "fabric.yaml").write_text(MUX_YAML.format(control_dir=control_dir))
     for _ in range(2):
-        proc = subprocess.run(
-            [fab, "-S", str(ssh_config), "-H", "t1,t2", "a", "b", "d"],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
+        run_fab(tmp_path, ssh_config, "t1,t2", "a", "b", "d")
     assert (bastion.logins(), t1.logins(), t2.logins()) == (1, 1, 1)
     assert forwarded_to(bastion, t1) == 1
     assert forwarded_to(bastion, t2) == 1

@@ -9,7 +9,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import fabric
 import pytest
 from fabric import ThreadingGroup
+from fabrun import MUX_YAML, fab_argv, no_agent_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from invoke.exceptions import UnexpectedExit
@@ -94,12 +94,9 @@ def test_eight_fab_processes_racing_a_cold_host(
     (tmp_path / "fabfile.py").write_text(
         "from fabric import task\n@task\ndef hi(c):\n    c.run('echo hi')\n"
     )
-    (tmp_path / "fabric.yaml").write_text(
-        f"tasks:\n  executor_class: fabric_mux.MuxExecutor\nmux:\n  control_dir: {control_dir}\n"
-    )
-    fab = str(Path(sys.executable).with_name("fab"))
-    argv = [fab, "-S", str(sshd.ssh_config), "-H", sshd.alias, "hi"]
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    (tmp_path / "fabric.yaml").write_text(MUX_YAML.format(control_dir=control_dir))
+    argv = fab_argv(sshd.ssh_config, sshd.alias, "hi")
+    env = no_agent_env()
     procs = [
         subprocess.Popen(
             argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
