@@ -9,6 +9,7 @@ from dataclasses import dataclass
 __all__ = [
     "SshTarget",
     "config_query_argv",
+    "connect_kwargs_options",
     "control_socket_name",
     "fallback_options",
     "master_argv",
@@ -179,6 +180,34 @@ def master_argv(
     for option in extra_options:
         argv += ["-o", option]
     return [*argv, *target_args(target), "--", target.destination]
+
+
+#: paramiko ``connect()`` arguments OpenSSH cannot take from us.
+UNSUPPORTED_CONNECT_KWARGS = ("pkey", "sock", "transport_factory", "auth_strategy")
+
+
+def connect_kwargs_options(connect_kwargs: Mapping[str, object]) -> tuple[str, ...]:
+    """The ssh options for what Fabric's ``connect_kwargs`` say beyond keys and timeouts.
+
+    :raises ValueError: for what only paramiko can do (an in-memory ``pkey``,
+        a ready ``sock``): silently dropping them would log in differently.
+    """
+    unsupported = [key for key in UNSUPPORTED_CONNECT_KWARGS if connect_kwargs.get(key)]
+    if unsupported:
+        raise ValueError(
+            f"connect_kwargs {', '.join(unsupported)} cannot be handed to OpenSSH: "
+            "use key_filename (or ssh_config's IdentityFile) and gateway= instead"
+        )
+    options = []
+    if connect_kwargs.get("allow_agent") is False:
+        options.append("IdentityAgent=none")
+    if connect_kwargs.get("compress"):
+        options.append("Compression=yes")
+    if connect_kwargs.get("gss_auth"):
+        options.append("GSSAPIAuthentication=yes")
+    if connect_kwargs.get("gss_deleg_creds"):
+        options.append("GSSAPIDelegateCredentials=yes")
+    return tuple(options)
 
 
 def ssh_options(values: Sequence[str] | str | None) -> tuple[str, ...]:

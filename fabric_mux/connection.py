@@ -16,7 +16,7 @@ from fabric.connection import derive_shorthand, opens
 from fabric.transfer import Transfer
 from fabric.util import get_local_user
 
-from .argv import SshTarget, parse_resolved_config
+from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .askpass import Answer, ask_on_terminal
 from .config import MuxSettings, mux_settings
 from .exceptions import ForwardFailed, MasterStartFailed, MuxError, SessionRefused
@@ -161,6 +161,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
             forward_agent=bool(self.forward_agent),
             # gateway=False: no ProxyJump or ProxyCommand from ssh_config either.
             options=(("ProxyCommand=none",) if self.gateway is False else ())
+            + connect_kwargs_options(self.connect_kwargs)
             + self.mux.ssh_options,
         )
 

@@ -8,6 +8,7 @@ from fabric_mux.argv import (
     MAX_CONTROL_PATH,
     SshTarget,
     config_query_argv,
+    connect_kwargs_options,
     control_socket_name,
     fallback_options,
     master_argv,
@@ -143,3 +144,18 @@ def test_ssh_options_accepts_a_string_or_a_list() -> None:
     assert ssh_options(None) == ()
     assert ssh_options("Compression=yes") == ("Compression=yes",)
     assert ssh_options(["A=1", "B=2"]) == ("A=1", "B=2")
+
+
+def test_connect_kwargs_become_options() -> None:
+    given = {"allow_agent": False, "compress": True, "gss_auth": True, "key_filename": ["k"]}
+    assert connect_kwargs_options(given) == (
+        "IdentityAgent=none",
+        "Compression=yes",
+        "GSSAPIAuthentication=yes",
+    )
+    assert connect_kwargs_options({"allow_agent": True, "look_for_keys": True}) == ()
+
+
+def test_paramiko_only_connect_kwargs_are_refused() -> None:
+    with pytest.raises(ValueError, match="pkey"):
+        connect_kwargs_options({"pkey": object()})
