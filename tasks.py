@@ -48,9 +48,9 @@ def demo(c: Context) -> None:
 @task(
     help={
         "repeat": f"Repetitions per measurement (default {DEFAULT_REPEAT}); medians are shown.",
-        "only": "Run only these sections, e.g. 'bc' (default: abcde).",
+        "only": "Run only these sections, e.g. 'bc' (default: abcdef).",
     }
 )
-def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = "abcde") -> None:
+def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = "abcdef") -> None:
     """Stock Fabric vs fabric-mux vs raw OpenSSH; writes bench/results.md."""
     sys.stdout.write(run_bench(repeat=repeat, only=only))

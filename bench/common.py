@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
@@ -25,6 +25,7 @@ __all__ = [
     "console_script",
     "control_dir",
     "light_server",
+    "memory",
     "no_agent",
     "protocol_session",
     "reaping",
@@ -190,6 +191,27 @@ def stop_masters(folder: Path) -> None:
     deadline = time.monotonic() + _STOP_TIMEOUT
     while any(path.exists() for path in sockets) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def memory(pids: Iterable[int]) -> tuple[int, int]:
+    """Bytes that the processes ``pids`` hold: the sum of their RSS, and of their PSS.
+
+    RSS counts the pages they share (libcrypto, libc) once a process; PSS
+    splits each shared page among the processes that map it, so its sum is
+    what they cost together.
+    """
+    rss = pss = 0
+    for pid in pids:
+        rss += _kib(Path(f"/proc/{pid}/status"), "VmRSS:")
+        pss += _kib(Path(f"/proc/{pid}/smaps_rollup"), "Pss:")
+    return rss, pss
+
+
+def _kib(path: Path, field: str) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in {path}")
 
 
 def control_dir(stack: ExitStack, prefix: str = "fmb-ctl-") -> Path:

@@ -24,7 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import fabric
-from fabric import Connection
+from fabric import Connection, Group, ThreadingGroup
 
 import fabric_mux
 from fabric_mux import MuxConnection
@@ -35,6 +35,7 @@ from .common import (
     console_script,
     control_dir,
     light_server,
+    memory,
     no_agent,
     protocol_session,
     reaping,
@@ -56,6 +57,11 @@ THREADS = 16
 THREAD_COMMANDS = 5
 FAB_TASKS = tuple(f"t{n}" for n in range(1, 6))
 FAB_RUNS_PER_TASK = 3
+#: Section f: host aliases of the one sshd, each a route of its own, and runs a group.
+HOSTS = 50
+HOST_RUNS = 10
+#: Section f's samples take seconds: it runs this many rounds for DEFAULT_REPEAT.
+HOSTS_ROUNDS = 3
 RESULTS = Path(__file__).with_name("results.md")
 _CLASSIC_KEX = "KexAlgorithms=curve25519-sha256"
 
@@ -97,6 +103,8 @@ class Section:
     variants: list[Variant]
     #: Bytes moved a sample: shown as MB/s; 0: shown as a time.
     size: int = 0
+    #: Lines for the report's notes, below the ratios.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,12 +125,12 @@ class Check:
         return top / bottom
 
 
-def run_bench(repeat: int = DEFAULT_REPEAT, only: str = "abcde") -> str:
+def run_bench(repeat: int = DEFAULT_REPEAT, only: str = "abcdef") -> str:
     """Run the sections named in ``only``; return the Markdown report (also in RESULTS)."""
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
-    if not only or set(only) - set("abcde"):
-        raise ValueError(f"only takes letters from 'abcde', not {only!r}")
+    if not only or set(only) - set("abcdef"):
+        raise ValueError(f"only takes letters from 'abcdef', not {only!r}")
     load_before = os.getloadavg()[0]
     with ExitStack() as stack:
         # Entered first, left last: reaps what the clean-ups below ended.
@@ -136,6 +144,7 @@ def run_bench(repeat: int = DEFAULT_REPEAT, only: str = "abcde") -> str:
             "c": bench.section_c,
             "d": bench.section_d,
             "e": bench.section_e,
+            "f": bench.section_f,
         }
         sections: list[Section] = []
         checks: list[Check] = []
@@ -449,6 +458,128 @@ class _Bench:
             path_.unlink(missing_ok=True)
         return sections, checks
 
+    # -- f. many hosts -----------------------------------------------------
+
+    def section_f(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        aliases = [f"h{n:02d}" for n in range(HOSTS)]
+        ssh_config = str(_many_hosts(self.server, scratch(self.stack, "fmb-hosts-"), aliases))
+        stock_config = fabric.Config(runtime_ssh_path=ssh_config)
+
+        def mux_config(folder: Path) -> fabric.Config:
+            mux = {"control_dir": str(folder)}
+            return fabric.Config(runtime_ssh_path=ssh_config, overrides={"mux": mux})
+
+        def mux_group(config: fabric.Config, hosts: Sequence[str]) -> Group:
+            return ThreadingGroup.from_connections([MuxConnection(h, config=config) for h in hosts])
+
+        def runs(group: Group) -> None:
+            for _ in range(HOST_RUNS):
+                group.run("true", hide=True)
+
+        def stock() -> float:
+            start = time.perf_counter()
+            group = ThreadingGroup(*aliases, config=stock_config)
+            try:
+                runs(group)
+                return time.perf_counter() - start
+            finally:
+                group.close()
+
+        # Bytes the masters hold after each cold round: (RSS, PSS) sums.
+        held: list[tuple[int, int]] = []
+
+        def cold() -> float:
+            with ExitStack() as local:
+                config = mux_config(control_dir(local))
+                _forget_resolved_configs()
+                start = time.perf_counter()
+                group = mux_group(config, aliases)
+                try:
+                    runs(group)
+                    seconds = time.perf_counter() - start
+                finally:
+                    group.close()
+                # Closing ends the connections' sessions; the masters persist.
+                pids = {connection.master_pid for connection in group}
+                if None in pids or len(pids) != HOSTS:
+                    raise RuntimeError(f"{HOSTS} hosts, but masters {sorted(map(str, pids))}")
+                held.append(memory(pid for pid in pids if pid is not None))
+                return seconds
+
+        title = (
+            f"f. {HOSTS} hosts (aliases of the one sshd) x {HOST_RUNS}"
+            " `group.run('true', hide=True)`, `ThreadingGroup`"
+        )
+        with ExitStack() as warm:
+            # The warm rows' connections: opened here, outside any sample, and kept
+            # until the section ends (masters stopped last: last in, first out).
+            warm_config = mux_config(control_dir(warm))
+            open_stock = ThreadingGroup(*aliases, config=stock_config)
+            many = mux_group(warm_config, aliases)
+            one = mux_group(warm_config, aliases[:1])
+            for group in (open_stock, many, one):
+                warm.callback(group.close)
+                group.run("true", hide=True)
+            variants = [
+                Variant(f"stock Fabric: `ThreadingGroup` of {HOSTS} new `Connection`s", stock),
+                Variant(
+                    f"stock Fabric: the {HOST_RUNS} runs alone, {HOSTS} open `Connection`s",
+                    lambda: timed(lambda: runs(open_stock)),
+                ),
+                Variant(
+                    f"fabric-mux: `ThreadingGroup` of {HOSTS} new `MuxConnection`s, cold masters",
+                    cold,
+                ),
+                Variant(
+                    f"fabric-mux: the {HOST_RUNS} runs alone, {HOSTS} warm masters",
+                    lambda: timed(lambda: runs(many)),
+                ),
+                Variant(
+                    "fabric-mux: a group of 1 `MuxConnection`, 1 warm master",
+                    lambda: timed(lambda: runs(one)),
+                ),
+            ]
+            section = Section("f", title, variants)
+            self._measure(section, max(1, round(repeat * HOSTS_ROUNDS / DEFAULT_REPEAT)))
+        if held:
+            rss = statistics.median(r for r, _ in held) / 10**6
+            pss = statistics.median(p for _, p in held) / 10**6
+            section.notes.append(
+                f"f. memory of the {HOSTS} `ssh` masters after a cold round (median of"
+                f" {len(held)}): VmRSS {rss:.0f} MB in all, {rss / HOSTS:.1f} MB a master;"
+                f" PSS (shared pages split among them) {pss:.0f} MB, {pss / HOSTS:.1f} MB a master"
+            )
+        s, sw, c, w, o = variants
+        return [section], [
+            Check(f"f. {HOSTS} hosts ÷ 1 host (mux, warm)", w, o),
+            Check(f"f. stock ÷ mux ({HOSTS} hosts)", s, c),
+            Check(f"f. stock ÷ mux ({HOSTS} hosts, warm: the runs alone)", sw, w),
+        ]
+
+
+def _many_hosts(server: SshServer, folder: Path, aliases: Sequence[str]) -> Path:
+    """An ssh_config in ``folder`` where each of ``aliases`` is a host of its own.
+
+    They all reach ``server``, but each names its own host key entry
+    (``HostKeyAlias``) in a known_hosts file with a line an alias, as many
+    real hosts would have: so each gets a route, and a master, of its own.
+    """
+    key = server.known_hosts.read_text().split(None, 1)[1]
+    known = folder / "known_hosts"
+    known.write_text("".join(f"{alias} {key}" for alias in aliases))
+    own = "".join(f"Host {alias}\n    HostKeyAlias {alias}\n" for alias in aliases)
+    # ssh keeps the first value it finds: these win over the server's `Host *`.
+    shared = (
+        f"Host {' '.join(aliases)}\n"
+        f"    HostName {server.host}\n"
+        f"    Port {server.port}\n"
+        f"    User {server.user}\n"
+        f"    UserKnownHostsFile {known}\n"
+    )
+    path = folder / "ssh_config"
+    path.write_text(own + shared + server.ssh_config.read_text())
+    return path
+
 
 def _forget_resolved_configs() -> None:
     # A new process runs `ssh -G` once per route: a cold row should pay for it too.
@@ -510,7 +641,7 @@ def _report(
     checks: Sequence[Check],
 ) -> str:
     command = "inv bench" + (f" --repeat {repeat}" if repeat != DEFAULT_REPEAT else "")
-    command += f" --only {only}" if only != "abcde" else ""
+    command += f" --only {only}" if only != "abcdef" else ""
     lines = [
         "## fabric-mux benchmark",
         "",
@@ -541,6 +672,9 @@ def _report(
             held = value is not None and check.holds(value)
             verdict = f"{check.promise}: {'holds' if held else '**does not hold**'}"
         lines.append(f"| {check.label} | {shown} | {verdict} |")
+    notes = [note for section in sections for note in section.notes]
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 
