@@ -59,11 +59,10 @@ class AskpassServer:
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self) -> AskpassServer:
-        old = os.umask(0o177)  # the socket is ours alone, even in a private folder
-        try:
-            self._listener.bind(self.path)
-        finally:
-            os.umask(old)
+        self._listener.bind(self.path)
+        # Ours alone, even inside the private folder. (Not by umask: that is
+        # process-wide and would change files other threads create meanwhile.)
+        os.chmod(self.path, 0o600)
         self._listener.listen(4)
         self._thread.start()
         return self
@@ -101,7 +100,10 @@ class AskpassServer:
                 return  # closed: the master has started (or failed)
             with conn:
                 prompt = _read_all(conn).decode("utf-8", "replace")
-                answer = self._answer(prompt)
+                try:
+                    answer = self._answer(prompt)
+                except Exception:  # e.g. EOF at a terminal prompt: decline, keep serving
+                    answer = None
                 reply = b"0" if answer is None else b"1" + answer.encode("utf-8")
                 try:
                     conn.sendall(reply)

@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "ssh_options": [],
     # Sessions this process opens at once on one master (sshd's MaxSessions is 10).
     "max_sessions": 10,
-    # Keep-alives for the master where ssh_config sets none (None: leave ssh's default).
+    # Keep-alives for masters, over ssh_config's (None: leave ssh_config's or ssh's value).
     "server_alive_interval": 15,
     "server_alive_count_max": 3,
     # ConnectTimeout for starting a master when neither Fabric nor ssh_config sets one.

@@ -21,7 +21,7 @@ from .askpass import Answer, ask_on_terminal
 from .config import MuxSettings, mux_settings
 from .exceptions import ForwardFailed, MasterStartFailed, MuxError, SessionRefused
 from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
-from .master import Master, find_ssh, prepare_control_dir, resolve_config
+from .master import Master, Slot, find_ssh, prepare_control_dir, resolve_config
 from .protocol import FWD_LOCAL, FWD_REMOTE, MasterUnavailable, MuxClient, RequestDenied
 from .runners import MuxRemote
 from .sftp import MuxSFTPClient, open_sftp, progress_callback
@@ -53,7 +53,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
     _mux_user: str | None = None
     _mux_port: int | None = None
     _mux_gateway_given = False
-    _mux_clients: set[MuxClient] | None = None
+    _mux_clients: dict[MuxClient, Slot] | None = None
+    _mux_disowned: list[MuxClient] = []  # noqa: RUF012 - replaced per instance in __init__
     _mux_lock: threading.Lock | None = None
     _mux_config_gateway: Any = None
     # Fabric assigns this in __init__; without a real attribute the assignment
@@ -62,6 +63,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
     inline_ssh_env: bool | None = None
     _sftp: MuxSFTPClient | None = None
     _mux_hop: MuxConnection | None = None
+    _mux_hop_owned = False
 
     def __init__(
         self,
@@ -94,7 +96,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
         self._mux_user = user or shorthand["user"]
         self._mux_port = port or shorthand["port"]
         self._mux_gateway_given = gateway is not None
-        self._mux_clients = set()
+        self._mux_clients = {}
+        self._mux_disowned = []
         self._mux_lock = threading.Lock()
 
     def _identity(self) -> tuple[Any, ...]:
@@ -129,8 +132,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
     @property
     def mux(self) -> MuxSettings:
         """This connection's ``mux`` settings (config defaults filled in)."""
-        if self._mux_settings is None:
-            self._mux_settings = mux_settings(self.config)
+        assert self._mux_settings is not None  # read in __init__
         return self._mux_settings
 
     def ssh_target(self) -> SshTarget:
@@ -223,6 +225,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
         target = self.ssh_target()
         route = self._route(ssh, target)
         self._mux_hop = route if isinstance(route, MuxConnection) else None
+        # A gateway the caller made is theirs to close; hops we made are ours.
+        self._mux_hop_owned = self._mux_hop is not None and self._mux_hop is not self.gateway
         if isinstance(route, str):
             target = replace(target, options=(f"ProxyCommand={route}", *target.options))
         elif route is not None:
@@ -249,12 +253,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
         if self._mux_master is not None:
             return
         master = self.route_master()
-        hop = self._mux_hop
-        if hop is not None:
-            hop.open()
-            self.master_pid = self._ensure_through(master, hop)
-        else:
-            self.master_pid = self._ensure(master)
+        self._reconnect(master)
         if not self.mux.persists:
             master.hold()
             self._mux_held = True
@@ -323,25 +322,39 @@ class MuxConnection(Connection):  # type: ignore[misc]
     def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> MuxClient:
         """Open a session on the master; pair it with :meth:`session_closed`.
 
-        Waits for one of the master's session slots (``mux.max_sessions``). A
-        dead or stale master is replaced. A refusal by the server lowers the
-        slots to what the server allows and is retried with backoff: sshd also
-        frees a closed session a moment after our side sees it end.
+        Waits for one of the master's session slots (``mux.max_sessions``), at
+        most ``mux.reply_timeout`` seconds. A dead or stale master is replaced.
+        A refusal by the server lowers the slots to what it allows and is
+        retried with backoff: sshd also frees a closed session a moment after
+        our side sees it end.
         """
         master = self.mux_master
-        master.sessions.acquire()
+        timeout = self.mux.reply_timeout
+        slot = master.sessions.take(timeout)
+        if slot is None:
+            raise SessionRefused(
+                self.original_host,
+                f"no session slot came free in {timeout} s "
+                f"({master.sessions.used} of {master.sessions.limit} in use)",
+            )
         try:
-            client = self._open_on(master, command, fds, flags)
+            client = self._open_on(master, slot, command, fds, flags)
         except BaseException:
-            master.sessions.release()
+            slot.release()
             raise
+        master.sessions.opened()
         assert self._mux_clients is not None and self._mux_lock is not None
         with self._mux_lock:
-            self._mux_clients.add(client)
+            self._mux_clients[client] = slot
         return client
 
     def _open_on(
-        self, master: Master, command: str, fds: Sequence[int], flags: dict[str, Any]
+        self,
+        master: Master,
+        slot: Slot,
+        command: str,
+        fds: Sequence[int],
+        flags: dict[str, Any],
     ) -> MuxClient:
         for delay in (*_REFUSAL_BACKOFF, None):
             client = self._control(master)
@@ -354,29 +367,40 @@ class MuxConnection(Connection):  # type: ignore[misc]
                 client.close()
                 if delay is None:
                     raise
-                self.master_pid = self._ensure(master)
+                self._reconnect(master)
             except RequestDenied as exc:
                 client.close()
-                if delay is None:
+                if delay is None or not master.sessions.refused(slot, self.mux.reply_timeout):
                     raise SessionRefused(self.original_host, exc.reason) from None
-                master.sessions.refused()
-                master.sessions.release()
                 time.sleep(delay)
-                master.sessions.acquire()
             except BaseException:
                 client.close()
                 raise
         raise AssertionError("unreachable")
 
+    def disown_session(self, client: MuxClient) -> None:
+        """A session that runs on unattended (``disown=True``): it gives its
+        slot back and ends when the connection closes."""
+        assert self._mux_clients is not None and self._mux_lock is not None
+        with self._mux_lock:
+            slot = self._mux_clients.pop(client, None)
+            self._mux_disowned.append(client)
+        if slot is not None:
+            slot.release()
+
+    def session_is_open(self, client: MuxClient) -> bool:
+        """Whether ``client`` is a session of ours not yet ended by us."""
+        assert self._mux_clients is not None
+        return client in self._mux_clients
+
     def session_closed(self, client: MuxClient) -> None:
         """End a session from :meth:`open_session` (once; later calls do nothing)."""
         assert self._mux_clients is not None and self._mux_lock is not None
         with self._mux_lock:
-            ours = client in self._mux_clients
-            self._mux_clients.discard(client)
-        if ours:
+            slot = self._mux_clients.pop(client, None)
+        if slot is not None:
             client.close()
-            self.mux_master.sessions.release()
+            slot.release()
 
     def close(self) -> None:
         """End this connection's sessions; a persisting master keeps running."""
@@ -388,13 +412,18 @@ class MuxConnection(Connection):  # type: ignore[misc]
                 clients = list(self._mux_clients)
             for client in clients:
                 self.session_closed(client)
+        if self._mux_lock is not None:
+            with self._mux_lock:
+                disowned, self._mux_disowned = self._mux_disowned, []
+            for client in disowned:
+                client.close()
         if self._mux_held and self._mux_master is not None:
             self._mux_master.release()
             self._mux_held = False
         self._mux_master = None
-        if self._mux_hop is not None:
+        if self._mux_hop is not None and self._mux_hop_owned:
             self._mux_hop.close()
-            self._mux_hop = None
+        self._mux_hop = None
 
     # -- operations ------------------------------------------------------------
 
@@ -438,6 +467,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
         ``remote_port=0`` lets the server choose; the block receives the port.
         """
+        if not (local_port or remote_port):
+            raise ValueError("forward_remote(0) needs a local_port to forward to")
         spec = (FWD_REMOTE, remote_host, remote_port, local_host, local_port or remote_port)
         with self._forward(spec) as port:
             yield port
@@ -448,18 +479,17 @@ class MuxConnection(Connection):  # type: ignore[misc]
         # The master shares identical forwards and one cancel removes them all:
         # count our users so that only the last block to end cancels it.
         with master.forwards_lock:
-            users = master.forwards.get(spec, 0)
-            if users == 0:
-                master.forward_ports[spec] = self._open_forward(master, spec)
-            master.forwards[spec] = users + 1
-            port = master.forward_ports[spec]
+            if spec not in master.forwards:
+                master.forwards[spec] = [0, self._open_forward(master, spec)]
+            entry = master.forwards[spec]
+            entry[0] += 1
         try:
-            yield port
+            yield entry[1]
         finally:
             with master.forwards_lock:
-                master.forwards[spec] -= 1
-                if master.forwards[spec] == 0:
-                    del master.forwards[spec], master.forward_ports[spec]
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del master.forwards[spec]
                     self._close_forward(master, spec)
 
     def _open_forward(self, master: Master, spec: tuple[int, str, int, str, int]) -> int:
@@ -494,8 +524,17 @@ class MuxConnection(Connection):  # type: ignore[misc]
         try:
             return master.client()
         except MasterUnavailable:
-            self.master_pid = self._ensure(master)
+            self._reconnect(master)
             return master.client()
+
+    def _reconnect(self, master: Master) -> None:
+        """Bring the route's master back, its gateways' first."""
+        hop = self._mux_hop
+        if hop is None:
+            self.master_pid = self._ensure(master)
+            return
+        hop._reconnect(hop.mux_master)
+        self.master_pid = self._ensure_through(master, hop)
 
     def put(
         self, local: Any, remote: Any = None, preserve_mode: bool = True, progress: Any = None
@@ -505,28 +544,31 @@ class MuxConnection(Connection):  # type: ignore[misc]
         ``progress``: a ``callback(done, total)``, or True for a bar when
         stderr is a terminal. Off by default.
         """
-        with self._reporting(progress, local):
+        with self._transfer(progress, local):
             return Transfer(self).put(local, remote, preserve_mode=preserve_mode)
 
     def get(
         self, remote: Any, local: Any = None, preserve_mode: bool = True, progress: Any = None
     ) -> Any:
         """Fabric's ``get``; ``progress`` as for :meth:`put`."""
-        with self._reporting(progress, remote):
+        with self._transfer(progress, remote):
             return Transfer(self).get(remote, local, preserve_mode=preserve_mode)
 
     @contextmanager
-    def _reporting(self, progress: Any, path: Any) -> Iterator[None]:
-        callback = progress_callback(progress, os.path.basename(str(path)))
-        if callback is None:
-            yield
-            return
-        sftp = self.sftp()
-        sftp.default_callback = callback
+    def _transfer(self, progress: Any, path: Any) -> Iterator[None]:
+        # An SFTP session opened just for this transfer ends with it: an idle
+        # one would hold a session slot, which the file's own 'cat' session
+        # then waits for once enough connections to one host each hold one.
+        opened_here = self._sftp is None
+        sftp: MuxSFTPClient = self.sftp()
+        sftp.default_callback = progress_callback(progress, os.path.basename(str(path)))
         try:
             yield
         finally:
             sftp.default_callback = None
+            if opened_here and self._sftp is sftp:
+                sftp.close()
+                self._sftp = None
 
     def create_session(self) -> Any:
         raise MuxError("MuxConnection has no paramiko sessions: use run(), sudo() or shell()")

@@ -48,7 +48,8 @@ def hop_errors_path(hop_control_path: str) -> str:
 def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
     """The ProxyCommand that reaches ``%h:%p`` through the master of ``hop``.
 
-    OpenSSH expands ``%h``/``%p`` to the target's own HostName and Port. The
+    OpenSSH expands ``%h``/``%p`` to the target's own HostName and Port
+    (bracketed, as OpenSSH's own ProxyJump does, so IPv6 addresses work). The
     client reads no ssh_config and has ``ProxyCommand=false``: if the hop's
     master is gone it fails, instead of quietly logging in to the hop again.
     Its log level is set because ``-W`` is quiet by default.
@@ -60,7 +61,7 @@ def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
 
     return (
         f"{quoted(ssh)} -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
-        f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W %h:%p {quoted(hop)} "
+        f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W '[%h]:%p' {quoted(hop)} "
         f"2>>{quoted(hop_errors_path(hop_control_path))}"
     )
 

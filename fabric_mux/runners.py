@@ -10,11 +10,13 @@ from __future__ import annotations
 import codecs
 import errno
 import fcntl
+import logging
 import os
 import re
 import select
 import shlex
 import signal
+import stat
 import struct
 import termios
 import threading
@@ -26,6 +28,8 @@ from fabric.runners import Remote
 from invoke.terminals import character_buffered, pty_size
 
 from .exceptions import MasterLost
+
+log = logging.getLogger("fabric_mux")
 
 if TYPE_CHECKING:
     from .connection import MuxConnection
@@ -48,26 +52,41 @@ def remote_command(command: str, env: dict[str, Any]) -> str:
 
 
 class _Doorbell:
-    """A pipe that a ``select`` can wait on; ringing it is sticky."""
+    """A pipe that a poll can wait on; ringing it is sticky."""
 
     def __init__(self) -> None:
         self.read_fd, self._write_fd = os.pipe()
         self.rung = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
 
     def ring(self) -> None:
-        if not self.rung.is_set():
+        # Under the lock: after close() the fd numbers may belong to others.
+        with self._lock:
+            if self.rung.is_set() or self._closed:
+                self.rung.set()
+                return
             self.rung.set()
-            try:
-                os.write(self._write_fd, b"!")
-            except OSError:
-                pass  # closed during teardown: nobody waits any more
+            os.write(self._write_fd, b"!")
 
     def close(self) -> None:
-        for fd in (self.read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self.read_fd)
+            os.close(self._write_fd)
+
+
+def _readable(fds: list[int]) -> set[int]:
+    """Block until some of ``fds`` can be read (or are at their end); those fds.
+
+    poll, not select: descriptor numbers above 1023 are fine.
+    """
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll()}
 
 
 class _FinishedEvent(threading.Event):
@@ -82,12 +101,20 @@ class _FinishedEvent(threading.Event):
         self._bell.ring()
 
 
-def _usable_fileno(stream: Any) -> int | None:
+def _streaming_fileno(stream: Any) -> int | None:
+    """The descriptor to wait on for a terminal, pipe or socket; None otherwise.
+
+    Regular files and file-like objects are read through their own ``read``,
+    which also returns what the object has already buffered.
+    """
     try:
         fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
     except (AttributeError, OSError, ValueError):
         return None
-    return fd if isinstance(fd, int) and fd >= 0 else None
+    if os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return int(fd)
+    return None
 
 
 class MuxRemote(Remote):  # type: ignore[misc]
@@ -115,6 +142,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         self.program_finished = _FinishedEvent(self._finished)
         self._old_winch: Any = None
         self._killed = False
+        self._stopped = False
 
     # -- start -------------------------------------------------------------
 
@@ -122,7 +150,13 @@ class MuxRemote(Remote):  # type: ignore[misc]
         self, command: str | None, shell: str, env: dict[str, Any], timeout: Any = None
     ) -> None:
         text = self._command_line(command, env)
-        session_env = [] if self.inline_env else [f"{k}={v}" for k, v in sorted(env.items())]
+        flags: dict[str, Any] = {
+            "env": [] if self.inline_env else [f"{k}={v}" for k, v in sorted(env.items())],
+            "agent": bool(self.context.forward_agent),
+        }
+        if self._disowned:
+            self._start_disowned(text, flags)
+            return
         if self.using_pty:
             pty_fd, slave_fd = os.openpty()
             cols, rows = pty_size()
@@ -130,11 +164,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
             self._stdin_fd = self._stdout_fd = pty_fd
             try:
                 self._client = self.context.open_session(
-                    text,
-                    (slave_fd,) * 3,
-                    tty=True,
-                    term=os.environ.get("TERM", "vt100"),
-                    env=session_env,
+                    text, (slave_fd,) * 3, tty=True, term=os.environ.get("TERM", "vt100"), **flags
                 )
                 # The master read the pty's modes when it took the descriptor;
                 # from here on our local pty must pass bytes through untouched.
@@ -148,12 +178,23 @@ class MuxRemote(Remote):  # type: ignore[misc]
         stderr_r, stderr_w = os.pipe()
         self._stdin_fd, self._stdout_fd, self._stderr_fd = stdin_w, stdout_r, stderr_r
         try:
-            self._client = self.context.open_session(
-                text, (stdin_r, stdout_w, stderr_w), env=session_env
-            )
+            self._client = self.context.open_session(text, (stdin_r, stdout_w, stderr_w), **flags)
         finally:
             for fd in (stdin_r, stdout_w, stderr_w):
                 os.close(fd)
+
+    def _start_disowned(self, text: str, flags: dict[str, Any]) -> None:
+        # invoke returns at once and never calls stop(): nothing here may need
+        # us later. The command gets no stdio from us; its session lasts until
+        # the connection closes (or this process ends), as with stock Fabric.
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            client = self.context.open_session(text, (null, null, null), **flags)
+        finally:
+            os.close(null)
+        self.context.disown_session(client)
+        self._abort.close()
+        self._finished.close()
 
     def _command_line(self, command: str | None, env: dict[str, Any]) -> str:
         if command is None:  # shell(): the remote login shell
@@ -183,8 +224,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
     def _read(self, fd: int | None, num_bytes: int) -> bytes:
         if fd is None:
             return b""
-        ready, _, _ = select.select([fd, self._abort.read_fd], [], [])
-        if fd not in ready:
+        if fd not in _readable([fd, self._abort.read_fd]):
             return b""  # aborted: stop reading now rather than at the remote's EOF
         try:
             return os.read(fd, num_bytes)
@@ -238,7 +278,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
             os.close(fd)
 
     def handle_stdin(self, input_: IO[Any], output: IO[Any], echo: bool | None = False) -> None:
-        fd = _usable_fileno(input_)
+        fd = _streaming_fileno(input_)
         if fd is None:
             self._copy_stream(input_)
             return
@@ -246,9 +286,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         terminal = os.isatty(fd)
         with character_buffered(input_):
             while True:
-                waits = [fd, self._finished.read_fd, self._abort.read_fd]
-                ready, _, _ = select.select(waits, [], [])
-                if fd not in ready:
+                if fd not in _readable([fd, self._finished.read_fd, self._abort.read_fd]):
                     return
                 if terminal:
                     data = self.read_our_stdin(input_)
@@ -288,18 +326,24 @@ class MuxRemote(Remote):  # type: ignore[misc]
         if client is None:
             return
         control = client.fileno()
-        ready, _, _ = select.select([control, self._abort.read_fd], [], [])
-        if control not in ready:
-            return  # timed out, or an I/O thread died
-        self._exit_status = client.wait_exit()
-        if self._exit_status is None and not self._abort.rung.is_set():
-            # No exit message: the remote process died of a signal, or the
-            # master lost its connection. Only the master can tell which.
-            if self.context.mux_master.alive() is None:
-                raise MasterLost(
-                    f"{self.context.original_host}: the SSH master went away while "
-                    f"running {self.result_kwargs['command']!r}"
-                )
+        if control >= 0 and control in _readable([control, self._abort.read_fd]):
+            self._exit_status = client.wait_exit()
+        if client.tty_alloc_failed:
+            log.warning("%s: the server gave no pty; ran without one", self.context.original_host)
+        if self._exit_status is not None or self._abort.rung.is_set():
+            return  # an exit status; or timed out, or an I/O thread died
+        if not self.context.session_is_open(client):
+            # The connection was closed under us: stop reading too, since
+            # sshd keeps a remote command without a pty running.
+            self._abort.ring()
+            return
+        # No exit message: the remote process died of a signal, or the master
+        # lost its connection. Only the master can tell which.
+        if self.context.mux_master.alive() is None:
+            raise MasterLost(
+                f"{self.context.original_host}: the SSH master went away while "
+                f"running {self.result_kwargs['command']!r}"
+            )
 
     @property
     def process_is_finished(self) -> bool:
@@ -333,6 +377,9 @@ class MuxRemote(Remote):  # type: ignore[misc]
             client.shutdown()
 
     def stop(self) -> None:
+        if self._stopped:  # a Promise may be joined twice
+            return
+        self._stopped = True
         if self._timer:
             self._timer.cancel()
         if self._old_winch is not None:

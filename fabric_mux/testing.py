@@ -45,7 +45,9 @@ _LOGIN_RE = re.compile(r"^Accepted (?!key )\S+ for (\S+) from ", re.MULTILINE)
 _FIXED_KEYWORDS = frozenset({"port", "listenaddress", "pidfile"})
 
 # One lock for every account: parallel test workers and a bench would race useradd.
-_ACCOUNT_LOCK = "/tmp/fmux-test-account.lock"
+# Root only, so under /run (not a world-writable folder where a planted link could
+# point it elsewhere); opened without following links all the same.
+_ACCOUNT_LOCK = "/run/fmux-test-account.lock"
 _SUDOERS_DIR = Path("/etc/sudoers.d")
 
 
@@ -321,7 +323,8 @@ def ensure_account(name: str, password: str | None = None, sudoer: bool = False)
         raise PermissionError(f"only root can make the account {name!r}")
     if password is not None and "\n" in password:
         raise ValueError("a password cannot hold a newline")
-    with open(_ACCOUNT_LOCK, "w") as lock:
+    fd = os.open(_ACCOUNT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             pwd.getpwnam(name)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from fabric_mux.exceptions import (
     ConnectFailed,
     ControlDirUnsafe,
     HostKeyFailed,
+    SessionRefused,
 )
 from fabric_mux.testing import SshServer
 
@@ -298,3 +300,69 @@ def test_masters_started_and_reused_are_logged(
         f"reusing master pid {first.master_pid} for {sshd.alias} at {first.control_path}"
         in messages
     )
+
+
+def test_forward_agent_reaches_the_remote(
+    sshd: SshServer, config: fabric.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(agent_socket)], stdout=subprocess.DEVNULL
+    )
+    try:
+        assert wait_until(agent_socket.exists)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(agent_socket))
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True, capture_output=True)
+        c = MuxConnection(sshd.alias, config=config, forward_agent=True)
+        listed = c.run("ssh-add -l", hide=True, warn=True)
+        assert listed.exited == 0, listed.stderr
+        assert "ED25519" in listed.stdout
+        without = MuxConnection(sshd.alias, config=config).run("ssh-add -l", hide=True, warn=True)
+        assert without.exited != 0  # not forwarded unless asked
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def test_a_busy_master_makes_a_run_wait_a_bounded_time(sshd: SshServer, control_dir: Path) -> None:
+    config = sshd.fabric_config(
+        {"mux": {"control_dir": str(control_dir), "max_sessions": 1, "reply_timeout": 1}}
+    )
+    c = MuxConnection(sshd.alias, config=config)
+    busy = c.run("sleep 20", hide=True, asynchronous=True)
+    with pytest.raises(SessionRefused, match="no session slot came free"):
+        MuxConnection(sshd.alias, config=config).run("true")
+    c.close()  # ends the sleeping session, as closing a stock Connection does
+    with pytest.raises(UnexpectedExit):
+        busy.join()
+
+
+def test_disowned_commands_give_their_slot_back(sshd: SshServer, control_dir: Path) -> None:
+    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir), "max_sessions": 2}})
+    c = MuxConnection(sshd.alias, config=config)
+    for _ in range(3):
+        assert c.run("sleep 30", disown=True) is None
+    assert c.run("echo still", hide=True, timeout=10).stdout == "still\n"
+    c.close()
+
+
+def test_in_stream_file_keeps_what_python_already_read(
+    sshd: SshServer, config: fabric.Config, tmp_path: Path
+) -> None:
+    source = tmp_path / "lines.txt"
+    source.write_text("first\nsecond\nthird\n")
+    c = MuxConnection(sshd.alias, config=config)
+    with open(source) as stream:
+        assert stream.readline() == "first\n"
+        assert c.run("cat", in_stream=stream, hide=True).stdout == "second\nthird\n"
+
+
+def test_a_promise_joined_twice_closes_nothing_else(
+    sshd: SshServer, config: fabric.Config, tmp_path: Path
+) -> None:
+    c = MuxConnection(sshd.alias, config=config)
+    promise = c.run("echo once", hide=True, asynchronous=True)
+    assert promise.join().stdout == "once\n"
+    with open(tmp_path / "other", "w") as other:  # may reuse the run's fd numbers
+        promise.join()
+        other.write("still open")

@@ -142,3 +142,14 @@ def test_progress_bar_line() -> None:
     lines = out.getvalue().split("\r")[1:]
     assert lines[0].startswith("file.bin   50%  0.5/1.0 MB")
     assert lines[1].startswith("file.bin  100%  1.0/1.0 MB") and lines[1].endswith("\n")
+
+
+def test_more_connections_than_slots_can_each_put(
+    c: MuxConnection, sshd: SshServer, config: fabric.Config, tmp_path: Path
+) -> None:
+    local = tmp_path / "small.bin"
+    local.write_bytes(b"x" * 1000)
+    connections = [c] + [MuxConnection(sshd.alias, config=config) for _ in range(11)]
+    for n, connection in enumerate(connections):
+        connection.put(str(local), f"{DIR}/copy{n}.bin")  # no idle SFTP session holds a slot
+    assert connections[0].run(f"ls {DIR} | wc -l", hide=True).stdout.strip() == "12"

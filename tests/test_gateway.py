@@ -11,6 +11,7 @@ from fabrun import MUX_YAML, run_fab
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import ConnectFailed
 from fabric_mux.gateway import jump_hosts, proxy_command
+from fabric_mux.master import stop_socket
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
 
@@ -204,5 +205,34 @@ def test_proxy_command_goes_through_the_hops_socket_only() -> None:
     assert command.startswith(
         "/usr/bin/ssh -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
     )
-    assert "-S /run/fm/ab%%c -W %h:%p bastion" in command  # ssh expands %h/%p, not our %
+    assert "-S /run/fm/ab%%c -W '[%h]:%p' bastion" in command  # ssh expands %h/%p, not our %
     assert command.endswith("2>>/run/fm/ab%%c.err")
+
+
+def test_closing_a_target_leaves_the_callers_gateway_alone(
+    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+) -> None:
+    t1, _ = targets
+    config = mux_config(write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {}), control_dir)
+    gateway = MuxConnection("bastion", config=config)
+    running = gateway.run("sleep 1; echo done", hide=True, asynchronous=True)
+    target = MuxConnection("t1", config=config, gateway=gateway)
+    target.run("true")
+    target.close()
+    assert running.join().stdout == "done\n"
+
+
+def test_masters_stopped_behind_a_gateway_come_back(
+    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+) -> None:
+    t1, _ = targets
+    config = mux_config(
+        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
+    )
+    c = MuxConnection("t1", config=config)
+    c.run("true")
+    for socket_path in control_dir.iterdir():
+        if socket_path.is_socket():
+            stop_socket(str(socket_path))
+    assert c.run("echo back", hide=True).stdout == "back\n"
+    assert (bastion.logins(), t1.logins()) == (2, 2)

@@ -33,7 +33,7 @@ from fabric_mux.exceptions import (
     MasterLost,
     SshNotFound,
 )
-from fabric_mux.master import Master, is_transient
+from fabric_mux.master import Master, SessionSlots, is_transient
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
 
@@ -327,3 +327,51 @@ def test_arguments_arrive_byte_for_byte(quick: MuxConnection, values: list[str])
 @given(value=shell_text)
 def test_env_values_arrive_byte_for_byte(quick: MuxConnection, value: str) -> None:
     assert quick.run('printf %s "$FMUX_V"', env={"FMUX_V": value}, hide=True).stdout == value
+
+
+# -- session slots (unit) --------------------------------------------------------------
+
+
+def test_a_slot_released_twice_counts_once() -> None:
+    slots = SessionSlots(2)
+    slot = slots.take(0)
+    assert slot is not None
+    slot.release()
+    slot.release()
+    assert slots.used == 0
+
+
+def test_refusals_lower_the_limit_without_deadlock() -> None:
+    slots = SessionSlots(10)
+    held = [slots.take(0) for _ in range(3)]
+    assert all(held) and slots.used == 3
+    first, second, third = held
+    assert first is not None and second is not None and third is not None
+    # Two sessions refused at once while three were held: both give their
+    # slot back and queue, so the one allowed gets through.
+    results: list[bool] = []
+    waiters = [
+        threading.Thread(target=lambda s=s: results.append(slots.refused(s, 5)))
+        for s in (second, third)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    assert wait_until(lambda: slots.limit == 1 and slots.used <= 1)
+    first.release()
+    assert wait_until(lambda: len(results) == 2 or (len(results) == 1 and slots.used == 1))
+    assert slots.limit == 1
+    assert slots.used == 1  # exactly one of them holds the one allowed slot
+    for waiter in waiters:
+        waiter.join()
+    assert sorted(results) == [False, True]  # the other gave up after its timeout
+
+
+def test_the_limit_recovers_after_successes() -> None:
+    slots = SessionSlots(4)
+    slot = slots.take(0)
+    assert slot is not None
+    slots.refused(slot, 0)
+    assert slots.limit == 1
+    for _ in range(SessionSlots.RECOVER_AFTER):
+        slots.opened()
+    assert slots.limit == 2
