@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fabric import Config
 
+from .config import MuxConfig, mux_settings
 from .exceptions import MuxError
 from .master import Master, alive_pid, default_control_dir, prepare_control_dir, stop_socket
 
@@ -92,14 +93,28 @@ def _format_age(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """Fabric's config as ``fab`` would load it here: /etc, ~ and ./fabric.yaml.
+
+    So ``check``/``stop`` work out the same route, and the same control
+    folder, as the fab runs in this project.
+    """
+    config = MuxConfig(runtime_ssh_path=args.ssh_config, lazy=True)
+    config.load_base_conf_files()
+    config.set_project_location(os.getcwd())
+    config.load_project()
+    if args.control_dir is not None:
+        config.load_overrides({"mux": {"control_dir": str(args.control_dir)}}, merge=False)
+    config.merge()
+    config.load_ssh_config()
+    return config
+
+
 def _connection(host: str, args: argparse.Namespace) -> Master:
     """The master a ``MuxConnection`` to ``host`` would use (nothing is started)."""
     from .connection import MuxConnection
 
-    overrides = {"mux": {"control_dir": str(args.control_dir)}}
-    config = Config(runtime_ssh_path=args.ssh_config, overrides=overrides)
-    connection = MuxConnection(host, config=config)
-    return connection.route_master()
+    return MuxConnection(host, config=args.config).route_master()
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -149,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         "--control-dir",
         type=Path,
         default=None,
-        help=f"folder of the control sockets (default: {default_control_dir()})",
+        help="folder of the control sockets (default: mux.control_dir from fabric.yaml, "
+        f"else {default_control_dir()})",
     )
     parser.add_argument(
         "-F", "--ssh-config", default=None, help="ssh_config file, as given to fab -S"
@@ -167,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        args.control_dir = prepare_control_dir(args.control_dir)
+        args.config = _config(args)
+        args.control_dir = prepare_control_dir(mux_settings(args.config).control_dir)
         handler = {"list": _list, "check": _check, "stop": _stop}[args.command]
         return handler(args)
     except MuxError as exc:

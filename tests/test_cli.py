@@ -92,3 +92,19 @@ def test_console_script_is_installed(control_dir: Path) -> None:
         check=False,
     )
     assert (proc.returncode, proc.stdout) == (0, f"no masters in {control_dir}\n")
+
+
+def test_the_projects_fabric_yaml_is_read(
+    sshd: SshServer,
+    config: fabric.Config,
+    control_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    c = MuxConnection(sshd.alias, config=config)
+    c.run("true")
+    (tmp_path / "fabric.yaml").write_text(f"mux:\n  control_dir: {control_dir}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["-F", str(sshd.ssh_config), "check", sshd.alias]) == 0
+    assert f"pid={c.master_pid}" in capsys.readouterr().out
