@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "SshTarget",
@@ -25,8 +25,7 @@ __all__ = [
 MAX_CONTROL_PATH = 90
 
 
-@dataclass(frozen=True)
-class SshTarget:
+class SshTarget(NamedTuple):
     """Everything the user gave that decides where and how ``ssh`` connects.
 
     ``destination`` is the host as the user wrote it (an ssh_config alias is

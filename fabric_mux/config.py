@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fabric import Config
 
@@ -39,8 +38,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class MuxSettings:
+class MuxSettings(NamedTuple):
     """The ``mux`` subtree, defaults filled in, values normalised."""
 
     enabled: bool

@@ -7,24 +7,25 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabric import Connection
 from fabric.config import Config
-from fabric.connection import derive_shorthand, opens
+from fabric.connection import derive_shorthand
 from fabric.transfer import Transfer
 from fabric.util import get_local_user
 
 from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
-from .askpass import Answer, ask_on_terminal
 from .config import MuxSettings, mux_settings
 from .exceptions import ForwardFailed, MasterStartFailed, MuxError, SessionRefused
 from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
 from .master import Master, Slot, find_ssh, prepare_control_dir, resolve_config
 from .protocol import FWD_LOCAL, FWD_REMOTE, MasterUnavailable, MuxClient, RequestDenied
 from .runners import MuxRemote
-from .sftp import MuxSFTPClient, open_sftp, progress_callback
+
+if TYPE_CHECKING:
+    from .askpass import Answer
+    from .sftp import MuxSFTPClient
 
 __all__ = ["MuxConnection"]
 
@@ -228,11 +229,11 @@ class MuxConnection(Connection):  # type: ignore[misc]
         # A gateway the caller made is theirs to close; hops we made are ours.
         self._mux_hop_owned = self._mux_hop is not None and self._mux_hop is not self.gateway
         if isinstance(route, str):
-            target = replace(target, options=(f"ProxyCommand={route}", *target.options))
+            target = target._replace(options=(f"ProxyCommand={route}", *target.options))
         elif route is not None:
             hop_path = route.route_master().control_path
             command = proxy_command(ssh, route.original_host, hop_path)
-            target = replace(target, options=(f"ProxyCommand={command}", *target.options))
+            target = target._replace(options=(f"ProxyCommand={command}", *target.options))
         return Master.for_target(
             ssh,
             target,
@@ -289,6 +290,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
                     return str(secret)
             if "yes/no" in lowered:
                 return None
+            from .askpass import ask_on_terminal
+
             return ask_on_terminal(prompt)
 
         return answer
@@ -430,10 +433,13 @@ class MuxConnection(Connection):  # type: ignore[misc]
     def _remote_runner(self) -> MuxRemote:
         return MuxRemote(context=self, inline_env=self.inline_ssh_env)
 
-    @opens  # type: ignore[untyped-decorator]
     def sftp(self) -> MuxSFTPClient:
         """A paramiko ``SFTPClient`` over an ``sftp`` subsystem session (memoized)."""
+        self.open()
         if self._sftp is None:
+            # Imported on first use: fab runs that move no files skip it.
+            from .sftp import open_sftp
+
             self._sftp = open_sftp(self)
         return self._sftp
 
@@ -561,6 +567,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
         # then waits for once enough connections to one host each hold one.
         opened_here = self._sftp is None
         sftp: MuxSFTPClient = self.sftp()
+        from .sftp import progress_callback
+
         sftp.default_callback = progress_callback(progress, os.path.basename(str(path)))
         try:
             yield
@@ -573,9 +581,9 @@ class MuxConnection(Connection):  # type: ignore[misc]
     def create_session(self) -> Any:
         raise MuxError("MuxConnection has no paramiko sessions: use run(), sudo() or shell()")
 
-    @opens  # type: ignore[untyped-decorator]
     def shell(self, **kwargs: Any) -> Any:
         """An interactive login shell on a pty, as ``fabric.Connection.shell``."""
+        self.open()
         allowed = ("encoding", "env", "in_stream", "replace_env", "watchers")
         options = dict(self.config.global_defaults()["run"])
         for key in allowed:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .argv import (
     MAX_CONTROL_PATH,
@@ -26,7 +26,6 @@ from .argv import (
     master_argv,
     parse_resolved_config,
 )
-from .askpass import Answer, AskpassServer
 from .exceptions import (
     ConnectFailed,
     ControlDirUnsafe,
@@ -36,6 +35,9 @@ from .exceptions import (
     classify_ssh_failure,
 )
 from .protocol import MasterUnavailable, MuxClient
+
+if TYPE_CHECKING:
+    from .askpass import Answer
 
 __all__ = [
     "Master",
@@ -376,6 +378,8 @@ class Master:
         with tempfile.TemporaryFile() as errors, contextlib.ExitStack() as stack:
             env = None
             if answer is not None:
+                from .askpass import AskpassServer
+
                 folder = os.path.dirname(self.control_path)
                 asker = stack.enter_context(AskpassServer(Path(folder), answer))
                 env = {**os.environ, **asker.environment()}
