@@ -212,6 +212,7 @@ class _Bench:
         if variant.error is not None:
             return
         before = self.server.logins()
+        processes = self.server.processes()
         try:
             seconds = variant.measure()
         except Exception as exc:
@@ -222,6 +223,18 @@ class _Bench:
         if keep:
             variant.samples.append(seconds)
             variant.logins += self.server.logins() - before
+        self._settle(processes)
+
+    def _settle(self, processes: int) -> None:
+        """Let the server finish tearing down what the last sample opened.
+
+        A stock run leaves sshd processes exiting for a moment after it ends;
+        whichever variant came next would pay for them. Wait (at most 2 s,
+        untimed) until the server runs no more processes than before it.
+        """
+        deadline = time.monotonic() + 2
+        while self.server.processes() > processes and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     # -- a. cold connect ---------------------------------------------------
 

@@ -130,6 +130,10 @@ class SshServer:
         """
         return fabric.Config(runtime_ssh_path=str(self.ssh_config), overrides=overrides or {})
 
+    def processes(self) -> int:
+        """How many processes the server runs for its connections now."""
+        return sum(1 for pid in _descendants(self._process.pid) if _alive(pid))
+
     def freeze(self) -> set[int]:
         """Stop (SIGSTOP) the listener and every process it spawned: a server
         whose TCP connections stay up but that answers nothing. Returns the pids.
