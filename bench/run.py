@@ -83,15 +83,12 @@ class Variant:
     label: str
     #: One sample in seconds; it may do untimed set-up and clean-up around its timer.
     measure: Callable[[], float]
-    #: Record an error as "n/a" rather than stop the bench (code still being written).
-    tolerant: bool = False
     samples: list[float] = field(default_factory=list)
     logins: int = 0
-    error: str | None = None
 
     @property
     def median(self) -> float | None:
-        if self.error is not None or not self.samples:
+        if not self.samples:
             return None
         return statistics.median(self.samples)
 
@@ -209,17 +206,9 @@ class _Bench:
                 self._sample(variant, keep=True)
 
     def _sample(self, variant: Variant, keep: bool) -> None:
-        if variant.error is not None:
-            return
         before = self.server.logins()
         processes = self.server.processes()
-        try:
-            seconds = variant.measure()
-        except Exception as exc:
-            if not variant.tolerant:
-                raise
-            variant.error = f"{type(exc).__name__}: {exc}"
-            return
+        seconds = variant.measure()
         if keep:
             variant.samples.append(seconds)
             variant.logins += self.server.logins() - before
@@ -428,11 +417,7 @@ class _Bench:
 
         puts = [
             Variant("stock Fabric `c.put`", put(lambda: stock.put(str(payload), str(uploaded)))),
-            Variant(
-                "fabric-mux `c.put`",
-                put(lambda: mux.put(str(payload), str(uploaded))),
-                tolerant=True,
-            ),
+            Variant("fabric-mux `c.put`", put(lambda: mux.put(str(payload), str(uploaded)))),
             Variant(
                 "OpenSSH `sftp -b` through the master",
                 put(lambda: run_quiet([*sftp, str(put_batch), self.alias])),
@@ -441,11 +426,7 @@ class _Bench:
         ]
         gets = [
             Variant("stock Fabric `c.get`", get(lambda: stock.get(str(source), str(downloaded)))),
-            Variant(
-                "fabric-mux `c.get`",
-                get(lambda: mux.get(str(source), str(downloaded))),
-                tolerant=True,
-            ),
+            Variant("fabric-mux `c.get`", get(lambda: mux.get(str(source), str(downloaded)))),
             Variant(
                 "OpenSSH `sftp -b` through the master",
                 get(lambda: run_quiet([*sftp, str(get_batch), self.alias])),
@@ -692,8 +673,6 @@ def _report(
 
 
 def _median(section: Section, variant: Variant) -> str:
-    if variant.error is not None:
-        return f"n/a (error: {variant.error})".replace("|", "\\|").replace("\n", " ")
     median = variant.median
     if median is None:
         return "n/a"
@@ -702,7 +681,7 @@ def _median(section: Section, variant: Variant) -> str:
 
 def _range(section: Section, variant: Variant) -> str:
     """Lowest to highest sample, in the median's unit: how much the machine wobbled."""
-    if variant.error is not None or not variant.samples:
+    if not variant.samples:
         return ""
     fast, slow = min(variant.samples), max(variant.samples)
     low, high = (slow, fast) if section.size else (fast, slow)
