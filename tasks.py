@@ -14,7 +14,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from bench.demo import run_demo
-from bench.run import DEFAULT_REPEAT, run_bench
+from bench.run import DEFAULT_REPEAT, SECTIONS, run_bench
 
 
 def _run(argv: list[str]) -> int:
@@ -51,6 +51,6 @@ def demo(c: Context) -> None:
         "only": "Run only these sections, e.g. 'bc' (default: abcdef).",
     }
 )
-def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = "abcdef") -> None:
+def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = SECTIONS) -> None:
     """Stock Fabric vs fabric-mux vs raw OpenSSH; writes bench/results.md."""
     sys.stdout.write(run_bench(repeat=repeat, only=only))
