@@ -539,7 +539,10 @@ class MuxConnection(Connection):  # type: ignore[misc]
         if hop is None:
             self.master_pid = self._ensure(master)
             return
-        hop._reconnect(hop.mux_master)
+        if hop._mux_master is None:
+            hop.open()  # a first open brings the hop's own gateways up too
+        else:
+            hop._reconnect(hop._mux_master)
         self.master_pid = self._ensure_through(master, hop)
 
     def put(
