@@ -73,6 +73,18 @@ def mux_config(ssh_config: Path, control_dir: Path) -> fabric.Config:
     )
 
 
+@pytest.fixture
+def t1(targets: tuple[SshServer, SshServer]) -> SshServer:
+    return targets[0]
+
+
+@pytest.fixture
+def jumped(bastion: SshServer, t1: SshServer, folder: Path, control_dir: Path) -> fabric.Config:
+    """A config in which t1 is reached with ``ProxyJump bastion``."""
+    ssh_config = write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"})
+    return mux_config(ssh_config, control_dir)
+
+
 def test_fab_through_proxyjump_logs_in_once_per_host(
     bastion: SshServer,
     targets: tuple[SshServer, SshServer],
@@ -138,14 +150,10 @@ def test_two_hop_chain(sshd_factory: SshdFactory, folder: Path, control_dir: Pat
 
 
 def test_direct_and_gatewayed_routes_get_separate_masters(
-    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+    bastion: SshServer, t1: SshServer, jumped: fabric.Config
 ) -> None:
-    t1, _ = targets
-    config = mux_config(
-        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
-    )
-    through = MuxConnection("t1", config=config)
-    direct = MuxConnection("t1", config=config, gateway=False)
+    through = MuxConnection("t1", config=jumped)
+    direct = MuxConnection("t1", config=jumped, gateway=False)
     through.run("true")
     direct.run("true")
     assert through.control_path != direct.control_path
@@ -154,29 +162,21 @@ def test_direct_and_gatewayed_routes_get_separate_masters(
 
 
 def test_a_bastion_that_refuses_us_is_named(
-    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+    bastion: SshServer, t1: SshServer, jumped: fabric.Config
 ) -> None:
-    t1, _ = targets
-    config = mux_config(
-        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
-    )
     bastion.stop()
     with pytest.raises(ConnectFailed, match="Connection refused") as failure:
-        MuxConnection("t1", config=config).run("true")
+        MuxConnection("t1", config=jumped).run("true")
     assert str(failure.value).startswith("bastion:")
     assert t1.logins() == 0
 
 
 def test_a_bastion_that_cannot_reach_the_target_says_so(
-    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+    bastion: SshServer, t1: SshServer, jumped: fabric.Config
 ) -> None:
-    t1, _ = targets
-    config = mux_config(
-        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
-    )
     t1.stop()
     with pytest.raises(ConnectFailed) as failure:
-        MuxConnection("t1", config=config).run("true")
+        MuxConnection("t1", config=jumped).run("true")
     message = str(failure.value)
     assert message.startswith("t1 (via gateway bastion):")
     # The bastion's master refused the forward to t1; ssh on our side says so.
@@ -185,9 +185,8 @@ def test_a_bastion_that_cannot_reach_the_target_says_so(
 
 
 def test_string_gateway_is_the_proxy_command(
-    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+    bastion: SshServer, t1: SshServer, folder: Path, control_dir: Path
 ) -> None:
-    t1, _ = targets
     ssh_config = write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {})
     config = mux_config(ssh_config, control_dir)
     c = MuxConnection("t1", config=config, gateway=f"ssh -F {ssh_config} -W %h:%p bastion")
@@ -210,9 +209,8 @@ def test_proxy_command_goes_through_the_hops_socket_only() -> None:
 
 
 def test_closing_a_target_leaves_the_callers_gateway_alone(
-    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+    bastion: SshServer, t1: SshServer, folder: Path, control_dir: Path
 ) -> None:
-    t1, _ = targets
     config = mux_config(write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {}), control_dir)
     gateway = MuxConnection("bastion", config=config)
     running = gateway.run("sleep 1; echo done", hide=True, asynchronous=True)
@@ -223,13 +221,9 @@ def test_closing_a_target_leaves_the_callers_gateway_alone(
 
 
 def test_masters_stopped_behind_a_gateway_come_back(
-    bastion: SshServer, targets: tuple[SshServer, SshServer], folder: Path, control_dir: Path
+    bastion: SshServer, t1: SshServer, jumped: fabric.Config, control_dir: Path
 ) -> None:
-    t1, _ = targets
-    config = mux_config(
-        write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {"t1": "bastion"}), control_dir
-    )
-    c = MuxConnection("t1", config=config)
+    c = MuxConnection("t1", config=jumped)
     c.run("true")
     for socket_path in control_dir.iterdir():
         if socket_path.is_socket():
