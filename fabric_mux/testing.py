@@ -17,6 +17,7 @@ import fcntl
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,11 +26,20 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import fabric
 
-__all__ = ["SshServer", "SshdNotFound", "ensure_account", "ssh_server"]
+__all__ = [
+    "Account",
+    "SshServer",
+    "SshdNotFound",
+    "ensure_account",
+    "lent_account",
+    "remove_account",
+    "revoke_account",
+    "ssh_server",
+]
 
 HOST = "127.0.0.1"
 
@@ -343,6 +353,51 @@ def ensure_account(name: str, password: str | None = None, sudoer: bool = False)
     return name
 
 
+class Account(NamedTuple):
+    """A local account lent to tests by :func:`lent_account`."""
+
+    name: str
+    #: Fresh for each loan; None when the loan set no password.
+    password: str | None
+
+
+@contextmanager
+def lent_account(name: str, *, password: bool = True, sudoer: bool = False) -> Iterator[Account]:
+    """An account for a test run to log in to, with nothing left open afterwards; root only.
+
+    Made if missing (see :func:`ensure_account`). For the loan it gets a fresh
+    random password (never one written anywhere) and, with ``sudoer``, a sudo
+    rule; when the block ends, however it ends, the rule is removed and the
+    password replaced by ``*``, which no password matches.
+    """
+    secret = secrets.token_urlsafe(24) if password else None
+    try:
+        ensure_account(name, secret, sudoer=sudoer)
+        yield Account(name, secret)
+    finally:
+        revoke_account(name)
+
+
+def revoke_account(name: str) -> None:
+    """Take back what a loan gave: the sudo rule, and any password (``*`` instead)."""
+    _sudoers_file(name).unlink(missing_ok=True)
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return
+    _run(["usermod", "-p", "*", name])
+
+
+def remove_account(name: str) -> None:
+    """Delete an account and its home, with any sudo rule of ours; root only."""
+    _sudoers_file(name).unlink(missing_ok=True)
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return
+    _run(["userdel", "-r", name])
+
+
 def _run(argv: list[str], stdin: str = "") -> None:
     result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -357,12 +412,16 @@ def _password_locked(name: str) -> bool:
     return False
 
 
+def _sudoers_file(name: str) -> Path:
+    # sudo skips files whose names hold a dot.
+    return _SUDOERS_DIR / name.replace(".", "_")
+
+
 def _write_sudoers(name: str) -> None:
     if shutil.which("visudo") is None:
         # No sudo here: what needs it fails with "sudo: command not found".
         return
-    # sudo skips files whose names hold a dot.
-    sudoers = _SUDOERS_DIR / name.replace(".", "_")
+    sudoers = _sudoers_file(name)
     text = f"{name} ALL=(ALL:ALL) ALL\n"
     if sudoers.is_file() and sudoers.read_text() == text:
         if sudoers.stat().st_mode & 0o777 == 0o440:
