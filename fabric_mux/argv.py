@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -11,11 +12,14 @@ __all__ = [
     "config_query_argv",
     "connect_kwargs_options",
     "control_socket_name",
+    "expand_path",
     "fallback_options",
     "master_argv",
+    "master_identity",
     "parse_resolved_config",
     "persist_value",
     "quote_option_value",
+    "resolved_values",
     "ssh_options",
     "target_args",
 ]
@@ -84,37 +88,122 @@ def parse_resolved_config(text: str) -> dict[str, str]:
     return settings
 
 
-#: ``ssh -G`` keywords that decide where a session lands and as whom.
-ROUTE_KEYS = frozenset(
+#: ``ssh -G`` keywords left out of a master's identity, because none of them can
+#: change where a session lands, as whom, or how the server is verified. Every
+#: other keyword counts: host keys and known-hosts files, authentication,
+#: identities, crypto, proxies, forwarding, environment.
+NOT_IDENTITY = frozenset(
     {
-        "user",
-        "hostname",
-        "port",
-        "proxyjump",
-        "proxycommand",
-        "identityfile",
-        "certificatefile",
-        "hostkeyalias",
-        "forwardagent",
+        # How long to wait and how often to probe: a slow link, not another server.
+        "connecttimeout",
+        "connectionattempts",
+        "serveraliveinterval",
+        "serveralivecountmax",
+        "tcpkeepalive",
+        # Multiplexing itself: the very master being chosen.
+        "controlmaster",
+        "controlpath",
+        "controlpersist",
+        # What ssh prints about itself.
+        "loglevel",
+        "logverbose",
+        "syslogfacility",
+        "visualhostkey",
+        # The shape of one client's own session: the master runs none (-N), and
+        # each session brings its own command, tty and escape character.
+        "escapechar",
+        "enableescapecommandline",
+        "requesttty",
+        "sessiontype",
+        "stdinnull",
+        "forkafterauthentication",
+        "remotecommand",
+        # QoS marks on the packets.
+        "ipqos",
+        # How often to ask for a password; the master sets its own.
+        "numberofpasswordprompts",
     }
 )
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-def control_socket_name(resolved_config: str) -> str:
-    """A short name that changes whenever anything deciding the route changes.
 
-    The input is ``ssh -G``'s output, so the name follows OpenSSH's own view of
-    the route (HostName, Port, User, ProxyJump, ProxyCommand, identities) after
-    the user's ssh_config, Match blocks and our options. Timeouts and other
-    settings that do not move a session elsewhere are left out, so they do not
-    split one route over several masters.
+def master_identity(resolved_config: str, alias: str, environ: Mapping[str, str]) -> str:
+    """What two connections must agree on to share a master: OpenSSH's whole view.
+
+    ``resolved_config`` is ``ssh -G``'s output for the connection, after the
+    user's ssh_config, Match blocks and our options. Every line counts, in
+    ssh's order (the order of identities is the order they are tried), except
+    the keywords in :data:`NOT_IDENTITY`.
+
+    The ``host`` line (the alias as written) is left out, so that several
+    aliases of one server with the same settings share one login: once the
+    configuration is resolved, OpenSSH verifies and authenticates by HostName
+    (or HostKeyAlias), User and the rest, never by the alias. The exception is
+    a value holding ``%n``, which ssh expands to the alias only later: then the
+    alias does change what ssh does, and it counts. ``${NAME}`` references are
+    expanded by ssh from its environment, so their values count too.
     """
-    route = sorted(
+    lines = [
         line
         for line in resolved_config.splitlines()
-        if line.partition(" ")[0].lower() in ROUTE_KEYS
-    )
-    return hashlib.sha256("\n".join(route).encode("utf-8")).hexdigest()[:20]
+        if line and line.partition(" ")[0].lower() not in NOT_IDENTITY | {"host"}
+    ]
+    text = "\n".join(lines)
+    if "%n" in text.replace("%%", ""):
+        lines.append(f"host {alias}")
+    for name in sorted(set(_ENV_REFERENCE.findall(text))):
+        lines.append(f"${{{name}}}={environ.get(name, '')}")
+    return "\n".join(lines)
+
+
+def control_socket_name(identity: str) -> str:
+    """A short socket name for a master identity (see :func:`master_identity`).
+
+    80 bits of sha256: a collision would need 2**40 routes in one folder.
+    """
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:20]
+
+
+def resolved_values(resolved_config: str, keyword: str) -> list[str]:
+    """Every value ``ssh -G`` printed for ``keyword`` (IdentityFile may repeat)."""
+    values = []
+    for line in resolved_config.splitlines():
+        key, _, value = line.partition(" ")
+        if key.lower() == keyword:
+            values.append(value)
+    return values
+
+
+def expand_path(value: str, tokens: Mapping[str, str], environ: Mapping[str, str]) -> str | None:
+    """A path option as ssh expands it: ``~``, then ``%`` tokens, then ``${NAME}``.
+
+    ``tokens`` maps token letters to values (``d`` the local home...). None
+    when the value uses something not given here (``~other``, an unknown
+    token, an unset variable): ssh's result cannot be known then.
+    """
+    if value == "~" or value.startswith("~/"):
+        value = tokens["d"] + value[1:]
+    elif value.startswith("~"):
+        return None
+    out: list[str] = []
+    letters = iter(value)
+    for char in letters:
+        if char != "%":
+            out.append(char)
+            continue
+        letter = next(letters, "")
+        if letter == "%":
+            out.append("%")
+        elif letter in tokens:
+            out.append(tokens[letter])
+        else:
+            return None
+    expanded = "".join(out)
+    for name in _ENV_REFERENCE.findall(expanded):
+        if name not in environ:
+            return None
+    return _ENV_REFERENCE.sub(lambda m: environ[m.group(1)], expanded)
 
 
 def persist_value(persist: object) -> str:

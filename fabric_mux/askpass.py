@@ -1,60 +1,224 @@
-"""Answer the master's password and passphrase prompts without exposing the secret.
+"""Answer a master's prompts: each secret only to its own prompt, only to the master's ssh.
 
 ssh runs ``SSH_ASKPASS`` (``SSH_ASKPASS_REQUIRE=force``) with the prompt as its
 argument and reads the answer from its stdout. Our helper, ``fabric-mux-askpass``,
 sends the prompt over a UNIX socket in the private control folder to the
-process starting the master, which answers it: the secret is never in any
-process's argv or environment, only in the socket's one reply.
+process starting the master, which decides:
+
+- the password answers only ``USER@HOST's password: `` and the
+  keyboard-interactive ``(USER@HOST) Password:`` of the master's own user and
+  host, as OpenSSH words them; the key passphrase only
+  ``Enter passphrase for key 'PATH': `` for one of the connection's own
+  identity files. Whole prompts are matched, never words: a server writes
+  keyboard-interactive text only after the ``(USER@HOST) `` that ssh puts first.
+- each secret is given once per master start (a wrong one costs one attempt);
+- every other prompt (a one-time code, a new host key's question) is asked on
+  the user's terminal, where there is one, and declined where there is none.
+
+Only the master's own ``ssh`` may ask: the server checks, with the kernel's
+peer credentials, that the helper runs as us and is a child of the ssh it
+started. The master's ProxyCommand and LocalCommand children run through
+``fabric-mux-shell``, which removes these variables before starting the
+user's shell; where there is a terminal, it points them at a second server
+that holds no secret and only relays their prompts to the terminal (a
+ProxyCommand's ``ssh bastion`` asking for the bastion's password), as they
+would be asked without fabric-mux. Secrets are never in any process's argv
+or environment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
+import logging
 import os
 import secrets
 import shutil
 import socket
 import sys
+import termios
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
-__all__ = ["ENV_SOCKET", "Answer", "AskpassServer", "ask_on_terminal", "main"]
+from .peers import parent_pid, peer_credentials
+
+__all__ = [
+    "ENV_SOCKET",
+    "Asking",
+    "AskpassServer",
+    "PromptAnswers",
+    "ask_on_terminal",
+    "asking",
+    "main",
+    "shell_main",
+    "terminal_available",
+]
+
+log = logging.getLogger("fabric_mux")
 
 #: The environment variable that tells the helper where to ask.
 ENV_SOCKET = "FABRIC_MUX_ASKPASS_SOCKET"
+#: The user's own shell, for ``fabric-mux-shell`` to start.
+ENV_SHELL = "FABRIC_MUX_SHELL"
+#: The terminal-only socket that the master's children ask instead.
+ENV_CHILDREN = "FABRIC_MUX_ASKPASS_CHILDREN"
+#: Every variable the master gets for asking us; its children get none of them.
+ASKPASS_VARIABLES = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", ENV_SOCKET, ENV_SHELL, ENV_CHILDREN)
 HELPER = "fabric-mux-askpass"
+SHELL_HELPER = "fabric-mux-shell"
 
-Answer = Callable[[str], "str | None"]
+#: Seconds the server waits to learn the master's pid before judging a prompt.
+_PID_WAIT = 10.0
+
+Terminal = Callable[[str, str], "str | None"]
+
+# One prompt at a time on the terminal: masters started together must not
+# interleave their questions.
+_terminal_lock = threading.Lock()
 
 
-def ask_on_terminal(prompt: str) -> str | None:
-    """Ask the user on their terminal (a one-time code, say); None without one."""
+def terminal_available() -> bool:
+    """Whether this process has a terminal to ask the user on."""
     try:
-        os.close(os.open("/dev/tty", os.O_RDWR))
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
     except OSError:
+        return False
+    return True
+
+
+def ask_on_terminal(prompt: str, hint: str = "") -> str | None:
+    """Ask the user on their terminal, as ssh itself would; None without one.
+
+    ``hint`` is ssh's ``SSH_ASKPASS_PROMPT``: ``none`` is a notice to show
+    (touch your key), ``confirm`` a yes/no question. A host-key question is
+    asked with echo, like ssh does; secrets without.
+    """
+    with _terminal_lock:
+        try:
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            return None
+        with io.TextIOWrapper(io.FileIO(fd, "w+"), write_through=True) as tty:
+            if hint == "none":
+                tty.write(prompt.rstrip() + "\n")
+                tty.flush()
+                return ""
+            if hint == "confirm" or "(yes/no" in prompt:
+                tty.write(prompt)
+                tty.flush()
+                line = tty.readline()
+                return line.rstrip("\n") if line else None
+            try:
+                return getpass.getpass(prompt, stream=tty)
+            except (EOFError, termios.error):
+                return None
+
+
+class PromptAnswers:
+    """Answers for one master start's prompts; see the module's rules.
+
+    :param user: the remote user, as ``ssh -G`` resolved it.
+    :param host: ``HostKeyAlias`` if set, else ``HostName``: what ssh names in its prompts.
+    :param identity_files: the connection's own identity and certificate files,
+        expanded as ssh expands them.
+    :param terminal: asks the user; None: decline what no secret answers.
+    """
+
+    def __init__(
+        self,
+        *,
+        user: str,
+        host: str,
+        identity_files: Iterable[str] = (),
+        password: str | None = None,
+        passphrase: str | None = None,
+        terminal: Terminal | None = None,
+    ) -> None:
+        # ssh lower-cases the host name it connects to, and prints at most
+        # 100 bytes of a key's path.
+        who = f"{user}@{host.lower()}"
+        self._password_prompt = f"{who}'s password: "
+        self._keyboard_prefix = f"({who}) "
+        self._passphrase_prompts = {
+            f"Enter passphrase for key '{path[:100]}': " for path in identity_files
+        }
+        self._secrets = {"password": password, "passphrase": passphrase}
+        #: Asks the user (None: no terminal).
+        self.terminal = terminal
+        self._given: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self._secrets["password"])
+
+    @property
+    def asks_anything(self) -> bool:
+        """Whether a master needs the helper at all."""
+        return self.terminal is not None or any(self._secrets.values())
+
+    def _kind(self, prompt: str) -> str | None:
+        if prompt == self._password_prompt:
+            return "password"
+        if prompt.startswith(self._keyboard_prefix):
+            said = prompt[len(self._keyboard_prefix) :].strip().lower()
+            return "password" if said == "password:" else None
+        if prompt in self._passphrase_prompts:
+            return "passphrase"
         return None
-    return getpass.getpass(prompt)
+
+    def __call__(self, prompt: str, hint: str = "") -> str | None:
+        kind = self._kind(prompt)
+        secret = self._secrets.get(kind) if kind else None
+        if kind and secret:
+            with self._lock:
+                if kind in self._given:
+                    log.info("declined a second %s prompt: the first answer was refused", kind)
+                    return None
+                self._given.add(kind)
+            return secret
+        if self.terminal is None:
+            log.info("declined a prompt with no terminal to ask on: %r", prompt.strip())
+            return None
+        return self.terminal(prompt, hint)
 
 
-def helper_path() -> str:
-    """The installed helper program, beside this Python or on PATH."""
-    beside = Path(sys.executable).with_name(HELPER)
+def _installed(program: str) -> str:
+    """An installed helper program, beside this Python or on PATH."""
+    beside = Path(sys.executable).with_name(program)
     if beside.exists():
         return str(beside)
-    found = shutil.which(HELPER)
+    found = shutil.which(program)
     if found is None:
-        raise FileNotFoundError(f"{HELPER} is not installed (pip install fabric-mux)")
+        raise FileNotFoundError(f"{program} is not installed (pip install fabric-mux)")
     return found
 
 
 class AskpassServer:
-    """Serves prompts from the helper while a master starts; a context manager."""
+    """Serves the helper's prompts while a master starts; a context manager.
 
-    def __init__(self, directory: Path, answer: Answer) -> None:
+    Call :meth:`expect_parent` with the master's pid once it runs: prompts
+    from any other process are declined (``children``: from any process that
+    is not below it).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        answer: Callable[[str, str], str | None],
+        *,
+        children: bool = False,
+    ) -> None:
         self.path = str(directory / f"askpass-{secrets.token_hex(4)}")
         self._answer = answer
+        #: False: only the master's ssh itself may ask; True: only processes it started.
+        self._children = children
+        self._parent: int | None = None
+        self._parent_known = threading.Event()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -78,19 +242,42 @@ class AskpassServer:
         except OSError:
             pass
         self._listener.close()
+        self._parent_known.set()
         self._thread.join(5)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
 
-    def environment(self) -> Mapping[str, str]:
-        """What the master's environment needs so that ssh asks us."""
-        return {
-            "SSH_ASKPASS": helper_path(),
-            "SSH_ASKPASS_REQUIRE": "force",
-            ENV_SOCKET: self.path,
-        }
+    def expect_parent(self, pid: int) -> None:
+        """Only a helper whose parent is ``pid`` (the master's ssh) gets answers."""
+        self._parent = pid
+        self._parent_known.set()
+
+    def _may_ask(self, conn: socket.socket) -> bool:
+        try:
+            peer = peer_credentials(conn)
+        except OSError:
+            return False
+        if peer.uid != os.geteuid():
+            log.warning("declined a prompt from uid %d on %s", peer.uid, self.path)
+            return False
+        self._parent_known.wait(_PID_WAIT)
+        master = self._parent
+        parent = parent_pid(peer.pid)
+        if self._children:
+            allowed = master is not None and parent != master and _descends_from(peer.pid, master)
+        else:
+            allowed = master is not None and parent == master
+        if not allowed:
+            log.warning(
+                "declined a prompt on %s from pid %d: not %s the master's ssh (pid %s)",
+                self.path,
+                peer.pid,
+                "below" if self._children else "a child of",
+                master,
+            )
+        return allowed
 
     def _serve(self) -> None:
         while True:
@@ -99,11 +286,13 @@ class AskpassServer:
             except OSError:
                 return  # closed: the master has started (or failed)
             with conn:
-                prompt = _read_all(conn).decode("utf-8", "replace")
-                try:
-                    answer = self._answer(prompt)
-                except Exception:  # e.g. EOF at a terminal prompt: decline, keep serving
-                    answer = None
+                hint, _, prompt = _read_all(conn).decode("utf-8", "replace").partition("\0")
+                answer = None
+                if self._may_ask(conn):
+                    try:
+                        answer = self._answer(prompt, hint)
+                    except Exception:  # e.g. EOF at a terminal prompt: decline, keep serving
+                        answer = None
                 reply = b"0" if answer is None else b"1" + answer.encode("utf-8")
                 try:
                     conn.sendall(reply)
@@ -118,6 +307,58 @@ def _read_all(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def _descends_from(pid: int, ancestor: int) -> bool:
+    for _ in range(64):  # a ProxyCommand's ssh sits one or two levels down
+        parent = parent_pid(pid)
+        if parent is None or parent <= 1:
+            return False
+        if parent == ancestor:
+            return True
+        pid = parent
+    return False
+
+
+class Asking:
+    """The askpass servers of one master start; see :func:`asking`."""
+
+    def __init__(self, environment: dict[str, str], servers: list[AskpassServer]) -> None:
+        #: What to add to the master's environment.
+        self.environment = environment
+        self._servers = servers
+
+    def started(self, pid: int) -> None:
+        """The master's ssh runs as ``pid``: its prompts, and its children's, may come."""
+        for server in self._servers:
+            server.expect_parent(pid)
+
+
+@contextlib.contextmanager
+def asking(directory: Path, answers: PromptAnswers, *, wrap_shell: bool) -> Iterator[Asking]:
+    """Serve a master's prompts while it starts.
+
+    ``wrap_shell``: the master will run commands through ``$SHELL`` (a
+    ProxyCommand, a LocalCommand): they get ``fabric-mux-shell``, so they
+    never see the secrets' socket; with a terminal, their own prompts go to a
+    second server that only relays them there.
+    """
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(AskpassServer(directory, answers))
+        environment = {
+            "SSH_ASKPASS": _installed(HELPER),
+            "SSH_ASKPASS_REQUIRE": "force",
+            ENV_SOCKET: server.path,
+        }
+        servers = [server]
+        if wrap_shell:
+            environment[ENV_SHELL] = os.environ.get("SHELL", "")
+            environment["SHELL"] = _installed(SHELL_HELPER)
+            if answers.terminal is not None:
+                relay = AskpassServer(directory, answers.terminal, children=True)
+                servers.append(stack.enter_context(relay))
+                environment[ENV_CHILDREN] = relay.path
+        yield Asking(environment, servers)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The helper ssh runs: print the answer to the prompt, or exit 1 for none."""
     args = sys.argv[1:] if argv is None else argv
@@ -125,10 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     if not path:
         print(f"{HELPER}: {ENV_SOCKET} is not set", file=sys.stderr)
         return 1
+    hint = os.environ.get("SSH_ASKPASS_PROMPT", "")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         try:
             conn.connect(path)
-            conn.sendall((args[0] if args else "").encode("utf-8"))
+            conn.sendall(f"{hint}\0{args[0] if args else ''}".encode())
             conn.shutdown(socket.SHUT_WR)
             reply = _read_all(conn)
         except OSError as exc:
@@ -138,6 +380,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sys.stdout.buffer.write(reply[1:] + b"\n")
     return 0
+
+
+def shell_main() -> NoReturn:
+    """``$SHELL`` for a master's children: the user's shell, without the master's askpass.
+
+    ssh runs a ProxyCommand as ``$SHELL -c 'exec COMMAND'``. The command (often
+    another ssh) never sees the socket that answers with secrets; where the
+    user has a terminal, it asks through one that only relays to it.
+    """
+    shell = os.environ.get(ENV_SHELL) or ""
+    relay = os.environ.get(ENV_CHILDREN)
+    env = {name: value for name, value in os.environ.items() if name not in ASKPASS_VARIABLES}
+    if relay:
+        env.update(
+            {"SSH_ASKPASS": _installed(HELPER), "SSH_ASKPASS_REQUIRE": "force", ENV_SOCKET: relay}
+        )
+    if shell:
+        env["SHELL"] = shell
+    else:
+        env.pop("SHELL", None)  # ssh's own fallback when SHELL is unset
+        shell = "/bin/sh"
+    os.execve(shell, [shell, *sys.argv[1:]], env)
 
 
 if __name__ == "__main__":

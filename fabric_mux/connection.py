@@ -15,6 +15,7 @@ from fabric.connection import derive_shorthand
 from fabric.transfer import Transfer
 from fabric.util import get_local_user
 
+from . import askpass
 from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .config import MuxSettings, mux_settings
 from .exceptions import ForwardFailed, MasterStartFailed, MuxError, SessionRefused
@@ -24,7 +25,7 @@ from .protocol import FWD_LOCAL, FWD_REMOTE, MasterUnavailable, MuxClient, Reque
 from .runners import MuxRemote
 
 if TYPE_CHECKING:
-    from .askpass import Answer
+    from .askpass import PromptAnswers
     from .sftp import MuxSFTPClient
 
 __all__ = ["MuxConnection"]
@@ -262,39 +263,32 @@ class MuxConnection(Connection):  # type: ignore[misc]
         self._mux_master = master
 
     def _ensure(self, master: Master) -> int:
-        return master.ensure(self.mux.persist, answer=self._askpass())
+        return master.ensure(self.mux.persist, answer=self._prompt_answers(master))
 
-    def _askpass(self) -> Answer | None:
-        """Answers for the master's prompts, when Fabric was given a secret.
+    def _prompt_answers(self, master: Master) -> PromptAnswers | None:
+        """Who answers the master's prompts: Fabric's secrets, then the user.
 
         The password (``connect_kwargs["password"]``, ``fab
-        --prompt-for-login-password``) and the key passphrase are each given
-        once: a second prompt means it was wrong, and repeating it could lock
-        the account. A host-key question is never answered for the user; any
-        other prompt (a one-time code) is asked on the user's terminal. With
-        no secret, OpenSSH prompts on the terminal itself.
+        --prompt-for-login-password``) answers only this route's own password
+        prompts, the key passphrase only this route's own identity files; each
+        once, as a second prompt means it was wrong and repeating it could
+        lock the account. Anything else (a one-time code, a new host key's
+        question) is asked on the user's terminal, when there is one.
         """
         password = self.connect_kwargs.get("password")
         passphrase = self.connect_kwargs.get("passphrase")
-        if not password and not passphrase:
+        terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
+        if not (password or passphrase or terminal):
             return None
-        given: set[str] = set()
-
-        def answer(prompt: str) -> str | None:
-            lowered = prompt.lower()
-            for kind, secret in (("passphrase", passphrase), ("password", password)):
-                if kind in lowered and secret:
-                    if kind in given:
-                        return None
-                    given.add(kind)
-                    return str(secret)
-            if "yes/no" in lowered:
-                return None
-            from .askpass import ask_on_terminal
-
-            return ask_on_terminal(prompt)
-
-        return answer
+        user, host = master.prompt_host()
+        return askpass.PromptAnswers(
+            user=user,
+            host=host,
+            identity_files=master.identity_files(),
+            password=str(password) if password else None,
+            passphrase=str(passphrase) if passphrase else None,
+            terminal=terminal,
+        )
 
     def _ensure_through(self, master: Master, hop: MuxConnection) -> int:
         """Start this master through ``hop``; a failure says what the hop said."""

@@ -16,6 +16,7 @@ __all__ = [
     "ForwardFailed",
     "HostKeyFailed",
     "MasterLost",
+    "MasterNotOurs",
     "MasterStartFailed",
     "MuxError",
     "MuxProtocolError",
@@ -35,6 +36,19 @@ class SshNotFound(MuxError):
 
 class ControlDirUnsafe(MuxError):
     """The control folder is not private to this user; nothing was written into it."""
+
+
+class MasterNotOurs(MuxError):
+    """The control socket is served by a process of another user; nothing was sent to it."""
+
+    def __init__(self, path: str, uid: int, who: str) -> None:
+        super().__init__(
+            f"the control socket {path} is served by {who}, not by us: refusing to use it "
+            "(nothing was sent). Another user could read every command and secret sent "
+            "there: remove it, or use a mux.control_dir that only you can write"
+        )
+        self.path = path
+        self.uid = uid
 
 
 class MuxProtocolError(MuxError):

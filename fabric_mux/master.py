@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import logging
 import os
+import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -15,29 +18,34 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from .argv import (
     MAX_CONTROL_PATH,
     SshTarget,
     config_query_argv,
     control_socket_name,
+    expand_path,
     fallback_options,
     master_argv,
+    master_identity,
     parse_resolved_config,
+    resolved_values,
 )
 from .exceptions import (
     ConnectFailed,
     ControlDirUnsafe,
+    MasterNotOurs,
     MasterStartFailed,
     MuxError,
     SshNotFound,
     classify_ssh_failure,
 )
+from .peers import user_name
 from .protocol import MasterUnavailable, MuxClient
 
 if TYPE_CHECKING:
-    from .askpass import Answer
+    from .askpass import Asking, PromptAnswers
 
 __all__ = [
     "Master",
@@ -62,24 +70,72 @@ def default_control_dir() -> Path:
     return Path.home() / ".ssh" / "fabric-mux"
 
 
+def _unsafe_folder(path: Path, info: os.stat_result) -> str | None:
+    """Why another user could swap what is under ``path``; None if nobody can.
+
+    As OpenSSH checks the folders above a key file: owned by root or us and
+    writable by nobody else, except a sticky folder (``/tmp``), where others
+    cannot rename what is ours.
+    """
+    uid = os.geteuid()
+    if info.st_uid not in (0, uid):
+        return f"{path} belongs to {user_name(info.st_uid)}"
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        mode = stat.S_IMODE(info.st_mode)
+        return f"{path} has mode {mode:04o}: others can write to it"
+    return None
+
+
+def check_ancestors(folder: Path) -> None:
+    """Refuse a control folder that another user could swap or reach into.
+
+    Every existing folder above it, as written and with links resolved, must
+    pass :func:`_unsafe_folder`.
+
+    :raises ControlDirUnsafe: naming the first folder that does not.
+    """
+    paths = {*folder.parents, *Path(os.path.realpath(folder)).parents}
+    for path in sorted(paths, key=lambda p: len(p.parts)):
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ControlDirUnsafe(
+                f"control_dir {folder}: cannot check {path}: {exc.strerror}"
+            ) from None
+        why = _unsafe_folder(path, info)
+        if why:
+            raise ControlDirUnsafe(
+                f"control_dir {folder} is unsafe: {why}, so they could replace our "
+                "control sockets; use a folder whose parents only you (or root) can write"
+            )
+
+
 def prepare_control_dir(path: str | os.PathLike[str] | None) -> Path:
     """Create the control folder (0700) or check that an existing one is private.
 
+    Its parents are checked first (:func:`check_ancestors`); missing ones are
+    made 0700.
+
     :raises ControlDirUnsafe: when the folder is not ours alone; nothing is
-        written into it then.
+        created or written into it then.
     """
     folder = Path(os.path.expanduser(os.fspath(path))) if path else default_control_dir()
     folder = folder.absolute()
-    try:
-        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
+    check_ancestors(folder)
+    for missing in [*reversed(folder.parents), folder]:
+        try:
+            missing.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
     info = os.lstat(folder)
     if not stat.S_ISDIR(info.st_mode):
         raise ControlDirUnsafe(f"control_dir {folder} is not a folder (or is a symlink)")
     if info.st_uid != os.geteuid():
-        raise ControlDirUnsafe(f"control_dir {folder} is owned by uid {info.st_uid}, not by us")
+        raise ControlDirUnsafe(
+            f"control_dir {folder} is owned by {user_name(info.st_uid)}, not by us"
+        )
     if info.st_mode & 0o077:
         mode = stat.S_IMODE(info.st_mode)
         raise ControlDirUnsafe(
@@ -255,6 +311,7 @@ class Master:
         max_sessions: int,
         reply_timeout: float | None,
         connect_retries: int = 0,
+        resolved: str = "",
     ) -> None:
         self.ssh = ssh
         self.target = target
@@ -262,6 +319,8 @@ class Master:
         self.extra_options = list(extra_options)
         self.reply_timeout = reply_timeout
         self.connect_retries = connect_retries
+        #: ``ssh -G``'s output for the route: what OpenSSH will do.
+        self.resolved = resolved
         #: Sessions this process may have open on the master at once.
         self.sessions = SessionSlots(max_sessions)
         #: The master's pid, once known.
@@ -286,9 +345,16 @@ class Master:
         reply_timeout: float | None = 30.0,
         connect_retries: int = 0,
     ) -> Master:
-        """The shared :class:`Master` of ``target``'s route in ``control_dir``."""
+        """The shared :class:`Master` of ``target``'s route in ``control_dir``.
+
+        Its socket is named after OpenSSH's whole view of the connection
+        (:func:`~fabric_mux.argv.master_identity`): two targets share a master,
+        in this process and across processes, only where OpenSSH would connect
+        them identically. So whichever of them starts it, it is the same login.
+        """
         resolved_text = resolve_config(ssh, target)
-        control_path = str(control_dir / control_socket_name(resolved_text))
+        identity = master_identity(resolved_text, target.destination, os.environ)
+        control_path = str(control_dir / control_socket_name(identity))
         if len(control_path.encode()) > MAX_CONTROL_PATH:
             raise MuxError(
                 f"control socket path {control_path} is longer than {MAX_CONTROL_PATH} bytes "
@@ -307,6 +373,7 @@ class Master:
                     max_sessions,
                     reply_timeout,
                     connect_retries,
+                    resolved_text,
                 )
                 cls._registry[control_path] = master
             return master
@@ -323,7 +390,7 @@ class Master:
         """The running master's pid, or None when there is none (or a stale socket)."""
         return alive_pid(self.control_path, self.reply_timeout)
 
-    def ensure(self, persist: str, answer: Answer | None = None) -> int:
+    def ensure(self, persist: str, answer: PromptAnswers | None = None) -> int:
         """Find the route's live master or start one; returns its pid.
 
         Starting happens under the route's lock, so racing threads and
@@ -341,7 +408,7 @@ class Master:
         self.pid = pid
         return pid
 
-    def _start_with_retries(self, persist: str, answer: Answer | None = None) -> int:
+    def _start_with_retries(self, persist: str, answer: PromptAnswers | None = None) -> int:
         """Start the master, retrying transient network failures with backoff.
 
         A refused or reset connection (sshd restarting, its MaxStartups
@@ -361,13 +428,13 @@ class Master:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _start(self, persist: str, answer: Answer | None = None) -> int:
+    def _start(self, persist: str, answer: PromptAnswers | None = None) -> int:
         # A socket nobody answers on is a dead master's: ssh would refuse to
         # bind over it and carry on without multiplexing.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)
         options = list(self.extra_options)
-        if answer is not None:
+        if answer is not None and answer.has_password:
             # ssh sends an empty password when the helper declines: one prompt
             # only, so a wrong password costs one failed attempt, not three.
             options.append("NumberOfPasswordPrompts=1")
@@ -377,34 +444,105 @@ class Master:
         # pipe open, so reading it to its end would hang.
         with tempfile.TemporaryFile() as errors, contextlib.ExitStack() as stack:
             env = None
-            if answer is not None:
-                from .askpass import AskpassServer
+            asker = None
+            if answer is not None and answer.asks_anything:
+                from .askpass import asking
 
-                folder = os.path.dirname(self.control_path)
-                asker = stack.enter_context(AskpassServer(Path(folder), answer))
-                env = {**os.environ, **asker.environment()}
-            try:
-                proc = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=errors,
-                    env=env,
-                    check=False,
-                )
-            except FileNotFoundError:
-                raise SshNotFound(f"no ssh program at {self.ssh}") from None
+                folder = Path(os.path.dirname(self.control_path))
+                asker = stack.enter_context(asking(folder, answer, wrap_shell=self._runs_shell()))
+                env = {**os.environ, **asker.environment}
+            returncode = self._run_master(argv, errors, env, asker)
             errors.seek(0)
             stderr = errors.read().decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise classify_ssh_failure(self.host, argv, proc.returncode, stderr)
+        if returncode != 0:
+            raise classify_ssh_failure(self.host, argv, returncode, stderr)
         pid = self.alive()
         if pid is None:
             raise MasterStartFailed(
-                self.host, argv, proc.returncode, stderr or "the master did not answer"
+                self.host, argv, returncode, stderr or "the master did not answer"
             )
         log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
         return pid
+
+    def _runs_shell(self) -> bool:
+        """Whether the master will run a command of the user's through ``$SHELL``."""
+        resolved = parse_resolved_config(self.resolved)
+        proxied = resolved.get("proxycommand", "none") != "none"
+        local = resolved.get("permitlocalcommand") == "yes"
+        return proxied or local or any(o.startswith("ProxyCommand=") for o in self.target.options)
+
+    def _run_master(
+        self, argv: list[str], errors: IO[bytes], env: dict[str, str] | None, asker: Asking | None
+    ) -> int:
+        """Run ``ssh -M -N -f`` to the end of its login; its exit code.
+
+        In a session of its own: a hangup or Ctrl-C on the user's terminal
+        must not reach the master, nor a ProxyCommand it starts, which would
+        take the master down with it. (So ssh has no terminal to prompt on:
+        prompts reach the user through :mod:`~fabric_mux.askpass`.)
+        """
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise SshNotFound(f"no ssh program at {self.ssh}") from None
+        try:
+            if asker is not None:
+                asker.started(proc.pid)
+            return proc.wait()
+        except BaseException:
+            # Interrupted before the login ended: a half-made master is nobody's.
+            proc.kill()
+            proc.wait()
+            raise
+
+    def prompt_host(self) -> tuple[str, str]:
+        """The ``(user, host)`` that ssh names in this master's login prompts."""
+        resolved = parse_resolved_config(self.resolved)
+        return resolved.get("user", ""), resolved.get("hostkeyalias") or resolved.get(
+            "hostname", self.host
+        )
+
+    def identity_files(self) -> list[str]:
+        """The route's identity and certificate files, as ssh expands their paths.
+
+        A path ssh would expand with something unknown here is left out: its
+        passphrase prompt then goes to the user, not to a stored secret.
+        """
+        resolved = parse_resolved_config(self.resolved)
+        account = pwd.getpwuid(os.geteuid())
+        local = socket.gethostname()
+        user, hostname, port = (
+            resolved.get("user", ""),
+            resolved.get("hostname", ""),
+            resolved.get("port", "22"),
+        )
+        tokens = {
+            "d": account.pw_dir,
+            "u": account.pw_name,
+            "i": str(os.geteuid()),
+            "l": local,
+            "L": local.split(".")[0],
+            "h": hostname,
+            "p": port,
+            "r": user,
+            "n": self.host,
+            "k": resolved.get("hostkeyalias") or self.host,
+            "C": hashlib.sha1((local + hostname + port + user).encode()).hexdigest(),
+        }
+        paths = []
+        for keyword in ("identityfile", "certificatefile"):
+            for value in resolved_values(self.resolved, keyword):
+                expanded = expand_path(value, tokens, os.environ)
+                if expanded is not None and value.lower() != "none":
+                    paths.append(expanded)
+        return paths
 
     def hold(self) -> None:
         """Keep a control connection open: a ``ControlPersist=1`` master lives while held."""
@@ -430,9 +568,14 @@ class Master:
 
 
 def alive_pid(path: str, timeout: float | None = 5.0) -> int | None:
-    """The pid of the master answering on ``path``; None if none does (or it is stale)."""
+    """The pid of the master answering on ``path``; None if none does (or it is stale).
+
+    :raises MasterNotOurs: when another user's process answers there.
+    """
     try:
         client = MuxClient(path, timeout)
+    except MasterNotOurs:
+        raise  # never mistaken for a stale socket, to be replaced quietly
     except (MuxError, OSError):
         return None
     try:

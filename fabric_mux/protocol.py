@@ -8,11 +8,13 @@ closing that connection ends the session. Nothing here knows about Fabric.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import struct
 from collections.abc import Sequence
 
-from .exceptions import MuxError, MuxProtocolError
+from .exceptions import MasterNotOurs, MuxError, MuxProtocolError
+from .peers import peer_credentials, user_name
 
 __all__ = [
     "FWD_DYNAMIC",
@@ -122,6 +124,7 @@ class MuxClient:
             self._sock.close()
             raise
         try:
+            self._check_peer()
             self._hello()
         except BaseException:
             self.close()
@@ -177,6 +180,15 @@ class MuxClient:
             return None
         reader = _Reader(payload)
         return reader.uint32(), reader
+
+    def _check_peer(self) -> None:
+        """Refuse, before a byte is sent, a master that does not run as us."""
+        try:
+            uid = peer_credentials(self._sock).uid
+        except OSError as exc:
+            raise MasterNotOurs(self.path, -1, f"a process we cannot identify ({exc})") from None
+        if uid != os.geteuid():
+            raise MasterNotOurs(self.path, uid, user_name(uid))
 
     def _hello(self) -> None:
         packet = self._recv()

@@ -4,32 +4,58 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Iterator
 from pathlib import Path
 
 import fabric
 import pytest
 
-from fabric_mux.testing import ensure_account
+from fabric_mux import askpass
+from fabric_mux.testing import Account, lent_account
 
-#: The account that tests log in to when they run as root.
-TEST_USER = "fmuxtest"
-TEST_PASSWORD = "fmux-test-pw"
+#: The account that tests log in to when they run as root (its shell starts
+#: fast; root's here runs pyenv). Another name keeps a nested run apart.
+TEST_USER = os.environ.get("FMUX_TEST_USER", "fmuxtest")
 
 
 @pytest.fixture(scope="session")
-def sshd_user() -> str:
-    """As root: ``fmuxtest``, made if missing, with :data:`TEST_PASSWORD` and sudo
-    rights (root's own shell start-up here is slow). Otherwise the current user.
-    """
+def test_account() -> Iterator[Account | None]:
+    """As root: :data:`TEST_USER`, lent for the session with a fresh random
+    password and sudo rights, both taken back at the end. Otherwise None."""
     if os.geteuid() != 0:
+        yield None
+        return
+    with lent_account(TEST_USER, sudoer=True) as account:
+        yield account
+
+
+@pytest.fixture(scope="session")
+def sshd_user(test_account: Account | None) -> str:
+    """The account the servers let in: :func:`test_account`, or the current one."""
+    if test_account is None:
         return pwd.getpwuid(os.geteuid()).pw_name
-    return ensure_account(TEST_USER, TEST_PASSWORD, sudoer=True)
+    return test_account.name
+
+
+@pytest.fixture
+def test_password(test_account: Account | None) -> str:
+    """The remote account's password (known only when the suite made the account)."""
+    if test_account is None or test_account.password is None:
+        pytest.skip("only root lends an account whose password the tests know")
+    return test_account.password
 
 
 @pytest.fixture(autouse=True)
 def no_ssh_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's agent and its keys out of the tests."""
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never ask on the developer's terminal: prompts no secret answers are declined,
+    as they are in CI, which has no terminal."""
+    monkeypatch.setattr(askpass, "terminal_available", lambda: False)
 
 
 @pytest.fixture

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from fabric_mux.argv import (
     MAX_CONTROL_PATH,
+    NOT_IDENTITY,
     SshTarget,
     config_query_argv,
     connect_kwargs_options,
     control_socket_name,
+    expand_path,
     fallback_options,
     master_argv,
+    master_identity,
     parse_resolved_config,
     persist_value,
     quote_option_value,
@@ -102,25 +107,74 @@ def test_persist_values(given: object, expected: str) -> None:
     assert persist_value(given) == expected
 
 
-def test_socket_name_follows_the_route_only() -> None:
-    base = control_socket_name(RESOLVED)
+def name(resolved: str, alias: str = "web1", environ: dict[str, str] | None = None) -> str:
+    return control_socket_name(master_identity(resolved, alias, environ or {}))
+
+
+@pytest.fixture(scope="module")
+def real_view() -> str:
+    """What OpenSSH itself prints for a plain host: every keyword it knows."""
+    argv = ["ssh", "-G", "-F", "/dev/null", "-o", "ProxyCommand=nc %h %p", "web1"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def test_every_keyword_but_the_listed_ones_decides_the_master(real_view: str) -> None:
+    base = name(real_view)
     assert len(base) == 20
-    # A timeout or a keep-alive does not move a session elsewhere.
-    assert control_socket_name(RESOLVED.replace("connecttimeout none", "connecttimeout 5")) == base
-    # Anything that decides where, or as whom, does.
-    for changed in (
-        RESOLVED.replace("user deploy", "user root"),
-        RESOLVED.replace("hostname 10.0.0.5", "hostname 10.0.0.6"),
-        RESOLVED.replace("port 22", "port 2222"),
-        RESOLVED + "proxyjump bastion\n",
-        RESOLVED + "proxycommand ssh -W %h:%p other\n",
-        RESOLVED.replace("id_ed25519", "id_rsa"),
-    ):
-        assert control_socket_name(changed) != base
+    keywords = {line.split(" ", 1)[0] for line in real_view.splitlines()}
+    # Host keys, authentication, crypto, forwarding: all of them are there.
+    assert {"stricthostkeychecking", "userknownhostsfile", "kexalgorithms"} <= keywords
+    assert {"forwardagent", "pubkeyauthentication", "proxycommand"} <= keywords
+    for keyword in keywords - {"host"}:
+        changed = "\n".join(
+            f"{line} changed" if line.split(" ", 1)[0] == keyword else line
+            for line in real_view.splitlines()
+        )
+        assert (name(changed) == base) is (keyword in NOT_IDENTITY), keyword
+
+
+def test_aliases_share_a_master_unless_a_value_names_the_alias(real_view: str) -> None:
+    assert name(real_view, "web1") == name(real_view.replace("host web1", "host www"), "www")
+    with_alias = real_view.replace("proxycommand nc %h %p", "proxycommand nc %n %p")
+    assert name(with_alias, "web1") != name(with_alias, "www")
+    escaped = real_view.replace("proxycommand nc %h %p", "proxycommand echo %%n")
+    assert name(escaped, "web1") == name(escaped, "www")
+
+
+def test_identities_count_in_their_order() -> None:
+    one = "user u\nhostname h\nidentityfile ~/.ssh/a\nidentityfile ~/.ssh/b\n"
+    other = "user u\nhostname h\nidentityfile ~/.ssh/b\nidentityfile ~/.ssh/a\n"
+    assert name(one) != name(other)
+
+
+def test_environment_references_count_with_their_values() -> None:
+    view = "user u\nuserknownhostsfile ${KH}/known_hosts\n"
+    assert name(view, environ={"KH": "/a"}) != name(view, environ={"KH": "/b"})
+    assert name(view, environ={"KH": "/a", "OTHER": "1"}) == name(view, environ={"KH": "/a"})
+
+
+TOKENS = {"d": "/home/me", "h": "10.0.0.5", "r": "deploy", "n": "web1", "u": "me"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("~/.ssh/id_ed25519", "/home/me/.ssh/id_ed25519"),
+        ("~", "/home/me"),
+        ("/keys/%r@%h", "/keys/deploy@10.0.0.5"),
+        ("/keys/%n-%%h", "/keys/web1-%h"),
+        ("${KEYS}/id", "/k/id"),
+        ("~other/id", None),  # another account's home: not ours to guess
+        ("/keys/%Z", None),  # a token ssh would expand to something unknown here
+        ("${UNSET}/id", None),
+    ],
+)
+def test_paths_expand_as_ssh_expands_them(value: str, expected: str | None) -> None:
+    assert expand_path(value, TOKENS, {"KEYS": "/k"}) == expected
 
 
 def test_socket_path_fits_the_limit_for_a_typical_runtime_dir() -> None:
-    path = "/run/user/1000/fabric-mux/" + control_socket_name(RESOLVED)
+    path = "/run/user/1000/fabric-mux/" + name(RESOLVED)
     assert len(path) <= MAX_CONTROL_PATH
 
 

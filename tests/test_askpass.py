@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import fabric
 import pytest
-from conftest import TEST_PASSWORD
 
 from fabric_mux import MuxConnection
+from fabric_mux.askpass import AskpassServer, PromptAnswers
 from fabric_mux.exceptions import AuthenticationFailed
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
@@ -29,11 +32,14 @@ def password_config(server: SshServer, control_dir: Path) -> fabric.Config:
 
 
 def test_six_commands_two_connections_one_password_login(
-    password_server: SshServer, control_dir: Path, caplog: pytest.LogCaptureFixture
+    password_server: SshServer,
+    control_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    test_password: str,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="fabric_mux")
     config = password_config(password_server, control_dir)
-    kwargs = {"password": TEST_PASSWORD}
+    kwargs = {"password": test_password}
     first = MuxConnection(password_server.alias, config=config, connect_kwargs=kwargs)
     second = MuxConnection(password_server.alias, config=config, connect_kwargs=kwargs)
     outputs = [c.run(f"echo {i}", hide=True).stdout for i in range(3) for c in (first, second)]
@@ -44,11 +50,11 @@ def test_six_commands_two_connections_one_password_login(
     # The secret is in no process's argv or environment: not the master's.
     pid = first.master_pid
     for name in ("cmdline", "environ"):
-        assert TEST_PASSWORD.encode() not in Path(f"/proc/{pid}/{name}").read_bytes()
+        assert test_password.encode() not in Path(f"/proc/{pid}/{name}").read_bytes()
     assert [p.name for p in control_dir.iterdir() if p.name.startswith("askpass")] == []
     assert caplog.records  # the master's argv was logged...
     assert all(
-        TEST_PASSWORD not in record.getMessage() for record in caplog.records
+        test_password not in record.getMessage() for record in caplog.records
     )  # ...not the secret
 
 
@@ -59,3 +65,92 @@ def test_a_wrong_password_is_tried_once(password_server: SshServer, control_dir:
         c.run("true")
     assert password_server.log.read_text().count("Failed password for") == 1
     assert password_server.logins() == 0
+
+
+# -- which prompt gets which secret (unit) ---------------------------------------
+
+
+def answers(terminal: bool = False) -> PromptAnswers:
+    return PromptAnswers(
+        user="deploy",
+        host="Web1.Example.com",
+        identity_files=["/home/me/.ssh/id_ed25519"],
+        password="pw",
+        passphrase="pp",
+        terminal=(lambda prompt, hint: "typed") if terminal else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("deploy@web1.example.com's password: ", "pw"),
+        ("(deploy@web1.example.com) Password: ", "pw"),
+        ("(deploy@web1.example.com) password:", "pw"),
+        ("Enter passphrase for key '/home/me/.ssh/id_ed25519': ", "pp"),
+        # Another host, another user, another key, or a server's own words: nothing.
+        ("gateuser@bastion's password: ", None),
+        ("root@web1.example.com's password: ", None),
+        ("deploy@web1.example.com's password:", None),
+        ("Enter passphrase for key '/tmp/other': ", None),
+        ("(deploy@web1.example.com) Enter passphrase for key '/home/me/.ssh/id_ed25519': ", None),
+        ("(deploy@web1.example.com) Verification code: ", None),
+        ("(deploy@web1.example.com) Password and code: ", None),
+        ("password: ", None),
+        ("Are you sure you want to continue connecting (yes/no/[fingerprint])? ", None),
+    ],
+)
+def test_each_secret_answers_only_its_own_whole_prompt(prompt: str, expected: str | None) -> None:
+    assert answers()(prompt) == expected
+
+
+def test_each_secret_is_given_once() -> None:
+    given = answers()
+    assert given("deploy@web1.example.com's password: ") == "pw"
+    assert given("(deploy@web1.example.com) Password: ") is None
+
+
+def test_other_prompts_go_to_the_terminal_when_there_is_one() -> None:
+    assert answers(terminal=True)("(deploy@web1.example.com) Verification code: ") == "typed"
+    assert answers(terminal=True)("gateuser@bastion's password: ") == "typed"
+    assert answers(terminal=True)("deploy@web1.example.com's password: ") == "pw"
+
+
+# -- who may ask (real processes, real sockets) -------------------------------------
+
+
+def ask_through_helper(server: AskpassServer, prompt: str, *, depth: int = 0) -> str:
+    """Run the installed helper as ssh would (``depth`` shells further down)."""
+    argv = [str(Path(sys.executable).with_name("fabric-mux-askpass")), prompt]
+    for _ in range(depth):
+        argv = ["sh", "-c", 'exec "$@"; exit 1', "sh", *argv]
+        argv = ["sh", "-c", '"$@"', "sh", *argv]  # a shell that stays, as a ProxyCommand's may
+    env = {**os.environ, "FABRIC_MUX_ASKPASS_SOCKET": server.path}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False).stdout
+
+
+def test_only_a_child_of_the_master_gets_an_answer(tmp_path: Path) -> None:
+    with AskpassServer(tmp_path, lambda prompt, hint: "secret") as server:
+        server.expect_parent(os.getpid())  # the helper is our child, as it is ssh's
+        assert ask_through_helper(server, "p: ") == "secret\n"
+    with AskpassServer(tmp_path, lambda prompt, hint: "secret") as server:
+        server.expect_parent(os.getppid())  # an ancestor, but not the helper's parent
+        assert ask_through_helper(server, "p: ") == ""
+    with AskpassServer(tmp_path, lambda prompt, hint: "secret") as server:
+        server.expect_parent(os.getpid())
+        assert ask_through_helper(server, "p: ", depth=1) == ""  # a grandchild: not ssh itself
+
+
+def test_the_childrens_relay_serves_only_processes_below_the_master(tmp_path: Path) -> None:
+    with AskpassServer(tmp_path, lambda prompt, hint: "typed", children=True) as relay:
+        relay.expect_parent(os.getpid())
+        assert ask_through_helper(relay, "bastion's password: ", depth=1) == "typed\n"
+        assert ask_through_helper(relay, "p: ") == ""  # the master's own ssh asks the other
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        with AskpassServer(tmp_path, lambda prompt, hint: "typed", children=True) as relay:
+            relay.expect_parent(stranger.pid)  # the helper does not descend from it
+            assert ask_through_helper(relay, "p: ", depth=1) == ""
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import TEST_PASSWORD
 from invoke.exceptions import AuthFailure, CommandTimedOut, UnexpectedExit
 from invoke.watchers import Responder
 from waiting import process_gone, wait_until
@@ -173,9 +172,9 @@ def test_cd_and_prefix(sshd: SshServer, config: fabric.Config) -> None:
     assert result.stdout == "/tmp\nprefixed\n"
 
 
-def test_sudo_with_a_password(sshd: SshServer, config: fabric.Config) -> None:
+def test_sudo_with_a_password(sshd: SshServer, config: fabric.Config, test_password: str) -> None:
     c = MuxConnection(sshd.alias, config=config)
-    result = c.sudo("whoami", password=TEST_PASSWORD, hide=True)
+    result = c.sudo("whoami", password=test_password, hide=True)
     assert result.stdout.strip() == "root"
     with pytest.raises(AuthFailure):
         c.sudo("-k true", password="wrong-password", hide=True)

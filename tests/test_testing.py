@@ -9,7 +9,7 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import TEST_PASSWORD, TEST_USER
+from conftest import TEST_USER
 from pytest_mock import MockerFixture
 
 from fabric_mux.pytest_plugin import SshdFactory
@@ -112,12 +112,10 @@ def test_password_is_never_asked_in_batch_mode(sshd_factory: SshdFactory) -> Non
     assert server.logins() == 0
 
 
-def test_password_login(sshd_factory: SshdFactory, tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("only root sets a known password for the remote account")
+def test_password_login(sshd_factory: SshdFactory, tmp_path: Path, test_password: str) -> None:
     server = sshd_factory(sshd_options=["PasswordAuthentication yes"])
     askpass = tmp_path / "askpass"
-    askpass.write_text(f"#!/bin/sh\necho '{TEST_PASSWORD}'\n")
+    askpass.write_text(f"#!/bin/sh\necho '{test_password}'\n")
     askpass.chmod(0o700)
     env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
     result = ssh(

@@ -1,0 +1,406 @@
+"""Sharing a login never shares more than OpenSSH would give each connection on its own.
+
+Each case is an attack or a careless setup, tried against real servers: aliases
+with other host-key rules, a ProxyCommand's ssh, a server asking for the key's
+passphrase, a master planted by another user, and what the suite leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import fabric
+import pytest
+from fakes import FakeSshServer, fake_ssh_server
+
+from fabric_mux import MuxConnection
+from fabric_mux.exceptions import ControlDirUnsafe, HostKeyFailed, MasterNotOurs, MasterStartFailed
+from fabric_mux.pytest_plugin import SshdFactory
+from fabric_mux.testing import SshServer, remove_account
+
+# -- 1. host-key rules are part of what a master is ----------------------------------
+
+
+@pytest.fixture
+def lax_and_strict(sshd: SshServer, control_dir: Path, tmp_path: Path) -> fabric.Config:
+    """Two aliases of one server: ``lax`` checks no host key, ``strict`` knows a wrong one."""
+    wrong = tmp_path / "wrong"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    strict_known = tmp_path / "strict_known_hosts"
+    strict_known.write_text(f"[127.0.0.1]:{sshd.port} {(tmp_path / 'wrong.pub').read_text()}")
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        textwrap.dedent(
+            f"""\
+            Host lax strict
+                HostName 127.0.0.1
+                Port {sshd.port}
+                User {sshd.user}
+                IdentityFile {sshd.client_key}
+                IdentitiesOnly yes
+                GlobalKnownHostsFile /dev/null
+                BatchMode yes
+            Host lax
+                StrictHostKeyChecking no
+                UserKnownHostsFile /dev/null
+            Host strict
+                StrictHostKeyChecking yes
+                UserKnownHostsFile {strict_known}
+            """
+        )
+    )
+    return fabric.Config(
+        runtime_ssh_path=str(ssh_config), overrides={"mux": {"control_dir": str(control_dir)}}
+    )
+
+
+def master_destination(c: MuxConnection) -> str:
+    """The host argument the running master was started with."""
+    argv = Path(f"/proc/{c.master_pid}/cmdline").read_bytes().split(b"\0")
+    return argv[-2].decode()
+
+
+def test_lax_then_strict_never_lets_strict_in(
+    sshd: SshServer, lax_and_strict: fabric.Config
+) -> None:
+    lax = MuxConnection("lax", config=lax_and_strict)
+    assert lax.run("echo lax", hide=True).stdout == "lax\n"
+    strict = MuxConnection("strict", config=lax_and_strict)
+    with pytest.raises(HostKeyFailed, match="REMOTE HOST IDENTIFICATION HAS CHANGED"):
+        strict.run("echo strict", hide=True)
+    assert lax.run("echo lax again", hide=True).stdout == "lax again\n"
+    assert master_destination(lax) == "lax"
+    assert sshd.logins() == 1
+
+
+def test_strict_then_lax_each_under_its_own_rules(
+    sshd: SshServer, lax_and_strict: fabric.Config
+) -> None:
+    strict = MuxConnection("strict", config=lax_and_strict)
+    with pytest.raises(HostKeyFailed):
+        strict.run("true")
+    lax = MuxConnection("lax", config=lax_and_strict)
+    assert lax.run("echo lax", hide=True).stdout == "lax\n"
+    assert master_destination(lax) == "lax"  # not a master started for "strict"
+    with pytest.raises(HostKeyFailed):
+        MuxConnection("strict", config=lax_and_strict).run("true")
+    assert sshd.logins() == 1
+
+
+def test_a_lax_master_of_another_process_does_not_serve_strict(
+    sshd: SshServer, lax_and_strict: fabric.Config, control_dir: Path
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        import fabric
+        from fabric_mux import MuxConnection
+        config = fabric.Config(runtime_ssh_path={lax_and_strict._runtime_ssh_path!r},
+                               overrides={{"mux": {{"control_dir": {str(control_dir)!r}}}}})
+        MuxConnection("lax", config=config).run("true")
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, start_new_session=True)
+    assert sshd.logins() == 1
+    with pytest.raises(HostKeyFailed):
+        MuxConnection("strict", config=lax_and_strict).run("true")
+    assert sshd.logins() == 1
+
+
+# -- 2. and 3. a secret answers its own prompt only -----------------------------------
+
+
+def proxied_config(
+    sshd: SshServer, control_dir: Path, folder: Path, proxy_command: str
+) -> fabric.Config:
+    ssh_config = folder / "ssh_config"
+    ssh_config.write_text(
+        textwrap.dedent(
+            f"""\
+            Host target
+                HostName 127.0.0.1
+                Port {sshd.port}
+                User {sshd.user}
+                ProxyCommand {proxy_command}
+                IdentitiesOnly yes
+                IdentityFile {sshd.client_key}
+                UserKnownHostsFile {sshd.known_hosts}
+                GlobalKnownHostsFile /dev/null
+                StrictHostKeyChecking yes
+                PubkeyAuthentication no
+                PreferredAuthentications password
+            """
+        )
+    )
+    return fabric.Config(
+        runtime_ssh_path=str(ssh_config), overrides={"mux": {"control_dir": str(control_dir)}}
+    )
+
+
+def test_the_targets_password_never_reaches_a_proxycommands_host(
+    sshd: SshServer, control_dir: Path, tmp_path: Path
+) -> None:
+    with fake_ssh_server(method="password") as bastion:
+        known = tmp_path / "bastion_known_hosts"
+        known.write_text(bastion.known_hosts_line())
+        proxy = (
+            f"ssh -F /dev/null -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
+            f"-o PubkeyAuthentication=no -p {bastion.port} gateuser@127.0.0.1 -W %h:%p"
+        )
+        config = proxied_config(sshd, control_dir, tmp_path, proxy)
+        c = MuxConnection("target", config=config, connect_kwargs={"password": "target-secret"})
+        with pytest.raises(MasterStartFailed):
+            c.run("true")
+    assert all("target-secret" not in answer for _, _, answer in bastion.received)
+    assert sshd.logins() == 0
+
+
+def test_a_proxycommand_never_sees_the_askpass_variables(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path, test_password: str
+) -> None:
+    sshd = sshd_factory(sshd_options=["PasswordAuthentication yes"])
+    seen = tmp_path / "proxy_environment"
+    bastion_config = tmp_path / "bastion_config"
+    bastion_config.write_text(sshd.ssh_config.read_text())
+    # The "bastion" is the server itself: its key login works, and -W reaches the target.
+    # ssh runs it as "$SHELL -c 'exec COMMAND'".
+    proxy = f"sh -c 'env > {seen}; exec ssh -F {bastion_config} -W %h:%p {sshd.alias}'"
+    config = proxied_config(sshd, control_dir, tmp_path, proxy)
+    c = MuxConnection("target", config=config, connect_kwargs={"password": test_password})
+    assert c.run("echo through", hide=True).stdout == "through\n"
+    environment = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert [name for name in environment if "ASKPASS" in name or "FABRIC_MUX" in name] == []
+    assert environment.get("SHELL") == os.environ.get("SHELL")  # the user's own shell again
+    assert sshd.log.read_text().count("Accepted password for") == 1
+
+
+def keyboard_interactive_config(
+    fake: FakeSshServer, control_dir: Path, folder: Path, key: Path
+) -> fabric.Config:
+    known = folder / "fake_known_hosts"
+    known.write_text(fake.known_hosts_line())
+    ssh_config = folder / "ssh_config"
+    ssh_config.write_text(
+        textwrap.dedent(
+            f"""\
+            Host fake
+                HostName 127.0.0.1
+                Port {fake.port}
+                User victim
+                IdentitiesOnly yes
+                IdentityFile {key}
+                UserKnownHostsFile {known}
+                GlobalKnownHostsFile /dev/null
+                StrictHostKeyChecking yes
+            """
+        )
+    )
+    return fabric.Config(
+        runtime_ssh_path=str(ssh_config), overrides={"mux": {"control_dir": str(control_dir)}}
+    )
+
+
+def encrypted_key(folder: Path, passphrase: str) -> Path:
+    key = folder / "locked_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(key)], check=True
+    )
+    return key
+
+
+def test_a_server_asking_for_the_passphrase_gets_nothing(control_dir: Path, tmp_path: Path) -> None:
+    key = encrypted_key(tmp_path, "key-passphrase")
+    question = f"Enter passphrase for key '{key}': "
+    with fake_ssh_server(method="keyboard-interactive", question=question) as fake:
+        config = keyboard_interactive_config(fake, control_dir, tmp_path, key)
+        c = MuxConnection(
+            "fake",
+            config=config,
+            connect_kwargs={"passphrase": "key-passphrase", "password": "the-password"},
+        )
+        with pytest.raises(MasterStartFailed):
+            c.run("true")
+    assert fake.received, "the fake server asked nothing"
+    assert all(answer == "" for _, _, answer in fake.received), fake.received
+
+
+def test_a_keyboard_interactive_password_prompt_gets_the_password_once(
+    control_dir: Path, tmp_path: Path
+) -> None:
+    key = encrypted_key(tmp_path, "key-passphrase")
+    with fake_ssh_server(method="keyboard-interactive", question="Password: ") as fake:
+        config = keyboard_interactive_config(fake, control_dir, tmp_path, key)
+        c = MuxConnection("fake", config=config, connect_kwargs={"password": "the-password"})
+        with pytest.raises(MasterStartFailed):
+            c.run("true")
+    answers = [answer for _, _, answer in fake.received]
+    assert answers.count("the-password") == 1, answers  # asked again: declined
+
+
+def test_the_passphrase_unlocks_the_connections_own_key(
+    sshd: SshServer, control_dir: Path, tmp_path: Path
+) -> None:
+    key = encrypted_key(tmp_path, "key-passphrase")
+    (sshd.directory / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
+    # The test servers' ssh_config says BatchMode, which asks for no passphrase.
+    options = {"control_dir": str(control_dir), "ssh_options": ["BatchMode=no"]}
+    config = sshd.fabric_config({"mux": options})
+    c = MuxConnection(
+        sshd.alias,
+        config=config,
+        connect_kwargs={"key_filename": [str(key)], "passphrase": "key-passphrase"},
+    )
+    assert c.run("echo unlocked", hide=True).stdout == "unlocked\n"
+    assert sshd.logins() == 1
+
+
+# -- 4. only our own masters -----------------------------------------------------------
+
+OTHER_USER = "fmuxother"
+
+FAKE_MASTER = textwrap.dedent(
+    """
+    import socket, struct, sys
+    path, log = sys.argv[1], sys.argv[2]
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    print("listening", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        conn.sendall(struct.pack(">III", 8, 1, 4))  # MUX_MSG_HELLO, version 4
+        conn.settimeout(2)
+        try:
+            while data := conn.recv(65536):
+                with open(log, "ab") as out:
+                    out.write(data)
+        except OSError:
+            pass
+        conn.close()
+    """
+)
+
+
+@pytest.fixture
+def other_user() -> Iterator[str]:
+    """A second local account, removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can make a second account to plant a master")
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", OTHER_USER], check=False)
+    try:
+        yield OTHER_USER
+    finally:
+        remove_account(OTHER_USER)
+
+
+@pytest.fixture
+def planted_master(other_user: str) -> Iterator[tuple[Path, Path]]:
+    """A fake master run by :func:`other_user`: (its socket, the log of what it was sent)."""
+    folder = Path(tempfile.mkdtemp(prefix="fmo-", dir="/tmp"))
+    account = pwd.getpwnam(other_user)
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    socket_path, log = folder / "master", folder / "received"
+    # Debian's own Python: the other account may not reach a virtualenv's.
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    fake = subprocess.Popen(
+        [python, "-c", FAKE_MASTER, str(socket_path), str(log)],
+        user=account.pw_uid,
+        group=account.pw_gid,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == b"listening\n"
+        yield socket_path, log
+    finally:
+        fake.kill()
+        fake.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_master_of_another_user_gets_nothing(
+    sshd: SshServer, config: fabric.Config, planted_master: tuple[Path, Path], test_password: str
+) -> None:
+    c = MuxConnection(sshd.alias, config=config)
+    c.run("true")
+    real_master = c.master_pid
+    assert real_master is not None
+    fake_socket, received = planted_master
+    # What a user who could write above the control folder did: swap the socket.
+    os.rename(fake_socket, str(c.control_path))
+    try:
+        with pytest.raises(MasterNotOurs, match=rf"{c.control_path} is served by fmuxother"):
+            c.sudo("whoami", password=test_password, hide=True)
+        with pytest.raises(MasterNotOurs):
+            MuxConnection(sshd.alias, config=config).run("true")
+    finally:
+        os.kill(real_master, 9)
+    assert not received.exists() or received.read_bytes() == b""
+    assert os.path.exists(str(c.control_path))  # not quietly replaced either
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_a_control_folder_below_a_writable_folder_is_refused(
+    sshd: SshServer, tmp_path: Path, mode: int
+) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="fms-", dir="/tmp"))
+    try:
+        shared.chmod(mode)
+        config = sshd.fabric_config({"mux": {"control_dir": str(shared / "mux")}})
+        with pytest.raises(ControlDirUnsafe, match=rf"{shared} has mode 0{mode:o}: others can"):
+            MuxConnection(sshd.alias, config=config).run("true")
+        assert list(shared.iterdir()) == []  # nothing made below it
+    finally:
+        shutil.rmtree(shared)
+    assert sshd.logins() == 0
+
+
+def test_a_control_folder_below_another_users_folder_is_refused(
+    sshd: SshServer, other_user: str
+) -> None:
+    theirs = Path(tempfile.mkdtemp(prefix="fmt-", dir="/tmp"))
+    try:
+        os.chown(theirs, pwd.getpwnam(other_user).pw_uid, -1)
+        config = sshd.fabric_config({"mux": {"control_dir": str(theirs / "mux")}})
+        with pytest.raises(ControlDirUnsafe, match=rf"{theirs} belongs to fmuxother"):
+            MuxConnection(sshd.alias, config=config).run("true")
+    finally:
+        shutil.rmtree(theirs)
+
+
+# -- 5. the suite leaves no door open ---------------------------------------------------
+
+
+def test_a_run_of_the_suite_leaves_no_password_and_no_sudo_rule() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a run as root makes accounts")
+    name = "fmuxhygiene"
+    env = {**os.environ, "FMUX_TEST_USER": name, "CI": "1"}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "tests/test_connection.py::test_sudo_with_a_password"],
+            cwd=Path(__file__).parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            start_new_session=True,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "1 passed" in run.stdout
+        shadow = {
+            line.split(":")[0]: line.split(":")[1]
+            for line in Path("/etc/shadow").read_text().splitlines()
+        }
+        assert shadow[name] in ("*", "!", "!*")
+        assert not any(Path("/etc/sudoers.d").glob(f"*{name}*"))
+    finally:
+        remove_account(name)
