@@ -23,7 +23,7 @@ from pathlib import Path
 from fabric import Config
 
 from .config import MuxConfig, mux_settings
-from .exceptions import MuxError
+from .exceptions import MasterNotOurs, MuxError
 from .master import Master, alive_pid, default_control_dir, prepare_control_dir, stop_socket
 
 __all__ = ["MasterInfo", "main", "masters_in"]
@@ -37,6 +37,8 @@ class MasterInfo:
     pid: int | None
     age: float | None
     route: str
+    #: Set when another user's process serves the socket: never touched.
+    foreign_uid: int | None = None
 
     @property
     def alive(self) -> bool:
@@ -78,7 +80,12 @@ def masters_in(folder: Path) -> Iterator[MasterInfo]:
                 continue
         except FileNotFoundError:
             continue
-        pid = alive_pid(str(path))
+        try:
+            pid = alive_pid(str(path))
+        except MasterNotOurs as exc:
+            route = f"(not ours: uid {exc.uid}; left alone)"
+            yield MasterInfo(path, None, None, route, foreign_uid=exc.uid)
+            continue
         if pid is None:
             yield MasterInfo(path, None, None, "(stale: no master answers)")
         else:
@@ -124,7 +131,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'SOCKET':<22} {'PID':>7} {'AGE':>7}  STATE  ROUTE")
     for row in rows:
-        state = "alive" if row.alive else "stale"
+        state = "alive" if row.alive else "stale" if row.foreign_uid is None else "other"
         pid = str(row.pid) if row.pid is not None else "-"
         print(f"{row.path.name:<22} {pid:>7} {_format_age(row.age):>7}  {state:<5}  {row.route}")
     return 0
@@ -142,7 +149,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     if args.all:
-        stopped = sum(stop_socket(str(info.path)) for info in masters_in(args.control_dir))
+        stopped = sum(
+            stop_socket(str(info.path))
+            for info in masters_in(args.control_dir)
+            if info.foreign_uid is None
+        )
         print(f"stopped {stopped} master(s) in {args.control_dir}")
         return 0
     if not args.host:

@@ -39,11 +39,12 @@ class ControlDirUnsafe(MuxError):
 
 
 class MasterNotOurs(MuxError):
-    """The control socket is served by a process of another user; nothing was sent to it."""
+    """The control socket belongs to another user (its file or the process behind it);
+    nothing was sent to it, and it was not removed."""
 
     def __init__(self, path: str, uid: int, who: str) -> None:
         super().__init__(
-            f"the control socket {path} is served by {who}, not by us: refusing to use it "
+            f"the control socket {path} belongs to {who}, not to us: refusing to use it "
             "(nothing was sent). Another user could read every command and secret sent "
             "there: remove it, or use a mux.control_dir that only you can write"
         )

@@ -64,6 +64,17 @@ class RequestDenied(MuxError):
         self.reason = reason
 
 
+def _check_owner(path: str) -> None:
+    """Refuse a socket file that another user made, live or stale: it is not ours
+    to talk to, nor to remove and replace."""
+    try:
+        uid = os.lstat(path).st_uid
+    except OSError:
+        return  # nothing there: connecting says so
+    if uid != os.geteuid():
+        raise MasterNotOurs(path, uid, user_name(uid))
+
+
 class _Reader:
     """Reads SSH wire types from one packet body."""
 
@@ -113,6 +124,7 @@ class MuxClient:
         #: Set when the master reported that the remote side could not allocate a tty.
         self.tty_alloc_failed = False
         self._ids = itertools.count(1)
+        _check_owner(path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -275,9 +276,9 @@ FAKE_MASTER = textwrap.dedent(
     print("listening", flush=True)
     while True:
         conn, _ = listener.accept()
-        conn.sendall(struct.pack(">III", 8, 1, 4))  # MUX_MSG_HELLO, version 4
         conn.settimeout(2)
         try:
+            conn.sendall(struct.pack(">III", 8, 1, 4))  # MUX_MSG_HELLO, version 4
             while data := conn.recv(65536):
                 with open(log, "ab") as out:
                     out.write(data)
@@ -336,7 +337,7 @@ def test_a_master_of_another_user_gets_nothing(
     # What a user who could write above the control folder did: swap the socket.
     os.rename(fake_socket, str(c.control_path))
     try:
-        with pytest.raises(MasterNotOurs, match=rf"{c.control_path} is served by fmuxother"):
+        with pytest.raises(MasterNotOurs, match=rf"{c.control_path} belongs to fmuxother"):
             c.sudo("whoami", password=test_password, hide=True)
         with pytest.raises(MasterNotOurs):
             MuxConnection(sshd.alias, config=config).run("true")
@@ -404,3 +405,38 @@ def test_a_run_of_the_suite_leaves_no_password_and_no_sudo_rule() -> None:
         assert not any(Path("/etc/sudoers.d").glob(f"*{name}*"))
     finally:
         remove_account(name)
+
+
+def test_the_cli_lists_another_users_master_and_leaves_it_alone(
+    control_dir: Path, planted_master: tuple[Path, Path]
+) -> None:
+    fake_socket, received = planted_master
+    planted = control_dir / "0123456789abcdef0123"
+    os.rename(fake_socket, planted)
+    listing = subprocess.run(
+        [str(Path(sys.executable).with_name("fabric-mux")), "--control-dir", str(control_dir),
+         "list"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "other" in listing.stdout and "not ours: uid" in listing.stdout
+    stop = subprocess.run(
+        [str(Path(sys.executable).with_name("fabric-mux")), "--control-dir", str(control_dir),
+         "stop", "--all"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "stopped 0 master(s)" in stop.stdout
+    assert planted.exists()
+    assert not received.exists() or received.read_bytes() == b""
+
+
+def test_a_stale_socket_of_another_user_is_neither_used_nor_replaced(
+    sshd: SshServer, config: fabric.Config, other_user: str
+) -> None:
+    path = MuxConnection(sshd.alias, config=config).route_master().control_path
+    with socket.socket(socket.AF_UNIX) as planted:
+        planted.bind(path)  # bound, never listening: a dead master's socket
+    os.chown(path, pwd.getpwnam(other_user).pw_uid, -1)
+    with pytest.raises(MasterNotOurs, match="belongs to fmuxother"):
+        MuxConnection(sshd.alias, config=config).run("true")
+    assert os.path.exists(path)
+    assert sshd.logins() == 0
