@@ -23,8 +23,9 @@ from pathlib import Path
 from fabric import Config
 
 from .config import MuxConfig, mux_settings
+from .controldir import default_control_dir, prepare_control_dir
 from .exceptions import MasterNotOurs, MuxError
-from .master import Master, alive_pid, default_control_dir, prepare_control_dir, stop_socket
+from .master import Master, alive_pid, stop_socket
 
 __all__ = ["MasterInfo", "main", "masters_in"]
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fabric import Connection
@@ -18,11 +18,14 @@ from fabric.util import get_local_user
 from . import askpass
 from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .config import MuxSettings, mux_settings
-from .exceptions import ForwardFailed, MasterStartFailed, MuxError, SessionRefused
+from .controldir import prepare_control_dir
+from .exceptions import BadForward, MasterStartFailed, MuxError
 from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
-from .master import Master, Slot, find_ssh, prepare_control_dir, resolve_config
-from .protocol import FWD_LOCAL, FWD_REMOTE, MasterUnavailable, MuxClient, RequestDenied
+from .master import ForwardSpec, Master, find_ssh, resolve_config
+from .protocol import FWD_LOCAL, FWD_REMOTE
 from .runners import MuxRemote
+from .session import Session, open_session
+from .upstream import runtime_ssh_path
 
 if TYPE_CHECKING:
     from .askpass import PromptAnswers
@@ -30,8 +33,40 @@ if TYPE_CHECKING:
 
 __all__ = ["MuxConnection"]
 
-#: Seconds to wait before each retry of a refused session (about 2 s in all).
-_REFUSAL_BACKOFF = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5, 0.5)
+
+@dataclass
+class _MuxState:
+    """A connection's own state: what it read at creation and what it holds now."""
+
+    #: The ``mux`` settings, read once (the config may be shared with threads
+    #: making stock Connections, which write to it).
+    settings: MuxSettings
+    #: What the caller gave explicitly (``user@host:port`` included).
+    user: str | None
+    port: int | None
+    gateway_given: bool
+    config_gateway: Any
+    #: The process this state belongs to: a forked child makes its own.
+    pid: int = field(default_factory=os.getpid)
+    #: The route's master, once known (kept after close, for control_path and master_pid).
+    master: Master | None = None
+    #: Between open() and close().
+    opened: bool = False
+    #: Whether we hold the master open (``persist`` 0: it lives while held).
+    held: bool = False
+    hop: MuxConnection | None = None
+    #: A gateway the caller made is theirs to close; hops we made are ours.
+    hop_owned: bool = False
+    sessions: weakref.WeakSet[Session] = field(default_factory=weakref.WeakSet)
+    #: Sessions running unattended (``disown=True``) until the connection closes.
+    disowned: list[Session] = field(default_factory=list)
+    sftp: MuxSFTPClient | None = None
+
+    def fresh(self) -> _MuxState:
+        """The same settings, holding nothing (for a forked child)."""
+        return _MuxState(
+            self.settings, self.user, self.port, self.gateway_given, self.config_gateway
+        )
 
 
 class MuxConnection(Connection):  # type: ignore[misc]
@@ -43,29 +78,13 @@ class MuxConnection(Connection):  # type: ignore[misc]
     OpenSSH's multiplexing protocol, with no ``ssh`` process and no login.
     """
 
-    # Declared on the class: invoke's DataProxy turns writes to attributes it
-    # does not know into config writes.
-    #: Path of the master's control socket (``str``), once opened.
-    control_path: str | None = None
-    #: pid of the master process, once opened.
-    master_pid: int | None = None
-    _mux_master: Master | None = None
-    _mux_settings: MuxSettings | None = None
-    _mux_held = False
-    _mux_user: str | None = None
-    _mux_port: int | None = None
-    _mux_gateway_given = False
-    _mux_clients: dict[MuxClient, Slot] | None = None
-    _mux_disowned: list[MuxClient] = []  # noqa: RUF012 - replaced per instance in __init__
-    _mux_lock: threading.Lock | None = None
-    _mux_config_gateway: Any = None
     # Fabric assigns this in __init__; without a real attribute the assignment
-    # would write the shared config, which invoke rebuilds on every write, so
+    # would write the shared config (invoke's DataProxy turns writes to unknown
+    # attributes into config writes), which invoke rebuilds on every write, so
     # other threads reading it meanwhile would see it empty.
     inline_ssh_env: bool | None = None
-    _sftp: MuxSFTPClient | None = None
-    _mux_hop: MuxConnection | None = None
-    _mux_hop_owned = False
+    # Set with object.__setattr__ in __init__, past the DataProxy.
+    _mux_state: _MuxState
 
     def __init__(
         self,
@@ -91,16 +110,36 @@ class MuxConnection(Connection):  # type: ignore[misc]
             connect_kwargs=connect_kwargs,
             inline_ssh_env=inline_ssh_env,
         )
-        # Read what open() needs now, once: the config may be shared with
-        # threads creating stock Connections, which write to it.
-        self._mux_settings = mux_settings(self.config)
-        self._mux_config_gateway = self.config.gateway
-        self._mux_user = user or shorthand["user"]
-        self._mux_port = port or shorthand["port"]
-        self._mux_gateway_given = gateway is not None
-        self._mux_clients = {}
-        self._mux_disowned = []
-        self._mux_lock = threading.Lock()
+        state = _MuxState(
+            settings=mux_settings(self.config),
+            user=user or shorthand["user"],
+            port=port or shorthand["port"],
+            gateway_given=gateway is not None,
+            config_gateway=self.config.gateway,
+        )
+        object.__setattr__(self, "_mux_state", state)
+
+    @property
+    def _mux(self) -> _MuxState:
+        state = self._mux_state
+        if state.pid != os.getpid():
+            # A forked child: the parent's sessions and holds are not ours to
+            # touch (they are let go of at the fork); start from nothing.
+            state = state.fresh()
+            object.__setattr__(self, "_mux_state", state)
+        return state
+
+    @property
+    def control_path(self) -> str | None:
+        """Path of the master's control socket, once opened."""
+        master = self._mux.master
+        return master.control_path if master else None
+
+    @property
+    def master_pid(self) -> int | None:
+        """pid of the master process, once opened."""
+        master = self._mux.master
+        return master.pid if master else None
 
     def _identity(self) -> tuple[Any, ...]:
         # Fabric compares (host, user, port); two aliases of one address can
@@ -134,8 +173,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
     @property
     def mux(self) -> MuxSettings:
         """This connection's ``mux`` settings (config defaults filled in)."""
-        assert self._mux_settings is not None  # read in __init__
-        return self._mux_settings
+        return self._mux.settings
 
     def ssh_target(self) -> SshTarget:
         """What this connection tells ``ssh``: the alias plus what Fabric set explicitly.
@@ -143,10 +181,11 @@ class MuxConnection(Connection):  # type: ignore[misc]
         Whatever Fabric only read from ssh_config is left to OpenSSH, which
         reads the same file (and understands all of it: Match, certificates...).
         """
-        user = self._mux_user
+        state = self._mux
+        user = state.user
         if user is None and "user" not in self.ssh_config and self.config.user != get_local_user():
             user = self.config.user
-        port = self._mux_port
+        port = state.port
         if port is None and "port" not in self.ssh_config and int(self.config.port) != 22:
             port = int(self.config.port)
         from_ssh_config = set(self.ssh_config.get("identityfile", []))
@@ -159,14 +198,14 @@ class MuxConnection(Connection):  # type: ignore[misc]
             destination=self.original_host,
             user=user,
             port=port,
-            config_file=self.config._runtime_ssh_path or self.config.ssh_config_path,
+            config_file=runtime_ssh_path(self.config) or self.config.ssh_config_path,
             identity_files=identities,
             connect_timeout=int(timeout) if timeout else None,
             forward_agent=bool(self.forward_agent),
             # gateway=False: no ProxyJump or ProxyCommand from ssh_config either.
             options=(("ProxyCommand=none",) if self.gateway is False else ())
             + connect_kwargs_options(self.connect_kwargs)
-            + self.mux.ssh_options,
+            + state.settings.ssh_options,
         )
 
     def _route(self, ssh: str, target: SshTarget) -> Route:
@@ -175,7 +214,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
         ssh_config is read as OpenSSH resolves it (``ssh -G``), not as paramiko does.
         """
-        if self._mux_gateway_given:
+        if self._mux.gateway_given:
             gateway = self.gateway
         else:
             resolved = parse_resolved_config(resolve_config(ssh, target))
@@ -184,7 +223,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
                 return self._jump_chain(jump_hosts(proxyjump))
             if resolved.get("proxycommand", "none") != "none":
                 return None  # OpenSSH runs the user's ProxyCommand for the master itself
-            gateway = self._mux_config_gateway
+            gateway = self._mux.config_gateway
         if not gateway:
             return None
         if isinstance(gateway, str):
@@ -204,16 +243,16 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
     @property
     def is_connected(self) -> bool:
-        master = self._mux_master
-        return master is not None and master.alive() is not None
+        state = self._mux
+        return state.opened and state.master is not None and state.master.alive() is not None
 
     @property
     def mux_master(self) -> Master:
         """The route's :class:`~fabric_mux.master.Master` (opens the connection)."""
-        if self._mux_master is None:
-            self.open()
-        assert self._mux_master is not None
-        return self._mux_master
+        state = self._mux
+        if state.opened and state.master is not None:
+            return state.master
+        return self._open()
 
     def route_master(self) -> Master:
         """The :class:`~fabric_mux.master.Master` of this connection's route.
@@ -221,14 +260,14 @@ class MuxConnection(Connection):  # type: ignore[misc]
         Nothing is started: this only works out where the socket is (a
         gateway's too), as ``fabric-mux check`` needs.
         """
-        settings = self.mux
+        state = self._mux
+        settings = state.settings
         ssh = find_ssh(settings.ssh_path)
         control_dir = prepare_control_dir(settings.control_dir)
         target = self.ssh_target()
         route = self._route(ssh, target)
-        self._mux_hop = route if isinstance(route, MuxConnection) else None
-        # A gateway the caller made is theirs to close; hops we made are ours.
-        self._mux_hop_owned = self._mux_hop is not None and self._mux_hop is not self.gateway
+        state.hop = route if isinstance(route, MuxConnection) else None
+        state.hop_owned = state.hop is not None and state.hop is not self.gateway
         if isinstance(route, str):
             target = target._replace(options=(f"ProxyCommand={route}", *target.options))
         elif route is not None:
@@ -252,15 +291,31 @@ class MuxConnection(Connection):  # type: ignore[misc]
         A gateway's master is opened first; this master then reaches its host
         through it.
         """
-        if self._mux_master is not None:
-            return
+        if not self._mux.opened:
+            self._open()
+
+    def _open(self) -> Master:
+        state = self._mux
         master = self.route_master()
         self._reconnect(master)
-        if not self.mux.persists:
+        if not state.settings.persists:
             master.hold()
-            self._mux_held = True
-        self.control_path = master.control_path
-        self._mux_master = master
+            state.held = True
+        state.master = master
+        state.opened = True
+        return master
+
+    def _reconnect(self, master: Master) -> None:
+        """Bring the route's master back, its gateways' first."""
+        hop = self._mux.hop
+        if hop is None:
+            self._ensure(master)
+            return
+        if not hop._mux.opened or hop._mux.master is None:
+            hop.open()  # a first open brings the hop's own gateways up too
+        else:
+            hop._reconnect(hop._mux.master)
+        self._ensure_through(master, hop)
 
     def _ensure(self, master: Master) -> int:
         return master.ensure(self.mux.persist, answer=self._prompt_answers(master))
@@ -292,8 +347,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
     def _ensure_through(self, master: Master, hop: MuxConnection) -> int:
         """Start this master through ``hop``; a failure says what the hop said."""
-        assert hop.control_path is not None
-        errors = hop_errors_path(hop.control_path)
+        errors = hop_errors_path(hop.mux_master.control_path)
         try:
             offset = os.path.getsize(errors)
         except FileNotFoundError:
@@ -314,113 +368,52 @@ class MuxConnection(Connection):  # type: ignore[misc]
                 exc.argv,
                 exc.exit_code,
                 said + exc.stderr,
+                exc.note,
             ) from None
 
-    def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> MuxClient:
-        """Open a session on the master; pair it with :meth:`session_closed`.
+    # -- sessions --------------------------------------------------------------
+
+    def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> Session:
+        """Open a session on the master whose stdin, stdout and stderr are ``fds``.
 
         Waits for one of the master's session slots (``mux.max_sessions``), at
-        most ``mux.reply_timeout`` seconds. A dead or stale master is replaced.
-        A refusal by the server lowers the slots to what it allows and is
-        retried with backoff: sshd also frees a closed session a moment after
-        our side sees it end.
+        most ``mux.reply_timeout`` seconds; a dead or stale master is replaced.
+        The session is closed with the connection, if not before.
         """
         master = self.mux_master
-        timeout = self.mux.reply_timeout
-        slot = master.sessions.take(timeout)
-        if slot is None:
-            raise SessionRefused(
-                self.original_host,
-                f"no session slot came free in {timeout} s "
-                f"({master.sessions.used} of {master.sessions.limit} in use)",
-            )
-        try:
-            client = self._open_on(master, slot, command, fds, flags)
-        except BaseException:
-            slot.release()
-            raise
-        master.sessions.opened()
-        assert self._mux_clients is not None and self._mux_lock is not None
-        with self._mux_lock:
-            self._mux_clients[client] = slot
-        return client
+        session = open_session(
+            master,
+            command,
+            fds,
+            flags,
+            host=self.original_host,
+            revive=lambda: self._reconnect(master),
+        )
+        self._mux.sessions.add(session)
+        return session
 
-    def _open_on(
-        self,
-        master: Master,
-        slot: Slot,
-        command: str,
-        fds: Sequence[int],
-        flags: dict[str, Any],
-    ) -> MuxClient:
-        for delay in (*_REFUSAL_BACKOFF, None):
-            client = self._control(master)
-            try:
-                client.open_session(command, fds, **flags)
-                return client
-            except MasterUnavailable:
-                # It went away between our connect and its answer (exiting,
-                # or its server stopped answering): start anew and try again.
-                client.close()
-                if delay is None:
-                    raise
-                self._reconnect(master)
-            except RequestDenied as exc:
-                client.close()
-                if delay is None or not master.sessions.refused(slot, self.mux.reply_timeout):
-                    raise SessionRefused(self.original_host, exc.reason) from None
-                time.sleep(delay)
-            except BaseException:
-                client.close()
-                raise
-        raise AssertionError("unreachable")
-
-    def disown_session(self, client: MuxClient) -> None:
-        """A session that runs on unattended (``disown=True``): it gives its
-        slot back and ends when the connection closes."""
-        assert self._mux_clients is not None and self._mux_lock is not None
-        with self._mux_lock:
-            slot = self._mux_clients.pop(client, None)
-            self._mux_disowned.append(client)
-        if slot is not None:
-            slot.release()
-
-    def session_is_open(self, client: MuxClient) -> bool:
-        """Whether ``client`` is a session of ours not yet ended by us."""
-        assert self._mux_clients is not None
-        return client in self._mux_clients
-
-    def session_closed(self, client: MuxClient) -> None:
-        """End a session from :meth:`open_session` (once; later calls do nothing)."""
-        assert self._mux_clients is not None and self._mux_lock is not None
-        with self._mux_lock:
-            slot = self._mux_clients.pop(client, None)
-        if slot is not None:
-            client.close()
-            slot.release()
+    def disown_session(self, session: Session) -> None:
+        """A session that runs on unattended (``disown=True``): it gives its slot
+        back now, and ends when the connection closes."""
+        session.disown()
+        self._mux.disowned.append(session)
 
     def close(self) -> None:
         """End this connection's sessions; a persisting master keeps running."""
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._mux_clients is not None and self._mux_lock is not None:
-            with self._mux_lock:
-                clients = list(self._mux_clients)
-            for client in clients:
-                self.session_closed(client)
-        if self._mux_lock is not None:
-            with self._mux_lock:
-                disowned, self._mux_disowned = self._mux_disowned, []
-            for client in disowned:
-                client.close()
-        if self._mux_held and self._mux_master is not None:
-            self._mux_master.release()
-            self._mux_held = False
-        self._mux_master = None
-        if self._mux_hop is not None and self._mux_hop_owned:
-            self._mux_hop.close()
-        self._mux_hop = None
+        state = self._mux
+        if state.sftp is not None:
+            state.sftp.close()
+            state.sftp = None
+        for session in [*state.sessions, *state.disowned]:
+            session.close()
+        state.disowned.clear()
+        if state.held and state.master is not None:
+            state.master.release()
+            state.held = False
+        state.opened = False
+        if state.hop is not None and state.hop_owned:
+            state.hop.close()
+        state.hop = None
 
     # -- operations ------------------------------------------------------------
 
@@ -429,13 +422,13 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
     def sftp(self) -> MuxSFTPClient:
         """A paramiko ``SFTPClient`` over an ``sftp`` subsystem session (memoized)."""
-        self.open()
-        if self._sftp is None:
+        state = self._mux
+        if state.sftp is None:
             # Imported on first use: fab runs that move no files skip it.
             from .sftp import open_sftp
 
-            self._sftp = open_sftp(self)
-        return self._sftp
+            state.sftp = open_sftp(self)
+        return state.sftp
 
     @contextmanager
     def forward_local(
@@ -448,10 +441,13 @@ class MuxConnection(Connection):  # type: ignore[misc]
         """Forward ``local_host:local_port`` to ``remote_host:remote_port`` seen from the server.
 
         The master is listening when the block starts, and stops when it ends
-        (also on an exception). A busy port raises :class:`ForwardFailed` at once.
-        Yields the local port.
+        (also on an exception). A busy port raises :class:`ForwardFailed` at
+        once. Yields the local port (the one chosen, for ``local_port=0``).
+        ``localhost`` listens on 127.0.0.1 only, as stock Fabric does: a port
+        busy there is busy, whatever ``::1`` has.
         """
-        spec = (FWD_LOCAL, local_host, local_port, remote_host, remote_port or local_port)
+        listen = "127.0.0.1" if local_host == "localhost" else local_host
+        spec = ForwardSpec(FWD_LOCAL, listen, local_port, remote_host, remote_port or local_port)
         with self._forward(spec) as port:
             yield port
 
@@ -468,76 +464,20 @@ class MuxConnection(Connection):  # type: ignore[misc]
         ``remote_port=0`` lets the server choose; the block receives the port.
         """
         if not (local_port or remote_port):
-            raise ValueError("forward_remote(0) needs a local_port to forward to")
-        spec = (FWD_REMOTE, remote_host, remote_port, local_host, local_port or remote_port)
+            raise BadForward("forward_remote(0) needs a local_port to forward to")
+        spec = ForwardSpec(
+            FWD_REMOTE, remote_host, remote_port, local_host, local_port or remote_port
+        )
         with self._forward(spec) as port:
             yield port
 
     @contextmanager
-    def _forward(self, spec: tuple[int, str, int, str, int]) -> Iterator[int]:
+    def _forward(self, spec: ForwardSpec) -> Iterator[int]:
         master = self.mux_master
-        # The master shares identical forwards and one cancel removes them all:
-        # count our users so that only the last block to end cancels it.
-        with master.forwards_lock:
-            if spec not in master.forwards:
-                master.forwards[spec] = [0, self._open_forward(master, spec)]
-            entry = master.forwards[spec]
-            entry[0] += 1
-        try:
-            yield entry[1]
-        finally:
-            with master.forwards_lock:
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del master.forwards[spec]
-                    self._close_forward(master, spec)
-
-    def _open_forward(self, master: Master, spec: tuple[int, str, int, str, int]) -> int:
-        kind, listen_host, listen_port = spec[:3]
-        client = self._control(master)
-        try:
-            chosen = client.open_forward(*spec)
-        except RequestDenied as exc:
-            where = "local" if kind == FWD_LOCAL else "remote"
-            raise ForwardFailed(
-                f"{self.original_host}: could not forward {where} {listen_host}:{listen_port}: "
-                f"{exc.reason}"
-            ) from None
-        finally:
-            client.close()
-        return chosen or listen_port
-
-    def _close_forward(self, master: Master, spec: tuple[int, str, int, str, int]) -> None:
-        try:
-            client = master.client()
-        except MasterUnavailable:
-            return  # the master, and its forwards with it, went away already
-        try:
-            client.close_forward(*spec)
-        except (RequestDenied, OSError):
-            pass
-        finally:
-            client.close()
-
-    def _control(self, master: Master) -> MuxClient:
-        """A control connection for a request; a dead or stale master is replaced."""
-        try:
-            return master.client()
-        except MasterUnavailable:
-            self._reconnect(master)
-            return master.client()
-
-    def _reconnect(self, master: Master) -> None:
-        """Bring the route's master back, its gateways' first."""
-        hop = self._mux_hop
-        if hop is None:
-            self.master_pid = self._ensure(master)
-            return
-        if hop._mux_master is None:
-            hop.open()  # a first open brings the hop's own gateways up too
-        else:
-            hop._reconnect(hop._mux_master)
-        self.master_pid = self._ensure_through(master, hop)
+        if master.alive() is None:
+            self._reconnect(master)  # before the master's lock: a login may follow
+        with master.forward(spec) as port:
+            yield port
 
     def put(
         self, local: Any, remote: Any = None, preserve_mode: bool = True, progress: Any = None
@@ -562,7 +502,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
         # An SFTP session opened just for this transfer ends with it: an idle
         # one would hold a session slot, which the file's own 'cat' session
         # then waits for once enough connections to one host each hold one.
-        opened_here = self._sftp is None
+        state = self._mux
+        opened_here = state.sftp is None
         sftp: MuxSFTPClient = self.sftp()
         from .sftp import progress_callback
 
@@ -571,9 +512,9 @@ class MuxConnection(Connection):  # type: ignore[misc]
             yield
         finally:
             sftp.default_callback = None
-            if opened_here and self._sftp is sftp:
+            if opened_here and state.sftp is sftp:
                 sftp.close()
-                self._sftp = None
+                state.sftp = None
 
     def create_session(self) -> Any:
         raise MuxError("MuxConnection has no paramiko sessions: use run(), sudo() or shell()")

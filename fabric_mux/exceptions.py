@@ -1,41 +1,110 @@
-"""The package's exceptions: one root, :class:`MuxError`.
+"""Every exception fabric-mux raises: one root, :class:`MuxError`.
+
+Where stock Fabric (that is, paramiko) reports the same failure with another
+type, the subclass is that type too, so users' ``except`` clauses keep working:
+an unknown host is also a ``socket.gaierror``, a refused or unreachable server
+also paramiko's ``NoValidConnectionsError``, a timeout also ``socket.timeout``
+(``TimeoutError``), a failed login also ``paramiko.AuthenticationException``,
+any other SSH failure also ``paramiko.SSHException``.
 
 Remote command failures are not here: they stay invoke's ``UnexpectedExit``
 so that ``warn=True`` and existing ``except`` clauses keep working.
+
+Each exception keeps its fields as attributes and pickles and copies with
+them (``multiprocessing`` and ``concurrent.futures`` move exceptions between
+processes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import errno
+import resource
+import socket
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from paramiko import AuthenticationException, ChannelException, SSHException
+from paramiko.ssh_exception import NoValidConnectionsError
 
 __all__ = [
     "AuthenticationFailed",
+    "BadForward",
     "BadSshOption",
     "ConnectFailed",
+    "ConnectTimedOut",
     "ControlDirUnsafe",
+    "ControlDirUnusable",
     "ForwardFailed",
     "HostKeyFailed",
     "MasterLost",
     "MasterNotOurs",
+    "MasterNotResponding",
     "MasterStartFailed",
+    "MasterUnavailable",
     "MuxError",
     "MuxProtocolError",
+    "OutOfDescriptors",
+    "RequestDenied",
+    "ServerUnreachable",
     "SessionRefused",
     "SshNotFound",
+    "UnknownHost",
     "classify_ssh_failure",
+    "descriptor_errors",
 ]
+
+
+def _rebuild(cls: type[MuxError], state: dict[str, Any]) -> MuxError:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    error._init_stock()
+    return error
 
 
 class MuxError(Exception):
     """Root of every error fabric-mux raises itself."""
 
+    #: For subclasses that are also an ``OSError``: the errno they carry.
+    os_errno: ClassVar[int | None] = None
 
-class SshNotFound(MuxError):
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self._init_stock()
+
+    def _init_stock(self) -> None:
+        # Not super().__init__: stock bases take their own arguments
+        # (NoValidConnectionsError a dict, ChannelException a code).
+        if isinstance(self, OSError):
+            OSError.__init__(self, self.os_errno, self.message)
+        else:
+            Exception.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+class SshNotFound(MuxError, FileNotFoundError):
     """The ``ssh`` program named by ``mux.ssh_path`` is not there."""
+
+    os_errno = errno.ENOENT
 
 
 class ControlDirUnsafe(MuxError):
-    """The control folder is not private to this user; nothing was written into it."""
+    """The control folder, or a folder above it, is not private to this user.
+
+    Nothing was created or written then.
+    """
+
+
+class ControlDirUnusable(MuxError):
+    """The control folder cannot be made or used (read-only, not UTF-8...).
+
+    Nothing was created then.
+    """
 
 
 class MasterNotOurs(MuxError):
@@ -43,57 +112,126 @@ class MasterNotOurs(MuxError):
     nothing was sent to it, and it was not removed."""
 
     def __init__(self, path: str, uid: int, who: str) -> None:
+        self.path = path
+        self.uid = uid
         super().__init__(
             f"the control socket {path} belongs to {who}, not to us: refusing to use it "
             "(nothing was sent). Another user could read every command and secret sent "
             "there: remove it, or use a mux.control_dir that only you can write"
         )
-        self.path = path
-        self.uid = uid
 
 
-class MuxProtocolError(MuxError):
+class MuxProtocolError(MuxError, SSHException):  # type: ignore[misc]
     """The master answered something the multiplexing protocol does not allow."""
 
 
-class SessionRefused(MuxError):
+class MasterUnavailable(MuxError, SSHException):  # type: ignore[misc]
+    """Nothing answers on the control socket: no master, or a stale socket."""
+
+
+class RequestDenied(MuxError, SSHException):  # type: ignore[misc]
+    """The master answered a request with ``MUX_S_FAILURE`` or ``PERMISSION_DENIED``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class MasterNotResponding(MuxError, socket.timeout):
+    """The master, or the server behind it, did not answer within ``mux.reply_timeout``.
+
+    The master is left alone (it may be stopped, or its server frozen): it is
+    neither replaced by a second one nor killed.
+    """
+
+    os_errno = errno.ETIMEDOUT
+
+
+class SessionRefused(MuxError, ChannelException):  # type: ignore[misc]
     """The master refused a session (for instance sshd's ``MaxSessions``)."""
 
     def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"{host}: the master refused a session: {reason}")
         self.host = host
         self.reason = reason
+        # paramiko's ChannelException fields: "resource shortage", its words.
+        self.code = 4
+        self.text = reason
+        super().__init__(f"{host}: the master refused a session: {reason}")
 
 
-class ForwardFailed(MuxError):
+class ForwardFailed(MuxError, OSError):
     """The master could not set up a port forward (e.g. the port is in use)."""
 
 
-class MasterLost(MuxError):
+class BadForward(ForwardFailed, ValueError):
+    """A forward's arguments cannot be a forward (a port outside 1-65535)."""
+
+
+class MasterLost(MuxError, SSHException):  # type: ignore[misc]
     """The master went away while a session was running."""
 
 
-class MasterStartFailed(MuxError):
-    """``ssh`` could not start a master; carries its argv, exit code and stderr."""
+class OutOfDescriptors(MuxError, OSError):
+    """No file descriptor left for a session's pipes (``ulimit -n``)."""
 
-    def __init__(self, host: str, argv: Sequence[str], exit_code: int | None, stderr: str) -> None:
-        said = stderr.strip() or "(ssh printed nothing)"
-        super().__init__(f"{host}: {self.what} (ssh exit {exit_code}): {said}")
+    os_errno = errno.EMFILE
+
+
+class MasterStartFailed(MuxError, SSHException):  # type: ignore[misc]
+    """``ssh`` could not start a master; carries its argv, exit code and stderr.
+
+    ``note``, when given, is a line of advice after ssh's own words.
+    """
+
+    what = "could not start an SSH master"
+
+    def __init__(
+        self,
+        host: str,
+        argv: Sequence[str],
+        exit_code: int | None,
+        stderr: str,
+        note: str = "",
+    ) -> None:
         self.host = host
         self.argv = list(argv)
         self.exit_code = exit_code
         self.stderr = stderr
+        self.note = note or self.default_note(stderr)
+        said = stderr.strip() or "(ssh printed nothing)"
+        advice = f"\n({self.note})" if self.note else ""
+        super().__init__(f"{host}: {self.what} (ssh exit {exit_code}): {said}{advice}")
 
-    what = "could not start an SSH master"
+    @classmethod
+    def default_note(cls, stderr: str) -> str:
+        return ""
 
 
 class ConnectFailed(MasterStartFailed):
-    """No TCP connection: unknown host, refused port, timeout, no route."""
+    """No SSH connection: the host is unknown, unreachable, refused or hung up."""
 
     what = "could not connect"
 
 
-class AuthenticationFailed(MasterStartFailed):
+class UnknownHost(ConnectFailed, socket.gaierror):
+    """The host name does not resolve (stock Fabric: ``socket.gaierror``)."""
+
+    os_errno = socket.EAI_NONAME
+
+
+class ServerUnreachable(ConnectFailed, NoValidConnectionsError):  # type: ignore[misc]
+    """Refused, or no route (stock Fabric: paramiko's ``NoValidConnectionsError``)."""
+
+    errors: ClassVar[dict[tuple[str, int], Exception]] = {}
+
+
+class ConnectTimedOut(ConnectFailed, socket.timeout):
+    """No answer within ConnectTimeout (stock Fabric: ``socket.timeout``)."""
+
+    os_errno = errno.ETIMEDOUT
+
+
+class AuthenticationFailed(MasterStartFailed, AuthenticationException):  # type: ignore[misc]
     """The server rejected every credential offered."""
 
     what = "authentication failed"
@@ -103,6 +241,18 @@ class HostKeyFailed(MasterStartFailed):
     """The host key is unknown or changed; host-key checking is never weakened."""
 
     what = "host key verification failed"
+
+    @classmethod
+    def default_note(cls, stderr: str) -> str:
+        if "IDENTIFICATION HAS CHANGED" in stderr:
+            return (
+                "the server's key is not the one in known_hosts; if the change is expected, "
+                "remove the old key with ssh-keygen -R HOST"
+            )
+        return (
+            "the server's key is not in known_hosts and nobody could be asked: connect once "
+            "with plain ssh to accept it, or set StrictHostKeyChecking accept-new for it"
+        )
 
 
 class BadSshOption(MasterStartFailed):
@@ -122,11 +272,12 @@ _MARKERS: list[tuple[str, type[MasterStartFailed]]] = [
     ("command-line: line", BadSshOption),
     ("Missing argument", BadSshOption),
     ("Unsupported option", BadSshOption),
-    ("Could not resolve hostname", ConnectFailed),
-    ("Connection refused", ConnectFailed),
-    ("Connection timed out", ConnectFailed),
-    ("No route to host", ConnectFailed),
-    ("Network is unreachable", ConnectFailed),
+    ("Could not resolve hostname", UnknownHost),
+    ("Connection refused", ServerUnreachable),
+    ("No route to host", ServerUnreachable),
+    ("Network is unreachable", ServerUnreachable),
+    ("Connection timed out", ConnectTimedOut),
+    ("Operation timed out", ConnectTimedOut),
     ("Connection closed by", ConnectFailed),
     ("Connection reset by", ConnectFailed),
     ("kex_exchange_identification", ConnectFailed),
@@ -134,10 +285,25 @@ _MARKERS: list[tuple[str, type[MasterStartFailed]]] = [
 
 
 def classify_ssh_failure(
-    host: str, argv: Sequence[str], exit_code: int | None, stderr: str
+    host: str, argv: Sequence[str], exit_code: int | None, stderr: str, note: str = ""
 ) -> MasterStartFailed:
     """Turn a failed ``ssh`` run into the most specific exception its stderr supports."""
     for marker, cls in _MARKERS:
         if marker in stderr:
-            return cls(host, argv, exit_code, stderr)
-    return MasterStartFailed(host, argv, exit_code, stderr)
+            return cls(host, argv, exit_code, stderr, note)
+    return MasterStartFailed(host, argv, exit_code, stderr, note)
+
+
+@contextlib.contextmanager
+def descriptor_errors(what: str) -> Iterator[None]:
+    """Turn running out of file descriptors while making ``what`` into :class:`OutOfDescriptors`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        raise OutOfDescriptors(
+            f"no file descriptor left for {what} ({exc.strerror}; ulimit -n is {soft}): "
+            "close connections or sessions you no longer need, or raise the limit"
+        ) from None

@@ -11,6 +11,7 @@ from invoke.parser.argument import Argument
 from . import __version__
 from .config import MuxConfig
 from .executor import MuxExecutor
+from .upstream import set_overrides
 
 __all__ = ["MuxFab", "make_program", "program"]
 
@@ -37,8 +38,7 @@ class MuxFab(Fab):  # type: ignore[misc]
         if self.args["mux-persist"].value is not None:
             mux["persist"] = self.args["mux-persist"].value
         if mux:
-            self.config._overrides.setdefault("mux", {}).update(mux)
-            self.config.merge()
+            set_overrides(self.config, "mux", mux)
 
 
 def make_program() -> MuxFab:

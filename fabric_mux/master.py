@@ -11,14 +11,13 @@ import os
 import pwd
 import shutil
 import socket
-import stat
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar, NamedTuple
 
 from .argv import (
     MAX_CONTROL_PATH,
@@ -33,116 +32,25 @@ from .argv import (
     resolved_values,
 )
 from .exceptions import (
+    BadForward,
     ConnectFailed,
-    ControlDirUnsafe,
-    MasterNotOurs,
+    ControlDirUnusable,
+    ForwardFailed,
     MasterStartFailed,
-    MuxError,
+    MasterUnavailable,
+    RequestDenied,
     SshNotFound,
     classify_ssh_failure,
 )
-from .peers import user_name
-from .protocol import MasterUnavailable, MuxClient
+from .protocol import FWD_LOCAL, MuxClient
+from .slots import SessionSlots
 
 if TYPE_CHECKING:
     from .askpass import Asking, PromptAnswers
 
-__all__ = [
-    "Master",
-    "SessionSlots",
-    "Slot",
-    "alive_pid",
-    "default_control_dir",
-    "find_ssh",
-    "prepare_control_dir",
-    "resolve_config",
-    "stop_socket",
-]
+__all__ = ["ForwardSpec", "Master", "alive_pid", "find_ssh", "resolve_config", "stop_socket"]
 
 log = logging.getLogger("fabric_mux")
-
-
-def default_control_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/fabric-mux`` when set, else ``~/.ssh/fabric-mux``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "fabric-mux"
-    return Path.home() / ".ssh" / "fabric-mux"
-
-
-def _unsafe_folder(path: Path, info: os.stat_result) -> str | None:
-    """Why another user could swap what is under ``path``; None if nobody can.
-
-    As OpenSSH checks the folders above a key file: owned by root or us and
-    writable by nobody else, except a sticky folder (``/tmp``), where others
-    cannot rename what is ours.
-    """
-    uid = os.geteuid()
-    if info.st_uid not in (0, uid):
-        return f"{path} belongs to {user_name(info.st_uid)}"
-    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-        mode = stat.S_IMODE(info.st_mode)
-        return f"{path} has mode {mode:04o}: others can write to it"
-    return None
-
-
-def check_ancestors(folder: Path) -> None:
-    """Refuse a control folder that another user could swap or reach into.
-
-    Every existing folder above it, as written and with links resolved, must
-    pass :func:`_unsafe_folder`.
-
-    :raises ControlDirUnsafe: naming the first folder that does not.
-    """
-    paths = {*folder.parents, *Path(os.path.realpath(folder)).parents}
-    for path in sorted(paths, key=lambda p: len(p.parts)):
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise ControlDirUnsafe(
-                f"control_dir {folder}: cannot check {path}: {exc.strerror}"
-            ) from None
-        why = _unsafe_folder(path, info)
-        if why:
-            raise ControlDirUnsafe(
-                f"control_dir {folder} is unsafe: {why}, so they could replace our "
-                "control sockets; use a folder whose parents only you (or root) can write"
-            )
-
-
-def prepare_control_dir(path: str | os.PathLike[str] | None) -> Path:
-    """Create the control folder (0700) or check that an existing one is private.
-
-    Its parents are checked first (:func:`check_ancestors`); missing ones are
-    made 0700.
-
-    :raises ControlDirUnsafe: when the folder is not ours alone; nothing is
-        created or written into it then.
-    """
-    folder = Path(os.path.expanduser(os.fspath(path))) if path else default_control_dir()
-    folder = folder.absolute()
-    check_ancestors(folder)
-    for missing in [*reversed(folder.parents), folder]:
-        try:
-            missing.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-    info = os.lstat(folder)
-    if not stat.S_ISDIR(info.st_mode):
-        raise ControlDirUnsafe(f"control_dir {folder} is not a folder (or is a symlink)")
-    if info.st_uid != os.geteuid():
-        raise ControlDirUnsafe(
-            f"control_dir {folder} is owned by {user_name(info.st_uid)}, not by us"
-        )
-    if info.st_mode & 0o077:
-        mode = stat.S_IMODE(info.st_mode)
-        raise ControlDirUnsafe(
-            f"control_dir {folder} has mode {mode:04o}: others could reach our sessions; "
-            "use a folder with mode 0700"
-        )
-    return folder
 
 
 def find_ssh(program: str) -> str:
@@ -169,8 +77,35 @@ def resolve_config(ssh: str, target: SshTarget) -> str:
     return _resolve(tuple(config_query_argv(ssh, target)))
 
 
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
+class _ThreadLocks:
+    """One thread lock per route, made on first use."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def reset(self) -> None:
+        self._locks = {}
+        self._guard = threading.Lock()
+
+    def get(self, path: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(path, threading.Lock())
+
+
+_thread_locks = _ThreadLocks()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no Master objects and no held locks of its own.
+
+    Locks held by other threads at the fork stay held forever in the child;
+    the parent's Master objects hold its slots and hold connection. The child
+    makes its own on first use (the masters themselves are shared as ever).
+    """
+    _thread_locks.reset()
+    Master._registry = {}
+    Master._registry_guard = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -181,9 +116,7 @@ def route_lock(lock_path: str) -> Iterator[None]:
     an unlinked file sees that its inode is no longer at the path and retries,
     so two holders can never coexist.
     """
-    with _thread_locks_guard:
-        thread_lock = _thread_locks.setdefault(lock_path, threading.Lock())
-    with thread_lock:
+    with _thread_locks.get(lock_path):
         while True:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -217,79 +150,40 @@ def is_transient(stderr: str) -> bool:
     return any(marker in stderr for marker in _TRANSIENT)
 
 
-class Slot:
-    """One session's place among a master's :class:`SessionSlots`."""
+class ForwardSpec(NamedTuple):
+    """A forward as the mux protocol states it."""
 
-    def __init__(self, slots: SessionSlots) -> None:
-        self._slots = slots
-        self.held = True
+    kind: int
+    listen_host: str
+    listen_port: int
+    connect_host: str
+    connect_port: int
 
-    def release(self) -> None:
-        """Give the place back; later calls do nothing."""
-        self._slots._give_back(self)
+    def check(self) -> None:
+        if not 0 <= self.listen_port <= 65535:
+            raise BadForward(f"cannot listen on port {self.listen_port}: ports are 0-65535")
+        if not 1 <= self.connect_port <= 65535:
+            raise BadForward(f"cannot connect to port {self.connect_port}: ports are 1-65535")
+
+    def describe(self) -> str:
+        where = "local" if self.kind == FWD_LOCAL else "remote"
+        return (
+            f"{where} {self.listen_host}:{self.listen_port} to "
+            f"{self.connect_host}:{self.connect_port}"
+        )
 
 
-class SessionSlots:
-    """How many sessions this process may have open on one master at once.
+class _Forward:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.users = 0
 
-    Starts at ``mux.max_sessions``. When the server refuses a session anyway
-    (its ``MaxSessions`` is lower, or other processes share the master), the
-    limit drops to what was open then, so later sessions queue here instead
-    of being refused; it creeps back up after a run of successful opens,
-    since sshd also refuses briefly while it frees closed sessions.
-    """
 
-    #: Successful opens after which a lowered limit goes up by one.
-    RECOVER_AFTER = 50
-
-    def __init__(self, limit: int) -> None:
-        self.maximum = limit
-        self.limit = limit
-        self.used = 0
-        self._successes = 0
-        self._changed = threading.Condition()
-
-    def take(self, timeout: float | None) -> Slot | None:
-        """A slot, or None if none came free within ``timeout`` seconds."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.used < self.limit, timeout):
-                return None
-            self.used += 1
-            return Slot(self)
-
-    def _give_back(self, slot: Slot) -> None:
-        with self._changed:
-            if slot.held:
-                slot.held = False
-                self.used -= 1
-                self._changed.notify()
-
-    def refused(self, slot: Slot, timeout: float | None) -> bool:
-        """The server refused the session ``slot`` was for.
-
-        The others hold all it allows: lower the limit, give the slot back and
-        queue for it again. False (and no slot held) if that took too long.
-        """
-        with self._changed:
-            self._successes = 0
-            self.limit = max(1, min(self.limit, self.used - 1))
-            if slot.held:
-                slot.held = False
-                self.used -= 1
-                self._changed.notify_all()
-            if not self._changed.wait_for(lambda: self.used < self.limit, timeout):
-                return False
-            self.used += 1
-            slot.held = True
-            return True
-
-    def opened(self) -> None:
-        with self._changed:
-            self._successes += 1
-            if self.limit < self.maximum and self._successes >= self.RECOVER_AFTER:
-                self._successes = 0
-                self.limit += 1
-                self._changed.notify()
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class Master:
@@ -325,9 +219,9 @@ class Master:
         self.sessions = SessionSlots(max_sessions)
         #: The master's pid, once known.
         self.pid: int | None = None
-        #: Port forwards open on the master: [blocks of ours using it, its port].
-        self.forwards: dict[tuple[int, str, int, str, int], list[int]] = {}
-        self.forwards_lock = threading.Lock()
+        #: Port forwards open on the master, with how many blocks of ours use each.
+        self._forwards: dict[ForwardSpec, _Forward] = {}
+        self._forwards_lock = threading.Lock()
         self._hold: MuxClient | None = None
         self._holders = 0
         self._state = threading.Lock()
@@ -356,7 +250,7 @@ class Master:
         identity = master_identity(resolved_text, target.destination, os.environ)
         control_path = str(control_dir / control_socket_name(identity))
         if len(control_path.encode()) > MAX_CONTROL_PATH:
-            raise MuxError(
+            raise ControlDirUnusable(
                 f"control socket path {control_path} is longer than {MAX_CONTROL_PATH} bytes "
                 "(the UNIX socket limit once ssh adds its suffix): use a shorter mux.control_dir"
             )
@@ -384,11 +278,14 @@ class Master:
 
     def client(self) -> MuxClient:
         """A new control connection (raises :class:`MasterUnavailable`)."""
-        return MuxClient(self.control_path, self.reply_timeout)
+        return MuxClient(self.control_path, self.reply_timeout, label=self.host)
 
-    def alive(self) -> int | None:
-        """The running master's pid, or None when there is none (or a stale socket)."""
-        return alive_pid(self.control_path, self.reply_timeout)
+    def alive(self, timeout: float | None = None) -> int | None:
+        """The running master's pid, or None when there is none (or a stale socket).
+
+        :raises MasterNotResponding: a master is there but does not answer.
+        """
+        return alive_pid(self.control_path, timeout or self.reply_timeout, label=self.host)
 
     def ensure(self, persist: str, answer: PromptAnswers | None = None) -> int:
         """Find the route's live master or start one; returns its pid.
@@ -559,6 +456,78 @@ class Master:
                 self._hold.close()
                 self._hold = None
 
+    @contextlib.contextmanager
+    def forward(self, spec: ForwardSpec) -> Iterator[int]:
+        """Hold a port forward on the master for the block; yields its listening port.
+
+        The master shares identical forwards and one cancel removes them all,
+        so identical blocks of this process share one forward, cancelled when
+        the last of them ends. A local port 0 gets a free port of ours (the
+        master's own choice is not reported back for local forwards).
+
+        :raises BadForward: for a port outside 0-65535 (1-65535 to connect to).
+        :raises ForwardFailed: when the master cannot listen (a busy port).
+        :raises MasterUnavailable: when the master is not there.
+        """
+        spec.check()
+        with self._forwards_lock:
+            entry = self._forwards.get(spec)
+            if entry is None:
+                if spec.kind == FWD_LOCAL and spec.listen_port == 0:
+                    spec = self._open_on_free_port(spec)
+                    port = spec.listen_port
+                else:
+                    port = self._open_forward(spec)
+                entry = self._forwards[spec] = _Forward(port)
+            entry.users += 1
+        try:
+            yield entry.port
+        finally:
+            with self._forwards_lock:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._forwards[spec]
+                    self._cancel_forward(spec)
+
+    def _open_forward(self, spec: ForwardSpec) -> int:
+        """Ask the master for ``spec``; the port it listens on."""
+        client = self.client()
+        try:
+            chosen = client.open_forward(*spec)
+        except RequestDenied as exc:
+            raise ForwardFailed(
+                f"{self.host}: could not forward {spec.describe()}: {exc.reason}"
+            ) from None
+        finally:
+            client.close()
+        return chosen or spec.listen_port
+
+    def _open_on_free_port(self, spec: ForwardSpec) -> ForwardSpec:
+        """A local forward on a port nothing listens on; a few tries, as one may be
+        taken between our look and the master's bind."""
+        for attempt in range(3):
+            candidate = spec._replace(listen_port=_free_port(spec.listen_host))
+            try:
+                self._open_forward(candidate)
+            except ForwardFailed:
+                if attempt == 2:
+                    raise
+                continue
+            return candidate
+        raise AssertionError("unreachable")
+
+    def _cancel_forward(self, spec: ForwardSpec) -> None:
+        try:
+            client = self.client()
+        except MasterUnavailable:
+            return  # the master, and its forwards with it, went away already
+        try:
+            client.close_forward(*spec)
+        except (RequestDenied, MasterUnavailable, OSError):
+            pass
+        finally:
+            client.close()
+
     def stop(self) -> bool:
         """Stop the master now (its sessions end); False if none was running."""
         stopped = stop_socket(self.control_path)
@@ -567,21 +536,22 @@ class Master:
         return stopped
 
 
-def alive_pid(path: str, timeout: float | None = 5.0) -> int | None:
+def alive_pid(path: str, timeout: float | None = 5.0, label: str = "") -> int | None:
     """The pid of the master answering on ``path``; None if none does (or it is stale).
 
-    :raises MasterNotOurs: when another user's process answers there.
+    :raises MasterNotOurs: when another user's process answers there: never
+        mistaken for a stale socket, to be replaced quietly.
+    :raises MasterNotResponding: when a master is there but does not answer
+        (stopped, or hung): replacing it would make a second master.
     """
     try:
-        client = MuxClient(path, timeout)
-    except MasterNotOurs:
-        raise  # never mistaken for a stale socket, to be replaced quietly
-    except (MuxError, OSError):
+        client = MuxClient(path, timeout, label=label)
+    except MasterUnavailable:
         return None
     try:
         return client.alive_check()
-    except (MuxError, OSError):
-        return None
+    except MasterUnavailable:
+        return None  # it went away as we asked
     finally:
         client.close()
 
@@ -598,7 +568,7 @@ def stop_socket(path: str) -> bool:
     else:
         try:
             client.terminate()
-        except (MuxError, OSError):
+        except (MasterUnavailable, OSError):
             pass  # it may go before it answers
         finally:
             client.close()
@@ -607,3 +577,6 @@ def stop_socket(path: str) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(leftover)
     return stopped
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -13,17 +13,17 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from .exceptions import MasterNotOurs, MuxError, MuxProtocolError
+from .exceptions import (
+    MasterNotOurs,
+    MasterNotResponding,
+    MasterUnavailable,
+    MuxProtocolError,
+    RequestDenied,
+    descriptor_errors,
+)
 from .peers import peer_credentials, user_name
 
-__all__ = [
-    "FWD_DYNAMIC",
-    "FWD_LOCAL",
-    "FWD_REMOTE",
-    "MasterUnavailable",
-    "MuxClient",
-    "RequestDenied",
-]
+__all__ = ["FWD_DYNAMIC", "FWD_LOCAL", "FWD_REMOTE", "MuxClient"]
 
 PROTOCOL_VERSION = 4
 
@@ -50,18 +50,6 @@ FWD_DYNAMIC = 3
 NO_ESCAPE_CHAR = 0xFFFFFFFF
 _MAX_PACKET = 256 * 1024
 _UINT32 = struct.Struct(">I")
-
-
-class MasterUnavailable(MuxError):
-    """Nothing answers on the control socket: no master, or a stale socket."""
-
-
-class RequestDenied(MuxError):
-    """The master answered a request with ``MUX_S_FAILURE`` or ``PERMISSION_DENIED``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _check_owner(path: str) -> None:
@@ -117,21 +105,30 @@ class MuxClient:
     :raises MasterUnavailable: when nothing listens on ``path``.
     """
 
-    def __init__(self, path: str, timeout: float | None = 30.0) -> None:
+    def __init__(self, path: str, timeout: float | None = 30.0, label: str = "") -> None:
         self.path = path
         self.timeout = timeout
+        #: Who the master serves, for messages (a host name).
+        self.label = label
         self.session_id: int | None = None
         #: Set when the master reported that the remote side could not allocate a tty.
         self.tty_alloc_failed = False
         self._ids = itertools.count(1)
+        self._waiting_for = "its hello"
+        #: The pid of the process serving the socket (the master), from the kernel.
+        self.peer_pid: int | None = None
         _check_owner(path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with descriptor_errors("a control connection"):
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
             self._sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             self._sock.close()
             raise MasterUnavailable(f"no master listens on {path}: {exc.strerror}") from None
+        except socket.timeout:
+            self._sock.close()
+            raise self._not_responding() from None
         except OSError:
             self._sock.close()
             raise
@@ -159,12 +156,25 @@ class MuxClient:
         self.shutdown()
         self._sock.close()
 
+    def forget(self) -> None:
+        """Close our descriptor only (a forked child's copy): the connection, and any
+        session on it, stays the other process's."""
+        self._sock.close()
+
     def _send(self, msg_type: int, body: bytes) -> None:
         payload = _uint32(msg_type) + body
         try:
             self._sock.sendall(_uint32(len(payload)) + payload)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise MasterUnavailable(f"the master on {self.path} went away: {exc}") from None
+
+    def _not_responding(self) -> MasterNotResponding:
+        who = f"{self.label}: " if self.label else ""
+        pid = f" (pid {self.peer_pid})" if self.peer_pid else ""
+        return MasterNotResponding(
+            f"{who}the master{pid} on {self.path} did not answer {self._waiting_for} "
+            f"within {self.timeout:g} s"
+        )
 
     def _recv_exact(self, size: int) -> bytes | None:
         chunks = []
@@ -173,6 +183,8 @@ class MuxClient:
                 chunk = self._sock.recv(size)
             except ConnectionResetError:
                 chunk = b""  # a master exiting under us: the same as its end of stream
+            except socket.timeout:
+                raise self._not_responding() from None
             if not chunk:
                 return None
             chunks.append(chunk)
@@ -196,11 +208,12 @@ class MuxClient:
     def _check_peer(self) -> None:
         """Refuse, before a byte is sent, a master that does not run as us."""
         try:
-            uid = peer_credentials(self._sock).uid
+            peer = peer_credentials(self._sock)
         except OSError as exc:
             raise MasterNotOurs(self.path, -1, f"a process we cannot identify ({exc})") from None
-        if uid != os.geteuid():
-            raise MasterNotOurs(self.path, uid, user_name(uid))
+        if peer.uid != os.geteuid():
+            raise MasterNotOurs(self.path, peer.uid, user_name(peer.uid))
+        self.peer_pid = peer.pid
 
     def _hello(self) -> None:
         packet = self._recv()
@@ -214,7 +227,8 @@ class MuxClient:
             raise MuxProtocolError(f"the master speaks mux protocol {version}, not 4")
         self._send(MSG_HELLO, _uint32(PROTOCOL_VERSION))
 
-    def _request(self, msg_type: int, body: bytes = b"") -> int:
+    def _request(self, msg_type: int, body: bytes = b"", what: str = "a request") -> int:
+        self._waiting_for = what
         request_id = next(self._ids)
         self._send(msg_type, _uint32(request_id) + body)
         return request_id
@@ -235,18 +249,18 @@ class MuxClient:
 
     def alive_check(self) -> int:
         """The master's pid."""
-        msg_type, body = self._reply(self._request(C_ALIVE_CHECK))
+        msg_type, body = self._reply(self._request(C_ALIVE_CHECK, what="an alive check"))
         if msg_type != S_ALIVE:
             raise MuxProtocolError(f"unexpected reply 0x{msg_type:08x} to an alive check")
         return body.uint32()
 
     def terminate(self) -> None:
         """Ask the master to exit now; its running sessions end too."""
-        self._reply(self._request(C_TERMINATE))
+        self._reply(self._request(C_TERMINATE, what="a request to exit"))
 
     def stop_listening(self) -> None:
         """Ask the master to remove its socket; running sessions finish first."""
-        self._reply(self._request(C_STOP_LISTENING))
+        self._reply(self._request(C_STOP_LISTENING, what="a request to stop"))
 
     def open_session(
         self,
@@ -280,7 +294,7 @@ class MuxClient:
                 *(_string(item) for item in env),
             ]
         )
-        request_id = self._request(C_NEW_SESSION, body)
+        request_id = self._request(C_NEW_SESSION, body, what="a new session request")
         # The master reads each descriptor with its own one-byte message.
         for fd in fds:
             socket.send_fds(self._sock, [b"\0"], [fd])
@@ -321,6 +335,7 @@ class MuxClient:
             self._request(
                 C_OPEN_FWD,
                 _forward_spec(kind, listen_host, listen_port, connect_host, connect_port),
+                what="a forward request",
             )
         )
         return body.uint32() if msg_type == S_REMOTE_PORT else None
@@ -333,6 +348,7 @@ class MuxClient:
             self._request(
                 C_CLOSE_FWD,
                 _forward_spec(kind, listen_host, listen_port, connect_host, connect_port),
+                what="a request to cancel a forward",
             )
         )
 

@@ -21,21 +21,25 @@ import struct
 import termios
 import threading
 import tty
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from fabric.runners import Remote
 from invoke.terminals import character_buffered, pty_size
+from invoke.watchers import Responder
 
-from .exceptions import MasterLost
+from .exceptions import MasterLost, descriptor_errors
 
 log = logging.getLogger("fabric_mux")
 
 if TYPE_CHECKING:
     from .connection import MuxConnection
-    from .protocol import MuxClient
+    from .session import Session
 
-__all__ = ["MuxRemote", "remote_command"]
+__all__ = ["WATCH_WINDOW", "MuxRemote", "remote_command"]
+
+#: How much of each stream's latest output watchers (sudo's prompt, Responders) see.
+WATCH_WINDOW = 64 * 1024
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -55,7 +59,8 @@ class _Doorbell:
     """A pipe that a poll can wait on; ringing it is sticky."""
 
     def __init__(self) -> None:
-        self.read_fd, self._write_fd = os.pipe()
+        with descriptor_errors("a session's wake-up pipe"):
+            self.read_fd, self._write_fd = os.pipe()
         self.rung = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
@@ -87,6 +92,45 @@ def _readable(fds: list[int]) -> set[int]:
     for fd in fds:
         poller.register(fd, select.POLLIN)
     return {fd for fd, _ in poller.poll()}
+
+
+def _pipes(count: int) -> list[tuple[int, int]]:
+    """``count`` pipes, or none at all: those made are closed if one fails."""
+    made: list[tuple[int, int]] = []
+    try:
+        with descriptor_errors("a session's pipes"):
+            for _ in range(count):
+                made.append(os.pipe())
+    except BaseException:
+        _close_all(fd for pair in made for fd in pair)
+        raise
+    return made
+
+
+def _close_all(fds: Iterable[int | None]) -> None:
+    for fd in set(fds):
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _WatchedStream:
+    """The latest :data:`WATCH_WINDOW` characters of one stream, for watchers."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        #: Where ``text`` starts in the whole stream.
+        self.start = 0
+        self._chunks = 0
+
+    def update(self, buffer_: list[str]) -> None:
+        text = self.text + "".join(buffer_[self._chunks :])
+        self._chunks = len(buffer_)
+        cut = max(0, len(text) - WATCH_WINDOW)
+        self.text = text[cut:]
+        self.start += cut
 
 
 class _FinishedEvent(threading.Event):
@@ -130,19 +174,25 @@ class MuxRemote(Remote):  # type: ignore[misc]
 
     def __init__(self, context: MuxConnection, inline_env: bool | None = None) -> None:
         super().__init__(context, inline_env=inline_env)
-        self._client: MuxClient | None = None
+        self._session: Session | None = None
         self._stdin_fd: int | None = None
         self._stdout_fd: int | None = None
         self._stderr_fd: int | None = None
         self._exit_status: int | None = None
         #: Rung by a timeout and by a dying I/O thread: every wait stops.
-        self._abort = _Doorbell()
+        self._abort: _Doorbell | None = None
         #: Rung when the program has finished: the stdin thread stops.
-        self._finished = _Doorbell()
-        self.program_finished = _FinishedEvent(self._finished)
+        self._finished: _Doorbell | None = None
         self._old_winch: Any = None
         self._killed = False
         self._stopped = False
+        self._watched: dict[int, _WatchedStream] = {}
+        self._watch_lock = threading.Lock()
+
+    @property
+    def _bells(self) -> tuple[_Doorbell, _Doorbell]:
+        assert self._abort is not None and self._finished is not None  # made in start()
+        return self._abort, self._finished
 
     # -- start -------------------------------------------------------------
 
@@ -154,47 +204,61 @@ class MuxRemote(Remote):  # type: ignore[misc]
             "env": [] if self.inline_env else [f"{k}={v}" for k, v in sorted(env.items())],
             "agent": bool(self.context.forward_agent),
         }
-        if self._disowned:
-            self._start_disowned(text, flags)
-            return
-        if self.using_pty:
-            pty_fd, slave_fd = os.openpty()
-            cols, rows = pty_size()
-            fcntl.ioctl(slave_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-            self._stdin_fd = self._stdout_fd = pty_fd
-            try:
-                self._client = self.context.open_session(
-                    text, (slave_fd,) * 3, tty=True, term=os.environ.get("TERM", "vt100"), **flags
-                )
-                # The master read the pty's modes when it took the descriptor;
-                # from here on our local pty must pass bytes through untouched.
-                tty.setraw(slave_fd)
-            finally:
-                os.close(slave_fd)
-            self._watch_window_size()
-            return
-        stdin_r, stdin_w = os.pipe()
-        stdout_r, stdout_w = os.pipe()
-        stderr_r, stderr_w = os.pipe()
+        try:
+            self._abort = _Doorbell()
+            self._finished = _Doorbell()
+            self.program_finished = _FinishedEvent(self._finished)
+            if self._disowned:
+                self._start_disowned(text, flags)
+            elif self.using_pty:
+                self._start_on_pty(text, flags)
+            else:
+                self._start_on_pipes(text, flags)
+        except BaseException:
+            self._release()
+            raise
+        if self._asynchronous and self._session is not None:
+            # Nobody may ever join it: its slot comes back when the command ends.
+            self._session.free_slot_at_exit()
+
+    def _start_on_pipes(self, text: str, flags: dict[str, Any]) -> None:
+        (stdin_r, stdin_w), (stdout_r, stdout_w), (stderr_r, stderr_w) = _pipes(3)
         self._stdin_fd, self._stdout_fd, self._stderr_fd = stdin_w, stdout_r, stderr_r
         try:
-            self._client = self.context.open_session(text, (stdin_r, stdout_w, stderr_w), **flags)
+            self._session = self.context.open_session(text, (stdin_r, stdout_w, stderr_w), **flags)
         finally:
-            for fd in (stdin_r, stdout_w, stderr_w):
-                os.close(fd)
+            _close_all((stdin_r, stdout_w, stderr_w))
+
+    def _start_on_pty(self, text: str, flags: dict[str, Any]) -> None:
+        with descriptor_errors("a session's pty"):
+            pty_fd, slave_fd = os.openpty()
+        self._stdin_fd = self._stdout_fd = pty_fd
+        try:
+            cols, rows = pty_size()
+            fcntl.ioctl(slave_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            term = os.environ.get("TERM", "vt100")
+            self._session = self.context.open_session(
+                text, (slave_fd,) * 3, tty=True, term=term, **flags
+            )
+            # The master read the pty's modes when it took the descriptor;
+            # from here on our local pty must pass bytes through untouched.
+            tty.setraw(slave_fd)
+        finally:
+            os.close(slave_fd)
+        self._watch_window_size()
 
     def _start_disowned(self, text: str, flags: dict[str, Any]) -> None:
         # invoke returns at once and never calls stop(): nothing here may need
         # us later. The command gets no stdio from us; its session lasts until
         # the connection closes (or this process ends), as with stock Fabric.
-        null = os.open(os.devnull, os.O_RDWR)
+        with descriptor_errors("a session's stdio"):
+            null = os.open(os.devnull, os.O_RDWR)
         try:
-            client = self.context.open_session(text, (null, null, null), **flags)
+            session = self.context.open_session(text, (null, null, null), **flags)
         finally:
             os.close(null)
-        self.context.disown_session(client)
-        self._abort.close()
-        self._finished.close()
+        self.context.disown_session(session)
+        self._release()
 
     def _command_line(self, command: str | None, env: dict[str, Any]) -> str:
         if command is None:  # shell(): the remote login shell
@@ -224,7 +288,8 @@ class MuxRemote(Remote):  # type: ignore[misc]
     def _read(self, fd: int | None, num_bytes: int) -> bytes:
         if fd is None:
             return b""
-        if fd not in _readable([fd, self._abort.read_fd]):
+        abort, _ = self._bells
+        if fd not in _readable([fd, abort.read_fd]):
             return b""  # aborted: stop reading now rather than at the remote's EOF
         try:
             return os.read(fd, num_bytes)
@@ -255,8 +320,26 @@ class MuxRemote(Remote):  # type: ignore[misc]
         try:
             super()._handle_output(*args, **kwargs)
         except BaseException:
-            self._abort.ring()  # e.g. a watcher gave up: don't wait for the remote
+            self._bells[0].ring()  # e.g. a watcher gave up: don't wait for the remote
             raise
+
+    def respond(self, buffer_: list[str]) -> None:
+        """invoke's watchers, at a cost that does not grow with the output.
+
+        invoke joins the whole buffer for every chunk (quadratic in the output,
+        watchers or not). Here nothing is joined without watchers, and
+        :class:`~invoke.watchers.Responder` watchers (sudo's among them) see the
+        stream's last :data:`WATCH_WINDOW` characters, their positions moved to
+        match. Other watchers get the whole stream, as invoke gives it.
+        """
+        if not self.watchers:
+            return
+        with self._watch_lock:
+            view = self._watched.setdefault(id(buffer_), _WatchedStream())
+            view.update(buffer_)
+            for watcher in self.watchers:
+                for response in _submit(watcher, view, buffer_):
+                    self.write_proc_stdin(response)
 
     def _write_proc_stdin(self, data: bytes) -> None:
         fd = self._stdin_fd
@@ -286,7 +369,8 @@ class MuxRemote(Remote):  # type: ignore[misc]
         terminal = os.isatty(fd)
         with character_buffered(input_):
             while True:
-                if fd not in _readable([fd, self._finished.read_fd, self._abort.read_fd]):
+                abort, finished = self._bells
+                if fd not in _readable([fd, finished.read_fd, abort.read_fd]):
                     return
                 if terminal:
                     data = self.read_our_stdin(input_)
@@ -309,7 +393,8 @@ class MuxRemote(Remote):  # type: ignore[misc]
 
     def _copy_stream(self, input_: IO[Any]) -> None:
         """Feed a file-like object with no descriptor (StringIO, BytesIO) to stdin."""
-        while not self._abort.rung.is_set():
+        abort, _ = self._bells
+        while not abort.rung.is_set():
             try:
                 data = input_.read(self.read_chunk_size)
             except (OSError, ValueError):
@@ -322,24 +407,25 @@ class MuxRemote(Remote):  # type: ignore[misc]
     # -- waiting and ending --------------------------------------------------
 
     def wait(self) -> None:
-        client = self._client
-        if client is None:
+        session = self._session
+        if session is None:
             return
-        control = client.fileno()
-        if control >= 0 and control in _readable([control, self._abort.read_fd]):
-            self._exit_status = client.wait_exit()
-        if client.tty_alloc_failed:
+        abort, _ = self._bells
+        control = session.fileno()
+        if control >= 0 and control in _readable([control, abort.read_fd]):
+            self._exit_status = session.wait_exit()
+        if session.tty_alloc_failed:
             log.warning("%s: the server gave no pty; ran without one", self.context.original_host)
-        if self._exit_status is not None or self._abort.rung.is_set():
+        if self._exit_status is not None or abort.rung.is_set():
             return  # an exit status; or timed out, or an I/O thread died
-        if not self.context.session_is_open(client):
+        if session.closed:
             # The connection was closed under us: stop reading too, since
             # sshd keeps a remote command without a pty running.
-            self._abort.ring()
+            abort.ring()
             return
         # No exit message: the remote process died of a signal, or the master
         # lost its connection. Only the master can tell which.
-        if self.context.mux_master.alive() is None:
+        if not session.master_alive():
             raise MasterLost(
                 f"{self.context.original_host}: the SSH master went away while "
                 f"running {self.result_kwargs['command']!r}"
@@ -347,7 +433,12 @@ class MuxRemote(Remote):  # type: ignore[misc]
 
     @property
     def process_is_finished(self) -> bool:
-        return self._client is None or self._exit_status is not None or self._abort.rung.is_set()
+        abort = self._abort
+        return (
+            self._session is None
+            or self._exit_status is not None
+            or bool(abort and abort.rung.is_set())
+        )
 
     def returncode(self) -> int:
         # paramiko reports -1 when a session ends with no exit status (a remote
@@ -360,7 +451,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         else:
             # Without a pty there is no way to signal the remote process: stop
             # reading and let stop() close the session.
-            self._abort.ring()
+            self._bells[0].ring()
             raise interrupt
 
     @property
@@ -371,10 +462,10 @@ class MuxRemote(Remote):  # type: ignore[misc]
 
     def kill(self) -> None:
         self._killed = True
-        self._abort.ring()
-        client = self._client
-        if client is not None:
-            client.shutdown()
+        self._bells[0].ring()
+        session = self._session
+        if session is not None:
+            session.wake()
 
     def stop(self) -> None:
         if self._stopped:  # a Promise may be joined twice
@@ -385,16 +476,33 @@ class MuxRemote(Remote):  # type: ignore[misc]
         if self._old_winch is not None:
             signal.signal(signal.SIGWINCH, self._old_winch)
             self._old_winch = None
-        client, self._client = self._client, None
-        if client is not None:
-            self.context.session_closed(client)
+        self._release()
+
+    def _release(self) -> None:
+        """Close the session and every descriptor of ours; safe to call again."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
         # With a pty, stdin and stdout are one descriptor: close each once.
-        fds = {self._stdin_fd, self._stdout_fd, self._stderr_fd} - {None}
+        fds = (self._stdin_fd, self._stdout_fd, self._stderr_fd)
         self._stdin_fd = self._stdout_fd = self._stderr_fd = None
-        for fd in fds:
-            try:
-                os.close(fd)  # type: ignore[arg-type]
-            except OSError:
-                pass
-        self._abort.close()
-        self._finished.close()
+        _close_all(fds)
+        for bell in (self._abort, self._finished):
+            if bell is not None:
+                bell.close()
+
+
+def _submit(watcher: Any, view: _WatchedStream, buffer_: list[str]) -> list[str]:
+    """What ``watcher`` answers to the stream, shown it through ``view``."""
+    if not isinstance(watcher, Responder):
+        return list(watcher.submit("".join(buffer_)))
+    # A Responder keeps where it last matched (FailingResponder also where
+    # it last saw its sentinel) as offsets into the stream it is shown.
+    names = [name for name in ("index", "failure_index") if hasattr(watcher, name)]
+    for name in names:
+        setattr(watcher, name, max(0, getattr(watcher, name) - view.start))
+    try:
+        return list(watcher.submit(view.text))
+    finally:
+        for name in names:
+            setattr(watcher, name, getattr(watcher, name) + view.start)

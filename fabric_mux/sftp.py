@@ -23,8 +23,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from paramiko import SFTPAttributes, SFTPClient
 
+from .exceptions import descriptor_errors
+from .upstream import adjust_cwd
+
 if TYPE_CHECKING:
     from .connection import MuxConnection
+    from .session import Session
 
 __all__ = ["MuxSFTPClient", "ProgressBar", "SessionSocket", "open_sftp", "progress_callback"]
 
@@ -48,10 +52,10 @@ _REMOTE_ERRORS = (
 class SessionSocket:
     """Our end of the socketpair, shaped as the channel paramiko's SFTP expects."""
 
-    def __init__(self, sock: socket.socket, name: str, on_close: Callable[[], object]) -> None:
+    def __init__(self, sock: socket.socket, name: str, session: Session) -> None:
         self._sock = sock
         self._name = name
-        self._on_close = on_close
+        self._session = session
 
     def send(self, data: bytes) -> int:
         return self._sock.send(data)
@@ -77,7 +81,7 @@ class SessionSocket:
 
     def close(self) -> None:
         self._sock.close()
-        self._on_close()
+        self._session.close()
 
 
 class MuxSFTPClient(SFTPClient):  # type: ignore[misc]
@@ -132,13 +136,17 @@ class MuxSFTPClient(SFTPClient):  # type: ignore[misc]
             raise OSError(f"size mismatch in get! {got} != {size}")
 
     def _remote_path(self, path: str | bytes) -> str:
-        adjusted = self._adjust_cwd(path)  # the path SFTP itself would use after chdir()
-        return adjusted.decode("utf-8") if isinstance(adjusted, bytes) else str(adjusted)
+        return adjust_cwd(self, path)  # the path SFTP itself would use after chdir()
 
     def _cat(self, command: str, stdin: int | None, stdout: int | None, path: str) -> None:
         """Run ``command`` with the given descriptors; an exit other than 0 raises OSError."""
-        null = os.open(os.devnull, os.O_RDWR)
-        errors_r, errors_w = os.pipe()
+        with descriptor_errors("a transfer's session"):
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                errors_r, errors_w = os.pipe()
+            except BaseException:
+                os.close(null)
+                raise
         try:
             fds = (null if stdin is None else stdin, null if stdout is None else stdout, errors_w)
             try:
@@ -146,13 +154,11 @@ class MuxSFTPClient(SFTPClient):  # type: ignore[misc]
             finally:
                 os.close(errors_w)
                 os.close(null)
-            try:
+            with session:
                 # stderr ends when the session does; the exit message follows.
                 with os.fdopen(errors_r, "rb", closefd=False) as errors:
                     stderr = errors.read().decode("utf-8", "replace").strip()
                 status = session.wait_exit()
-            finally:
-                self.connection.session_closed(session)
         finally:
             os.close(errors_r)
         if status != 0:
@@ -229,9 +235,11 @@ def progress_callback(progress: object, name: str) -> Progress | None:
 
 def open_sftp(connection: MuxConnection) -> MuxSFTPClient:
     """An SFTP client on a new ``sftp`` subsystem session of ``connection``'s master."""
-    ours, theirs = socket.socketpair()
+    with descriptor_errors("an SFTP session"):
+        ours, theirs = socket.socketpair()
     try:
-        null = os.open(os.devnull, os.O_WRONLY)
+        with descriptor_errors("an SFTP session"):
+            null = os.open(os.devnull, os.O_WRONLY)
         try:
             session = connection.open_session(
                 "sftp", (theirs.fileno(), theirs.fileno(), null), subsystem=True
@@ -243,9 +251,7 @@ def open_sftp(connection: MuxConnection) -> MuxSFTPClient:
         raise
     finally:
         theirs.close()
-    channel = SessionSocket(
-        ours, f"sftp@{connection.original_host}", lambda: connection.session_closed(session)
-    )
+    channel = SessionSocket(ours, f"sftp@{connection.original_host}", session)
     try:
         client = MuxSFTPClient(channel)
     except BaseException:

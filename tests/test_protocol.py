@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric_mux.exceptions import MuxProtocolError
+from fabric_mux.exceptions import MasterUnavailable, MuxProtocolError, RequestDenied
 from fabric_mux.protocol import (
     C_NEW_SESSION,
     MSG_HELLO,
@@ -24,9 +24,7 @@ from fabric_mux.protocol import (
     S_FAILURE,
     S_SESSION_OPENED,
     S_TTY_ALLOC_FAIL,
-    MasterUnavailable,
     MuxClient,
-    RequestDenied,
 )
 
 Script = Callable[[socket.socket], None]

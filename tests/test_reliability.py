@@ -33,8 +33,9 @@ from fabric_mux.exceptions import (
     MasterLost,
     SshNotFound,
 )
-from fabric_mux.master import Master, SessionSlots, is_transient
+from fabric_mux.master import Master, is_transient
 from fabric_mux.pytest_plugin import SshdFactory
+from fabric_mux.slots import SessionSlots
 from fabric_mux.testing import SshServer
 
 
