@@ -28,7 +28,7 @@ from fabric import Connection, Group, ThreadingGroup
 
 import fabric_mux
 from fabric_mux import MuxConnection
-from fabric_mux import master as mux_master
+from fabric_mux import resolve as mux_resolve
 from fabric_mux.testing import SshServer
 
 from .common import (
@@ -583,7 +583,7 @@ def _many_hosts(server: SshServer, folder: Path, aliases: Sequence[str]) -> Path
 
 def _forget_resolved_configs() -> None:
     # A new process runs `ssh -G` once per route: a cold row should pay for it too.
-    mux_master._resolve.cache_clear()
+    mux_resolve.forget()
 
 
 def _in_threads(cls: type[Connection], config: fabric.Config, host: str) -> None:

@@ -128,6 +128,11 @@ NOT_IDENTITY = frozenset(
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+#: Tokens that ssh expands, after ``ssh -G``, to the alias as written: ``%n``,
+#: and ``%k`` (HostKeyAlias, else the alias).
+_ALIAS_TOKENS = re.compile(r"%[nk]")
+
+
 def master_identity(resolved_config: str, alias: str, environ: Mapping[str, str]) -> str:
     """What two connections must agree on to share a master: OpenSSH's whole view.
 
@@ -140,19 +145,29 @@ def master_identity(resolved_config: str, alias: str, environ: Mapping[str, str]
     aliases of one server with the same settings share one login: once the
     configuration is resolved, OpenSSH verifies and authenticates by HostName
     (or HostKeyAlias), User and the rest, never by the alias. The exception is
-    a value holding ``%n``, which ssh expands to the alias only later: then the
-    alias does change what ssh does, and it counts. ``${NAME}`` references are
-    expanded by ssh from its environment, so their values count too.
+    a value holding ``%n`` or ``%k``, which ssh expands to the alias only
+    later (an IdentityFile, a KnownHostsCommand): then the alias does change
+    what ssh does, and it counts. ``${NAME}`` references are expanded by ssh
+    from its environment, so their values count too; so does the agent's
+    socket when the agent is forwarded (sessions get the master's agent).
     """
     lines = [
         line
         for line in resolved_config.splitlines()
         if line and line.partition(" ")[0].lower() not in NOT_IDENTITY | {"host"}
     ]
-    text = "\n".join(lines)
-    if "%n" in text.replace("%%", ""):
+    text = "\n".join(lines).replace("%%", "")
+    if _ALIAS_TOKENS.search(text):
         lines.append(f"host {alias}")
-    for name in sorted(set(_ENV_REFERENCE.findall(text))):
+    names = set(_ENV_REFERENCE.findall(text))
+    settings = parse_resolved_config(resolved_config)
+    for keyword in ("identityagent", "forwardagent"):
+        value = settings.get(keyword, "")
+        if value.startswith("$"):
+            names.add(value[1:])
+    if settings.get("forwardagent", "no") != "no":
+        names.add("SSH_AUTH_SOCK")
+    for name in sorted(names):
         lines.append(f"${{{name}}}={environ.get(name, '')}")
     return "\n".join(lines)
 

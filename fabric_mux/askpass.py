@@ -73,6 +73,8 @@ SHELL_HELPER = "fabric-mux-shell"
 
 #: Seconds the server waits to learn the master's pid before judging a prompt.
 _PID_WAIT = 10.0
+#: Seconds an asker has to send its prompt.
+_READ_TIMEOUT = 5.0
 
 Terminal = Callable[[str, str], "str | None"]
 
@@ -144,13 +146,28 @@ class PromptAnswers:
         self._password_prompt = f"{who}'s password: "
         self._keyboard_prefix = f"({who}) "
         self._passphrase_prompts = {
-            f"Enter passphrase for key '{path[:100]}': " for path in identity_files
+            f"Enter passphrase for key '{_first_bytes(path, 100)}': " for path in identity_files
         }
         self._secrets = {"password": password, "passphrase": passphrase}
+        self._settings = (user, host, tuple(identity_files))
         #: Asks the user (None: no terminal).
         self.terminal = terminal
+        #: Prompts declined, for the error that follows.
+        self.declined: list[str] = []
         self._given: set[str] = set()
         self._lock = threading.Lock()
+
+    def renewed(self) -> PromptAnswers:
+        """The same answers, each to be given once more (for a new attempt to connect)."""
+        user, host, identity_files = self._settings
+        return PromptAnswers(
+            user=user,
+            host=host,
+            identity_files=identity_files,
+            password=self._secrets["password"],
+            passphrase=self._secrets["passphrase"],
+            terminal=self.terminal,
+        )
 
     @property
     def has_password(self) -> bool:
@@ -178,13 +195,33 @@ class PromptAnswers:
             with self._lock:
                 if kind in self._given:
                     log.info("declined a second %s prompt: the first answer was refused", kind)
+                    self.declined.append(prompt.strip())
                     return None
                 self._given.add(kind)
             return secret
         if self.terminal is None:
             log.info("declined a prompt with no terminal to ask on: %r", prompt.strip())
+            self.declined.append(prompt.strip())
             return None
         return self.terminal(prompt, hint)
+
+    def note(self) -> str:
+        """What the prompts tell about a failed login, for the error's last line."""
+        notes = []
+        if "passphrase" in self._given:
+            notes.append("the key passphrase from connect_kwargs was given and refused")
+        if "password" in self._given:
+            notes.append("the password from connect_kwargs was given once")
+        if self.declined:
+            asked = ", ".join(repr(prompt) for prompt in self.declined)
+            notes.append(f"declined with nobody to answer: {asked}")
+        return "; ".join(notes)
+
+
+def _first_bytes(text: str, count: int) -> str:
+    """``text`` cut as C's ``%.100s`` cuts it: after ``count`` bytes, not characters
+    (a split character comes through the helper as U+FFFD, here too)."""
+    return text.encode("utf-8")[:count].decode("utf-8", "replace")
 
 
 def _installed(program: str) -> str:
@@ -237,13 +274,18 @@ class AskpassServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving and remove the socket; later calls do nothing."""
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self._listener.close()
         self._parent_known.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -286,7 +328,12 @@ class AskpassServer:
             except OSError:
                 return  # closed: the master has started (or failed)
             with conn:
-                hint, _, prompt = _read_all(conn).decode("utf-8", "replace").partition("\0")
+                conn.settimeout(_READ_TIMEOUT)  # an asker that says nothing is dropped
+                try:
+                    said = _read_all(conn)
+                except OSError:
+                    continue
+                hint, _, prompt = said.decode("utf-8", "replace").partition("\0")
                 answer = None
                 if self._may_ask(conn):
                     try:
@@ -331,15 +378,20 @@ class Asking:
         for server in self._servers:
             server.expect_parent(pid)
 
+    def stop(self) -> None:
+        """Serve no more prompts (before the master's pid is reaped and may be reused)."""
+        for server in self._servers:
+            server.close()
+
 
 @contextlib.contextmanager
-def asking(directory: Path, answers: PromptAnswers, *, wrap_shell: bool) -> Iterator[Asking]:
+def asking(directory: Path, answers: PromptAnswers) -> Iterator[Asking]:
     """Serve a master's prompts while it starts.
 
-    ``wrap_shell``: the master will run commands through ``$SHELL`` (a
-    ProxyCommand, a LocalCommand): they get ``fabric-mux-shell``, so they
-    never see the secrets' socket; with a terminal, their own prompts go to a
-    second server that only relays them there.
+    Whatever the master runs through ``$SHELL`` (a ProxyCommand, a
+    LocalCommand, a ``Match exec``) gets ``fabric-mux-shell``, so it never sees
+    the secrets' socket; with a terminal, its own prompts go to a second
+    server that only relays them there.
     """
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(AskpassServer(directory, answers))
@@ -349,13 +401,12 @@ def asking(directory: Path, answers: PromptAnswers, *, wrap_shell: bool) -> Iter
             ENV_SOCKET: server.path,
         }
         servers = [server]
-        if wrap_shell:
-            environment[ENV_SHELL] = os.environ.get("SHELL", "")
-            environment["SHELL"] = _installed(SHELL_HELPER)
-            if answers.terminal is not None:
-                relay = AskpassServer(directory, answers.terminal, children=True)
-                servers.append(stack.enter_context(relay))
-                environment[ENV_CHILDREN] = relay.path
+        environment[ENV_SHELL] = os.environ.get("SHELL", "")
+        environment["SHELL"] = _installed(SHELL_HELPER)
+        if answers.terminal is not None:
+            relay = AskpassServer(directory, answers.terminal, children=True)
+            servers.append(stack.enter_context(relay))
+            environment[ENV_CHILDREN] = relay.path
         yield Asking(environment, servers)
 
 
@@ -370,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         try:
             conn.connect(path)
+            if peer_credentials(conn).uid != os.geteuid():
+                print(f"{HELPER}: {path} is not served by us", file=sys.stderr)
+                return 1
             conn.sendall(f"{hint}\0{args[0] if args else ''}".encode())
             conn.shutdown(socket.SHUT_WR)
             reply = _read_all(conn)

@@ -23,7 +23,7 @@ from pathlib import Path
 from fabric import Config
 
 from .config import MuxConfig, mux_settings
-from .controldir import default_control_dir, prepare_control_dir
+from .controldir import default_control_dirs, prepare_control_dir
 from .exceptions import MasterNotOurs, MuxError
 from .master import Master, alive_pid, stop_socket
 
@@ -177,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="folder of the control sockets (default: mux.control_dir from fabric.yaml, "
-        f"else {default_control_dir()})",
+        f"else {default_control_dirs()[0]})",
     )
     parser.add_argument(
         "-F", "--ssh-config", default=None, help="ssh_config file, as given to fab -S"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -73,7 +74,7 @@ def mux_settings(config: Any) -> MuxSettings:
     interval = values["server_alive_interval"]
     return MuxSettings(
         enabled=bool(values["enabled"]),
-        control_dir=str(values["control_dir"]) if values["control_dir"] else None,
+        control_dir=_path_text(values["control_dir"]),
         persist=persist_value(values["persist"]),
         ssh_path=str(values["ssh_path"]),
         ssh_options=ssh_options(values["ssh_options"]),
@@ -83,6 +84,16 @@ def mux_settings(config: Any) -> MuxSettings:
         reply_timeout=float(values["reply_timeout"]) if values["reply_timeout"] else None,
         connect_retries=max(0, int(values["connect_retries"] or 0)),
     )
+
+
+def _path_text(value: object) -> str | None:
+    """A path from the config as text; bytes as the OS would decode them (a name
+    that is not UTF-8 keeps its bytes, and is refused where it is used)."""
+    if not value:
+        return None
+    if isinstance(value, bytes):
+        return os.fsdecode(value)
+    return str(value)
 
 
 class MuxConfig(Config):  # type: ignore[misc]

@@ -21,8 +21,9 @@ from .config import MuxSettings, mux_settings
 from .controldir import prepare_control_dir
 from .exceptions import BadForward, MasterStartFailed, MuxError
 from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
-from .master import ForwardSpec, Master, find_ssh, resolve_config
+from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
+from .resolve import find_ssh, resolve_config
 from .runners import MuxRemote
 from .session import Session, open_session
 from .upstream import runtime_ssh_path

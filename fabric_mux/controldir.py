@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import stat
 from pathlib import Path
 
-from .exceptions import ControlDirUnsafe
+from .exceptions import ControlDirUnsafe, ControlDirUnusable
 from .peers import user_name
 
-__all__ = ["check_ancestors", "default_control_dir", "prepare_control_dir"]
+__all__ = ["check_ancestors", "default_control_dirs", "prepare_control_dir"]
+
+log = logging.getLogger("fabric_mux")
+
+#: Links followed in one path before giving up, as the kernel does (ELOOP).
+_MAX_LINKS = 40
 
 
-def default_control_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/fabric-mux`` when set, else ``~/.ssh/fabric-mux``."""
+def default_control_dirs() -> list[Path]:
+    """``$XDG_RUNTIME_DIR/fabric-mux`` when the variable is set, then ``~/.ssh/fabric-mux``."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "fabric-mux"
-    return Path.home() / ".ssh" / "fabric-mux"
+    fallback = Path.home() / ".ssh" / "fabric-mux"
+    return [Path(runtime) / "fabric-mux", fallback] if runtime else [fallback]
 
 
 def _unsafe_folder(path: Path, info: os.stat_result) -> str | None:
@@ -27,8 +33,7 @@ def _unsafe_folder(path: Path, info: os.stat_result) -> str | None:
     writable by nobody else, except a sticky folder (``/tmp``), where others
     cannot rename what is ours.
     """
-    uid = os.geteuid()
-    if info.st_uid not in (0, uid):
+    if info.st_uid not in (0, os.geteuid()):
         return f"{path} belongs to {user_name(info.st_uid)}"
     if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
         mode = stat.S_IMODE(info.st_mode)
@@ -36,52 +41,127 @@ def _unsafe_folder(path: Path, info: os.stat_result) -> str | None:
     return None
 
 
-def check_ancestors(folder: Path) -> None:
+def _unsafe(folder: Path, why: str) -> ControlDirUnsafe:
+    return ControlDirUnsafe(
+        f"control_dir {folder} is unsafe: {why}, so they could replace our control "
+        "sockets; use a folder whose parents only you (or root) can write"
+    )
+
+
+def check_ancestors(folder: Path) -> Path:
     """Refuse a control folder that another user could swap or reach into.
 
-    Every existing folder above it, as written and with links resolved, must
-    pass :func:`_unsafe_folder`.
+    Walks the path as the kernel does, one name at a time: every folder above
+    the control folder must pass :func:`_unsafe_folder`, and every link on the
+    way must belong to root or us (a link in a sticky folder can be replaced
+    by whoever owns it). Returns the folder with its links resolved, which is
+    what to use from then on; the names that do not exist yet are kept as
+    given, to be made by us.
 
-    :raises ControlDirUnsafe: naming the first folder that does not.
+    :raises ControlDirUnsafe: naming the first folder or link that fails.
     """
-    paths = {*folder.parents, *Path(os.path.realpath(folder)).parents}
-    for path in sorted(paths, key=lambda p: len(p.parts)):
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
+    pending = list(folder.parts[1:])
+    current = Path("/")
+    links = 0
+    info = os.lstat(current)
+    if _unsafe_folder(current, info):
+        raise _unsafe(folder, str(_unsafe_folder(current, info)))
+    while pending:
+        name = pending.pop(0)
+        if name in ("", "."):
             continue
+        if name == "..":
+            current = current.parent
+            continue
+        path = current / name
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return current.joinpath(name, *pending)
         except OSError as exc:
-            raise ControlDirUnsafe(
+            raise ControlDirUnusable(
                 f"control_dir {folder}: cannot check {path}: {exc.strerror}"
             ) from None
-        why = _unsafe_folder(path, info)
-        if why:
-            raise ControlDirUnsafe(
-                f"control_dir {folder} is unsafe: {why}, so they could replace our "
-                "control sockets; use a folder whose parents only you (or root) can write"
-            )
+        if stat.S_ISLNK(info.st_mode):
+            if info.st_uid not in (0, os.geteuid()):
+                raise _unsafe(folder, f"{path} is a link that {user_name(info.st_uid)} owns")
+            links += 1
+            if links > _MAX_LINKS:
+                raise ControlDirUnusable(f"control_dir {folder}: too many links")
+            target = Path(os.readlink(path))
+            if target.is_absolute():
+                current = Path("/")
+                pending = [*target.parts[1:], *pending]
+            else:
+                pending = [*target.parts, *pending]
+            continue
+        if pending:  # a folder above the control folder
+            why = _unsafe_folder(path, info)
+            if why:
+                raise _unsafe(folder, why)
+        current = path
+    return current
 
 
-def prepare_control_dir(path: str | os.PathLike[str] | None) -> Path:
-    """Create the control folder (0700) or check that an existing one is private.
+def _usable_name(folder: Path) -> None:
+    """Refuse, before anything is made, a path that ssh's ControlPath cannot carry."""
+    text = str(folder)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ControlDirUnusable(
+            f"control_dir {text!r} is not valid UTF-8: ssh's ControlPath option cannot "
+            "carry it; use a folder with a UTF-8 name"
+        ) from None
+    if '"' in text or "\n" in text:
+        raise ControlDirUnusable(
+            f"control_dir {text!r} holds a double quote or a newline, which ssh's "
+            "ControlPath option cannot carry; use another folder"
+        )
+
+
+def prepare_control_dir(path: str | os.PathLike[str] | bytes | None) -> Path:
+    """The control folder, made private (0700) if missing, checked if present.
 
     Its parents are checked first (:func:`check_ancestors`); missing ones are
-    made 0700.
+    made 0700, and checked again once made. With no ``path``, the defaults
+    are tried in order: an unusable ``$XDG_RUNTIME_DIR`` (one that ``su`` kept
+    from another user, say) is skipped with a log line.
 
-    :raises ControlDirUnsafe: when the folder is not ours alone; nothing is
-        created or written into it then.
+    :raises ControlDirUnsafe: when the folder is not ours alone.
+    :raises ControlDirUnusable: when it cannot be made or used.
+        In both cases nothing is created or written into it.
     """
-    folder = Path(os.path.expanduser(os.fspath(path))) if path else default_control_dir()
-    folder = folder.absolute()
-    check_ancestors(folder)
-    for missing in [*reversed(folder.parents), folder]:
+    if path is not None:
+        given = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+        return _prepare(Path(os.path.expanduser(given)).absolute())
+    candidates = default_control_dirs()
+    for candidate in candidates[:-1]:
         try:
-            missing.mkdir(mode=0o700)
+            return _prepare(candidate)
+        except (ControlDirUnsafe, ControlDirUnusable) as exc:
+            log.info("XDG_RUNTIME_DIR is not usable (%s): using %s", exc, candidates[-1])
+    return _prepare(candidates[-1])
+
+
+def _prepare(folder: Path) -> Path:
+    _usable_name(folder)
+    real = check_ancestors(folder)
+    missing = [real, *real.parents]
+    for part in reversed(missing):
+        if os.path.lexists(part):
+            continue
+        try:
+            part.mkdir(mode=0o700)
         except FileExistsError:
-            pass
-    info = os.lstat(folder)
+            pass  # made meanwhile: the check below decides
+        except OSError as exc:
+            raise _cannot_make(folder, part, exc) from None
+    if check_ancestors(real) != real:
+        raise _unsafe(folder, f"{real} changed while it was being made")
+    info = os.lstat(real)
     if not stat.S_ISDIR(info.st_mode):
-        raise ControlDirUnsafe(f"control_dir {folder} is not a folder (or is a symlink)")
+        raise ControlDirUnsafe(f"control_dir {folder} is not a folder")
     if info.st_uid != os.geteuid():
         raise ControlDirUnsafe(
             f"control_dir {folder} is owned by {user_name(info.st_uid)}, not by us"
@@ -92,4 +172,18 @@ def prepare_control_dir(path: str | os.PathLike[str] | None) -> Path:
             f"control_dir {folder} has mode {mode:04o}: others could reach our sessions; "
             "use a folder with mode 0700"
         )
-    return folder
+    if not os.access(real, os.W_OK | os.X_OK):
+        raise ControlDirUnusable(
+            f"control_dir {folder} is not writable: sockets cannot be made there"
+        )
+    return real
+
+
+def _cannot_make(folder: Path, part: Path, exc: OSError) -> ControlDirUnusable:
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EROFS:
+        why = "the file system is read-only"
+    return ControlDirUnusable(
+        f"control_dir {folder} cannot be made: {part}: {why}; set mux.control_dir to a "
+        "folder you can write"
+    )

@@ -31,6 +31,7 @@ __all__ = [
     "AuthenticationFailed",
     "BadForward",
     "BadSshOption",
+    "ConfigChanged",
     "ConnectFailed",
     "ConnectTimedOut",
     "ControlDirUnsafe",
@@ -107,6 +108,11 @@ class ControlDirUnusable(MuxError):
     """
 
 
+class ConfigChanged(MuxError):
+    """The ssh_config changed between reading it and starting the master: the
+    master would not have been what its socket is named after. Nothing started."""
+
+
 class MasterNotOurs(MuxError):
     """The control socket belongs to another user (its file or the process behind it);
     nothing was sent to it, and it was not removed."""
@@ -145,6 +151,8 @@ class MasterNotResponding(MuxError, socket.timeout):
     """
 
     os_errno = errno.ETIMEDOUT
+    #: The master's pid, when the kernel told it.
+    pid: int | None = None
 
 
 class SessionRefused(MuxError, ChannelException):  # type: ignore[misc]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import logging
 import os
 import pwd
-import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,7 +21,6 @@ from typing import IO, TYPE_CHECKING, ClassVar, NamedTuple
 from .argv import (
     MAX_CONTROL_PATH,
     SshTarget,
-    config_query_argv,
     control_socket_name,
     expand_path,
     fallback_options,
@@ -33,48 +31,28 @@ from .argv import (
 )
 from .exceptions import (
     BadForward,
+    ConfigChanged,
     ConnectFailed,
     ControlDirUnusable,
     ForwardFailed,
+    MasterNotResponding,
     MasterStartFailed,
     MasterUnavailable,
     RequestDenied,
     SshNotFound,
     classify_ssh_failure,
+    descriptor_errors,
 )
 from .protocol import FWD_LOCAL, MuxClient
+from .resolve import resolve_config
 from .slots import SessionSlots
 
 if TYPE_CHECKING:
     from .askpass import Asking, PromptAnswers
 
-__all__ = ["ForwardSpec", "Master", "alive_pid", "find_ssh", "resolve_config", "stop_socket"]
+__all__ = ["ForwardSpec", "Master", "alive_pid", "stop_socket"]
 
 log = logging.getLogger("fabric_mux")
-
-
-def find_ssh(program: str) -> str:
-    """The absolute path of the ``ssh`` program, or :class:`SshNotFound`."""
-    found = shutil.which(program)
-    if found is None:
-        raise SshNotFound(f"no ssh program {program!r} on PATH: install OpenSSH's client")
-    return found
-
-
-@functools.lru_cache(maxsize=256)
-def _resolve(argv: tuple[str, ...]) -> str:
-    log.debug("resolving route: %s", list(argv))
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise classify_ssh_failure(
-            argv[-1], argv, proc.returncode, proc.stderr.decode("utf-8", "replace")
-        )
-    return proc.stdout.decode("utf-8", "replace")
-
-
-def resolve_config(ssh: str, target: SshTarget) -> str:
-    """OpenSSH's resolved configuration for ``target`` (``ssh -G``), cached per process."""
-    return _resolve(tuple(config_query_argv(ssh, target)))
 
 
 class _ThreadLocks:
@@ -118,7 +96,9 @@ def route_lock(lock_path: str) -> Iterator[None]:
     """
     with _thread_locks.get(lock_path):
         while True:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            with descriptor_errors("the route's lock"):
+                fd = os.open(lock_path, flags, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
@@ -215,6 +195,8 @@ class Master:
         self.connect_retries = connect_retries
         #: ``ssh -G``'s output for the route: what OpenSSH will do.
         self.resolved = resolved
+        #: What the socket is named after (:func:`~fabric_mux.argv.master_identity`).
+        self.identity = master_identity(resolved, target.destination, os.environ)
         #: Sessions this process may have open on the master at once.
         self.sessions = SessionSlots(max_sessions)
         #: The master's pid, once known.
@@ -299,11 +281,23 @@ class Master:
             with route_lock(self.control_path + ".lock"):
                 pid = self.alive()
                 if pid is None:
+                    self._check_view()
                     pid = self._start_with_retries(persist, answer)
         else:
             log.debug("reusing master pid %d for %s at %s", pid, self.host, self.control_path)
         self.pid = pid
         return pid
+
+    def _check_view(self) -> None:
+        """Ask ssh again, just before starting: the master reads ssh_config now, and
+        must be what its socket is named after (a file may have changed since)."""
+        fresh = resolve_config(self.ssh, self.target, fresh=True)
+        if master_identity(fresh, self.host, os.environ) != self.identity:
+            raise ConfigChanged(
+                f"{self.host}: its ssh_config changed while connecting (ssh -G now says "
+                "otherwise); nothing was started: run again"
+            )
+        self.resolved = fresh
 
     def _start_with_retries(self, persist: str, answer: PromptAnswers | None = None) -> int:
         """Start the master, retrying transient network failures with backoff.
@@ -316,7 +310,7 @@ class Master:
         delay = RETRY_FIRST_DELAY
         for attempt in range(self.connect_retries + 1):
             try:
-                return self._start(persist, answer)
+                return self._start(persist, answer.renewed() if answer and attempt else answer)
             except ConnectFailed as exc:
                 if attempt == self.connect_retries or not is_transient(exc.stderr):
                     raise
@@ -346,13 +340,14 @@ class Master:
                 from .askpass import asking
 
                 folder = Path(os.path.dirname(self.control_path))
-                asker = stack.enter_context(asking(folder, answer, wrap_shell=self._runs_shell()))
+                asker = stack.enter_context(asking(folder, answer))
                 env = {**os.environ, **asker.environment}
             returncode = self._run_master(argv, errors, env, asker)
             errors.seek(0)
             stderr = errors.read().decode("utf-8", "replace")
         if returncode != 0:
-            raise classify_ssh_failure(self.host, argv, returncode, stderr)
+            note = answer.note() if answer is not None else ""
+            raise classify_ssh_failure(self.host, argv, returncode, stderr, note)
         pid = self.alive()
         if pid is None:
             raise MasterStartFailed(
@@ -360,13 +355,6 @@ class Master:
             )
         log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
         return pid
-
-    def _runs_shell(self) -> bool:
-        """Whether the master will run a command of the user's through ``$SHELL``."""
-        resolved = parse_resolved_config(self.resolved)
-        proxied = resolved.get("proxycommand", "none") != "none"
-        local = resolved.get("permitlocalcommand") == "yes"
-        return proxied or local or any(o.startswith("ProxyCommand=") for o in self.target.options)
 
     def _run_master(
         self, argv: list[str], errors: IO[bytes], env: dict[str, str] | None, asker: Asking | None
@@ -392,6 +380,10 @@ class Master:
         try:
             if asker is not None:
                 asker.started(proc.pid)
+                # Its end, without reaping it: until we stop serving prompts,
+                # its pid must not be free for another process to take.
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+                asker.stop()
             return proc.wait()
         except BaseException:
             # Interrupted before the login ended: a half-made master is nobody's.
@@ -565,6 +557,14 @@ def stop_socket(path: str) -> bool:
         client = MuxClient(path, timeout=5)
     except MasterUnavailable:
         stopped = False
+    except MasterNotResponding as exc:
+        # Stopped or hung: it cannot hear a request to exit. It is ours (the
+        # kernel said so), and stopping it is what was asked.
+        if exc.pid is None:
+            raise
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(exc.pid, signal.SIGKILL)
+        stopped = True
     else:
         try:
             client.terminate()

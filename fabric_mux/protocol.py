@@ -171,10 +171,12 @@ class MuxClient:
     def _not_responding(self) -> MasterNotResponding:
         who = f"{self.label}: " if self.label else ""
         pid = f" (pid {self.peer_pid})" if self.peer_pid else ""
-        return MasterNotResponding(
+        error = MasterNotResponding(
             f"{who}the master{pid} on {self.path} did not answer {self._waiting_for} "
             f"within {self.timeout:g} s"
         )
+        error.pid = self.peer_pid
+        return error
 
     def _recv_exact(self, size: int) -> bytes | None:
         chunks = []

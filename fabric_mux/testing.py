@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -365,22 +366,45 @@ class Account(NamedTuple):
 def lent_account(name: str, *, password: bool = True, sudoer: bool = False) -> Iterator[Account]:
     """An account for a test run to log in to, with nothing left open afterwards; root only.
 
-    Made if missing (see :func:`ensure_account`). For the loan it gets a fresh
-    random password (never one written anywhere) and, with ``sudoer``, a sudo
-    rule; when the block ends, however it ends, the rule is removed and the
-    password replaced by ``*``, which no password matches.
+    Made if missing (see :func:`ensure_account`); it is the tests' own, so
+    whatever password it had is replaced. For the loan it gets a fresh random
+    password (never one written anywhere) and, with ``sudoer``, a sudo rule;
+    when the block ends, however it ends, the rule is removed and the
+    password replaced by ``*``, which no password matches. While it lasts,
+    SIGTERM and SIGHUP (a CI timeout, a closed terminal) end the process
+    through the block's cleanup rather than around it.
     """
     secret = secrets.token_urlsafe(24) if password else None
+    with _cleanup_on_signals():
+        try:
+            ensure_account(name, secret, sudoer=sudoer)
+            yield Account(name, secret)
+        finally:
+            revoke_account(name)
+
+
+@contextmanager
+def _cleanup_on_signals() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        ensure_account(name, secret, sudoer=sudoer)
-        yield Account(name, secret)
+        yield
     finally:
-        revoke_account(name)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def revoke_account(name: str) -> None:
-    """Take back what a loan gave: the sudo rule, and any password (``*`` instead)."""
-    _sudoers_file(name).unlink(missing_ok=True)
+    """Take back what a loan gave: our sudo rule, and any password (``*`` instead)."""
+    sudoers = _sudoers_file(name)
+    if sudoers.is_file() and sudoers.read_text() == _sudo_rule(name):
+        sudoers.unlink()  # ours; a rule someone else wrote under that name stays
     try:
         pwd.getpwnam(name)
     except KeyError:
@@ -412,6 +436,10 @@ def _password_locked(name: str) -> bool:
     return False
 
 
+def _sudo_rule(name: str) -> str:
+    return f"{name} ALL=(ALL:ALL) ALL\n"
+
+
 def _sudoers_file(name: str) -> Path:
     # sudo skips files whose names hold a dot.
     return _SUDOERS_DIR / name.replace(".", "_")
@@ -422,7 +450,7 @@ def _write_sudoers(name: str) -> None:
         # No sudo here: what needs it fails with "sudo: command not found".
         return
     sudoers = _sudoers_file(name)
-    text = f"{name} ALL=(ALL:ALL) ALL\n"
+    text = _sudo_rule(name)
     if sudoers.is_file() and sudoers.read_text() == text:
         if sudoers.stat().st_mode & 0o777 == 0o440:
             return

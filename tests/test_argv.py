@@ -139,6 +139,19 @@ def test_aliases_share_a_master_unless_a_value_names_the_alias(real_view: str) -
     assert name(with_alias, "web1") != name(with_alias, "www")
     escaped = real_view.replace("proxycommand nc %h %p", "proxycommand echo %%n")
     assert name(escaped, "web1") == name(escaped, "www")
+    # %k is HostKeyAlias, else the alias: an identity file per alias.
+    per_alias_key = real_view + "identityfile ~/.ssh/id_%k\n"
+    assert name(per_alias_key, "web1") != name(per_alias_key, "www")
+
+
+def test_a_forwarded_agent_counts_with_its_socket() -> None:
+    forwarded = "user u\nhostname h\nforwardagent yes\n"
+    one, other = {"SSH_AUTH_SOCK": "/tmp/a"}, {"SSH_AUTH_SOCK": "/tmp/b"}
+    assert name(forwarded, environ=one) != name(forwarded, environ=other)
+    kept = "user u\nhostname h\nforwardagent no\n"
+    assert name(kept, environ=one) == name(kept, environ=other)
+    named = "user u\nhostname h\nidentityagent $MY_AGENT\n"
+    assert name(named, environ={"MY_AGENT": "/a"}) != name(named, environ={"MY_AGENT": "/b"})
 
 
 def test_identities_count_in_their_order() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import fabric
 import pytest
 
 from fabric_mux import MuxConnection
+from fabric_mux import askpass as askpass_module
 from fabric_mux.askpass import AskpassServer, PromptAnswers
 from fabric_mux.exceptions import AuthenticationFailed
 from fabric_mux.pytest_plugin import SshdFactory
@@ -154,3 +156,30 @@ def test_the_childrens_relay_serves_only_processes_below_the_master(tmp_path: Pa
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_new_attempt_may_give_each_secret_once_more() -> None:
+    first = answers()
+    assert first("deploy@web1.example.com's password: ") == "pw"
+    assert first("deploy@web1.example.com's password: ") is None
+    assert first.renewed()("deploy@web1.example.com's password: ") == "pw"
+
+
+def test_what_was_given_and_declined_is_told(tmp_path: Path) -> None:
+    given = answers()
+    given("Enter passphrase for key '/home/me/.ssh/id_ed25519': ")
+    given("(deploy@web1.example.com) Verification code: ")
+    note = given.note()
+    assert "key passphrase from connect_kwargs was given and refused" in note
+    assert "'(deploy@web1.example.com) Verification code:'" in note
+
+
+def test_an_asker_that_says_nothing_does_not_hold_up_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(askpass_module, "_READ_TIMEOUT", 0.2)
+    with AskpassServer(tmp_path, lambda prompt, hint: "secret") as server:
+        server.expect_parent(os.getpid())
+        with socket.socket(socket.AF_UNIX) as silent:
+            silent.connect(server.path)
+            assert ask_through_helper(server, "p: ") == "secret\n"

@@ -23,7 +23,13 @@ import pytest
 from fakes import FakeSshServer, fake_ssh_server
 
 from fabric_mux import MuxConnection
-from fabric_mux.exceptions import ControlDirUnsafe, HostKeyFailed, MasterNotOurs, MasterStartFailed
+from fabric_mux.exceptions import (
+    ConfigChanged,
+    ControlDirUnsafe,
+    HostKeyFailed,
+    MasterNotOurs,
+    MasterStartFailed,
+)
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer, remove_account
 
@@ -397,11 +403,7 @@ def test_a_run_of_the_suite_leaves_no_password_and_no_sudo_rule() -> None:
         )  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr
         assert "1 passed" in run.stdout
-        shadow = {
-            line.split(":")[0]: line.split(":")[1]
-            for line in Path("/etc/shadow").read_text().splitlines()
-        }
-        assert shadow[name] in ("*", "!", "!*")
+        assert shadow_hash(name) in ("*", "!", "!*")
         assert not any(Path("/etc/sudoers.d").glob(f"*{name}*"))
     finally:
         remove_account(name)
@@ -440,3 +442,120 @@ def test_a_stale_socket_of_another_user_is_neither_used_nor_replaced(
         MuxConnection(sshd.alias, config=config).run("true")
     assert os.path.exists(path)
     assert sshd.logins() == 0
+
+
+# -- what the review found ---------------------------------------------------------------
+
+
+def test_a_match_exec_run_by_the_master_never_sees_the_askpass_variables(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path, test_password: str
+) -> None:
+    sshd = sshd_factory(sshd_options=["PasswordAuthentication yes"])
+    seen = tmp_path / "match_environment"
+    # Included: only OpenSSH reads it (paramiko, reading ssh_config for Fabric,
+    # would run the command itself, through invoke).
+    (tmp_path / "match.conf").write_text(
+        f'Match exec "env > {seen}; true"\n'
+        "    PubkeyAuthentication no\n"
+        "    PreferredAuthentications password\n"
+    )
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        f"Include {tmp_path / 'match.conf'}\n"
+        + sshd.ssh_config.read_text().replace("BatchMode yes", "BatchMode no")
+    )
+    config = fabric.Config(
+        runtime_ssh_path=str(ssh_config), overrides={"mux": {"control_dir": str(control_dir)}}
+    )
+    c = MuxConnection(sshd.alias, config=config, connect_kwargs={"password": test_password})
+    assert c.run("echo in", hide=True).stdout == "in\n"
+    environment = seen.read_text()  # written last by the master's own run of it
+    assert "ASKPASS" not in environment and "FABRIC_MUX" not in environment
+
+
+def test_a_changed_ssh_config_is_read_again_and_never_shares_a_master(
+    sshd: SshServer, lax_and_strict: fabric.Config
+) -> None:
+    ssh_config = Path(lax_and_strict._runtime_ssh_path)
+    strict_text = ssh_config.read_text()
+    # The same file, but "strict" now gets lax's rules.
+    lax_text = strict_text.replace("Host lax\n", "Host lax strict\n").replace(
+        "Host strict\n", "Host nobody\n"
+    )
+    master = MuxConnection("strict", config=lax_and_strict).route_master()  # named strict
+    ssh_config.write_text(lax_text)
+    with pytest.raises(ConfigChanged, match="changed while connecting"):
+        master.ensure("600")  # it would read the lax file under the strict name
+    assert sshd.logins() == 0
+    lax_now = MuxConnection("strict", config=lax_and_strict)
+    assert lax_now.run("echo lax", hide=True).stdout == "lax\n"  # read again: lax
+    ssh_config.write_text(strict_text)
+    with pytest.raises(HostKeyFailed):
+        MuxConnection("strict", config=lax_and_strict).run("true")
+    assert sshd.logins() == 1
+
+
+def test_a_link_of_another_user_above_the_control_folder_is_refused(
+    sshd: SshServer, other_user: str, control_dir: Path
+) -> None:
+    link = Path(tempfile.mkdtemp(prefix="fml-", dir="/tmp")) / "link"
+    try:
+        link.symlink_to(control_dir)
+        os.lchown(link, pwd.getpwnam(other_user).pw_uid, -1)
+        config = sshd.fabric_config({"mux": {"control_dir": str(link / "mux")}})
+        with pytest.raises(
+            ControlDirUnsafe, match=rf"{link} is a link that fmuxother \(uid \d+\) owns"
+        ):
+            MuxConnection(sshd.alias, config=config).run("true")
+        assert list(control_dir.iterdir()) == []
+    finally:
+        shutil.rmtree(link.parent)
+
+
+def test_a_link_of_ours_is_followed_once_and_the_real_folder_used(
+    sshd: SshServer, control_dir: Path
+) -> None:
+    link = Path(tempfile.mkdtemp(prefix="fml-", dir="/tmp")) / "link"
+    try:
+        link.symlink_to(control_dir)
+        config = sshd.fabric_config({"mux": {"control_dir": str(link)}})
+        c = MuxConnection(sshd.alias, config=config)
+        c.run("true")
+        assert os.path.dirname(str(c.control_path)) == str(control_dir)
+    finally:
+        shutil.rmtree(link.parent)
+
+
+def test_a_terminated_run_takes_back_the_password_and_the_sudo_rule() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root lends accounts")
+    name = "fmuxterm"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from fabric_mux.testing import lent_account
+        with lent_account({name!r}, sudoer=True):
+            print("lent", flush=True)
+            time.sleep(60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"lent\n"
+        assert shadow_hash(name) not in ("*", "!")  # a password, for the loan
+        child.terminate()
+        assert child.wait(timeout=30) != 0
+        assert shadow_hash(name) == "*"
+        assert not (Path("/etc/sudoers.d") / name).exists()
+    finally:
+        child.kill()
+        child.wait()
+        remove_account(name)
+
+
+def shadow_hash(name: str) -> str:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            return fields[1]
+    raise KeyError(name)
