@@ -11,6 +11,7 @@ __all__ = [
     "SshTarget",
     "config_query_argv",
     "connect_kwargs_options",
+    "control_path_option",
     "control_socket_name",
     "expand_path",
     "fallback_options",
@@ -264,6 +265,12 @@ def fallback_options(
     return options
 
 
+def control_path_option(control_path: str) -> str:
+    """The ``ControlPath=`` option naming ``control_path`` (how a master's argv says it)."""
+    # ssh expands %-tokens in ControlPath: a literal % must be doubled.
+    return f"ControlPath={quote_option_value(control_path.replace('%', '%%'))}"
+
+
 def master_argv(
     ssh: str,
     target: SshTarget,
@@ -272,9 +279,16 @@ def master_argv(
     extra_options: Sequence[str] = (),
 ) -> list[str]:
     """The argv that starts a backgrounded master (``-f``, ``ControlPersist``) for ``target``."""
-    # ssh expands %-tokens in ControlPath: a literal % must be doubled.
-    path = quote_option_value(control_path.replace("%", "%%"))
-    argv = [ssh, "-M", "-N", "-f", "-o", "ControlMaster=yes", "-o", f"ControlPath={path}"]
+    argv = [
+        ssh,
+        "-M",
+        "-N",
+        "-f",
+        "-o",
+        "ControlMaster=yes",
+        "-o",
+        control_path_option(control_path),
+    ]
     argv += ["-o", f"ControlPersist={persist}"]
     # The master forwards a session's environment only for names matching its
     # SendEnv; sessions ask for nothing unless the caller set env (the server's

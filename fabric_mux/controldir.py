@@ -78,6 +78,10 @@ def check_ancestors(folder: Path) -> Path:
             info = os.lstat(path)
         except FileNotFoundError:
             return current.joinpath(name, *pending)
+        except NotADirectoryError:
+            raise ControlDirUnusable(
+                f"control_dir {folder} cannot be made: {current} is not a folder"
+            ) from None
         except OSError as exc:
             raise ControlDirUnusable(
                 f"control_dir {folder}: cannot check {path}: {exc.strerror}"

@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, ClassVar, NamedTuple
 from .argv import (
     MAX_CONTROL_PATH,
     SshTarget,
+    control_path_option,
     control_socket_name,
     expand_path,
     fallback_options,
@@ -43,6 +44,7 @@ from .exceptions import (
     classify_ssh_failure,
     descriptor_errors,
 )
+from .peers import processes_with_argument
 from .protocol import FWD_LOCAL, MuxClient
 from .resolve import resolve_config
 from .slots import SessionSlots
@@ -50,7 +52,7 @@ from .slots import SessionSlots
 if TYPE_CHECKING:
     from .askpass import Asking, PromptAnswers
 
-__all__ = ["ForwardSpec", "Master", "alive_pid", "stop_socket"]
+__all__ = ["ForwardSpec", "Master", "alive_pid", "master_pids", "stop_socket"]
 
 log = logging.getLogger("fabric_mux")
 
@@ -534,18 +536,39 @@ def alive_pid(path: str, timeout: float | None = 5.0, label: str = "") -> int | 
     :raises MasterNotOurs: when another user's process answers there: never
         mistaken for a stale socket, to be replaced quietly.
     :raises MasterNotResponding: when a master is there but does not answer
-        (stopped, or hung): replacing it would make a second master.
+        (stopped, or hung): replacing it would make a second master. It names
+        the master's pid, found among our processes.
     """
     try:
         client = MuxClient(path, timeout, label=label)
+        try:
+            return client.alive_check()
+        finally:
+            client.close()
     except MasterUnavailable:
-        return None
-    try:
-        return client.alive_check()
-    except MasterUnavailable:
-        return None  # it went away as we asked
-    finally:
-        client.close()
+        return None  # none there, or it went away as we asked
+    except MasterNotResponding as exc:
+        raise _naming_the_master(exc, path) from None
+
+
+def master_pids(path: str) -> list[int]:
+    """Our running masters of the socket ``path``, found by their argv.
+
+    Not the socket's peer credentials: a master started with ``-f`` listens
+    first and forks after, so the kernel names a process long gone.
+    """
+    return processes_with_argument(control_path_option(path), os.geteuid())
+
+
+def _naming_the_master(exc: MasterNotResponding, path: str) -> MasterNotResponding:
+    pids = master_pids(path)
+    if len(pids) != 1:
+        return exc
+    named = MasterNotResponding(
+        exc.message.replace("the master on", f"the master (pid {pids[0]}) on")
+    )
+    named.pid = pids[0]
+    return named
 
 
 def stop_socket(path: str) -> bool:
@@ -558,12 +581,14 @@ def stop_socket(path: str) -> bool:
     except MasterUnavailable:
         stopped = False
     except MasterNotResponding as exc:
-        # Stopped or hung: it cannot hear a request to exit. It is ours (the
-        # kernel said so), and stopping it is what was asked.
-        if exc.pid is None:
-            raise
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(exc.pid, signal.SIGKILL)
+        # Stopped or hung: it cannot hear a request to exit. Stopping it is
+        # what was asked, and only ours are found.
+        pids = master_pids(path)
+        if not pids:
+            raise _naming_the_master(exc, path) from None
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         stopped = True
     else:
         try:

@@ -6,12 +6,19 @@ connection (is it the master's own ssh asking?).
 
 from __future__ import annotations
 
+import os
 import pwd
 import socket
 import struct
 from typing import NamedTuple
 
-__all__ = ["PeerCredentials", "parent_pid", "peer_credentials", "user_name"]
+__all__ = [
+    "PeerCredentials",
+    "parent_pid",
+    "peer_credentials",
+    "processes_with_argument",
+    "user_name",
+]
 
 _UCRED = struct.Struct("3i")
 
@@ -52,3 +59,22 @@ def user_name(uid: int) -> str:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
+
+
+def processes_with_argument(argument: str, uid: int) -> list[int]:
+    """Our (``uid``'s) running processes whose argv holds ``argument`` exactly."""
+    wanted = argument.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if wanted in argv:
+            found.append(int(name))
+    return found

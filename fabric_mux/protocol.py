@@ -115,8 +115,6 @@ class MuxClient:
         self.tty_alloc_failed = False
         self._ids = itertools.count(1)
         self._waiting_for = "its hello"
-        #: The pid of the process serving the socket (the master), from the kernel.
-        self.peer_pid: int | None = None
         _check_owner(path)
         with descriptor_errors("a control connection"):
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -170,13 +168,10 @@ class MuxClient:
 
     def _not_responding(self) -> MasterNotResponding:
         who = f"{self.label}: " if self.label else ""
-        pid = f" (pid {self.peer_pid})" if self.peer_pid else ""
-        error = MasterNotResponding(
-            f"{who}the master{pid} on {self.path} did not answer {self._waiting_for} "
+        return MasterNotResponding(
+            f"{who}the master on {self.path} did not answer {self._waiting_for} "
             f"within {self.timeout:g} s"
         )
-        error.pid = self.peer_pid
-        return error
 
     def _recv_exact(self, size: int) -> bytes | None:
         chunks = []
@@ -215,7 +210,6 @@ class MuxClient:
             raise MasterNotOurs(self.path, -1, f"a process we cannot identify ({exc})") from None
         if peer.uid != os.geteuid():
             raise MasterNotOurs(self.path, peer.uid, user_name(peer.uid))
-        self.peer_pid = peer.pid
 
     def _hello(self) -> None:
         packet = self._recv()

@@ -178,6 +178,8 @@ def open_session(
                     raise
                 revive()
                 continue
+            except MasterNotResponding:
+                raise _why_no_answer(master, host) from None
             try:
                 client.open_session(command, fds, **flags)
             except MasterUnavailable:
@@ -214,10 +216,12 @@ def _why_no_answer(master: Master, host: str) -> MasterNotResponding:
     try:
         pid = master.alive(timeout=min(5.0, timeout or 5.0))
     except MasterNotResponding as exc:
-        return MasterNotResponding(
-            f"{host}: {exc.message.split(': ', 1)[-1]}; the master may be stopped or "
-            "hung, and it is left as it is (no second master is started for the route)"
+        error = MasterNotResponding(
+            f"{exc.message}; it may be stopped or hung, and it is left as it is "
+            "(no second master is started for the route)"
         )
+        error.pid = exc.pid
+        return error
     return MasterNotResponding(
         f"{host}: the master (pid {pid}) answers, but the server behind it did not open "
         f"a session within {timeout:g} s; if the link is dead, the master's keep-alives "

@@ -372,15 +372,29 @@ def lent_account(name: str, *, password: bool = True, sudoer: bool = False) -> I
     when the block ends, however it ends, the rule is removed and the
     password replaced by ``*``, which no password matches. While it lasts,
     SIGTERM and SIGHUP (a CI timeout, a closed terminal) end the process
-    through the block's cleanup rather than around it.
+    through the block's cleanup rather than around it. Loans of one account
+    take turns: a second test run waits until the first one's ends.
     """
     secret = secrets.token_urlsafe(24) if password else None
-    with _cleanup_on_signals():
+    with _cleanup_on_signals(), _loan_lock(name):
         try:
             ensure_account(name, secret, sudoer=sudoer)
             yield Account(name, secret)
         finally:
             revoke_account(name)
+
+
+@contextmanager
+def _loan_lock(name: str) -> Iterator[None]:
+    """One loan of an account at a time: a second test run waits for the first to end,
+    rather than change the password under it."""
+    path = f"/run/fmux-test-loan-{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager

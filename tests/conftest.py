@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +58,35 @@ def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Never ask on the developer's terminal: prompts no secret answers are declined,
     as they are in CI, which has no terminal."""
     monkeypatch.setattr(askpass, "terminal_available", lambda: False)
+
+
+class Flag:
+    """A file the test creates when a remote command may go on.
+
+    Servers and tests share this machine's files, so a remote command can wait
+    for it: synchronisation on a condition, not on time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def waited_for(self, then: str = "true") -> str:
+        """A remote command that waits for the flag, then runs ``then``."""
+        return f"while [ ! -e {self.path} ]; do sleep 0.02; done; {then}"
+
+    def raise_(self) -> None:
+        self.path.touch()
+
+
+@pytest.fixture
+def flag() -> Iterator[Flag]:
+    """A :class:`Flag` in a folder every account can read."""
+    folder = Path(tempfile.mkdtemp(prefix="fmf-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield Flag(folder / "go")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

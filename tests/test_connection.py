@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import fabric
@@ -329,8 +330,10 @@ def test_a_busy_master_makes_a_run_wait_a_bounded_time(sshd: SshServer, control_
     )
     c = MuxConnection(sshd.alias, config=config)
     busy = c.run("sleep 20", hide=True, asynchronous=True)
+    asked = time.monotonic()
     with pytest.raises(SessionRefused, match="no session slot came free"):
         MuxConnection(sshd.alias, config=config).run("true")
+    assert time.monotonic() - asked < 10  # reply_timeout is 1 s; not the 20 s sleep
     c.close()  # ends the sleeping session, as closing a stock Connection does
     with pytest.raises(UnexpectedExit):
         busy.join()

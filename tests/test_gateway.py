@@ -6,6 +6,7 @@ from pathlib import Path
 
 import fabric
 import pytest
+from conftest import Flag
 from fabrun import MUX_YAML, run_fab
 
 from fabric_mux import MuxConnection
@@ -209,15 +210,16 @@ def test_proxy_command_goes_through_the_hops_socket_only() -> None:
 
 
 def test_closing_a_target_leaves_the_callers_gateway_alone(
-    bastion: SshServer, t1: SshServer, folder: Path, control_dir: Path
+    bastion: SshServer, t1: SshServer, folder: Path, control_dir: Path, flag: Flag
 ) -> None:
     config = mux_config(write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {}), control_dir)
     gateway = MuxConnection("bastion", config=config)
-    running = gateway.run("sleep 1; echo done", hide=True, asynchronous=True)
+    running = gateway.run(flag.waited_for("echo done"), hide=True, asynchronous=True)
     target = MuxConnection("t1", config=config, gateway=gateway)
     target.run("true")
     target.close()
-    assert running.join().stdout == "done\n"
+    flag.raise_()
+    assert running.join().stdout == "done\n"  # still running when the target closed
 
 
 def test_masters_stopped_behind_a_gateway_come_back(

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -145,8 +146,10 @@ def test_a_master_dying_mid_command_raises_promptly(sshd: SshServer, config: fab
     assert wait_until(lambda: "started" in "".join(promise.runner.stdout))
     assert c.master_pid is not None
     os.kill(c.master_pid, signal.SIGKILL)
+    killed = time.monotonic()
     with pytest.raises(MasterLost, match="went away"):
         promise.join()
+    assert time.monotonic() - killed < 20  # not the remote's 60 s
     assert c.run("echo back", hide=True).stdout == "back\n"
     assert sshd.logins() == 2
 
@@ -166,9 +169,12 @@ def test_a_frozen_server_fails_within_bounds(sshd: SshServer, control_dir: Path)
     c = MuxConnection(sshd.alias, config=config)
     c.run("true")
     sshd.freeze()
+    frozen = time.monotonic()
     try:
         with pytest.raises(MuxError):
             c.run("true")
+        # Keep-alives (1 s x 2) end the master; the reply timeout (30 s) is not waited out.
+        assert time.monotonic() - frozen < 20
     finally:
         sshd.thaw()
 

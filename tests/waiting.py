@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def wait_until(condition: Callable[[], bool], deadline: float = 10.0) -> bool:
@@ -18,8 +18,9 @@ def wait_until(condition: Callable[[], bool], deadline: float = 10.0) -> bool:
 
 
 def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has ended: gone, or a zombie nobody has reaped yet."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_bytes().decode("ascii", "replace")
+    except OSError:
         return True
-    return False
+    return stat[stat.rindex(")") + 2] == "Z"
