@@ -15,11 +15,11 @@ from fabric.connection import derive_shorthand
 from fabric.transfer import Transfer
 from fabric.util import get_local_user
 
-from . import askpass
+from . import askpass, transfer
 from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .config import MuxSettings, mux_settings
 from .controldir import prepare_control_dir
-from .exceptions import BadForward, MasterStartFailed, MuxError
+from .exceptions import BadForward, MasterStartFailed, MuxError, TransferNeedsSftp
 from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
 from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
@@ -29,8 +29,9 @@ from .session import Session, open_session
 from .upstream import runtime_ssh_path
 
 if TYPE_CHECKING:
+    from paramiko import SFTPClient
+
     from .askpass import PromptAnswers
-    from .sftp import MuxSFTPClient
 
 __all__ = ["MuxConnection"]
 
@@ -61,7 +62,7 @@ class _MuxState:
     sessions: weakref.WeakSet[Session] = field(default_factory=weakref.WeakSet)
     #: Sessions running unattended (``disown=True``) until the connection closes.
     disowned: list[Session] = field(default_factory=list)
-    sftp: MuxSFTPClient | None = None
+    sftp: SFTPClient | None = None
 
     def fresh(self) -> _MuxState:
         """The same settings, holding nothing (for a forked child)."""
@@ -421,7 +422,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
     def _remote_runner(self) -> MuxRemote:
         return MuxRemote(context=self, inline_env=self.inline_ssh_env)
 
-    def sftp(self) -> MuxSFTPClient:
+    def sftp(self) -> SFTPClient:
         """A paramiko ``SFTPClient`` over an ``sftp`` subsystem session (memoized)."""
         state = self._mux
         if state.sftp is None:
@@ -483,39 +484,24 @@ class MuxConnection(Connection):  # type: ignore[misc]
     def put(
         self, local: Any, remote: Any = None, preserve_mode: bool = True, progress: Any = None
     ) -> Any:
-        """Fabric's ``put``.
+        """Fabric's ``put``, in one session (see :mod:`fabric_mux.transfer`).
 
         ``progress``: a ``callback(done, total)``, or True for a bar when
         stderr is a terminal. Off by default.
         """
-        with self._transfer(progress, local):
+        try:
+            return transfer.put(self, local, remote, preserve_mode, progress)
+        except TransferNeedsSftp:
             return Transfer(self).put(local, remote, preserve_mode=preserve_mode)
 
     def get(
         self, remote: Any, local: Any = None, preserve_mode: bool = True, progress: Any = None
     ) -> Any:
-        """Fabric's ``get``; ``progress`` as for :meth:`put`."""
-        with self._transfer(progress, remote):
-            return Transfer(self).get(remote, local, preserve_mode=preserve_mode)
-
-    @contextmanager
-    def _transfer(self, progress: Any, path: Any) -> Iterator[None]:
-        # An SFTP session opened just for this transfer ends with it: an idle
-        # one would hold a session slot, which the file's own 'cat' session
-        # then waits for once enough connections to one host each hold one.
-        state = self._mux
-        opened_here = state.sftp is None
-        sftp: MuxSFTPClient = self.sftp()
-        from .sftp import progress_callback
-
-        sftp.default_callback = progress_callback(progress, os.path.basename(str(path)))
+        """Fabric's ``get``, in one session; ``progress`` as for :meth:`put`."""
         try:
-            yield
-        finally:
-            sftp.default_callback = None
-            if opened_here and state.sftp is sftp:
-                sftp.close()
-                state.sftp = None
+            return transfer.get(self, remote, local, preserve_mode, progress)
+        except TransferNeedsSftp:
+            return Transfer(self).get(remote, local, preserve_mode=preserve_mode)
 
     def create_session(self) -> Any:
         raise MuxError("MuxConnection has no paramiko sessions: use run(), sudo() or shell()")

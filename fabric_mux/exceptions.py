@@ -50,6 +50,7 @@ __all__ = [
     "ServerUnreachable",
     "SessionRefused",
     "SshNotFound",
+    "TransferNeedsSftp",
     "UnknownHost",
     "classify_ssh_failure",
     "descriptor_errors",
@@ -177,6 +178,11 @@ class BadForward(ForwardFailed, ValueError):
 
 class MasterLost(MuxError, SSHException):  # type: ignore[misc]
     """The master went away while a session was running."""
+
+
+class TransferNeedsSftp(MuxError):
+    """The remote account ran no shell for a transfer (``ForceCommand internal-sftp``):
+    it is done over SFTP instead. Raised and handled inside ``put``/``get``."""
 
 
 class OutOfDescriptors(MuxError, OSError):

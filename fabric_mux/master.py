@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, ClassVar, NamedTuple
@@ -201,6 +202,9 @@ class Master:
         self.identity = master_identity(resolved, target.destination, os.environ)
         #: Sessions this process may have open on the master at once.
         self.sessions = SessionSlots(max_sessions)
+        #: Requests this process sent the master, by kind ("new session",
+        #: "alive check"...): what an operation costs, for tests and the curious.
+        self.requests: Counter[str] = Counter()
         #: The master's pid, once known.
         self.pid: int | None = None
         #: Port forwards open on the master, with how many blocks of ours use each.
@@ -262,14 +266,14 @@ class Master:
 
     def client(self) -> MuxClient:
         """A new control connection (raises :class:`MasterUnavailable`)."""
-        return MuxClient(self.control_path, self.reply_timeout, label=self.host)
+        return MuxClient(self.control_path, self.reply_timeout, self.host, self.requests)
 
     def alive(self, timeout: float | None = None) -> int | None:
         """The running master's pid, or None when there is none (or a stale socket).
 
         :raises MasterNotResponding: a master is there but does not answer.
         """
-        return alive_pid(self.control_path, timeout or self.reply_timeout, label=self.host)
+        return alive_pid(self.control_path, timeout or self.reply_timeout, self.host, self.requests)
 
     def ensure(self, persist: str, answer: PromptAnswers | None = None) -> int:
         """Find the route's live master or start one; returns its pid.
@@ -530,7 +534,12 @@ class Master:
         return stopped
 
 
-def alive_pid(path: str, timeout: float | None = 5.0, label: str = "") -> int | None:
+def alive_pid(
+    path: str,
+    timeout: float | None = 5.0,
+    label: str = "",
+    counter: Counter[str] | None = None,
+) -> int | None:
     """The pid of the master answering on ``path``; None if none does (or it is stale).
 
     :raises MasterNotOurs: when another user's process answers there: never
@@ -540,7 +549,7 @@ def alive_pid(path: str, timeout: float | None = 5.0, label: str = "") -> int | 
         the master's pid, found among our processes.
     """
     try:
-        client = MuxClient(path, timeout, label=label)
+        client = MuxClient(path, timeout, label, counter)
         try:
             return client.alive_check()
         finally:

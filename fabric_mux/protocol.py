@@ -11,6 +11,7 @@ import itertools
 import os
 import socket
 import struct
+from collections import Counter
 from collections.abc import Sequence
 
 from .exceptions import (
@@ -42,6 +43,15 @@ S_ALIVE = 0x80000005
 S_SESSION_OPENED = 0x80000006
 S_REMOTE_PORT = 0x80000007
 S_TTY_ALLOC_FAIL = 0x80000008
+
+_REQUEST_NAMES = {
+    C_NEW_SESSION: "new session",
+    C_ALIVE_CHECK: "alive check",
+    C_TERMINATE: "terminate",
+    C_OPEN_FWD: "open forward",
+    C_CLOSE_FWD: "close forward",
+    C_STOP_LISTENING: "stop listening",
+}
 
 FWD_LOCAL = 1
 FWD_REMOTE = 2
@@ -105,9 +115,17 @@ class MuxClient:
     :raises MasterUnavailable: when nothing listens on ``path``.
     """
 
-    def __init__(self, path: str, timeout: float | None = 30.0, label: str = "") -> None:
+    def __init__(
+        self,
+        path: str,
+        timeout: float | None = 30.0,
+        label: str = "",
+        counter: Counter[str] | None = None,
+    ) -> None:
         self.path = path
         self.timeout = timeout
+        #: Counts each request sent, by kind ("new session", "alive check"...).
+        self.counter = counter
         #: Who the master serves, for messages (a host name).
         self.label = label
         self.session_id: int | None = None
@@ -225,6 +243,8 @@ class MuxClient:
 
     def _request(self, msg_type: int, body: bytes = b"", what: str = "a request") -> int:
         self._waiting_for = what
+        if self.counter is not None:
+            self.counter[_REQUEST_NAMES.get(msg_type, what)] += 1
         request_id = next(self._ids)
         self._send(msg_type, _uint32(request_id) + body)
         return request_id

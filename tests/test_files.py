@@ -13,8 +13,8 @@ import pytest
 from waiting import wait_until
 
 from fabric_mux import MuxConnection
-from fabric_mux.sftp import ProgressBar
 from fabric_mux.testing import SshServer
+from fabric_mux.transfer import ProgressBar
 
 #: The remote folder of this test run (runs of the suite may share an account).
 DIR = f"fmux-files-{os.getpid()}"
@@ -121,17 +121,23 @@ def test_progress_reports_reach_the_total(c: MuxConnection, tmp_path: Path) -> N
     assert all(done <= total for done, total in seen)
 
 
-def test_put_and_get_report_progress_when_asked(c: MuxConnection, tmp_path: Path) -> None:
+def test_put_and_get_report_progress_when_asked(
+    c: MuxConnection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    size = 2 * 1024 * 1024
     local = tmp_path / "big.bin"
-    local.write_bytes(os.urandom(2 * 1024 * 1024))
+    local.write_bytes(os.urandom(size))
     up: list[tuple[int, int]] = []
     down: list[tuple[int, int]] = []
+    streamed: list[tuple[int, int]] = []
     c.put(str(local), f"{DIR}/big.bin", progress=lambda done, total: up.append((done, total)))
     c.get(f"{DIR}/big.bin", str(tmp_path / "back.bin"), progress=lambda d, t: down.append((d, t)))
-    assert up[-1] == down[-1] == (2 * 1024 * 1024, 2 * 1024 * 1024)
-    quiet: list[tuple[int, int]] = []
-    c.sftp().put(str(local), f"{DIR}/again.bin")  # no progress unless asked
-    assert quiet == [] and c.sftp().default_callback is None
+    c.get(f"{DIR}/big.bin", io.BytesIO(), progress=lambda d, t: streamed.append((d, t)))
+    assert up[-1] == down[-1] == streamed[-1] == (size, size)
+    assert all(done <= size for done, _ in up + down + streamed)
+    c.put(str(local), f"{DIR}/again.bin")  # no progress unless asked
+    c.get(f"{DIR}/again.bin", str(tmp_path / "again.bin"), progress=True)  # not a terminal
+    assert capsys.readouterr().err == ""
 
 
 def test_progress_bar_line() -> None:

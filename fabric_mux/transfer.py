@@ -1,0 +1,482 @@
+"""``put`` and ``get`` in one session each, with Fabric's semantics.
+
+One remote ``/bin/sh`` command does the whole transfer: it resolves the path
+(relative to the remote home, a folder target gets the file's name), moves the
+bytes, sets the mode, and reports on stderr, after a NUL, the size and the
+absolute path that Fabric's ``Result`` and the size check need. So a transfer
+costs one session (about two round trips) and one session slot, where SFTP
+cost a session, a stat, the data, a stat and a chmod.
+
+A real local file's own descriptor is the session's stdin (put) or stdout
+(get): its bytes never pass through Python. File-like objects are pumped.
+Where the account has no shell to run the command (``ForceCommand
+internal-sftp``), :class:`~fabric_mux.exceptions.TransferNeedsSftp` says so,
+and the connection lets SFTP do it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import select
+import shlex
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import IO, Any, Protocol
+
+from fabric.transfer import Result
+
+from .exceptions import TransferNeedsSftp, descriptor_errors
+from .session import SessionOpener
+
+__all__ = ["ProgressBar", "get", "progress_callback", "put"]
+
+log = logging.getLogger("fabric_mux")
+
+Progress = Callable[[int, int], object]
+
+#: How often a progress callback hears about a transfer that bypasses Python.
+PROGRESS_INTERVAL = 0.2
+_CHUNK = 65536
+
+# Written first, so that a session which never ran our command (an account
+# restricted to SFTP) can be told apart from one that failed.
+_STARTED = b"\0fabric-mux-started"
+_DONE = b"\0fabric-mux "
+_FOLDER = b"\0fabric-mux-folder"
+
+#: $1 the remote path as given (may be empty), $2 the local name, $3 the mode or empty.
+PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
+r=$1
+if [ -z "$r" ]; then r=$2
+elif [ -d "$r" ]; then
+  [ -n "$2" ] || { printf '\0fabric-mux-folder' >&2; exit 1; }
+  r=${r%/}/$2
+fi
+case $r in /*) ;; *) r=$(pwd -P)/$r ;; esac
+cat > "$r" || exit
+[ -z "$3" ] || chmod "$3" -- "$r" || exit
+printf '\0fabric-mux %s ' "$(wc -c < "$r")" >&2
+printf '%s' "$r" >&2"""
+
+#: $1 the remote path. Reports size, mode (as ls -l shows it) and path.
+GET_SCRIPT = r"""printf '\0fabric-mux-started' >&2
+r=$1
+case $r in /*) ;; *) r=$(pwd -P)/$r ;; esac
+m=$(ls -ldnL -- "$r") || exit
+cat -- "$r" || exit
+printf '\0fabric-mux %s %.10s ' "$(wc -c < "$r")" "$m" >&2
+printf '%s' "$r" >&2"""
+
+
+class Transferring(SessionOpener, Protocol):
+    """What a transfer needs of a connection: sessions, and what Fabric interpolates."""
+
+    host: str
+    user: str
+    port: int
+
+
+# The remote's words -> the errno that paramiko would have raised.
+_REMOTE_ERRORS = (
+    ("No such file", errno.ENOENT),
+    ("Directory nonexistent", errno.ENOENT),
+    ("Permission denied", errno.EACCES),
+    ("Is a directory", errno.EISDIR),
+    ("Not a directory", errno.ENOTDIR),
+    ("No space left on device", errno.ENOSPC),
+    ("Disk quota exceeded", errno.EDQUOT),
+    ("Read-only file system", errno.EROFS),
+)
+
+
+def _command(script: str, *args: str) -> str:
+    """``/bin/sh -c SCRIPT sh ARGS...``, each part quoted once for the remote shell."""
+    return " ".join(["/bin/sh", "-c", shlex.quote(script), "sh", *map(shlex.quote, args)])
+
+
+class _Report:
+    """What the remote command said on stderr."""
+
+    def __init__(self, stderr: bytes) -> None:
+        self.started = _STARTED in stderr
+        self.into_folder = _FOLDER in stderr
+        said, done, report = stderr.replace(_STARTED, b"").partition(_DONE)
+        self.errors = said.replace(_FOLDER, b"").decode("utf-8", "replace").strip()
+        self.size: int | None = None
+        self.mode = ""
+        self.path = ""
+        if done:
+            fields = report.decode("utf-8", "surrogateescape").lstrip().split(" ", 2)
+            self.size = int(fields[0])
+            self.path = fields[-1]
+            if len(fields) == 3:
+                self.mode = fields[1]
+
+
+def put(
+    opener: Transferring,
+    local: Any,
+    remote: Any = None,
+    preserve_mode: bool = True,
+    progress: Any = None,
+) -> Result:
+    """Fabric's ``Transfer.put``, in one session; see the module's notes."""
+    if not local:
+        raise ValueError("Local path must not be empty!")
+    is_file_like = hasattr(local, "write") and callable(local.write)
+    if is_file_like:
+        local_base = getattr(local, "name", None) or ""
+        if not isinstance(local_base, str):
+            local_base = ""
+        if not remote:
+            raise ValueError("Must give non-empty remote path when local is a file-like object!")
+        local_path = local
+    else:
+        local_base = os.path.basename(local)
+        local_path = os.path.abspath(local)
+    mode = ""
+    if preserve_mode and not is_file_like:
+        mode = f"{stat.S_IMODE(os.stat(local_path).st_mode):o}"
+    command = _command(PUT_SCRIPT, str(remote or ""), local_base, mode)
+    report_to = progress_callback(progress, local_base or "upload")
+    with ExitStack() as stack:
+        if is_file_like:
+            pointer = local.tell()
+            stack.callback(local.seek, pointer)
+            local.seek(0)
+            source = _FileLikeSource(local)
+            report, sent = _run(opener, command, source=source, progress=report_to)
+            if report_to:
+                report_to(sent, sent)
+        else:
+            stream = stack.enter_context(open(local_path, "rb"))
+            size = os.fstat(stream.fileno()).st_size
+            with _polling(report_to, size, lambda: os.lseek(stream.fileno(), 0, os.SEEK_CUR)):
+                report, _ = _run(opener, command, stdin=stream.fileno())
+            sent = size
+    if not report.started:
+        raise TransferNeedsSftp(report.errors)
+    if report.into_folder:
+        raise ValueError(
+            "Can't put a file-like-object into a directory unless it has a non-empty "
+            ".name attribute!"
+        )
+    _check(opener.original_host, report, str(remote or local_base))
+    if report.size != sent:
+        raise OSError(f"size mismatch in put!  {report.size} != {sent}")
+    return Result(
+        orig_remote=remote,
+        remote=report.path,
+        orig_local=local,
+        local=local_path,
+        connection=opener,
+    )
+
+
+def get(
+    opener: Transferring,
+    remote: Any,
+    local: Any = None,
+    preserve_mode: bool = True,
+    progress: Any = None,
+) -> Result:
+    """Fabric's ``Transfer.get``, in one session; see the module's notes."""
+    if not remote:
+        raise ValueError("Remote path must not be empty!")
+    is_file_like = hasattr(local, "write") and callable(local.write)
+    remote_name = posixpath.basename(remote)
+    local_path = local
+    if not is_file_like:
+        local_path = _local_target(opener, remote, local)
+    command = _command(GET_SCRIPT, str(remote))
+    report_to = progress_callback(progress, remote_name or "download")
+    if is_file_like:
+        report, got = _run(opener, command, sink=local.write, progress=report_to)
+        if report_to:
+            report_to(got, got)
+    else:
+        report, got = _into_file(opener, command, local_path, report_to)
+    if not report.started:
+        raise TransferNeedsSftp(report.errors)
+    _check(opener.original_host, report, str(remote))
+    if report.size is not None and got != report.size:
+        raise OSError(f"size mismatch in get!  {got} != {report.size}")
+    if preserve_mode and not is_file_like and report.mode:
+        os.chmod(local_path, _mode_bits(report.mode))
+    return Result(
+        orig_remote=remote,
+        remote=report.path,
+        orig_local=local,
+        local=local_path,
+        connection=opener,
+    )
+
+
+def _into_file(
+    opener: SessionOpener, command: str, path: str, progress: Progress | None
+) -> tuple[_Report, int]:
+    """Run a get whose stdout is the local file itself.
+
+    The file is not truncated first: a get that fails before sending a byte
+    (a missing or unreadable remote file) leaves what was there untouched,
+    and a file it made is removed.
+    """
+    existed = os.path.lexists(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        with _polling(progress, None, lambda: os.lseek(fd, 0, os.SEEK_CUR)):
+            report, _ = _run(opener, command, stdout=fd)
+        got = os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our file offset
+        if report.size is not None:
+            os.ftruncate(fd, got)
+    finally:
+        os.close(fd)
+    if report.size is None and not existed:
+        os.unlink(path)
+    return report, got
+
+
+def _local_target(opener: Transferring, remote: str, local: str | None) -> str:
+    """Fabric's local path for a get: interpolated, a folder gets the remote's name."""
+    remote_name = posixpath.basename(remote)
+    target = (local or remote_name).format(
+        host=opener.host,
+        user=opener.user,
+        port=opener.port,
+        dirname=posixpath.dirname(remote),
+        basename=remote_name,
+    )
+    if target.endswith(os.sep):
+        folder, target = target, os.path.join(target, remote_name)
+    else:
+        folder = os.path.dirname(target)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    return os.path.abspath(target)
+
+
+def _mode_bits(shown: str) -> int:
+    """The mode bits of an ``ls -l`` mode string such as ``-rwsr-x--T``."""
+    permissions = shown[1:10]
+    bits = 0
+    for index, char in enumerate(permissions):
+        if char not in "-ST":  # S and T: the special bit without x
+            bits |= 1 << (8 - index)
+    for index, special in ((2, stat.S_ISUID), (5, stat.S_ISGID), (8, stat.S_ISVTX)):
+        if permissions[index : index + 1] in ("s", "S", "t", "T"):
+            bits |= special
+    return bits
+
+
+def _check(host: str, report: _Report, path: str) -> None:
+    if report.size is not None:
+        return
+    for text, code in _REMOTE_ERRORS:
+        if text in report.errors:
+            raise OSError(code, f"{host}: {report.errors}", path)
+    why = report.errors or "the transfer ended without its report"
+    raise OSError(errno.EIO, f"{host}: transfer failed: {why}", path)
+
+
+# -- running the session ----------------------------------------------------------------
+
+
+class _FileLikeSource:
+    """Bytes from a file-like object (text is UTF-8, as paramiko's putfo writes it)."""
+
+    def __init__(self, stream: IO[Any]) -> None:
+        self._stream = stream
+        self._pending = b""
+        self.done = False
+
+    def take(self) -> bytes:
+        if not self._pending and not self.done:
+            chunk = self._stream.read(_CHUNK)
+            if not chunk:
+                self.done = True
+            else:
+                self._pending = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+        return self._pending
+
+    def sent(self, count: int) -> None:
+        self._pending = self._pending[count:]
+
+
+def _run(
+    opener: SessionOpener,
+    command: str,
+    *,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    source: _FileLikeSource | None = None,
+    sink: Callable[[bytes], object] | None = None,
+    progress: Progress | None = None,
+) -> tuple[_Report, int]:
+    """Run ``command`` in one session; its report, and the bytes pumped through Python.
+
+    ``stdin``/``stdout`` are descriptors handed to the master as they are;
+    ``source``/``sink`` are pumped here, through pipes.
+    """
+    with ExitStack() as stack:
+
+        def pipe() -> tuple[int, int]:
+            with descriptor_errors("a transfer's pipes"):
+                read_end, write_end = os.pipe()
+            stack.callback(_close, read_end)
+            stack.callback(_close, write_end)
+            return read_end, write_end
+
+        with descriptor_errors("a transfer's stdio"):
+            null = os.open(os.devnull, os.O_RDWR)
+        stack.callback(_close, null)
+        errors_r, errors_w = pipe()
+        feed = pipe() if source is not None else None
+        drain = pipe() if sink is not None else None
+        fds = (
+            feed[0] if feed else (stdin if stdin is not None else null),
+            drain[1] if drain else (stdout if stdout is not None else null),
+            errors_w,
+        )
+        session = opener.open_session(command, fds)
+        with session:
+            # Theirs now: the master holds its own copies.
+            for fd in {errors_w, *(feed[:1] if feed else ()), *(drain[1:] if drain else ())}:
+                _close(fd)
+            stderr, pumped = _pump(
+                errors_r,
+                feed[1] if feed else None,
+                source,
+                drain[0] if drain else None,
+                sink,
+                progress,
+            )
+            session.wait_exit()
+    return _Report(stderr), pumped
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _pump(
+    errors: int,
+    feed: int | None,
+    source: _FileLikeSource | None,
+    drain: int | None,
+    sink: Callable[[bytes], object] | None,
+    progress: Progress | None,
+) -> tuple[bytes, int]:
+    """Move bytes until the remote closes stderr (and stdout); stderr, and bytes pumped."""
+    said: list[bytes] = []
+    pumped = 0
+    reading = {errors, *([drain] if drain is not None else [])}
+    writing = feed
+    poller = select.poll()
+    for fd in reading:
+        poller.register(fd, select.POLLIN)
+    if writing is not None:
+        poller.register(writing, select.POLLOUT)
+    while reading:
+        for fd, _ in poller.poll():
+            if fd == writing and source is not None:
+                data = source.take()
+                if not data:
+                    poller.unregister(fd)
+                    _close(fd)
+                    writing = None
+                    continue
+                try:
+                    written = os.write(fd, data)
+                except BrokenPipeError:
+                    poller.unregister(fd)
+                    writing = None  # it stopped reading: the report says why
+                    continue
+                source.sent(written)
+                pumped += written
+                if progress:
+                    progress(pumped, 0)
+                continue
+            chunk = os.read(fd, _CHUNK)
+            if not chunk:
+                poller.unregister(fd)
+                reading.discard(fd)
+            elif fd == errors:
+                said.append(chunk)
+            elif sink is not None:
+                sink(chunk)
+                pumped += len(chunk)
+                if progress:
+                    progress(pumped, 0)
+    if writing is not None:
+        _close(writing)
+    return b"".join(said), pumped
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _polling(
+    callback: Progress | None, total: int | None, position: Callable[[], int]
+) -> Iterator[None]:
+    """Report a transfer that Python does not see, by polling how far it got."""
+    if callback is None:
+        yield
+        return
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(PROGRESS_INTERVAL):
+            try:
+                callback(position(), total or 0)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=report, name="fabric-mux progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    final = position()
+    callback(final, total if total is not None else final)
+
+
+class ProgressBar:
+    """A one-line progress report on a terminal: ``name  45%  12.0/100.0 MB  210 MB/s``."""
+
+    def __init__(self, name: str, stream: IO[str] | None = None) -> None:
+        self._name = name
+        self._stream = stream or sys.stderr
+        self._start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(time.monotonic() - self._start, 1e-6)
+        percent = 100 * done // total if total else 100
+        mb = 1024 * 1024
+        line = (
+            f"\r{self._name}  {percent:3d}%  {done / mb:.1f}/{total / mb:.1f} MB  "
+            f"{done / mb / elapsed:.0f} MB/s"
+        )
+        self._stream.write(line + ("\n" if done >= total else ""))
+        self._stream.flush()
+
+
+def progress_callback(progress: object, name: str) -> Progress | None:
+    """``progress=`` as a callback: a callable as is, True for a bar on a terminal."""
+    if callable(progress):
+        return progress
+    if progress is True and sys.stderr.isatty():
+        return ProgressBar(name)
+    return None

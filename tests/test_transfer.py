@@ -1,0 +1,214 @@
+"""put and get in one session each, held against stock Fabric's Transfer (SFTP) on the
+same connection: same Result, same files, same modes, same errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fabric
+import pytest
+from fabric.transfer import Result, Transfer
+
+from fabric_mux import MuxConnection
+from fabric_mux.pytest_plugin import SshdFactory
+from fabric_mux.testing import SshServer
+
+#: Remote folders of this run (runs of the suite may share an account).
+OURS, STOCK = f"fmux-ours-{os.getpid()}", f"fmux-stock-{os.getpid()}"
+
+
+@pytest.fixture
+def c(sshd: SshServer, config: fabric.Config) -> Iterator[MuxConnection]:
+    connection = MuxConnection(sshd.alias, config=config)
+    for folder in (OURS, STOCK):
+        connection.run(f"rm -rf {folder} && mkdir -p {folder}/sub", hide=True)
+    yield connection
+    connection.run(f"rm -rf {OURS} {STOCK}", hide=True)
+
+
+def remote_state(c: MuxConnection, path: str) -> tuple[str, str]:
+    """(mode, content) of a remote file, as the remote sees them."""
+    shown = c.run(f"ls -ldn -- {path} | cut -c1-10; cat -- {path}", hide=True).stdout
+    mode, _, content = shown.partition("\n")
+    return mode, content
+
+
+def same_result(ours: Result, stock: Result) -> None:
+    assert ours.remote.replace(OURS, STOCK) == stock.remote
+    assert ours.orig_remote == (stock.orig_remote or "").replace(STOCK, OURS) or (
+        ours.orig_remote is stock.orig_remote
+    )
+    assert ours.connection is stock.connection
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        "{folder}/named.txt",
+        "{folder}/sub",
+        "{folder}/sub/",
+        "/tmp/{folder}-abs.txt",
+        "{folder}/-dash",
+    ],
+)
+def test_put_of_a_file_lands_where_stock_puts_it(
+    c: MuxConnection, tmp_path: Path, remote: str
+) -> None:
+    local = tmp_path / "source.txt"
+    local.write_text("payload\n")
+    local.chmod(0o640)
+    stock = Transfer(c).put(str(local), remote.format(folder=STOCK))
+    ours = c.put(str(local), remote.format(folder=OURS))
+    same_result(ours, stock)
+    assert ours.local == stock.local == str(local)
+    assert (
+        remote_state(c, ours.remote) == remote_state(c, stock.remote) == ("-rw-r-----", "payload\n")
+    )
+    c.run(f"rm -f /tmp/{OURS}-abs.txt /tmp/{STOCK}-abs.txt", hide=True)
+
+
+def test_put_with_no_remote_goes_home_under_the_local_name(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    local = tmp_path / f"{OURS}-home.txt"
+    local.write_text("home\n")
+    result = c.put(str(local))
+    home = c.run("pwd -P", hide=True).stdout.strip()
+    assert result.remote == f"{home}/{OURS}-home.txt"
+    assert remote_state(c, result.remote)[1] == "home\n"
+    c.run(f"rm -f {result.remote}", hide=True)
+
+
+@pytest.mark.parametrize(
+    "make",
+    # ASCII text: paramiko counts characters, so stock's own size check
+    # fails for any other (ours sends UTF-8 and counts bytes).
+    [lambda: io.StringIO("text\n"), lambda: io.BytesIO(b"\x00bytes\xff")],
+    ids=["text", "bytes"],
+)
+def test_put_of_a_file_like_object_matches_stock(c: MuxConnection, make: Callable[[], Any]) -> None:
+    stream = make()
+    stream.read(2)  # the position is restored afterwards, as stock does
+    stock = Transfer(c).put(stream, f"{STOCK}/flo")
+    assert stream.tell() == 2
+    ours = c.put(stream, f"{OURS}/flo")
+    assert stream.tell() == 2
+    same_result(ours, stock)
+    assert remote_state(c, ours.remote)[1] == remote_state(c, stock.remote)[1]
+
+
+def test_a_nameless_file_like_object_into_a_folder_is_refused_like_stock(c: MuxConnection) -> None:
+    for put, folder in ((Transfer(c).put, STOCK), (c.put, OURS)):
+        with pytest.raises(ValueError, match=r"non-empty \.name attribute"):
+            put(io.BytesIO(b"x"), f"{folder}/sub")
+
+
+@pytest.mark.parametrize(
+    "local",
+    [None, "out/", "out/renamed.txt", "{host}-{basename}"],
+)
+def test_get_lands_where_stock_gets_it(
+    c: MuxConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: str | None
+) -> None:
+    for folder in (OURS, STOCK):
+        c.run(f"printf 'remote\\n' > {folder}/file.txt && chmod 604 {folder}/file.txt", hide=True)
+    results = []
+    for get, folder in ((Transfer(c).get, STOCK), (c.get, OURS)):
+        where = tmp_path / folder
+        where.mkdir()
+        monkeypatch.chdir(where)
+        result = get(f"{folder}/file.txt", local)
+        results.append(result)
+        assert Path(result.local).read_text() == "remote\n"
+        assert stat.S_IMODE(os.stat(result.local).st_mode) == 0o604
+    stock, ours = results
+    same_result(ours, stock)
+    assert os.path.relpath(ours.local, tmp_path / OURS) == os.path.relpath(
+        stock.local, tmp_path / STOCK
+    )
+
+
+@pytest.mark.parametrize(
+    ("operation", "error"),
+    [
+        (lambda mover, t, f: mover.get(f"{f}/missing", str(t / "x")), FileNotFoundError),
+        (lambda mover, t, f: mover.put(str(t / "local"), f"{f}/no/dir/f"), FileNotFoundError),
+        (lambda mover, t, f: mover.put(str(t / "local"), "/etc/fmux-no"), PermissionError),
+    ],
+    ids=["get missing", "put into a missing folder", "put where not allowed"],
+)
+def test_errors_are_the_oserrors_stock_raises(
+    c: MuxConnection, tmp_path: Path, operation: Callable[..., Any], error: type[OSError]
+) -> None:
+    (tmp_path / "local").write_text("x")
+    for mover, folder in ((Transfer(c), STOCK), (c, OURS)):
+        (tmp_path / "x").unlink(missing_ok=True)  # stock's failed get leaves an empty one
+        with pytest.raises(error):
+            operation(mover, tmp_path, folder)
+    assert not (tmp_path / "x").exists()  # ours leaves nothing behind
+
+
+# -- one session, one slot -------------------------------------------------------------
+
+
+def test_a_put_and_a_get_cost_one_session_each_and_nothing_else(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    local = tmp_path / "f.bin"
+    local.write_bytes(os.urandom(10_000))
+    c.run("true")
+    requests = c.mux_master.requests
+    before = requests.copy()
+    c.put(str(local), f"{OURS}/f.bin")
+    assert requests - before == {"new session": 1}
+    before = requests.copy()
+    c.get(f"{OURS}/f.bin", str(tmp_path / "back.bin"))
+    assert requests - before == {"new session": 1}
+    before = requests.copy()
+    c.put(io.BytesIO(b"x" * 10_000), f"{OURS}/flo.bin")
+    assert requests - before == {"new session": 1}
+    before = requests.copy()
+    c.run("true")
+    assert requests - before == {"new session": 1}
+
+
+def test_transfers_need_one_slot_under_max_sessions_1(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path
+) -> None:
+    sshd = sshd_factory(sshd_options=["MaxSessions 1"])
+    c = MuxConnection(
+        sshd.alias, config=sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    )
+    local = tmp_path / "f.txt"
+    local.write_text("one slot\n")
+    c.put(str(local), "fmux-one-slot.txt")
+    c.get("fmux-one-slot.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "one slot\n"
+    c.run("rm -f fmux-one-slot.txt")
+
+
+def test_an_account_without_a_shell_transfers_over_sftp(
+    sshd_factory: SshdFactory, sshd_user: str, control_dir: Path, tmp_path: Path
+) -> None:
+    sshd = sshd_factory(sshd_options=[f"Match User {sshd_user}", "    ForceCommand internal-sftp"])
+    c = MuxConnection(
+        sshd.alias, config=sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    )
+    local = tmp_path / "f.txt"
+    local.write_text("over sftp\n")
+    result = c.put(str(local), "fmux-sftp-only.txt")
+    assert result.remote.endswith("/fmux-sftp-only.txt")
+    c.get("fmux-sftp-only.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "over sftp\n"
+    c.sftp().remove("fmux-sftp-only.txt")
+    assert sshd.logins() == 1
+
+
+def test_text_that_is_not_ascii_arrives_as_utf8(c: MuxConnection) -> None:
+    c.put(io.StringIO("é€\n"), f"{OURS}/utf8.txt")
+    assert c.run(f"cat {OURS}/utf8.txt", hide=True).stdout == "é€\n"
