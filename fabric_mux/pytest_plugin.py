@@ -43,6 +43,7 @@ class SshdFactory(Protocol):
         sshd_options: Sequence[str] = ...,
         aliases: Sequence[str] = ...,
         user: str | None = ...,
+        latency_ms: float | None = ...,
     ) -> SshServer: ...
 
 
@@ -61,7 +62,8 @@ def sshd_user() -> str:
 
 @pytest.fixture
 def sshd_factory(sshd_user: str) -> Iterator[SshdFactory]:
-    """Start servers with options of their own, e.g. ``sshd_options=["MaxSessions 2"]``."""
+    """Start servers with options of their own, e.g. ``sshd_options=["MaxSessions 2"]``,
+    or behind a slow link: ``latency_ms=25`` (each way; ``server.relay`` counts round trips)."""
     with ExitStack() as stack:
 
         def start(
@@ -69,12 +71,17 @@ def sshd_factory(sshd_user: str) -> Iterator[SshdFactory]:
             sshd_options: Sequence[str] = (),
             aliases: Sequence[str] = ("fmux-test",),
             user: str | None = None,
+            latency_ms: float | None = None,
         ) -> SshServer:
             # Short, under /tmp: control sockets may be made beside it.
             folder = tempfile.mkdtemp(prefix="fmux-", dir="/tmp")
             stack.callback(shutil.rmtree, folder, ignore_errors=True)
             server = ssh_server(
-                Path(folder), user=user or sshd_user, aliases=aliases, sshd_options=sshd_options
+                Path(folder),
+                user=user or sshd_user,
+                aliases=aliases,
+                sshd_options=sshd_options,
+                latency_ms=latency_ms,
             )
             try:
                 return stack.enter_context(server)

@@ -31,8 +31,11 @@ from typing import Any, NamedTuple
 
 import fabric
 
+from .relay import LatencyRelay
+
 __all__ = [
     "Account",
+    "LatencyRelay",
     "SshServer",
     "SshdNotFound",
     "ensure_account",
@@ -107,6 +110,9 @@ class SshServer:
     ) -> None:
         self._process = process
         self._stopped = False
+        self._relays: list[LatencyRelay] = []
+        #: The relay every alias goes through, when made with ``latency_ms``.
+        self.relay: LatencyRelay | None = None
         self.host = HOST
         self.port = port
         self.user = user
@@ -133,6 +139,20 @@ class SshServer:
         """
         text = self.log.read_text(errors="replace")
         return sum(1 for m in _LOGIN_RE.finditer(text) if user is None or m.group(1) == user)
+
+    def delayed(self, latency_ms: float, alias: str | None = None) -> str:
+        """A new alias of this server, reached through a :class:`LatencyRelay`
+        adding ``latency_ms`` each way (a round trip of twice that); returns it.
+
+        The relay runs until the server stops. Its host key is this server's.
+        """
+        relay = LatencyRelay(self.port, latency_ms / 1000).start()
+        self._relays.append(relay)
+        name = alias or f"{self.alias}-{latency_ms:g}ms"
+        with self.ssh_config.open("a") as config:
+            config.write(_relayed_host(name, relay.port, self.port, self.user))
+        self.aliases = (*self.aliases, name)
+        return name
 
     def fabric_config(self, overrides: dict[str, Any] | None = None) -> fabric.Config:
         """A :class:`fabric.Config` that reads :attr:`ssh_config` and nothing else.
@@ -173,6 +193,8 @@ class SshServer:
         if self._stopped:
             return
         self._stopped = True
+        for relay in self._relays:
+            relay.close()
         process = self._process
         if process.poll() is not None:
             # Its connections' processes are orphans by now: nothing links them to us.
@@ -195,6 +217,7 @@ def ssh_server(
     aliases: Sequence[str] = ("fmux-test",),
     sshd_options: Sequence[str] = (),
     sshd_path: str | None = None,
+    latency_ms: float | None = None,
 ) -> Iterator[SshServer]:
     """Run a throwaway ``sshd`` on 127.0.0.1 until the block ends.
 
@@ -212,6 +235,9 @@ def ssh_server(
         name); a ``Match`` block may come last.
     :param sshd_path: the ``sshd`` binary; searched in ``PATH``, ``/usr/sbin``
         and ``/usr/local/sbin`` by default.
+    :param latency_ms: reach the server through a :class:`LatencyRelay` that
+        adds this much each way (every alias does; ``server.relay`` counts
+        the round trips).
     :raises SshdNotFound: there is no ``sshd`` or ``ssh-keygen``.
     :raises RuntimeError: sshd rejected its configuration or did not start.
     :raises ValueError: bad ``aliases``, ``sshd_options`` or ``user``, or a
@@ -299,13 +325,19 @@ def ssh_server(
         log=log,
     )
     try:
+        reach = port
+        if latency_ms is not None:
+            server.relay = LatencyRelay(port, latency_ms / 1000).start()
+            server._relays.append(server.relay)
+            reach = server.relay.port
         ssh_config.write_text(
             _ssh_config(
                 aliases=aliases,
-                port=port,
+                port=reach,
                 user=account.pw_name,
                 client_key=client_key,
                 known_hosts=known_hosts,
+                key_port=port,
             )
         )
         known_hosts.write_text(f"[{HOST}]:{port} {' '.join(host_public)}\n")
@@ -607,13 +639,33 @@ def _sshd_config(
     return "\n".join(lines) + "\n"
 
 
+def _relayed_host(alias: str, relay_port: int, port: int, user: str) -> str:
+    """A Host block that reaches the server through a relay, its host key known as usual."""
+    return (
+        f"Host {alias}\n"
+        f"    HostName {HOST}\n"
+        f"    Port {relay_port}\n"
+        f"    HostKeyAlias [{HOST}]:{port}\n"
+        f"    User {user}\n"
+    )
+
+
 def _ssh_config(
-    *, aliases: Sequence[str], port: int, user: str, client_key: Path, known_hosts: Path
+    *,
+    aliases: Sequence[str],
+    port: int,
+    user: str,
+    client_key: Path,
+    known_hosts: Path,
+    key_port: int,
 ) -> str:
+    # Through a relay, the port differs from the one known_hosts names the key by.
+    key_alias = f"    HostKeyAlias [{HOST}]:{key_port}\n" if key_port != port else ""
     return (
         f"Host {' '.join(aliases)}\n"
         f"    HostName {HOST}\n"
         f"    Port {port}\n"
+        f"{key_alias}"
         f"    User {user}\n"
         "Host *\n"
         f"    IdentityFile {_path(client_key)}\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,13 @@ from typing import Any
 import fabric
 import pytest
 from fabric.transfer import Result, Transfer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fabric_mux import MuxConnection
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
+from fabric_mux.transfer import INLINE_LIMIT, printf_format
 
 #: Remote folders of this run (runs of the suite may share an account).
 OURS, STOCK = f"fmux-ours-{os.getpid()}", f"fmux-stock-{os.getpid()}"
@@ -212,3 +216,24 @@ def test_an_account_without_a_shell_transfers_over_sftp(
 def test_text_that_is_not_ascii_arrives_as_utf8(c: MuxConnection) -> None:
     c.put(io.StringIO("é€\n"), f"{OURS}/utf8.txt")
     assert c.run(f"cat {OURS}/utf8.txt", hide=True).stdout == "é€\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=300))
+def test_printf_format_prints_exactly_the_bytes(data: bytes) -> None:
+    shown = subprocess.run(
+        ["/bin/sh", "-c", 'printf "$1"', "sh", printf_format(data)], capture_output=True, check=True
+    )
+    assert shown.stdout == data
+
+
+def test_small_puts_ride_in_the_command_and_big_ones_on_stdin(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    for size in (INLINE_LIMIT // 4, INLINE_LIMIT * 2):
+        local = tmp_path / f"{size}.bin"
+        local.write_bytes(os.urandom(size))
+        c.put(str(local), f"{OURS}/{size}.bin")
+        back = tmp_path / f"{size}.back"
+        c.get(f"{OURS}/{size}.bin", str(back))
+        assert back.read_bytes() == local.read_bytes()

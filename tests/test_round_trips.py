@@ -1,0 +1,101 @@
+"""Round trips per operation, counted by a latency relay (turns of the conversation), not timed."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import fabric
+import pytest
+
+from fabric_mux import MuxConnection
+from fabric_mux.pytest_plugin import SshdFactory
+from fabric_mux.relay import LatencyRelay
+from fabric_mux.testing import SshServer
+
+#: What a bare mux session costs through the master: the channel opens (one
+#: round trip), the command runs and its status comes back (another), and our
+#: close goes out: five turns.
+BARE_SESSION = 2.5
+
+
+@pytest.fixture
+def echo_server() -> Iterator[int]:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_the_relay_delays_each_way_and_counts_round_trips(echo_server: int) -> None:
+    with LatencyRelay(echo_server, delay=0.05) as relay:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as conn:
+            for word in (b"one", b"two", b"three"):
+                sent = time.monotonic()
+                conn.sendall(word)
+                assert conn.recv(100) == word
+                assert time.monotonic() - sent >= 0.1  # the relay never delivers early
+        assert relay.round_trips() == 3
+        assert relay.connections == 1
+
+
+def test_the_relay_keeps_order_and_bytes(echo_server: int) -> None:
+    data = bytes(range(256)) * 4096
+    with LatencyRelay(echo_server, delay=0.01) as relay:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as conn:
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            got = b"".join(iter(lambda: conn.recv(65536), b""))
+    assert got == data
+
+
+@pytest.fixture
+def slow(sshd_factory: SshdFactory, control_dir: Path) -> tuple[SshServer, MuxConnection]:
+    server = sshd_factory(latency_ms=10)
+    config: fabric.Config = server.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    c = MuxConnection(server.alias, config=config)
+    c.run("mkdir -p fmux-rt", hide=True)
+    return server, c
+
+
+def cost(server: SshServer, operation: object) -> float:
+    assert server.relay is not None
+    before = server.relay.turns()
+    operation()  # type: ignore[operator]
+    return (server.relay.turns() - before) / 2
+
+
+def test_a_warm_run_costs_a_bare_session(slow: tuple[SshServer, MuxConnection]) -> None:
+    server, c = slow
+    assert cost(server, lambda: c.run("true")) <= BARE_SESSION
+
+
+def test_put_and_get_cost_what_a_run_costs(
+    slow: tuple[SshServer, MuxConnection], tmp_path: Path
+) -> None:
+    server, c = slow
+    run = cost(server, lambda: c.run("true"))
+    local = tmp_path / "f.bin"
+    local.write_bytes(os.urandom(10_000))
+    assert cost(server, lambda: c.put(str(local), "fmux-rt/f.bin")) <= run
+    assert cost(server, lambda: c.get("fmux-rt/f.bin", str(tmp_path / "b.bin"))) <= BARE_SESSION
+    assert cost(server, lambda: c.put(io.BytesIO(b"y" * 10_000), "fmux-rt/g.bin")) <= run
+    assert (tmp_path / "b.bin").read_bytes() == local.read_bytes()
+    c.run("rm -rf fmux-rt")
+    assert server.logins() == 1
