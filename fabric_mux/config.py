@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "reply_timeout": 30,
     # Retries, with backoff, of a master start whose connection was refused or reset.
     "connect_retries": 2,
+    # Masters a run (fab, a MuxThreadingGroup) starts at the same time, before its first command.
+    "masters_at_once": 16,
 }
 
 
@@ -52,6 +54,7 @@ class MuxSettings(NamedTuple):
     connect_timeout: int | None
     reply_timeout: float | None
     connect_retries: int
+    masters_at_once: int
 
     @property
     def persists(self) -> bool:
@@ -83,6 +86,7 @@ def mux_settings(config: Any) -> MuxSettings:
         connect_timeout=int(values["connect_timeout"]) if values["connect_timeout"] else None,
         reply_timeout=float(values["reply_timeout"]) if values["reply_timeout"] else None,
         connect_retries=max(0, int(values["connect_retries"] or 0)),
+        masters_at_once=max(1, int(values["masters_at_once"] or 1)),
     )
 
 

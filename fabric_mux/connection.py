@@ -63,6 +63,9 @@ class _MuxState:
     #: Sessions running unattended (``disown=True``) until the connection closes.
     disowned: list[Session] = field(default_factory=list)
     sftp: SFTPClient | None = None
+    #: Why this connection's master could not start when it was opened in a
+    #: group; raised again on its next use (see fabric_mux.warmup).
+    start_error: BaseException | None = None
 
     def fresh(self) -> _MuxState:
         """The same settings, holding nothing (for a forked child)."""
@@ -298,6 +301,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
     def _open(self) -> Master:
         state = self._mux
+        if state.start_error is not None:
+            raise state.start_error
         master = self.route_master()
         self._reconnect(master)
         if not state.settings.persists:
@@ -306,6 +311,10 @@ class MuxConnection(Connection):  # type: ignore[misc]
         state.master = master
         state.opened = True
         return master
+
+    def remember_failure(self, error: BaseException | None) -> None:
+        """Make the next open raise ``error`` (None: try again), rather than log in again."""
+        self._mux.start_error = error
 
     def _reconnect(self, master: Master) -> None:
         """Bring the route's master back, its gateways' first."""

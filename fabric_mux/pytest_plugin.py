@@ -29,9 +29,18 @@ from typing import NoReturn, Protocol
 import fabric
 import pytest
 
-from .testing import SshdNotFound, SshServer, ssh_server
+from .testing import Fleet, SshdNotFound, SshServer, ssh_fleet, ssh_server
 
-__all__ = ["SshdFactory", "mux_config", "mux_control_dir", "sshd", "sshd_factory", "sshd_user"]
+__all__ = [
+    "FleetFactory",
+    "SshdFactory",
+    "mux_config",
+    "mux_control_dir",
+    "sshd",
+    "sshd_factory",
+    "sshd_fleet",
+    "sshd_user",
+]
 
 
 class SshdFactory(Protocol):
@@ -95,6 +104,36 @@ def sshd_factory(sshd_user: str) -> Iterator[SshdFactory]:
 def sshd(sshd_factory: SshdFactory) -> SshServer:
     """A fresh server for :func:`sshd_user`, alias ``fmux-test``."""
     return sshd_factory()
+
+
+class FleetFactory(Protocol):
+    """Start several servers in one ssh_config; every one is stopped when the test ends."""
+
+    def __call__(
+        self, count: int = ..., *, bastion: bool = ..., latency_ms: float | None = ...
+    ) -> Fleet: ...
+
+
+@pytest.fixture
+def sshd_fleet(sshd_user: str) -> Iterator[FleetFactory]:
+    """``sshd_fleet(3, bastion=True)``: servers ``host1``..``host3`` behind ``bastion``,
+    in one ssh_config (``fleet.ssh_config``, ``fleet.fabric_config()``)."""
+    with ExitStack() as stack:
+
+        def start(
+            count: int = 3, *, bastion: bool = False, latency_ms: float | None = None
+        ) -> Fleet:
+            folder = tempfile.mkdtemp(prefix="fmf-", dir="/tmp")
+            stack.callback(shutil.rmtree, folder, ignore_errors=True)
+            fleet = ssh_fleet(
+                Path(folder), count, bastion=bastion, user=sshd_user, latency_ms=latency_ms
+            )
+            try:
+                return stack.enter_context(fleet)
+            except SshdNotFound as error:
+                _missing_sshd(error)
+
+        yield start
 
 
 @pytest.fixture

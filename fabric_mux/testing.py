@@ -13,6 +13,7 @@ As root, :func:`ensure_account` makes the account such a server lets in.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pwd
@@ -35,6 +36,7 @@ from .relay import LatencyRelay
 
 __all__ = [
     "Account",
+    "Fleet",
     "LatencyRelay",
     "SshServer",
     "SshdNotFound",
@@ -42,6 +44,7 @@ __all__ = [
     "lent_account",
     "remove_account",
     "revoke_account",
+    "ssh_fleet",
     "ssh_server",
 ]
 
@@ -153,6 +156,22 @@ class SshServer:
             config.write(_relayed_host(name, relay.port, self.port, self.user))
         self.aliases = (*self.aliases, name)
         return name
+
+    def routes(self, count: int, prefix: str = "route") -> list[str]:
+        """``count`` new aliases of this server that are distinct routes: each has a
+        HostKeyAlias of its own (known_hosts knows them all), so each gets a master
+        and a login of its own, as distinct hosts would. Cheap many-host tests."""
+        key = self.known_hosts.read_text().split(None, 1)[1]
+        names = [f"{prefix}{n}" for n in range(1, count + 1)]
+        with self.known_hosts.open("a") as known, self.ssh_config.open("a") as config:
+            for name in names:
+                known.write(f"{name} {key}")
+                config.write(
+                    f"Host {name}\n    HostName {HOST}\n    Port {self.port}\n"
+                    f"    HostKeyAlias {name}\n    User {self.user}\n"
+                )
+        self.aliases = (*self.aliases, *names)
+        return names
 
     def fabric_config(self, overrides: dict[str, Any] | None = None) -> fabric.Config:
         """A :class:`fabric.Config` that reads :attr:`ssh_config` and nothing else.
@@ -344,6 +363,88 @@ def ssh_server(
         yield server
     finally:
         server.stop()
+
+
+class Fleet(NamedTuple):
+    """Several servers in one ssh_config, maybe behind a bastion; see :func:`ssh_fleet`."""
+
+    #: The hosts' aliases: ``host1``, ``host2``...
+    hosts: tuple[str, ...]
+    servers: tuple[SshServer, ...]
+    #: The bastion's alias (``bastion``) when the hosts are behind one.
+    bastion: str | None
+    bastion_server: SshServer | None
+    ssh_config: Path
+
+    def fabric_config(self, overrides: dict[str, Any] | None = None) -> fabric.Config:
+        """A :class:`fabric.Config` that reads :attr:`ssh_config` and nothing else."""
+        return fabric.Config(runtime_ssh_path=str(self.ssh_config), overrides=overrides or {})
+
+    def logins(self) -> dict[str, int]:
+        """Logins so far, by alias (the bastion's too)."""
+        counts = {alias: server.logins() for alias, server in zip(self.hosts, self.servers)}
+        if self.bastion and self.bastion_server:
+            counts[self.bastion] = self.bastion_server.logins()
+        return counts
+
+
+@contextmanager
+def ssh_fleet(
+    directory: Path,
+    count: int,
+    *,
+    bastion: bool = False,
+    user: str | None = None,
+    latency_ms: float | None = None,
+) -> Iterator[Fleet]:
+    """``count`` throwaway servers (``host1``...), optionally behind a bastion, in one
+    ssh_config, as a sysadmin's ``~/.ssh/config`` names a fleet.
+
+    With ``bastion``, every host is reached with ``ProxyJump bastion``, and only
+    the bastion is reachable directly (the hosts still listen on 127.0.0.1,
+    but the config goes through the bastion). ``latency_ms`` puts each server
+    behind a :class:`LatencyRelay` of its own.
+    """
+    directory = directory.absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)  # the servers' accounts reach their authorized_keys through it
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str) -> SshServer:
+            folder = directory / name
+            return stack.enter_context(
+                ssh_server(folder, user=user, aliases=(name,), latency_ms=latency_ms)
+            )
+
+        servers = tuple(start(f"host{n}") for n in range(1, count + 1))
+        jump = start("bastion") if bastion else None
+        everyone = (*servers, *([jump] if jump else []))
+        known = directory / "known_hosts"
+        known.write_text("".join(server.known_hosts.read_text() for server in everyone))
+        blocks = []
+        for server in everyone:
+            block = server.ssh_config.read_text().split("Host *")[0]
+            if jump is not None and server is not jump:
+                block += "    ProxyJump bastion\n"
+            blocks.append(block)
+        common = (
+            "Host *\n"
+            + "".join(f"    IdentityFile {_path(s.client_key)}\n" for s in everyone)
+            + "    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {_path(known)}\n"
+            "    GlobalKnownHostsFile /dev/null\n"
+            "    StrictHostKeyChecking yes\n"
+            "    BatchMode yes\n"
+        )
+        ssh_config = directory / "ssh_config"
+        ssh_config.write_text("".join(blocks) + common)
+        yield Fleet(
+            hosts=tuple(s.alias for s in servers),
+            servers=servers,
+            bastion=jump.alias if jump else None,
+            bastion_server=jump,
+            ssh_config=ssh_config,
+        )
 
 
 def ensure_account(name: str, password: str | None = None, sudoer: bool = False) -> str:

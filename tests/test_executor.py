@@ -9,49 +9,66 @@ from invoke.tasks import Call
 from pytest_mock import MockerFixture
 
 from fabric_mux import MuxConnection, MuxExecutor
-from fabric_mux.executor import MuxConnectionCall
+from fabric_mux.executor import MuxConnectionCall, _Run
 
 
 def noop(c: Any) -> None:
     pass
 
 
-def make_call(opened: list[Connection]) -> MuxConnectionCall:
-    return MuxConnectionCall(task=Task(noop), init_kwargs={"host": "web1"}, opened=opened)
+def make_call(run: _Run) -> MuxConnectionCall:
+    return MuxConnectionCall(task=Task(noop), init_kwargs={"host": "web1"}, run_state=run)
 
 
-def test_parameterize_makes_mux_calls() -> None:
+def test_parameterize_makes_mux_calls_and_learns_the_hosts() -> None:
     executor = MuxExecutor(collection=None, config=Config())
     call = executor.parameterize(Call(task=Task(noop)), {"host": "web1"})
+    executor.parameterize(Call(task=Task(noop)), {"host": "web2"})
+    executor.parameterize(Call(task=Task(noop)), {"host": "web1"})  # a second task, same host
     assert isinstance(call, MuxConnectionCall)
-    assert call.opened is executor.opened
+    assert call.run_state is executor.run_state
     copy = call.clone()  # invoke clones calls, e.g. for pre/post tasks
-    assert copy.opened is executor.opened
+    assert copy.run_state is executor.run_state
     assert copy.init_kwargs == {"host": "web1"}
+    assert [kw["host"] for kw in executor.run_state.hosts.values()] == ["web1", "web2"]
 
 
 def test_task_gets_a_mux_connection_and_it_is_recorded() -> None:
-    opened: list[Connection] = []
-    connection = make_call(opened).make_context(Config())
+    run = _Run()
+    connection = make_call(run).make_context(Config())
     assert isinstance(connection, MuxConnection)
     assert connection.original_host == "web1"
-    assert opened == [connection]
+    assert run.opened == [connection]
 
 
 def test_mux_disabled_gives_plain_fabric() -> None:
-    connection = make_call([]).make_context(Config(overrides={"mux": {"enabled": False}}))
+    connection = make_call(_Run()).make_context(Config(overrides={"mux": {"enabled": False}}))
     assert type(connection) is Connection
 
 
 def test_invoke_3_call_signature_is_accepted() -> None:
-    connection = make_call([]).make_context(Config(), core_parse_result=object())
+    connection = make_call(_Run()).make_context(Config(), core_parse_result=object())
     assert isinstance(connection, MuxConnection)
+
+
+def test_a_host_whose_master_failed_raises_that_failure(mocker: MockerFixture) -> None:
+    run = _Run()
+    failure = RuntimeError("host key verification failed")
+    run.failures[repr(sorted({"host": "web1"}.items()))] = failure
+    run._started = True
+    connection = make_call(run).make_context(Config())
+    try:
+        connection.run("true")
+    except RuntimeError as exc:
+        assert exc is failure
+    else:
+        raise AssertionError("the remembered failure was not raised")
 
 
 def test_execute_closes_what_the_run_opened(mocker: MockerFixture) -> None:
     executor = MuxExecutor(collection=None, config=Config())
     first, second = mocker.Mock(), mocker.Mock()
-    executor.opened.extend([first, second])
+    executor.run_state.opened.extend([first, second])
     mocker.patch("fabric.Executor.execute", side_effect=RuntimeError("task failed"))
     try:
         executor.execute("deploy")
@@ -59,4 +76,4 @@ def test_execute_closes_what_the_run_opened(mocker: MockerFixture) -> None:
         pass
     first.close.assert_called_once_with()
     second.close.assert_called_once_with()
-    assert executor.opened == []
+    assert executor.run_state.opened == []
