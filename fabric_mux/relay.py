@@ -6,7 +6,9 @@ is made in Python: every chunk read from one side is written to the other
 through the relay costs twice the delay.
 
 The relay also counts the *turns* of each conversation (the direction
-changing), which is how tests count round trips without timing anything::
+changing), and among them the answers (the server starting to talk back):
+each is a round trip the client waited for. That is how tests count round
+trips without timing anything::
 
     with LatencyRelay(server.port, delay=0.025) as relay:
         ...  # connect to 127.0.0.1:relay.port
@@ -37,6 +39,7 @@ class LatencyRelay:
         #: Connections relayed so far.
         self.connections = 0
         self._turns = 0
+        self._answers = 0
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,9 +77,12 @@ class LatencyRelay:
         with self._lock:
             return self._turns
 
-    def round_trips(self) -> float:
-        """:meth:`turns` as round trips (a question and its answer: two turns)."""
-        return self.turns() / 2
+    def round_trips(self) -> int:
+        """How many times the server side started answering: the round trips the
+        client waited for (unlike :meth:`turns`, the same wherever one operation
+        ends and the next begins)."""
+        with self._lock:
+            return self._answers
 
     # -- inside the relay's thread ------------------------------------------------------
 
@@ -144,6 +150,7 @@ class LatencyRelay:
                     last_side[:] = [side]
                     with self._lock:
                         self._turns += 1
+                        self._answers += side == "in"
                 queue.put_nowait((loop.time() + self.delay, data))
                 if not data:
                     return
