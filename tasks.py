@@ -48,9 +48,10 @@ def demo(c: Context) -> None:
 @task(
     help={
         "repeat": f"Repetitions per measurement (default {DEFAULT_REPEAT}); medians are shown.",
-        "only": "Run only these sections, e.g. 'bc' (default: abcdef).",
+        "only": f"Run only these sections, e.g. 'bc' (default: {SECTIONS}).",
+        "rtt": "Reach the server through a relay adding this round trip, in ms (0: loopback).",
     }
 )
-def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = SECTIONS) -> None:
-    """Stock Fabric vs fabric-mux vs raw OpenSSH; writes bench/results.md."""
-    sys.stdout.write(run_bench(repeat=repeat, only=only))
+def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = SECTIONS, rtt: float = 0) -> None:
+    """Stock Fabric vs fabric-mux vs raw OpenSSH; a full run writes bench/results*.md."""
+    sys.stdout.write(run_bench(repeat=repeat, only=only, rtt_ms=rtt))

@@ -155,12 +155,15 @@ def remote_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def light_server(stack: ExitStack, prefix: str = "fmb-srv-") -> SshServer:
-    """A throwaway sshd on 127.0.0.1 for :func:`remote_user`, stopped with ``stack``."""
+def light_server(
+    stack: ExitStack, prefix: str = "fmb-srv-", latency_ms: float | None = None
+) -> SshServer:
+    """A throwaway sshd on 127.0.0.1 for :func:`remote_user`, stopped with ``stack``;
+    reached through a relay adding ``latency_ms`` each way when given."""
     user = remote_user()
     # Its own folder straight under /tmp: the remote account reads authorized_keys in it.
     folder = scratch(stack, prefix)
-    return stack.enter_context(ssh_server(folder, user=user))
+    return stack.enter_context(ssh_server(folder, user=user, latency_ms=latency_ms))
 
 
 def remote_folder(server: SshServer, name: str) -> Path:

@@ -163,11 +163,12 @@ class SshServer:
         and a login of its own, as distinct hosts would. Cheap many-host tests."""
         key = self.known_hosts.read_text().split(None, 1)[1]
         names = [f"{prefix}{n}" for n in range(1, count + 1)]
+        port = self.relay.port if self.relay else self.port
         with self.known_hosts.open("a") as known, self.ssh_config.open("a") as config:
             for name in names:
                 known.write(f"{name} {key}")
                 config.write(
-                    f"Host {name}\n    HostName {HOST}\n    Port {self.port}\n"
+                    f"Host {name}\n    HostName {HOST}\n    Port {port}\n"
                     f"    HostKeyAlias {name}\n    User {self.user}\n"
                 )
         self.aliases = (*self.aliases, *names)

@@ -51,8 +51,13 @@ _STARTED = b"\0fabric-mux-started"
 _DONE = b"\0fabric-mux "
 _FOLDER = b"\0fabric-mux-folder"
 
+# Each script writes its report to stderr before its last step, which it
+# execs (no fork for cat or wc): after a NUL, "fabric-mux PATH", a NUL, then
+# what the last step or ls says. Success is that report and exit status 0.
+
 #: $1 the remote path as given (may be empty), $2 the local name, $3 the mode or
 #: empty, $4 ``-`` for the bytes on stdin, or ``=`` and the bytes as a printf format.
+#: Reports the absolute path, then wc's count of what landed.
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
 if [ -z "$r" ]; then r=$2
@@ -60,22 +65,23 @@ elif [ -d "$r" ]; then
   [ -n "$2" ] || { printf '\0fabric-mux-folder' >&2; exit 1; }
   r=${r%/}/$2
 fi
-case $r in /*) ;; *) r=$(pwd -P)/$r ;; esac
+case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 if [ "$4" = - ]; then cat > "$r" || exit
 else printf "${4#=}" > "$r" || exit
 fi
 [ -z "$3" ] || chmod "$3" -- "$r" || exit
-printf '\0fabric-mux %s ' "$(wc -c < "$r")" >&2
-printf '%s' "$r" >&2"""
+printf '\0fabric-mux %s\0' "$r" >&2
+exec wc -c < "$r" >&2"""
 
-#: $1 the remote path. Reports size, mode (as ls -l shows it) and path.
+#: $1 the remote path. Reports the absolute path and its ``ls -l`` line (mode,
+#: size), then sends the bytes.
 GET_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
-case $r in /*) ;; *) r=$(pwd -P)/$r ;; esac
+case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 m=$(ls -ldnL -- "$r") || exit
-cat -- "$r" || exit
-printf '\0fabric-mux %s %.10s ' "$(wc -c < "$r")" "$m" >&2
-printf '%s' "$r" >&2"""
+printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
+exec cat -- "$r"
+"""
 
 
 class Transferring(SessionOpener, Protocol):
@@ -105,16 +111,15 @@ _REMOTE_ERRORS = (
 #: 128 KiB limit on one argument.
 INLINE_LIMIT = 48 * 1024
 
-# Bytes printf's format may carry as they are; the rest become \ooo.
-_PLAIN = frozenset(range(0x20, 0x7F)) - {ord("%"), ord("\\")}
+# Each byte as printf's format carries it: printable ASCII as it is (but % and
+# backslash), the rest as \ooo; a leading "-" too, lest printf take it for an option.
+_FORMAT = [chr(b) if 0x20 <= b < 0x7F and b not in b"%\\" else f"\\{b:03o}" for b in range(256)]
 
 
 def printf_format(data: bytes) -> str:
     """``data`` as a POSIX printf format that prints exactly it (NULs included)."""
-    return "".join(
-        chr(byte) if byte in _PLAIN and not (index == 0 and byte == ord("-")) else f"\\{byte:03o}"
-        for index, byte in enumerate(data)
-    )
+    text = "".join(map(_FORMAT.__getitem__, data))
+    return "\\055" + text[1:] if text.startswith("-") else text
 
 
 def _inline(data: bytes) -> str | None:
@@ -131,22 +136,29 @@ def _command(script: str, *args: str) -> str:
 
 
 class _Report:
-    """What the remote command said on stderr."""
+    """What the remote command said on stderr, and how it ended."""
 
-    def __init__(self, stderr: bytes) -> None:
+    def __init__(self, stderr: bytes, status: int | None) -> None:
         self.started = _STARTED in stderr
         self.into_folder = _FOLDER in stderr
-        said, done, report = stderr.replace(_STARTED, b"").partition(_DONE)
-        self.errors = said.replace(_FOLDER, b"").decode("utf-8", "replace").strip()
+        before, done, after = stderr.replace(_STARTED, b"").partition(_DONE)
+        path, _, rest = after.partition(b"\0")
+        detail, _, later = rest.partition(b"\0")
+        said = before.replace(_FOLDER, b"") + later
+        self.errors = said.decode("utf-8", "replace").strip()
+        self.ok = bool(done) and status == 0
+        self.status = status
+        #: The remote file's absolute path.
+        self.path = path.decode("utf-8", "surrogateescape")
+        #: Its size and, for a get, its mode as ``ls -l`` shows it.
         self.size: int | None = None
         self.mode = ""
-        self.path = ""
-        if done:
-            fields = report.decode("utf-8", "surrogateescape").lstrip().split(" ", 2)
-            self.size = int(fields[0])
-            self.path = fields[-1]
-            if len(fields) == 3:
-                self.mode = fields[1]
+        words = detail.split()
+        if len(words) == 1 and words[0].isdigit():  # put: wc's count
+            self.size = int(words[0])
+        elif len(words) >= 5 and words[4].isdigit():  # get: ls -l
+            self.mode = words[0][:10].decode("ascii", "replace")
+            self.size = int(words[4])
 
 
 def put(
@@ -280,11 +292,11 @@ def _into_file(
         with _polling(progress, None, lambda: os.lseek(fd, 0, os.SEEK_CUR)):
             report, _ = _run(opener, command, stdout=fd)
         got = os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our file offset
-        if report.size is not None:
+        if report.ok:
             os.ftruncate(fd, got)
     finally:
         os.close(fd)
-    if report.size is None and not existed:
+    if not report.ok and not existed:
         os.unlink(path)
     return report, got
 
@@ -322,12 +334,12 @@ def _mode_bits(shown: str) -> int:
 
 
 def _check(host: str, report: _Report, path: str) -> None:
-    if report.size is not None:
+    if report.ok:
         return
     for text, code in _REMOTE_ERRORS:
         if text in report.errors:
             raise OSError(code, f"{host}: {report.errors}", path)
-    why = report.errors or "the transfer ended without its report"
+    why = report.errors or f"the transfer ended with exit {report.status} and no report"
     raise OSError(errno.EIO, f"{host}: transfer failed: {why}", path)
 
 
@@ -412,8 +424,8 @@ def _run(
                 sink,
                 progress,
             )
-            session.wait_exit()
-    return _Report(stderr), pumped
+            status = session.wait_exit()
+    return _Report(stderr, status), pumped
 
 
 def _close(fd: int) -> None:
