@@ -1,11 +1,16 @@
-"""``fabric-mux``: see and stop the masters in a control folder.
+"""``fabric-mux``: see and stop the masters, as ``fab`` would find them.
 
 ::
 
-    fabric-mux list                 every master: route, pid, age, alive or stale
+    fabric-mux list                 every master: socket, pid, age, state, route
     fabric-mux check HOST           is HOST's master running? (exit 0 if so)
     fabric-mux stop HOST            end HOST's master
     fabric-mux stop --all           end every master, remove stale sockets
+
+Every command reads the configuration as a ``fab`` run here does (``/etc``, ``~``
+and this project's ``fabric.yaml``, ``FABRIC_MUX_*`` variables), takes
+``--control-dir`` and ``-F`` (``fab -S``) before or after its name, and
+``list`` and ``check`` change nothing: not even the control folder is made.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import stat
 import sys
 import time
@@ -23,9 +29,9 @@ from pathlib import Path
 from fabric import Config
 
 from .config import MuxConfig, mux_settings
-from .controldir import default_control_dirs, prepare_control_dir
-from .exceptions import MasterNotOurs, MuxError
-from .master import Master, alive_pid, stop_socket
+from .controldir import default_control_dirs, find_control_dir
+from .exceptions import MasterNotOurs, MasterNotResponding, MuxError
+from .master import Master, alive_pid, master_pids, stop_socket
 
 __all__ = ["MasterInfo", "main", "masters_in"]
 
@@ -37,32 +43,56 @@ class MasterInfo:
     path: Path
     pid: int | None
     age: float | None
+    #: The master's destination and the options that shape its route.
     route: str
-    #: Set when another user's process serves the socket: never touched.
-    foreign_uid: int | None = None
+    #: alive, stale, frozen (a master that does not answer) or other (not ours).
+    state: str
+    #: The ssh_config it was started with (``-F``), if any.
+    config_file: str | None = None
+    destination: str = ""
 
     @property
     def alive(self) -> bool:
-        return self.pid is not None
+        return self.state == "alive"
 
 
-def _route_of(pid: int) -> str:
-    """The master's destination and options, read back from its argv."""
+def _argv(pid: int) -> list[str]:
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return "?"
-    words = [word.decode("utf-8", "replace") for word in argv if word]
-    shown = []
-    for flag, value in zip(words, [*words[1:], ""]):
-        if flag in ("-l", "-p", "-F", "-J"):
+        return []
+    return [word.decode("utf-8", "replace") for word in raw if word]
+
+
+def _hop_of(proxy_command: str) -> str | None:
+    """The hop named in one of our ProxyCommands (``ssh ... -S HOP -W '[%h]:%p' hop``)."""
+    try:
+        words = shlex.split(proxy_command)
+    except ValueError:
+        return None
+    if "-W" not in words or "-S" not in words:
+        return None
+    index = words.index("-W") + 2
+    return words[index] if index < len(words) else None
+
+
+def _describe(argv: list[str]) -> tuple[str, str | None, str]:
+    """(route shown, -F file, destination) from a master's argv."""
+    if not argv:
+        return "?", None, ""
+    shown: list[str] = []
+    config_file = None
+    for flag, value in zip(argv, [*argv[1:], ""]):
+        if flag in ("-l", "-p", "-F"):
             shown.append(f"{flag} {value}")
-        elif value.startswith("ProxyCommand=") and flag == "-o":
-            shown.append(
-                "via " + value.split(" -W ", 1)[-1].split()[-1] if " -S " in value else value
-            )
-    destination = words[-1] if words else "?"
-    return " ".join([destination, *shown])
+            if flag == "-F":
+                config_file = value
+        elif flag == "-o" and value.startswith("ProxyCommand="):
+            command = value.split("=", 1)[1]
+            hop = _hop_of(command)
+            shown.append(f"via {hop}" if hop else f"ProxyCommand {command}")
+    destination = argv[-1]
+    return " ".join([destination, *shown]), config_file, destination
 
 
 def _age(pid: int) -> float | None:
@@ -72,7 +102,7 @@ def _age(pid: int) -> float | None:
 
 
 def masters_in(folder: Path) -> Iterator[MasterInfo]:
-    """Every control socket in ``folder``, alive or stale."""
+    """Every control socket in ``folder``, and what answers on it. Changes nothing."""
     if not folder.is_dir():
         return
     for path in sorted(folder.iterdir()):
@@ -84,13 +114,23 @@ def masters_in(folder: Path) -> Iterator[MasterInfo]:
         try:
             pid = alive_pid(str(path))
         except MasterNotOurs as exc:
-            route = f"(not ours: uid {exc.uid}; left alone)"
-            yield MasterInfo(path, None, None, route, foreign_uid=exc.uid)
+            yield MasterInfo(path, None, None, f"(not ours: uid {exc.uid}; left alone)", "other")
+            continue
+        except MasterNotResponding:
+            found = master_pids(str(path))
+            yield _info(path, found[0] if len(found) == 1 else None, "frozen")
             continue
         if pid is None:
-            yield MasterInfo(path, None, None, "(stale: no master answers)")
+            yield MasterInfo(path, None, None, "(no master answers)", "stale")
         else:
-            yield MasterInfo(path, pid, _age(pid), _route_of(pid))
+            yield _info(path, pid, "alive")
+
+
+def _info(path: Path, pid: int | None, state: str) -> MasterInfo:
+    if pid is None:
+        return MasterInfo(path, None, None, "?", state)
+    route, config_file, destination = _describe(_argv(pid))
+    return MasterInfo(path, pid, _age(pid), route, state, config_file, destination)
 
 
 def _format_age(seconds: float | None) -> str:
@@ -102,15 +142,13 @@ def _format_age(seconds: float | None) -> str:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    """Fabric's config as ``fab`` would load it here: /etc, ~ and ./fabric.yaml.
-
-    So ``check``/``stop`` work out the same route, and the same control
-    folder, as the fab runs in this project.
-    """
+    """Fabric's config as a ``fab`` run here loads it: /etc, ~, ./fabric.yaml, the
+    environment (``FABRIC_MUX_CONTROL_DIR``...), then our options."""
     config = MuxConfig(runtime_ssh_path=args.ssh_config, lazy=True)
     config.load_base_conf_files()
     config.set_project_location(os.getcwd())
     config.load_project()
+    config.load_shell_env()
     if args.control_dir is not None:
         config.load_overrides({"mux": {"control_dir": str(args.control_dir)}}, merge=False)
     config.merge()
@@ -118,49 +156,55 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _connection(host: str, args: argparse.Namespace) -> Master:
-    """The master a ``MuxConnection`` to ``host`` would use (nothing is started)."""
+def _master(host: str, config: Config) -> Master:
+    """The master a ``MuxConnection`` to ``host`` would use (nothing is started or made)."""
     from .connection import MuxConnection
 
-    return MuxConnection(host, config=args.config).route_master()
+    return MuxConnection(host, config=config).route_master(make_folder=False)
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = list(masters_in(args.control_dir))
+    rows = list(masters_in(args.folder))
     if not rows:
-        print(f"no masters in {args.control_dir}")
+        print(f"no masters in {args.folder}")
         return 0
-    print(f"{'SOCKET':<22} {'PID':>7} {'AGE':>7}  STATE  ROUTE")
+    print(f"{'SOCKET':<22} {'PID':>7} {'AGE':>7}  {'STATE':<6}  ROUTE")
     for row in rows:
-        state = "alive" if row.alive else "stale" if row.foreign_uid is None else "other"
         pid = str(row.pid) if row.pid is not None else "-"
-        print(f"{row.path.name:<22} {pid:>7} {_format_age(row.age):>7}  {state:<5}  {row.route}")
+        age = _format_age(row.age)
+        print(f"{row.path.name:<22} {pid:>7} {age:>7}  {row.state:<6}  {row.route}")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    master = _connection(args.host, args)
+    master = _master(args.host, args.config)
     pid = master.alive()
-    if pid is None:
-        print(f"{args.host}: no master running ({master.control_path})")
-        return 1
-    print(f"{args.host}: master running (pid={pid}) at {master.control_path}")
-    return 0
+    if pid is not None:
+        print(f"{args.host}: master running (pid={pid}) at {master.control_path}")
+        return 0
+    print(f"{args.host}: no master running ({master.control_path})")
+    # The same host started with another ssh_config (fab -S) is another route.
+    for row in masters_in(args.folder):
+        if row.alive and row.destination == args.host:
+            given = f" -F {shlex.quote(row.config_file)}" if row.config_file else ""
+            print(
+                f"  but {row.path} (pid {row.pid}) is a master of {args.host} by another "
+                f"route: {row.route}; fabric-mux check{given} {args.host} looks at that one"
+            )
+    return 1
 
 
 def _stop(args: argparse.Namespace) -> int:
     if args.all:
         stopped = sum(
-            stop_socket(str(info.path))
-            for info in masters_in(args.control_dir)
-            if info.foreign_uid is None
+            stop_socket(str(row.path)) for row in masters_in(args.folder) if row.state != "other"
         )
-        print(f"stopped {stopped} master(s) in {args.control_dir}")
+        print(f"stopped {stopped} master(s) in {args.folder}")
         return 0
     if not args.host:
         print("fabric-mux stop: name a HOST or give --all", file=sys.stderr)
         return 2
-    master = _connection(args.host, args)
+    master = _master(args.host, args.config)
     if master.stop():
         print(f"{args.host}: master stopped")
     else:
@@ -169,24 +213,34 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fabric-mux", description="See and stop fabric-mux's OpenSSH masters."
-    )
-    parser.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--control-dir",
         type=Path,
-        default=None,
-        help="folder of the control sockets (default: mux.control_dir from fabric.yaml, "
-        f"else {default_control_dirs()[0]})",
+        default=argparse.SUPPRESS,
+        help="folder of the control sockets (default: mux.control_dir from fabric.yaml or "
+        f"FABRIC_MUX_CONTROL_DIR, else {default_control_dirs()[0]})",
     )
-    parser.add_argument(
-        "-F", "--ssh-config", default=None, help="ssh_config file, as given to fab -S"
+    common.add_argument(
+        "-F",
+        "--ssh-config",
+        default=argparse.SUPPRESS,
+        help="ssh_config file, as given to fab -S",
+    )
+    parser = argparse.ArgumentParser(
+        prog="fabric-mux",
+        description="See and stop fabric-mux's OpenSSH masters, as fab would find them.",
+        parents=[common],
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="every master: route, pid, age, alive or stale")
-    check = commands.add_parser("check", help="is HOST's master running? (exit 0 if so)")
+    commands.add_parser(
+        "list", parents=[common], help="every master: socket, pid, age, state, route"
+    )
+    check = commands.add_parser(
+        "check", parents=[common], help="is HOST's master running? (exit 0 if so)"
+    )
     check.add_argument("host")
-    stop = commands.add_parser("stop", help="end HOST's master, or --all of them")
+    stop = commands.add_parser("stop", parents=[common], help="end HOST's master, or --all")
     stop.add_argument("host", nargs="?")
     stop.add_argument("--all", action="store_true", help="every master in the folder")
     return parser
@@ -194,9 +248,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.control_dir = getattr(args, "control_dir", None)
+    args.ssh_config = getattr(args, "ssh_config", None)
     try:
         args.config = _config(args)
-        args.control_dir = prepare_control_dir(mux_settings(args.config).control_dir)
+        args.folder = find_control_dir(mux_settings(args.config).control_dir)
         handler = {"list": _list, "check": _check, "stop": _stop}[args.command]
         return handler(args)
     except MuxError as exc:

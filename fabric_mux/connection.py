@@ -15,12 +15,11 @@ from fabric.connection import derive_shorthand
 from fabric.transfer import Transfer
 from fabric.util import get_local_user
 
-from . import askpass, transfer
 from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .config import MuxSettings, mux_settings
-from .controldir import prepare_control_dir
+from .controldir import find_control_dir, prepare_control_dir
 from .exceptions import BadForward, MasterStartFailed, MuxError, TransferNeedsSftp
-from .gateway import Route, as_hop, hop_errors_path, jump_hosts, proxy_command
+from .gateway import JumpHop, Route, as_hop, hop_errors_path, jump_hops, proxy_command
 from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
 from .resolve import find_ssh, resolve_config
@@ -223,9 +222,9 @@ class MuxConnection(Connection):  # type: ignore[misc]
             gateway = self.gateway
         else:
             resolved = parse_resolved_config(resolve_config(ssh, target))
-            proxyjump = resolved.get("proxyjump", "none")
-            if proxyjump != "none":
-                return self._jump_chain(jump_hosts(proxyjump))
+            hops = jump_hops(resolved.get("proxyjump", "none"))
+            if hops:
+                return self._jump_chain(hops)
             if resolved.get("proxycommand", "none") != "none":
                 return None  # OpenSSH runs the user's ProxyCommand for the master itself
             gateway = self._mux.config_gateway
@@ -235,13 +234,15 @@ class MuxConnection(Connection):  # type: ignore[misc]
             return gateway
         return as_hop(gateway, self.config, MuxConnection)
 
-    def _jump_chain(self, hosts: list[str]) -> Route:
+    def _jump_chain(self, hops: list[JumpHop]) -> Route:
         hop: MuxConnection | None = None
-        for host in hosts:
-            if derive_shorthand(host)["host"] == self.original_host:
+        for jump in hops:
+            if jump.host == self.original_host:
                 return None  # a wildcard ProxyJump that names this very host
             # The first hop follows its own ssh_config; later ones go through the previous.
-            hop = MuxConnection(host, config=self.config, gateway=hop)
+            hop = MuxConnection(
+                jump.host, user=jump.user, port=jump.port, config=self.config, gateway=hop
+            )
         return hop
 
     # -- the master ------------------------------------------------------------
@@ -259,16 +260,20 @@ class MuxConnection(Connection):  # type: ignore[misc]
             return state.master
         return self._open()
 
-    def route_master(self) -> Master:
+    def route_master(self, make_folder: bool = True) -> Master:
         """The :class:`~fabric_mux.master.Master` of this connection's route.
 
         Nothing is started: this only works out where the socket is (a
-        gateway's too), as ``fabric-mux check`` needs.
+        gateway's too), as ``fabric-mux check`` needs. ``make_folder=False``
+        does not make the control folder either.
         """
         state = self._mux
         settings = state.settings
         ssh = find_ssh(settings.ssh_path)
-        control_dir = prepare_control_dir(settings.control_dir)
+        if make_folder:
+            control_dir = prepare_control_dir(settings.control_dir)
+        else:
+            control_dir = find_control_dir(settings.control_dir)
         target = self.ssh_target()
         route = self._route(ssh, target)
         state.hop = route if isinstance(route, MuxConnection) else None
@@ -276,7 +281,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
         if isinstance(route, str):
             target = target._replace(options=(f"ProxyCommand={route}", *target.options))
         elif route is not None:
-            hop_path = route.route_master().control_path
+            hop_path = route.route_master(make_folder).control_path
             command = proxy_command(ssh, route.original_host, hop_path)
             target = target._replace(options=(f"ProxyCommand={command}", *target.options))
         return Master.for_target(
@@ -341,6 +346,9 @@ class MuxConnection(Connection):  # type: ignore[misc]
         lock the account. Anything else (a one-time code, a new host key's
         question) is asked on the user's terminal, when there is one.
         """
+        # Imported here: most runs find their master up and ask nothing.
+        from . import askpass
+
         password = self.connect_kwargs.get("password")
         passphrase = self.connect_kwargs.get("passphrase")
         terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
@@ -498,6 +506,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
         ``progress``: a ``callback(done, total)``, or True for a bar when
         stderr is a terminal. Off by default.
         """
+        from . import transfer  # imported on first use: most tasks only run commands
+
         try:
             return transfer.put(self, local, remote, preserve_mode, progress)
         except TransferNeedsSftp:
@@ -507,6 +517,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
         self, remote: Any, local: Any = None, preserve_mode: bool = True, progress: Any = None
     ) -> Any:
         """Fabric's ``get``, in one session; ``progress`` as for :meth:`put`."""
+        from . import transfer
+
         try:
             return transfer.get(self, remote, local, preserve_mode, progress)
         except TransferNeedsSftp:

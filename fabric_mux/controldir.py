@@ -11,7 +11,12 @@ from pathlib import Path
 from .exceptions import ControlDirUnsafe, ControlDirUnusable
 from .peers import user_name
 
-__all__ = ["check_ancestors", "default_control_dirs", "prepare_control_dir"]
+__all__ = [
+    "check_ancestors",
+    "default_control_dirs",
+    "find_control_dir",
+    "prepare_control_dir",
+]
 
 log = logging.getLogger("fabric_mux")
 
@@ -163,6 +168,12 @@ def _prepare(folder: Path) -> Path:
             raise _cannot_make(folder, part, exc) from None
     if check_ancestors(real) != real:
         raise _unsafe(folder, f"{real} changed while it was being made")
+    _check_private(folder, real)
+    return real
+
+
+def _check_private(folder: Path, real: Path) -> None:
+    """The control folder itself: a folder of ours, 0700, writable."""
     info = os.lstat(real)
     if not stat.S_ISDIR(info.st_mode):
         raise ControlDirUnsafe(f"control_dir {folder} is not a folder")
@@ -180,7 +191,30 @@ def _prepare(folder: Path) -> Path:
         raise ControlDirUnusable(
             f"control_dir {folder} is not writable: sockets cannot be made there"
         )
-    return real
+
+
+def find_control_dir(path: str | os.PathLike[str] | bytes | None) -> Path:
+    """The control folder :func:`prepare_control_dir` would use, checked the same
+    way, but made of nothing: for commands that only look (``fabric-mux list``).
+
+    A folder that does not exist yet is returned as it would be made.
+    """
+    if path is not None:
+        given = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+        candidates = [Path(os.path.expanduser(given)).absolute()]
+    else:
+        candidates = default_control_dirs()
+    for candidate in candidates:
+        try:
+            _usable_name(candidate)
+            real = check_ancestors(candidate)
+            if os.path.lexists(real):
+                _check_private(candidate, real)
+            return real
+        except (ControlDirUnsafe, ControlDirUnusable):
+            if candidate is candidates[-1]:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _cannot_make(folder: Path, part: Path, exc: OSError) -> ControlDirUnusable:

@@ -16,7 +16,6 @@ from fabric.tasks import ConnectionCall
 
 from .config import mux_settings
 from .connection import MuxConnection
-from .warmup import open_masters
 
 __all__ = ["MuxConnectionCall", "MuxExecutor"]
 
@@ -52,6 +51,8 @@ class _Run:
             # Kept open to the end of the run: a master that persists for 0
             # seconds lives while held.
             self.opened.extend(connections.values())
+            from .warmup import open_masters  # a run over one host needs none of it
+
             failed = open_masters(connections.values(), settings.masters_at_once)
             for key, connection in connections.items():
                 if connection in failed:

@@ -10,30 +10,74 @@ hop's master, so one bastion login serves every host behind it.
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from urllib.parse import unquote
 
 from fabric import Connection
 
 if TYPE_CHECKING:
     from .connection import MuxConnection
 
-__all__ = ["Route", "as_hop", "hop_errors_path", "jump_hosts", "proxy_command"]
+__all__ = ["JumpHop", "Route", "as_hop", "hop_errors_path", "jump_hops", "proxy_command"]
 
 #: How a target is reached: directly (None), through a ProxyCommand string, or
 #: through a hop that has a master of its own.
 Route = Union[None, str, "MuxConnection"]
 
 
-def jump_hosts(proxyjump: str) -> list[str]:
-    """The hops of a ProxyJump value, first hop first (``ssh://`` prefixes dropped)."""
-    hops = []
-    for item in proxyjump.split(","):
-        hop = item.strip()
-        if hop.startswith("ssh://"):
-            hop = hop[len("ssh://") :].rstrip("/")
-        if hop:
-            hops.append(hop)
-    return hops
+class JumpHop(NamedTuple):
+    """One hop of a ProxyJump value."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+
+def jump_hops(proxyjump: str) -> list[JumpHop]:
+    """The hops of a ProxyJump value, first hop first, parsed as OpenSSH parses them.
+
+    Each is ``[user@]host[:port]`` or ``ssh://[user@]host[:port][/]``; a host
+    may be bracketed (``[::1]``, and ``ssh -G`` writes ``user@[10.0.0.5]:22``
+    for any address). ``none`` means no hop.
+
+    :raises ValueError: for a hop OpenSSH would refuse too.
+    """
+    if proxyjump.strip().lower() == "none":
+        return []
+    return [_jump_hop(item.strip()) for item in proxyjump.split(",") if item.strip()]
+
+
+def _jump_hop(text: str) -> JumpHop:
+    uri = text.startswith("ssh://")
+    rest = text[len("ssh://") :] if uri else text
+    user: str | None = None
+    if "@" in rest:
+        # A URI's user comes before its first @ (and may be %-encoded); a plain
+        # hop's before its last.
+        index = rest.index("@") if uri else rest.rindex("@")
+        user, rest = rest[:index], rest[index + 1 :]
+        if uri:
+            user = unquote(user.split(";", 1)[0])
+        if not user:
+            raise ValueError(f"ProxyJump {text!r}: an empty user name")
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ValueError(f"ProxyJump {text!r}: no ] after [")
+        host, rest = rest[1:end], rest[end + 1 :]
+    else:
+        cut = min((i for i in (rest.find(":"), rest.find("/")) if i >= 0), default=len(rest))
+        host, rest = rest[:cut], rest[cut:]
+    port: int | None = None
+    if rest.startswith(":"):
+        digits = rest[1:].split("/", 1)[0]
+        if not digits.isdigit() or not 0 < int(digits) < 65536:
+            raise ValueError(f"ProxyJump {text!r}: bad port {digits!r}")
+        port = int(digits)
+        rest = rest[1 + len(digits) :]
+    if not host or (rest and not (uri and rest.startswith("/"))):
+        raise ValueError(f"ProxyJump {text!r} is not [user@]host[:port]")
+    return JumpHop(host, user, port)
 
 
 def hop_errors_path(hop_control_path: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fabric import __version__ as fabric_version
 from fabric.main import Fab
+from invoke.exceptions import CollectionNotFound
 from invoke.parser.argument import Argument
 
 from . import __version__
@@ -29,6 +31,27 @@ class MuxFab(Fab):  # type: ignore[misc]
                 help="Seconds the masters stay up after the run (0: not at all).",
             ),
         ]
+
+    def load_collection(self) -> None:
+        super().load_collection()
+        if self._remainder_only:
+            self._load_project_config()
+
+    def _load_project_config(self) -> None:
+        """``fabmux -H h -- cmd`` reads the project's fabric.yaml, as a task run does.
+
+        Stock ``fab`` reads project config only beside a fabfile it loads, and
+        with only a command to run it loads none. Here the project is where
+        the fabfile would be found (searching up from here), else this folder.
+        """
+        loader = self.loader_class(config=self.config, start=self.args["search-root"].value)
+        try:
+            spec = loader.find(self.args.collection.value or self.config.tasks.collection_name)
+        except CollectionNotFound:
+            spec = None
+        origin = spec.origin if spec is not None else None
+        self.config.set_project_location(os.path.dirname(origin) if origin else os.getcwd())
+        self.config.load_project()
 
     def update_config(self) -> None:
         super().update_config()

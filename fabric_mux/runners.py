@@ -18,6 +18,7 @@ import shlex
 import signal
 import stat
 import struct
+import sys
 import termios
 import threading
 import tty
@@ -448,11 +449,18 @@ class MuxRemote(Remote):  # type: ignore[misc]
     def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
         if self.using_pty:
             self.write_proc_stdin("\x03")  # the remote pty turns it into SIGINT
-        else:
-            # Without a pty there is no way to signal the remote process: stop
-            # reading and let stop() close the session.
-            self._bells[0].ring()
-            raise interrupt
+            return
+        # OpenSSH's mux protocol has no message to signal a session, and sshd
+        # leaves a command without a pty running when its channel closes: say
+        # so, once, and stop waiting.
+        self._bells[0].ring()
+        sys.stderr.write(
+            f"fabric-mux: {self.context.original_host}: interrupted; the remote command may "
+            f"still be running there: {self.result_kwargs.get('command', '')!r} "
+            "(only a pty carries Ctrl-C to it: run it with pty=True)\n"
+        )
+        sys.stderr.flush()
+        raise interrupt
 
     @property
     def timed_out(self) -> bool:

@@ -11,7 +11,7 @@ from fabrun import MUX_YAML, run_fab
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import ConnectFailed
-from fabric_mux.gateway import jump_hosts, proxy_command
+from fabric_mux.gateway import JumpHop, jump_hops, proxy_command
 from fabric_mux.master import stop_socket
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
@@ -195,9 +195,29 @@ def test_string_gateway_is_the_proxy_command(
     assert forwarded_to(bastion, t1) == 1
 
 
-def test_jump_hosts_parse_proxyjump_values() -> None:
-    assert jump_hosts("a") == ["a"]
-    assert jump_hosts("u@a:2222, ssh://b:22/,c") == ["u@a:2222", "b:22", "c"]
+@pytest.mark.parametrize(
+    ("value", "hops"),
+    [
+        ("a", [JumpHop("a")]),
+        (
+            "u@a:2222, ssh://b:22/,c",
+            [JumpHop("a", "u", 2222), JumpHop("b", None, 22), JumpHop("c")],
+        ),
+        ("muxlab@[127.0.0.1]:53487", [JumpHop("127.0.0.1", "muxlab", 53487)]),  # as ssh -G says
+        ("[::1]:22", [JumpHop("::1", None, 22)]),
+        ("ssh://some%40one;x=y@[2001:db8::1]", [JumpHop("2001:db8::1", "some@one")]),
+        ("a@b@host", [JumpHop("host", "a@b")]),
+        ("none", []),
+    ],
+)
+def test_proxyjump_values_are_parsed_as_openssh_does(value: str, hops: list[JumpHop]) -> None:
+    assert jump_hops(value) == hops
+
+
+@pytest.mark.parametrize("value", ["@host", "[::1", "host:port", "host:0", "host/x"])
+def test_proxyjump_values_openssh_refuses_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="ProxyJump"):
+        jump_hops(value)
 
 
 def test_proxy_command_goes_through_the_hops_socket_only() -> None:
