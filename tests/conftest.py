@@ -47,6 +47,14 @@ def test_password(test_account: Account | None) -> str:
     return test_account.password
 
 
+@pytest.fixture
+def remote_pty() -> None:
+    """Sessions with a pty need an sshd run by root: it gives the pty to the user
+    (chown), and a non-root sshd cannot, so it ends the whole connection."""
+    if os.geteuid() != 0:
+        pytest.skip("a non-root sshd cannot give a session its pty (chown): it drops the link")
+
+
 @pytest.fixture(autouse=True)
 def no_ssh_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's agent and its keys out of the tests."""

@@ -98,6 +98,7 @@ def test_hide_and_echo(
     assert "true" in captured.out  # echo prints the command
 
 
+@pytest.mark.usefixtures("remote_pty")
 def test_pty_gives_a_terminal_with_term_and_size(
     sshd: SshServer, config: fabric.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,6 +114,7 @@ def test_pty_gives_a_terminal_with_term_and_size(
     assert c.run("test -t 0", warn=True, hide=True).exited == 1  # no pty unless asked
 
 
+@pytest.mark.usefixtures("remote_pty")
 def test_pty_passes_bytes_unchanged(sshd: SshServer, config: fabric.Config) -> None:
     c = MuxConnection(sshd.alias, config=config)
     result = c.run("printf 'a\\nb\\n'", pty=True, hide=True)

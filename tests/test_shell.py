@@ -15,6 +15,7 @@ from fabric_mux import MuxConnection
 from fabric_mux.testing import SshServer
 
 
+@pytest.mark.usefixtures("remote_pty")
 def test_shell_runs_scripted_input(sshd: SshServer, config: fabric.Config) -> None:
     c = MuxConnection(sshd.alias, config=config)
     script = "echo from-the-shell $((6 * 7))\nexit 3\n"
@@ -31,6 +32,7 @@ def test_shell_refuses_run_only_options(sshd: SshServer, config: fabric.Config) 
         c.shell(timeout=3)
 
 
+@pytest.mark.usefixtures("remote_pty")
 def test_window_size_follows_the_local_terminal(
     sshd: SshServer, config: fabric.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
