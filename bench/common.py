@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
@@ -156,14 +156,18 @@ def remote_user() -> str:
 
 
 def light_server(
-    stack: ExitStack, prefix: str = "fmb-srv-", latency_ms: float | None = None
+    stack: ExitStack,
+    prefix: str = "fmb-srv-",
+    latency_ms: float | None = None,
+    sshd_options: Sequence[str] = (),
 ) -> SshServer:
     """A throwaway sshd on 127.0.0.1 for :func:`remote_user`, stopped with ``stack``;
     reached through a relay adding ``latency_ms`` each way when given."""
     user = remote_user()
     # Its own folder straight under /tmp: the remote account reads authorized_keys in it.
     folder = scratch(stack, prefix)
-    return stack.enter_context(ssh_server(folder, user=user, latency_ms=latency_ms))
+    server = ssh_server(folder, user=user, latency_ms=latency_ms, sshd_options=sshd_options)
+    return stack.enter_context(server)
 
 
 def remote_folder(server: SshServer, name: str) -> Path:

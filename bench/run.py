@@ -31,6 +31,7 @@ from invoke.watchers import Responder
 import fabric_mux
 from fabric_mux import MuxConnection
 from fabric_mux import resolve as mux_resolve
+from fabric_mux.group import MuxThreadingGroup
 from fabric_mux.testing import SshServer
 
 from .common import (
@@ -66,7 +67,7 @@ HOST_RUNS = 10
 HOSTS_ROUNDS = 3
 RESULTS = Path(__file__).with_name("results.md")
 #: Every section's letter.
-SECTIONS = "abcdefghi"
+SECTIONS = "abcdefghijk"
 #: Section g: the small transfers' size.
 SMALL = 10_000
 #: Section h: hosts of a cold fab run, and what its task does on each.
@@ -74,7 +75,57 @@ FLEET = 5
 DEPLOY_RUNS = 3
 #: Section i: bytes of output a run captures.
 CAPTURE = 100 * 2**20
+#: Section j: hosts of one run (aliases of one sshd, each a route of its own).
+SCALE = (50, 200, 500)
+#: Section k: hosts of a parallel deploy, and what it does on each.
+PARALLEL_HOSTS = 10
+PARALLEL_RUNS = 5
 _CLASSIC_KEX = "KexAlgorithms=curve25519-sha256"
+
+PARALLEL_FABFILE = f"""\
+from fabric import task
+
+@task
+def deploy(c):
+    for _ in range({PARALLEL_RUNS}):
+        c.run("true")
+    c.put("payload.bin", f"fmux-k-{{c.original_host}}.bin")
+    c.get(f"fmux-k-{{c.original_host}}.bin", f"back/{{c.original_host}}.bin")
+"""
+
+#: The same deploy in stock Fabric, a thread a host (as ThreadingGroup runs).
+THREADED_DEPLOY = f"""\
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import fabric
+
+config = fabric.Config(runtime_ssh_path=sys.argv[1])
+hosts = sys.argv[2].split(",")
+connections = [fabric.Connection(h, config=config) for h in hosts]
+
+def deploy(c):
+    for _ in range({PARALLEL_RUNS}):
+        c.run("true", hide=True)
+    c.put("payload.bin", f"fmux-k-{{c.original_host}}.bin")
+    c.get(f"fmux-k-{{c.original_host}}.bin", f"back/{{c.original_host}}.bin")
+    c.close()
+
+with ThreadPoolExecutor(len(connections)) as pool:
+    list(pool.map(deploy, connections))
+"""
+
+#: One run over many hosts in a new process, for section j's warm row.
+NEW_PROCESS_RUN = """\
+import sys, time
+start = time.perf_counter()
+import fabric
+from fabric_mux.group import MuxThreadingGroup
+config = fabric.Config(runtime_ssh_path=sys.argv[1],
+                       overrides={"mux": {"control_dir": sys.argv[2], "prefix": False}})
+group = MuxThreadingGroup(*sys.argv[3].split(","), config=config)
+group.run("true", hide=True)
+print(time.perf_counter() - start)
+"""
 
 DEPLOY_FABFILE = f"""\
 from fabric import task
@@ -177,6 +228,8 @@ def run_bench(repeat: int = DEFAULT_REPEAT, only: str = SECTIONS, rtt_ms: float 
             "g": bench.section_g,
             "h": bench.section_h,
             "i": bench.section_i,
+            "j": bench.section_j,
+            "k": bench.section_k,
         }
         sections: list[Section] = []
         checks: list[Check] = []
@@ -722,6 +775,152 @@ class _Bench:
             " about 70 s through it before fabric-mux replaced that step"
         )
         return [section], []
+
+    # -- j. one run over many hosts ---------------------------------------------------
+
+    def section_j(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        # A server of its own: 500 logins at once need more than MaxStartups 100.
+        server = light_server(
+            self.stack, "fmb-scale-", self.rtt_ms / 2 or None, ["MaxStartups 2000"]
+        )
+        sections: list[Section] = []
+        checks: list[Check] = []
+        for count in SCALE:
+            hosts = server.routes(count, prefix=f"s{count}-")
+            sections.append(self._scale(server, hosts, checks))
+        return sections, checks
+
+    def _scale(self, server: SshServer, hosts: list[str], checks: list[Check]) -> Section:
+        count = len(hosts)
+        cfg = str(server.ssh_config)
+        stock_config = fabric.Config(runtime_ssh_path=cfg)
+
+        def mux_config(folder: Path, *ssh_options: str) -> fabric.Config:
+            mux = {"control_dir": str(folder), "ssh_options": list(ssh_options), "prefix": False}
+            return fabric.Config(runtime_ssh_path=cfg, overrides={"mux": mux})
+
+        warm_dir = control_dir(self.stack)
+        held: list[str] = []
+        kept: list[MuxThreadingGroup] = []
+
+        def stock() -> float:
+            start = time.perf_counter()
+            group = ThreadingGroup(*hosts, config=stock_config)
+            try:
+                group.run("true", hide=True)
+                return time.perf_counter() - start
+            finally:
+                group.close()
+
+        def cold(*ssh_options: str, keep: bool = False) -> float:
+            with ExitStack() as local:
+                folder = warm_dir if keep else control_dir(local)
+                _forget_resolved_configs()
+                start = time.perf_counter()
+                group = MuxThreadingGroup(*hosts, config=mux_config(folder, *ssh_options))
+                group.run("true", hide=True)
+                seconds = time.perf_counter() - start
+                pids = [c.master_pid for c in group if c.master_pid]
+                rss, pss = memory(pids)
+                fds = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
+                held.append(
+                    f"{len(pids)} masters: PSS {pss / 10**6:.0f} MB ({pss / len(pids) / 10**6:.1f}"
+                    f" MB each), RSS {rss / 10**6:.0f} MB, {fds} descriptors in all; this"
+                    f" process {len(os.listdir('/proc/self/fd'))} descriptors"
+                )
+                group.close()
+                if keep:
+                    kept.append(group)
+                return seconds
+
+        def warm_same() -> float:
+            group = kept[-1]
+            return timed(lambda: group.run("true", hide=True))
+
+        def warm_new() -> float:
+            said = run_quiet(
+                [sys.executable, "-c", NEW_PROCESS_RUN, cfg, str(warm_dir), ",".join(hosts)]
+            )
+            return float(said.strip())
+
+        variants = [
+            Variant(f"stock Fabric: `ThreadingGroup` of {count} new `Connection`s", stock),
+            Variant("fabric-mux `MuxThreadingGroup`, cold (OpenSSH's default kex)",
+                    lambda: cold(keep=True)),
+            Variant(f"fabric-mux, cold, `{_CLASSIC_KEX}`", lambda: cold(_CLASSIC_KEX)),
+            Variant("fabric-mux, warm masters, same process", warm_same),
+            Variant("fabric-mux, warm masters, a new process", warm_new),
+        ]  # fmt: skip
+        title = f"j. {count} hosts: one `run('true')` on each, `ThreadingGroup`"
+        section = Section("j", title, variants)
+        print(f"bench: {title} (1 round)", file=sys.stderr, flush=True)
+        for variant in variants:  # in order: the warm rows need the cold masters
+            self._sample(variant, keep=True)
+        section.notes.append(f"j. {count} hosts, cold, default kex: {held[0]}")
+        s, c, k, w, n = variants
+        checks += [
+            Check(f"j. {count}: stock ÷ mux cold (default kex)", s, c),
+            Check(f"j. {count}: stock ÷ mux cold (curve25519)", s, k),
+            Check(f"j. {count}: mux warm, new process ÷ same process", n, w, "≤ 2",
+                  lambda v: v <= 2.0),
+        ]  # fmt: skip
+        return section
+
+    # -- k. a parallel deploy ------------------------------------------------------------
+
+    def section_k(self, repeat: int) -> tuple[list[Section], list[Check]]:
+        fab, fabmux = console_script("fab"), console_script("fabmux")
+        hosts = self.server.routes(PARALLEL_HOSTS, prefix="par")
+        plain = scratch(self.stack, "fmb-par-")
+        muxed = scratch(self.stack, "fmb-parmux-")
+        for project in (plain, muxed):
+            (project / "fabfile.py").write_text(PARALLEL_FABFILE)
+            (project / "payload.bin").write_bytes(os.urandom(SMALL))
+            (project / "back").mkdir()
+        warm_dir = control_dir(self.stack)
+
+        def use(folder: Path) -> None:
+            (muxed / "fabric.yaml").write_text(
+                f"tasks:\n  executor_class: fabric_mux.MuxExecutor\nmux:\n  control_dir: {folder}\n"
+            )
+
+        host_list = ",".join(hosts)
+
+        def serial() -> float:
+            return timed(
+                lambda: run_quiet([fab, "-S", self.cfg, "-H", host_list, "deploy"], cwd=plain)
+            )
+
+        def threads() -> float:
+            argv = [sys.executable, "-c", THREADED_DEPLOY, self.cfg, host_list]
+            return timed(lambda: run_quiet(argv, cwd=plain))
+
+        def parallel(folder: Path | None) -> float:
+            with ExitStack() as local:
+                use(folder or control_dir(local))
+                argv = [fabmux, "-S", self.cfg, "-H", host_list, "-P", "deploy"]
+                return timed(lambda: run_quiet(argv, cwd=muxed))
+
+        variants = [
+            Variant("stock `fab` (serial)", serial),
+            Variant("stock Fabric, a thread a host (as `ThreadingGroup` runs)", threads),
+            Variant("`fabmux -P`, cold masters", lambda: parallel(None)),
+            Variant("`fabmux -P`, warm masters", lambda: parallel(warm_dir)),
+        ]
+        title = (
+            f"k. deploy on {PARALLEL_HOSTS} hosts: {PARALLEL_RUNS} `run`, a {SMALL // 1000} KB"
+            " `put` and `get` a host"
+        )
+        section = Section("k", title, variants)
+        self._measure(section, max(1, repeat // 2), warmup=1)
+        s, t, c, w = variants
+        promise_cold = ("≥ 1", lambda v: v >= 1.0) if self.rtt_ms else ("", None)
+        promise_warm = ("≤ 0.7", lambda v: v <= 0.7) if self.rtt_ms else ("", None)
+        return [section], [
+            Check("k. threads ÷ `fabmux -P` cold", t, c, *promise_cold),
+            Check("k. `fabmux -P` warm ÷ threads", w, t, *promise_warm),
+            Check("k. serial stock ÷ `fabmux -P` warm", s, w),
+        ]
 
 
 def _forget_resolved_configs() -> None:

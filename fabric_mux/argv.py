@@ -43,7 +43,6 @@ class SshTarget(NamedTuple):
     config_file: str | None = None
     identity_files: tuple[str, ...] = ()
     connect_timeout: int | None = None
-    forward_agent: bool = False
     options: tuple[str, ...] = ()
 
 
@@ -67,8 +66,6 @@ def target_args(target: SshTarget) -> list[str]:
         args += ["-i", identity]
     if target.connect_timeout:
         args += ["-o", f"ConnectTimeout={target.connect_timeout}"]
-    if target.forward_agent:
-        args += ["-o", "ForwardAgent=yes"]
     for option in target.options:
         args += ["-o", option]
     return args

@@ -38,6 +38,12 @@ DEFAULTS: dict[str, Any] = {
     "connect_retries": 2,
     # Masters a run (fab, a MuxThreadingGroup) starts at the same time, before its first command.
     "masters_at_once": 16,
+    # fab runs each task on all hosts at once (fabmux -P), tasks in order.
+    "parallel": False,
+    # Hosts a parallel run works on at the same time (fabmux -z).
+    "pool_size": 16,
+    # In a parallel run or a MuxThreadingGroup, each output line starts with [host].
+    "prefix": True,
 }
 
 
@@ -55,6 +61,9 @@ class MuxSettings(NamedTuple):
     reply_timeout: float | None
     connect_retries: int
     masters_at_once: int
+    parallel: bool
+    pool_size: int
+    prefix: bool
 
     @property
     def persists(self) -> bool:
@@ -76,7 +85,7 @@ def mux_settings(config: Any) -> MuxSettings:
     values = {**DEFAULTS, **given}
     interval = values["server_alive_interval"]
     return MuxSettings(
-        enabled=bool(values["enabled"]),
+        enabled=_flag(values["enabled"]),
         control_dir=_path_text(values["control_dir"]),
         persist=persist_value(values["persist"]),
         ssh_path=str(values["ssh_path"]),
@@ -87,7 +96,17 @@ def mux_settings(config: Any) -> MuxSettings:
         reply_timeout=float(values["reply_timeout"]) if values["reply_timeout"] else None,
         connect_retries=max(0, int(values["connect_retries"] or 0)),
         masters_at_once=max(1, int(values["masters_at_once"] or 1)),
+        parallel=_flag(values["parallel"]),
+        pool_size=max(1, int(values["pool_size"] or 1)),
+        prefix=_flag(values["prefix"]),
     )
+
+
+def _flag(value: object) -> bool:
+    """A yes/no setting; from an environment variable it comes as text."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "yes", "true", "on")
+    return bool(value)
 
 
 def _path_text(value: object) -> str | None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fabric import Connection
 from fabric.config import Config
 from fabric.connection import derive_shorthand
 from fabric.transfer import Transfer
 from fabric.util import get_local_user
+from invoke.context import Context
+from paramiko import AutoAddPolicy, SSHClient
 
 from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .config import MuxSettings, mux_settings
@@ -43,10 +46,10 @@ class _MuxState:
     #: making stock Connections, which write to it).
     settings: MuxSettings
     #: What the caller gave explicitly (``user@host:port`` included).
-    user: str | None
-    port: int | None
-    gateway_given: bool
+    given: _Given
     config_gateway: Any
+    #: Fabric's attributes, each worked out on first read (see ``_fabric_attribute``).
+    fabric: dict[str, Any] = field(default_factory=dict)
     #: The process this state belongs to: a forked child makes its own.
     pid: int = field(default_factory=os.getpid)
     #: The route's master, once known (kept after close, for control_path and master_pid).
@@ -65,12 +68,51 @@ class _MuxState:
     #: Why this connection's master could not start when it was opened in a
     #: group; raised again on its next use (see fabric_mux.warmup).
     start_error: BaseException | None = None
+    #: Put before each line of output, in a parallel run (``[web1] ``).
+    output_prefix: str | None = None
 
     def fresh(self) -> _MuxState:
         """The same settings, holding nothing (for a forked child)."""
-        return _MuxState(
-            self.settings, self.user, self.port, self.gateway_given, self.config_gateway
-        )
+        return _MuxState(self.settings, self.given, self.config_gateway, dict(self.fabric))
+
+
+@functools.lru_cache(maxsize=1)
+def _local_user() -> str:
+    """Who we are, looked up once (it reads /etc/passwd, which may be out of reach
+    later: no descriptor left)."""
+    return str(get_local_user())
+
+
+class _Given(NamedTuple):
+    """The constructor's arguments, as the caller gave them (None: not given)."""
+
+    user: str | None
+    port: int | None
+    gateway: Any
+    forward_agent: bool | None
+    connect_timeout: int | None
+    connect_kwargs: dict[str, Any] | None
+
+
+def _fabric_attribute(name: str, doc: str) -> Any:
+    """A Fabric ``Connection`` attribute that is worked out on first read, then kept.
+
+    Fabric's constructor works all of them out at once from paramiko's reading
+    of ssh_config, which costs milliseconds a host (more with a big ssh_config)
+    and which a MuxConnection does not need: OpenSSH reads ssh_config itself.
+    Reading one gives what Fabric would have given; setting one works as ever.
+    """
+
+    def read(self: MuxConnection) -> Any:
+        known = self._mux.fabric
+        if name not in known:
+            known[name] = getattr(self, f"_work_out_{name}")()
+        return known[name]
+
+    def write(self: MuxConnection, value: Any) -> None:
+        self._mux.fabric[name] = value
+
+    return property(read, write, doc=doc)
 
 
 class MuxConnection(Connection):  # type: ignore[misc]
@@ -102,26 +144,81 @@ class MuxConnection(Connection):  # type: ignore[misc]
         connect_kwargs: dict[str, Any] | None = None,
         inline_ssh_env: bool | None = None,
     ) -> None:
+        # Fabric's constructor, but for the attributes that come from paramiko's
+        # ssh_config lookup: those are worked out when first read.
+        Context.__init__(self, config=config)
+        if config is None:
+            config = Config()
+        elif not isinstance(config, Config):
+            config = config.clone(into=Config)
+        self._set(_config=config)
         shorthand = derive_shorthand(host)
-        super().__init__(
-            host,
-            user=user,
-            port=port,
-            config=config,
-            gateway=gateway,
-            forward_agent=forward_agent,
-            connect_timeout=connect_timeout,
-            connect_kwargs=connect_kwargs,
-            inline_ssh_env=inline_ssh_env,
-        )
+        both = "You supplied the {} via both shorthand and kwarg! Please pick one."
+        if shorthand["user"] is not None:
+            if user is not None:
+                raise ValueError(both.format("user"))
+            user = shorthand["user"]
+        if shorthand["port"] is not None:
+            if port is not None:
+                raise ValueError(both.format("port"))
+            port = shorthand["port"]
+        self.original_host = shorthand["host"]
+        self.transport = None
+        self.inline_ssh_env = config.inline_ssh_env if inline_ssh_env is None else inline_ssh_env
         state = _MuxState(
-            settings=mux_settings(self.config),
-            user=user or shorthand["user"],
-            port=port or shorthand["port"],
-            gateway_given=gateway is not None,
-            config_gateway=self.config.gateway,
+            settings=mux_settings(config),
+            given=_Given(user, port, gateway, forward_agent, connect_timeout, connect_kwargs),
+            config_gateway=config.gateway,
         )
         object.__setattr__(self, "_mux_state", state)
+
+    ssh_config = _fabric_attribute("ssh_config", "paramiko's reading of ssh_config for the host.")
+    host = _fabric_attribute("host", "The host name (ssh_config's HostName, as Fabric reads it).")
+    user = _fabric_attribute("user", "The remote user, as Fabric works it out.")
+    port = _fabric_attribute("port", "The port, as Fabric works it out.")
+    gateway = _fabric_attribute("gateway", "The gateway, as Fabric works it out.")
+    forward_agent = _fabric_attribute("forward_agent", "Agent forwarding, as Fabric decides it.")
+    connect_timeout = _fabric_attribute("connect_timeout", "As Fabric works it out.")
+    connect_kwargs = _fabric_attribute("connect_kwargs", "As Fabric merges them.")
+    client = _fabric_attribute("client", "paramiko's SSHClient, which a MuxConnection never uses.")
+
+    def _work_out_ssh_config(self) -> Any:
+        return self.config.base_ssh_config.lookup(self.original_host)
+
+    def _work_out_host(self) -> str:
+        return str(self.ssh_config.get("hostname", self.original_host))
+
+    def _work_out_user(self) -> str:
+        return str(self._mux.given.user or self.ssh_config.get("user", self.config.user))
+
+    def _work_out_port(self) -> int:
+        return int(self._mux.given.port or self.ssh_config.get("port", self.config.port))
+
+    def _work_out_gateway(self) -> Any:
+        given = self._mux.given.gateway
+        return given if given is not None else self.get_gateway()
+
+    def _work_out_forward_agent(self) -> bool:
+        given = self._mux.given.forward_agent
+        if given is not None:
+            return given
+        if "forwardagent" in self.ssh_config:
+            return bool(self.ssh_config["forwardagent"] == "yes")
+        return bool(self.config.forward_agent)
+
+    def _work_out_connect_timeout(self) -> int | None:
+        timeout = self._mux.given.connect_timeout
+        if timeout is None:
+            timeout = self.ssh_config.get("connecttimeout", self.config.timeouts.connect)
+        return int(timeout) if timeout is not None else None
+
+    def _work_out_connect_kwargs(self) -> dict[str, Any]:
+        return self.resolve_connect_kwargs(self._mux.given.connect_kwargs)
+
+    def _work_out_client(self) -> SSHClient:
+        client = SSHClient()
+        client.set_missing_host_key_policy(AutoAddPolicy())
+        return client
 
     @property
     def _mux(self) -> _MuxState:
@@ -132,6 +229,16 @@ class MuxConnection(Connection):  # type: ignore[misc]
             state = state.fresh()
             object.__setattr__(self, "_mux_state", state)
         return state
+
+    @property
+    def output_prefix(self) -> str | None:
+        """What each line of this connection's command output starts with, when
+        several hosts print at once (``[web1] ``); None: output as it comes."""
+        return self._mux.output_prefix
+
+    @output_prefix.setter
+    def output_prefix(self, prefix: str | None) -> None:
+        self._mux.output_prefix = prefix
 
     @property
     def control_path(self) -> str | None:
@@ -146,10 +253,13 @@ class MuxConnection(Connection):  # type: ignore[misc]
         return master.pid if master else None
 
     def _identity(self) -> tuple[Any, ...]:
-        # Fabric compares (host, user, port); two aliases of one address can
-        # still be two routes (another ProxyJump, HostKeyAlias, identity), and
-        # Group results are keyed by connection: keep them apart.
-        return (self.original_host, self.host, self.user, self.port)
+        # Fabric compares (host, user, port) as read from ssh_config. The alias
+        # and what was given explicitly decide those, without reading
+        # ssh_config; and two aliases of one address can be two routes
+        # (another ProxyJump, HostKeyAlias, identity), which Group results,
+        # keyed by connection, must keep apart.
+        given = self._mux.given
+        return (self.original_host, given.user, given.port)
 
     # -- what ssh is told ------------------------------------------------------
 
@@ -179,37 +289,62 @@ class MuxConnection(Connection):  # type: ignore[misc]
         """This connection's ``mux`` settings (config defaults filled in)."""
         return self._mux.settings
 
+    def _given_connect_kwargs(self) -> dict[str, Any]:
+        """Fabric's merge of ``connect_kwargs`` without ssh_config's identities
+        (OpenSSH reads those itself)."""
+        given = dict(self._mux.given.connect_kwargs or {})
+        from_config = dict(self.config.connect_kwargs)
+        merged = dict(given or from_config)
+        keys: list[str] = []
+        for value in (from_config.get("key_filename", []), given.get("key_filename", [])):
+            keys.extend([value] if isinstance(value, str) else value)
+        if keys:
+            merged["key_filename"] = keys
+        return merged
+
     def ssh_target(self) -> SshTarget:
         """What this connection tells ``ssh``: the alias plus what Fabric set explicitly.
 
-        Whatever Fabric only read from ssh_config is left to OpenSSH, which
-        reads the same file (and understands all of it: Match, certificates...).
+        Whatever Fabric would only read from ssh_config is left to OpenSSH,
+        which reads the same file (and understands all of it: Match,
+        certificates...). Fabric's own config values (``user``, ``port``,
+        ``forward_agent``) come after ssh_config, as in Fabric: only to find
+        whether ssh_config sets them is paramiko's lookup needed.
         """
         state = self._mux
-        user = state.user
-        if user is None and "user" not in self.ssh_config and self.config.user != get_local_user():
-            user = self.config.user
-        port = state.port
-        if port is None and "port" not in self.ssh_config and int(self.config.port) != 22:
-            port = int(self.config.port)
-        from_ssh_config = set(self.ssh_config.get("identityfile", []))
-        keys = self.connect_kwargs.get("key_filename") or []
-        if isinstance(keys, str):
-            keys = [keys]
-        identities = tuple(str(key) for key in keys if key not in from_ssh_config)
-        timeout = self.connect_timeout or self.connect_kwargs.get("timeout")
+        given = state.given
+        config = self.config
+        user = given.user
+        if user is None and config.user != _local_user() and "user" not in self.ssh_config:
+            user = config.user
+        port = given.port
+        if port is None and int(config.port) != 22 and "port" not in self.ssh_config:
+            port = int(config.port)
+        forward_agent = given.forward_agent
+        if forward_agent is None and config.forward_agent and "forwardagent" not in self.ssh_config:
+            forward_agent = True
+        kwargs = self._given_connect_kwargs()
+        keys = kwargs.get("key_filename") or []
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        if keys:
+            # ssh reads ssh_config's own identities; a stock Connection made with
+            # this config has copied them into its connect_kwargs: leave those.
+            from_ssh_config = set(self.ssh_config.get("identityfile", []))
+            keys = [key for key in keys if key not in from_ssh_config]
+        timeout = given.connect_timeout or kwargs.get("timeout")
+        options: tuple[str, ...] = ()
+        if forward_agent is not None:
+            options += (f"ForwardAgent={'yes' if forward_agent else 'no'}",)
+        if given.gateway is False:  # no ProxyJump or ProxyCommand from ssh_config either
+            options += ("ProxyCommand=none",)
         return SshTarget(
             destination=self.original_host,
             user=user,
             port=port,
-            config_file=runtime_ssh_path(self.config) or self.config.ssh_config_path,
-            identity_files=identities,
+            config_file=runtime_ssh_path(config) or config.ssh_config_path,
+            identity_files=tuple(str(key) for key in keys),
             connect_timeout=int(timeout) if timeout else None,
-            forward_agent=bool(self.forward_agent),
-            # gateway=False: no ProxyJump or ProxyCommand from ssh_config either.
-            options=(("ProxyCommand=none",) if self.gateway is False else ())
-            + connect_kwargs_options(self.connect_kwargs)
-            + state.settings.ssh_options,
+            options=options + connect_kwargs_options(kwargs) + state.settings.ssh_options,
         )
 
     def _route(self, ssh: str, target: SshTarget) -> Route:
@@ -218,8 +353,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
 
         ssh_config is read as OpenSSH resolves it (``ssh -G``), not as paramiko does.
         """
-        if self._mux.gateway_given:
-            gateway = self.gateway
+        if self._mux.given.gateway is not None:
+            gateway = self._mux.given.gateway
         else:
             resolved = parse_resolved_config(resolve_config(ssh, target))
             hops = jump_hops(resolved.get("proxyjump", "none"))
@@ -277,7 +412,7 @@ class MuxConnection(Connection):  # type: ignore[misc]
         target = self.ssh_target()
         route = self._route(ssh, target)
         state.hop = route if isinstance(route, MuxConnection) else None
-        state.hop_owned = state.hop is not None and state.hop is not self.gateway
+        state.hop_owned = state.hop is not None and state.hop is not state.given.gateway
         if isinstance(route, str):
             target = target._replace(options=(f"ProxyCommand={route}", *target.options))
         elif route is not None:
@@ -289,7 +424,8 @@ class MuxConnection(Connection):  # type: ignore[misc]
             target,
             control_dir,
             server_alive=settings.server_alive,
-            connect_timeout=settings.connect_timeout,
+            # Fabric's connect timeout (fab -t) over ours; ssh_config's over both.
+            connect_timeout=self.config.timeouts.connect or settings.connect_timeout,
             max_sessions=settings.max_sessions,
             reply_timeout=settings.reply_timeout,
             connect_retries=settings.connect_retries,
@@ -349,8 +485,9 @@ class MuxConnection(Connection):  # type: ignore[misc]
         # Imported here: most runs find their master up and ask nothing.
         from . import askpass
 
-        password = self.connect_kwargs.get("password")
-        passphrase = self.connect_kwargs.get("passphrase")
+        kwargs = self._given_connect_kwargs()
+        password = kwargs.get("password")
+        passphrase = kwargs.get("passphrase")
         terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
         if not (password or passphrase or terminal):
             return None

@@ -8,11 +8,14 @@ time. Then the tasks run as ``fab`` always runs them.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from typing import Any
 
 from fabric import Connection, Executor
 from fabric.tasks import ConnectionCall
+from invoke.exceptions import Exit
 
 from .config import mux_settings
 from .connection import MuxConnection
@@ -110,10 +113,124 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         new_kwargs = dict(init_kwargs=connection_init_kwargs, run_state=self.run_state)
         return call.clone(into=MuxConnectionCall, with_=new_kwargs)
 
+    def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
+        """Fabric's, plus ``@FILE`` for the hosts listed in FILE (one a line; # comments)."""
+        expanded: list[Any] = []
+        for value in hosts or []:
+            if isinstance(value, str) and value.startswith("@"):
+                expanded.extend(_hosts_in(value[1:]))
+            else:
+                expanded.append(value)
+        normalized: list[dict[str, Any]] = super().normalize_hosts(expanded)
+        return normalized
+
     def execute(self, *tasks: Any) -> Any:
         try:
+            if mux_settings(self.config).parallel:
+                return self._execute_in_parallel(tasks)
             return super().execute(*tasks)
         finally:
             opened = self.run_state.opened
             while opened:
                 opened.pop().close()
+
+    def _execute_in_parallel(self, tasks: tuple[Any, ...]) -> dict[Any, Any]:
+        """invoke's ``execute``, with each task's calls over its hosts run at once.
+
+        Calls of one task for several hosts (consecutive, as ``fab`` expands
+        them) are a wave; a call with no host (a pre- or post-task) runs alone.
+        """
+        from .fleet import HostReport, Wave, summary
+
+        settings = mux_settings(self.config)
+        calls = self.normalize(tasks)
+        direct = list(calls)
+        expanded = self.expand_calls(calls)
+        # Parallel hosts must not read our stdin at once: their prompts would
+        # interleave (what a run asks, it asks through the master's askpass).
+        self.config.run.in_stream = False
+        reports: dict[str, HostReport] = {}
+        results: dict[Any, Any] = {}
+        names: list[str] = []
+        for wave in _waves(expanded):
+            first = wave[0]
+            self.config.load_collection(self.collection.configuration(first.called_as))
+            self.config.load_shell_env()
+            if not isinstance(first, MuxConnectionCall):
+                results[first.task] = self._run_call(first, direct)
+                continue
+            name = first.called_as or first.task.name
+            names.append(name)
+            by_host = {_label(call.init_kwargs): call for call in wave}
+
+            def work(host: str, by_host: dict[str, MuxConnectionCall] = by_host) -> Any:
+                return self._run_call(by_host[host], direct, prefix=settings.prefix)
+
+            wave_run = Wave(name, list(by_host), settings.pool_size, reports)
+            results[first.task] = wave_run.run(work, on_interrupt=self._interrupted)
+        said = summary(reports, names)
+        if said:
+            sys.stderr.write(said)
+            sys.stderr.flush()
+        failed = [report.host for report in reports.values() if not report.ok]
+        if failed:
+            raise Exit(code=1)
+        return results
+
+    def _interrupted(self, running: list[str]) -> None:
+        """Ctrl-C in a parallel run: stop waiting on every host, and say where
+        commands may still run (no signal crosses the mux protocol)."""
+        if running:
+            sys.stderr.write(
+                "fabric-mux: interrupted; commands may still be running on "
+                f"{', '.join(running)} (only a pty carries Ctrl-C: run them with pty=True)\n"
+            )
+        for connection in list(self.run_state.opened):
+            connection.close()
+
+    def _run_call(self, call: Any, direct: list[Any], prefix: bool = False) -> Any:
+        context = call.make_context(self.config)
+        if prefix and isinstance(context, MuxConnection):
+            context.output_prefix = f"[{_label(call.init_kwargs)}] "
+        result = call.task(context, *call.args, **call.kwargs)
+        if call in direct and call.autoprint:
+            print(result)
+        return result
+
+
+def _waves(calls: list[Any]) -> list[list[Any]]:
+    """Consecutive calls of one task (and arguments) over several hosts, as one wave."""
+    waves: list[list[Any]] = []
+    for call in calls:
+        previous = waves[-1][0] if waves else None
+        if (
+            isinstance(call, MuxConnectionCall)
+            and isinstance(previous, MuxConnectionCall)
+            and call.task is previous.task
+            and (call.args, call.kwargs) == (previous.args, previous.kwargs)
+            and _label(call.init_kwargs) not in {_label(c.init_kwargs) for c in waves[-1]}
+        ):
+            waves[-1].append(call)
+        else:
+            waves.append([call])
+    return waves
+
+
+def _label(init_kwargs: dict[str, Any]) -> str:
+    """A host as the run names it: ``web1``, ``deploy@web1:2222``."""
+    host = str(init_kwargs.get("host", "?"))
+    user, port = init_kwargs.get("user"), init_kwargs.get("port")
+    return f"{user + '@' if user else ''}{host}{f':{port}' if port else ''}"
+
+
+def _hosts_in(path: str) -> list[str]:
+    """The hosts listed in a file: one a line, blank lines and ``#`` comments skipped."""
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as listing:
+            lines = listing.read().splitlines()
+    except OSError as exc:
+        raise Exit(
+            f"fabric-mux: cannot read the host list {path}: {exc.strerror}", code=1
+        ) from None
+    hosts = [line.split("#", 1)[0].strip() for line in lines]
+    return [host for host in hosts if host]

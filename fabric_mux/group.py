@@ -16,10 +16,16 @@ __all__ = ["MuxSerialGroup", "MuxThreadingGroup"]
 class _OpensFirst:
     """Open every member's master at once (``mux.masters_at_once`` at a time), then act."""
 
+    #: Whether members print at the same time (their lines then carry the host).
+    concurrent = False
+
     def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
         members = [c for c in self if isinstance(c, MuxConnection)]  # type: ignore[attr-defined]
         at_once = members[0].mux.masters_at_once if members else 1
         open_masters(members, at_once)
+        for member in members:
+            if self.concurrent and member.mux.prefix and member.output_prefix is None:
+                member.output_prefix = f"[{member.original_host}] "
         try:
             return super()._do(method, *args, **kwargs)  # type: ignore[misc]
         finally:
@@ -36,7 +42,13 @@ class MuxSerialGroup(_OpensFirst, SerialGroup):  # type: ignore[misc]
 
 
 class MuxThreadingGroup(_OpensFirst, ThreadingGroup):  # type: ignore[misc]
-    """``ThreadingGroup`` of ``MuxConnection`` objects: ``MuxThreadingGroup("web1", "web2")``."""
+    """``ThreadingGroup`` of ``MuxConnection`` objects: ``MuxThreadingGroup("web1", "web2")``.
+
+    Its members' output lines start with ``[host]`` (``mux.prefix``), whole
+    lines only: Fabric's own ThreadingGroup mixes hosts' bytes in one line.
+    """
+
+    concurrent = True
 
     def __init__(self, *hosts: str, **kwargs: Any) -> None:
         super().__init__()

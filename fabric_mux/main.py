@@ -1,4 +1,5 @@
-"""``fabmux``: the ``fab`` program with fabric-mux on, plus ``--no-mux`` and ``--mux-persist``."""
+"""``fabmux``: the ``fab`` program with fabric-mux on, plus ``--no-mux``, ``--mux-persist``,
+``-P``/``--parallel`` and ``-z``/``--pool-size``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ class MuxFab(Fab):  # type: ignore[misc]
                 names=("mux-persist",),
                 help="Seconds the masters stay up after the run (0: not at all).",
             ),
+            Argument(
+                names=("parallel", "P"),
+                kind=bool,
+                help="Run each task on all hosts at once, tasks in order.",
+            ),
+            Argument(
+                names=("pool-size", "z"),
+                help="With -P: at most this many hosts at a time (default: mux.pool_size).",
+            ),
         ]
 
     def load_collection(self) -> None:
@@ -60,6 +70,10 @@ class MuxFab(Fab):  # type: ignore[misc]
             mux["enabled"] = False
         if self.args["mux-persist"].value is not None:
             mux["persist"] = self.args["mux-persist"].value
+        if self.args.parallel.value:
+            mux["parallel"] = True
+        if self.args["pool-size"].value is not None:
+            mux["pool_size"] = int(self.args["pool-size"].value)
         if mux:
             set_overrides(self.config, "mux", mux)
 

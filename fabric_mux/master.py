@@ -264,6 +264,11 @@ class Master:
     def host(self) -> str:
         return self.target.destination
 
+    @property
+    def forwards_agent(self) -> bool:
+        """Whether the master forwards the agent (so sessions may ask for it)."""
+        return parse_resolved_config(self.resolved).get("forwardagent", "no") != "no"
+
     def client(self) -> MuxClient:
         """A new control connection (raises :class:`MasterUnavailable`)."""
         return MuxClient(self.control_path, self.reply_timeout, self.host, self.requests)

@@ -30,6 +30,7 @@ from invoke.terminals import character_buffered, pty_size
 from invoke.watchers import Responder
 
 from .exceptions import MasterLost, descriptor_errors
+from .fleet import LineWriter
 
 log = logging.getLogger("fabric_mux")
 
@@ -189,6 +190,8 @@ class MuxRemote(Remote):  # type: ignore[misc]
         self._stopped = False
         self._watched: dict[int, _WatchedStream] = {}
         self._watch_lock = threading.Lock()
+        #: In a parallel run, our output a whole line at a time, with the host first.
+        self._lines: dict[int, LineWriter] = {}
 
     @property
     def _bells(self) -> tuple[_Doorbell, _Doorbell]:
@@ -203,7 +206,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         text = self._command_line(command, env)
         flags: dict[str, Any] = {
             "env": [] if self.inline_env else [f"{k}={v}" for k, v in sorted(env.items())],
-            "agent": bool(self.context.forward_agent),
+            "agent": self.context.mux_master.forwards_agent,
         }
         try:
             self._abort = _Doorbell()
@@ -323,6 +326,16 @@ class MuxRemote(Remote):  # type: ignore[misc]
         except BaseException:
             self._bells[0].ring()  # e.g. a watcher gave up: don't wait for the remote
             raise
+
+    def write_our_output(self, stream: IO[str], string: str) -> None:
+        prefix = self.context.output_prefix
+        if not prefix:
+            super().write_our_output(stream, string)
+            return
+        writer = self._lines.get(id(stream))
+        if writer is None:
+            writer = self._lines[id(stream)] = LineWriter(prefix, stream)
+        writer.write(string)
 
     def respond(self, buffer_: list[str]) -> None:
         """invoke's watchers, at a cost that does not grow with the output.
@@ -488,6 +501,9 @@ class MuxRemote(Remote):  # type: ignore[misc]
 
     def _release(self) -> None:
         """Close the session and every descriptor of ours; safe to call again."""
+        for writer in self._lines.values():
+            writer.close()
+        self._lines.clear()
         session, self._session = self._session, None
         if session is not None:
             session.close()

@@ -51,8 +51,7 @@ def test_explicit_settings_become_options() -> None:
         config_file="/etc/fab/ssh_config",
         identity_files=("/k/one", "/k/two"),
         connect_timeout=7,
-        forward_agent=True,
-        options=("Compression=yes",),
+        options=("ForwardAgent=yes", "Compression=yes"),
     )
     assert target_args(target) == [
         "-F", "/etc/fab/ssh_config",

@@ -1,0 +1,232 @@
+"""Parallel runs over a fleet (``fabmux -P``): each task on every host at once, tasks
+in order, every output line carrying its host, a summary at the end.
+
+A task runs on all hosts of the run together (at most ``mux.pool_size`` at a
+time); the next task starts when every host has finished this one, as Fabric
+1's ``-P`` did. A host that fails is left out of the tasks after, and the
+others go on. Masters make this cheap: every host logs in once, a bastion once
+for all of them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+__all__ = ["HostReport", "LineWriter", "Screen", "Wave", "screen", "summary"]
+
+
+class Screen:
+    """Where parallel output goes: whole lines only, one writer at a time, with a
+    progress line kept at the bottom of a terminal."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status = ""
+        self._terminal: IO[str] | None = None
+
+    def show_status(self, text: str, stream: IO[str]) -> None:
+        """Keep ``text`` as the last line of ``stream``, if it is a terminal."""
+        if not _is_terminal(stream):
+            return
+        with self._lock:
+            self._terminal = stream
+            self._status = text
+            stream.write(f"\r\x1b[K{text}")
+            stream.flush()
+
+    def end_status(self) -> None:
+        with self._lock:
+            if self._terminal is not None and self._status:
+                self._terminal.write("\r\x1b[K")
+                self._terminal.flush()
+            self._status = ""
+            self._terminal = None
+
+    def write_lines(self, stream: IO[str], text: str) -> None:
+        """Write ``text`` (whole lines) so that no other writer's bytes share its lines."""
+        with self._lock:
+            status = self._status and self._terminal is not None
+            if status:
+                self._terminal.write("\r\x1b[K")  # type: ignore[union-attr]
+            stream.write(text)
+            stream.flush()
+            if status:
+                self._terminal.write(self._status)  # type: ignore[union-attr]
+                self._terminal.flush()  # type: ignore[union-attr]
+
+
+#: The one screen of this process.
+screen = Screen()
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class LineWriter:
+    """Output of one host's stream, written a whole line at a time with ``prefix``."""
+
+    def __init__(self, prefix: str, stream: IO[str]) -> None:
+        self.prefix = prefix
+        self.stream = stream
+        self._partial = ""
+
+    def write(self, text: str) -> None:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        if lines:
+            screen.write_lines(self.stream, "".join(self._line(line) for line in lines))
+
+    def close(self) -> None:
+        """Write what is left of an unfinished last line."""
+        if self._partial:
+            screen.write_lines(self.stream, self._line(self._partial))
+            self._partial = ""
+
+    def _line(self, line: str) -> str:
+        return f"{self.prefix}{line.rstrip(chr(13))}\n"  # a pty ends lines with \r\n
+
+
+@dataclass
+class HostReport:
+    """How one host fared over a parallel run."""
+
+    host: str
+    seconds: float = 0.0
+    #: The task it failed in, and the first line of why; None while it is fine.
+    failed_in: str | None = None
+    why: str = ""
+    #: Tasks it did not run, after failing.
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_in is None
+
+
+class Wave:
+    """One task over many hosts at once; reports kept across waves by host."""
+
+    def __init__(
+        self,
+        task: str,
+        hosts: Sequence[str],
+        pool_size: int,
+        reports: dict[str, HostReport],
+        progress: IO[str] | None = None,
+    ) -> None:
+        self.task = task
+        self.hosts = list(hosts)
+        self.pool_size = max(1, pool_size)
+        self.reports = reports
+        self.progress = progress or sys.stderr
+        self._lock = threading.Lock()
+        self._done = 0
+        self._failed = 0
+        self._running: set[str] = set()
+
+    def run(
+        self,
+        work: Callable[[str], Any],
+        on_interrupt: Callable[[list[str]], object] | None = None,
+    ) -> dict[str, Any]:
+        """Run ``work(host)`` for each host not yet failed; their results by host.
+
+        ``on_interrupt(running hosts)`` is called on Ctrl-C, before waiting for
+        the workers: it should make them stop (close their connections).
+        """
+        results: dict[str, Any] = {}
+        todo = []
+        for host in self.hosts:
+            report = self.reports.setdefault(host, HostReport(host))
+            if report.ok:
+                todo.append(host)
+            else:
+                report.skipped.append(self.task)
+
+        def one(host: str) -> None:
+            with self._lock:
+                self._running.add(host)
+            self._show()
+            start = time.monotonic()
+            try:
+                results[host] = work(host)
+            except BaseException as exc:  # the host's own failure; the others go on
+                report = self.reports[host]
+                report.failed_in = self.task
+                report.why = _first_line(exc)
+                with self._lock:
+                    self._failed += 1
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                self.reports[host].seconds += time.monotonic() - start
+                with self._lock:
+                    self._running.discard(host)
+                    self._done += 1
+                self._show()
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(self.pool_size, len(todo) or 1)) as pool:
+                futures = [pool.submit(one, host) for host in todo]
+                try:
+                    for future in futures:
+                        future.result()
+                except KeyboardInterrupt:
+                    for future in futures:
+                        future.cancel()
+                    screen.end_status()
+                    if on_interrupt is not None:
+                        on_interrupt(self.running())
+                    raise
+        finally:
+            screen.end_status()
+        return results
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    def _show(self) -> None:
+        with self._lock:
+            text = (
+                f"{self.task}: {self._done}/{len(self.hosts)} hosts done, "
+                f"{self._failed} failed, {len(self._running)} running"
+            )
+        screen.show_status(text, self.progress)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    for line in text.splitlines():
+        if line.strip():
+            return f"{type(exc).__name__}: {line.strip()}"[:200]
+    return type(exc).__name__
+
+
+def summary(reports: dict[str, HostReport], tasks: Sequence[str]) -> str:
+    """The run's last word: a line a host, and how many failed."""
+    if not reports:
+        return ""
+    width = max(len(host) for host in reports)
+    lines = [f"fabric-mux: {', '.join(tasks)} on {len(reports)} hosts in parallel"]
+    for report in reports.values():
+        state = "ok" if report.ok else "failed"
+        line = f"  {report.host:<{width}}  {state:<6}  {report.seconds:7.1f} s"
+        if not report.ok:
+            line += f"  in {report.failed_in}: {report.why}"
+            if report.skipped:
+                line += f" (then skipped {', '.join(report.skipped)})"
+        lines.append(line)
+    failed = sum(1 for report in reports.values() if not report.ok)
+    lines.append(f"{failed} of {len(reports)} hosts failed" if failed else "every host ok")
+    return "\n".join(lines) + "\n"
