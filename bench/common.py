@@ -28,6 +28,7 @@ __all__ = [
     "memory",
     "no_agent",
     "protocol_session",
+    "reap_orphans",
     "reaping",
     "remote_folder",
     "remote_user",
@@ -66,6 +67,17 @@ def _subreaper(on: bool) -> bool:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
+
+
+def reap_orphans() -> None:
+    """Reap the orphans adopted so far (masters that ended), without waiting."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _reap_children() -> None:

@@ -41,6 +41,7 @@ from .common import (
     memory,
     no_agent,
     protocol_session,
+    reap_orphans,
     reaping,
     remote_folder,
     run_quiet,
@@ -787,10 +788,15 @@ class _Bench:
         checks: list[Check] = []
         for count in SCALE:
             hosts = server.routes(count, prefix=f"s{count}-")
-            sections.append(self._scale(server, hosts, checks))
+            # Each size from a clean slate: the last size's masters stopped and reaped.
+            with ExitStack() as rows:
+                sections.append(self._scale(rows, server, hosts, checks))
+            reap_orphans()
         return sections, checks
 
-    def _scale(self, server: SshServer, hosts: list[str], checks: list[Check]) -> Section:
+    def _scale(
+        self, rows: ExitStack, server: SshServer, hosts: list[str], checks: list[Check]
+    ) -> Section:
         count = len(hosts)
         cfg = str(server.ssh_config)
         stock_config = fabric.Config(runtime_ssh_path=cfg)
@@ -799,7 +805,7 @@ class _Bench:
             mux = {"control_dir": str(folder), "ssh_options": list(ssh_options), "prefix": False}
             return fabric.Config(runtime_ssh_path=cfg, overrides={"mux": mux})
 
-        warm_dir = control_dir(self.stack)
+        warm_dir = control_dir(rows)
         held: list[str] = []
         kept: list[MuxThreadingGroup] = []
 
@@ -856,6 +862,7 @@ class _Bench:
         print(f"bench: {title} (1 round)", file=sys.stderr, flush=True)
         for variant in variants:  # in order: the warm rows need the cold masters
             self._sample(variant, keep=True)
+            reap_orphans()
         section.notes.append(f"j. {count} hosts, cold, default kex: {held[0]}")
         s, c, k, w, n = variants
         checks += [

@@ -300,9 +300,11 @@ class Master:
         return pid
 
     def _check_view(self) -> None:
-        """Ask ssh again, just before starting: the master reads ssh_config now, and
-        must be what its socket is named after (a file may have changed since)."""
-        fresh = resolve_config(self.ssh, self.target, fresh=True)
+        """Make sure, just before starting, that OpenSSH's view is still the one the
+        socket is named after: the master reads ssh_config now, and a file may
+        have changed since. ``ssh -G`` is asked again unless every file it read
+        is provably unchanged (see :mod:`fabric_mux.resolve`)."""
+        fresh = resolve_config(self.ssh, self.target)
         if master_identity(fresh, self.host, os.environ) != self.identity:
             raise ConfigChanged(
                 f"{self.host}: its ssh_config changed while connecting (ssh -G now says "

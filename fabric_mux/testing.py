@@ -161,12 +161,12 @@ class SshServer:
         """``count`` new aliases of this server that are distinct routes: each has a
         HostKeyAlias of its own (known_hosts knows them all), so each gets a master
         and a login of its own, as distinct hosts would. Cheap many-host tests."""
-        key = self.known_hosts.read_text().split(None, 1)[1]
+        key = self.known_hosts.read_text().splitlines()[0].split(None, 1)[1]  # the server's
         names = [f"{prefix}{n}" for n in range(1, count + 1)]
         port = self.relay.port if self.relay else self.port
         with self.known_hosts.open("a") as known, self.ssh_config.open("a") as config:
             for name in names:
-                known.write(f"{name} {key}")
+                known.write(f"{name} {key}\n")
                 config.write(
                     f"Host {name}\n    HostName {HOST}\n    Port {port}\n"
                     f"    HostKeyAlias {name}\n    User {self.user}\n"

@@ -250,3 +250,14 @@ def test_ensure_account_again_changes_nothing(sshd_user: str) -> None:
     assert shadow_entry(TEST_USER) == before
     assert sudoers.exists() == granted
     assert pwd.getpwnam(TEST_USER).pw_shell == "/bin/bash"
+
+
+def test_routes_are_distinct_routes_to_one_server(sshd: SshServer, tmp_path: Path) -> None:
+    first = sshd.routes(3, prefix="a")
+    second = sshd.routes(2, prefix="b")
+    lines = sshd.known_hosts.read_text().splitlines()
+    assert len(lines) == 1 + 3 + 2  # one line a name, whatever was added before
+    for alias in (*first, *second):
+        result = ssh(sshd, alias, "echo $SSH_CONNECTION")
+        assert result.returncode == 0, result.stderr
+    assert sshd.logins() == 5
