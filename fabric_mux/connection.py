@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from fabric import Connection
 from fabric.config import Config
@@ -16,12 +16,12 @@ from fabric.connection import derive_shorthand
 from fabric.transfer import Transfer
 from fabric.util import get_local_user
 from invoke.context import Context
-from paramiko import AutoAddPolicy, SSHClient
 
 from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .config import MuxSettings, mux_settings
 from .controldir import find_control_dir, prepare_control_dir
 from .exceptions import BadForward, MasterStartFailed, MuxError, TransferNeedsSftp
+from .fabricattrs import FabricAttributes, Given
 from .gateway import JumpHop, Route, as_hop, hop_errors_path, jump_hops, proxy_command
 from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
@@ -46,7 +46,7 @@ class _MuxState:
     #: making stock Connections, which write to it).
     settings: MuxSettings
     #: What the caller gave explicitly (``user@host:port`` included).
-    given: _Given
+    given: Given
     config_gateway: Any
     #: Fabric's attributes, each worked out on first read (see ``_fabric_attribute``).
     fabric: dict[str, Any] = field(default_factory=dict)
@@ -83,39 +83,7 @@ def _local_user() -> str:
     return str(get_local_user())
 
 
-class _Given(NamedTuple):
-    """The constructor's arguments, as the caller gave them (None: not given)."""
-
-    user: str | None
-    port: int | None
-    gateway: Any
-    forward_agent: bool | None
-    connect_timeout: int | None
-    connect_kwargs: dict[str, Any] | None
-
-
-def _fabric_attribute(name: str, doc: str) -> Any:
-    """A Fabric ``Connection`` attribute that is worked out on first read, then kept.
-
-    Fabric's constructor works all of them out at once from paramiko's reading
-    of ssh_config, which costs milliseconds a host (more with a big ssh_config)
-    and which a MuxConnection does not need: OpenSSH reads ssh_config itself.
-    Reading one gives what Fabric would have given; setting one works as ever.
-    """
-
-    def read(self: MuxConnection) -> Any:
-        known = self._mux.fabric
-        if name not in known:
-            known[name] = getattr(self, f"_work_out_{name}")()
-        return known[name]
-
-    def write(self: MuxConnection, value: Any) -> None:
-        self._mux.fabric[name] = value
-
-    return property(read, write, doc=doc)
-
-
-class MuxConnection(Connection):  # type: ignore[misc]
+class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     """A :class:`fabric.Connection` that runs everything through an OpenSSH master.
 
     Same constructor as ``Connection``. The first operation finds the route's
@@ -167,58 +135,10 @@ class MuxConnection(Connection):  # type: ignore[misc]
         self.inline_ssh_env = config.inline_ssh_env if inline_ssh_env is None else inline_ssh_env
         state = _MuxState(
             settings=mux_settings(config),
-            given=_Given(user, port, gateway, forward_agent, connect_timeout, connect_kwargs),
+            given=Given(user, port, gateway, forward_agent, connect_timeout, connect_kwargs),
             config_gateway=config.gateway,
         )
         object.__setattr__(self, "_mux_state", state)
-
-    ssh_config = _fabric_attribute("ssh_config", "paramiko's reading of ssh_config for the host.")
-    host = _fabric_attribute("host", "The host name (ssh_config's HostName, as Fabric reads it).")
-    user = _fabric_attribute("user", "The remote user, as Fabric works it out.")
-    port = _fabric_attribute("port", "The port, as Fabric works it out.")
-    gateway = _fabric_attribute("gateway", "The gateway, as Fabric works it out.")
-    forward_agent = _fabric_attribute("forward_agent", "Agent forwarding, as Fabric decides it.")
-    connect_timeout = _fabric_attribute("connect_timeout", "As Fabric works it out.")
-    connect_kwargs = _fabric_attribute("connect_kwargs", "As Fabric merges them.")
-    client = _fabric_attribute("client", "paramiko's SSHClient, which a MuxConnection never uses.")
-
-    def _work_out_ssh_config(self) -> Any:
-        return self.config.base_ssh_config.lookup(self.original_host)
-
-    def _work_out_host(self) -> str:
-        return str(self.ssh_config.get("hostname", self.original_host))
-
-    def _work_out_user(self) -> str:
-        return str(self._mux.given.user or self.ssh_config.get("user", self.config.user))
-
-    def _work_out_port(self) -> int:
-        return int(self._mux.given.port or self.ssh_config.get("port", self.config.port))
-
-    def _work_out_gateway(self) -> Any:
-        given = self._mux.given.gateway
-        return given if given is not None else self.get_gateway()
-
-    def _work_out_forward_agent(self) -> bool:
-        given = self._mux.given.forward_agent
-        if given is not None:
-            return given
-        if "forwardagent" in self.ssh_config:
-            return bool(self.ssh_config["forwardagent"] == "yes")
-        return bool(self.config.forward_agent)
-
-    def _work_out_connect_timeout(self) -> int | None:
-        timeout = self._mux.given.connect_timeout
-        if timeout is None:
-            timeout = self.ssh_config.get("connecttimeout", self.config.timeouts.connect)
-        return int(timeout) if timeout is not None else None
-
-    def _work_out_connect_kwargs(self) -> dict[str, Any]:
-        return self.resolve_connect_kwargs(self._mux.given.connect_kwargs)
-
-    def _work_out_client(self) -> SSHClient:
-        client = SSHClient()
-        client.set_missing_host_key_policy(AutoAddPolicy())
-        return client
 
     @property
     def _mux(self) -> _MuxState:
