@@ -69,29 +69,27 @@ def _subreaper(on: bool) -> bool:
     return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
 
 
-def reap_orphans() -> None:
-    """Reap the orphans adopted so far (masters that ended), without waiting."""
+def reap_orphans() -> bool:
+    """Reap the orphans adopted so far (masters that ended), without waiting.
+
+    True once no child is left at all.
+    """
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if pid == 0:
-            return
+            return False
 
 
 def _reap_children() -> None:
     deadline = time.monotonic() + _STOP_TIMEOUT
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+    while not reap_orphans():
+        if time.monotonic() > deadline:
+            print("warning: child processes still running", file=sys.stderr)
             return
-        if pid == 0:
-            if time.monotonic() > deadline:
-                print("warning: child processes still running", file=sys.stderr)
-                return
-            time.sleep(0.01)
+        time.sleep(0.01)
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -27,9 +27,11 @@ def no_agent_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
 
 
-def run_fab(project: Path, ssh_config: Path, hosts: str, *args: str, name: str = "fab") -> str:
-    """Run it to its end; its stdout, after checking that it succeeded."""
-    proc = subprocess.run(
+def fab(
+    project: Path, ssh_config: Path, hosts: str, *args: str, name: str = "fab"
+) -> subprocess.CompletedProcess[str]:
+    """Run it to its end in ``project``, in a session of its own (as from a terminal)."""
+    return subprocess.run(
         fab_argv(ssh_config, hosts, *args, name=name),
         cwd=project,
         env=no_agent_env(),
@@ -37,6 +39,13 @@ def run_fab(project: Path, ssh_config: Path, hosts: str, *args: str, name: str =
         capture_output=True,
         text=True,
         check=False,
+        start_new_session=True,
+        timeout=120,
     )
+
+
+def run_fab(project: Path, ssh_config: Path, hosts: str, *args: str, name: str = "fab") -> str:
+    """Run it to its end; its stdout, after checking that it succeeded."""
+    proc = fab(project, ssh_config, hosts, *args, name=name)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

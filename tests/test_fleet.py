@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fabrun import fab_argv, no_agent_env
+from fabrun import fab
 
 from fabric_mux.group import MuxThreadingGroup
 from fabric_mux.pytest_plugin import FleetFactory
@@ -72,17 +72,7 @@ def project(tmp_path: Path, control_dir: Path, meet: Path, count: int, yaml: str
 def run(
     folder: Path, ssh_config: Path, hosts: str, *args: str, name: str = "fabmux"
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        fab_argv(ssh_config, hosts, *args, name=name),
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-        timeout=120,
-    )
+    return fab(folder, ssh_config, hosts, *args, name=name)
 
 
 def test_each_task_runs_on_all_hosts_at_once_with_each_line_marked(

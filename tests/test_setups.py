@@ -17,7 +17,7 @@ from pathlib import Path
 import fabric
 import pytest
 from conftest import Flag
-from fabrun import fab_argv, no_agent_env
+from fabrun import fab
 from waiting import process_gone, wait_until
 
 from fabric_mux import MuxConnection
@@ -232,16 +232,7 @@ def test_fabmux_with_only_a_command_reads_the_projects_fabric_yaml(
     project.mkdir()
     (project / "fabric.yaml").write_text(f"mux:\n  control_dir: {control_dir}\n")
     for _ in range(2):
-        done = subprocess.run(
-            [*fab_argv(sshd.ssh_config, sshd.alias, name="fabmux"), "--", "echo", "ran"],
-            cwd=project,
-            env=no_agent_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            start_new_session=True,
-        )
+        done = fab(project, sshd.ssh_config, sshd.alias, "--", "echo", "ran", name="fabmux")
         assert done.returncode == 0, done.stderr
         assert "ran" in done.stdout
     assert any(path.is_socket() for path in control_dir.iterdir())  # the project's folder

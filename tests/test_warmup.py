@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import textwrap
 from pathlib import Path
 
 import fabric
 import pytest
 from fabric.exceptions import GroupException
-from fabrun import fab_argv, no_agent_env
+from fabrun import fab
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import HostKeyFailed
@@ -50,25 +49,12 @@ def fab_project(folder: Path, control_dir: Path) -> Path:
     return project
 
 
-def run_fab(project: Path, ssh_config: Path, hosts: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        fab_argv(ssh_config, ",".join(hosts), "deploy"),
-        cwd=project,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-    )
-
-
 def test_a_cold_fab_over_five_hosts_starts_all_masters_first(
     sshd: SshServer, control_dir: Path, tmp_path: Path
 ) -> None:
     hosts = sshd.routes(5, prefix="web")
     project = fab_project(tmp_path, control_dir)
-    done = run_fab(project, sshd.ssh_config, hosts)
+    done = fab(project, sshd.ssh_config, ",".join(hosts), "deploy")
     assert done.returncode == 0, done.stderr
     counts = [line.rsplit(" ", 1)[1] for line in done.stdout.splitlines() if "masters up" in line]
     assert counts == ["5"] * 5  # the first task already found all five
@@ -85,7 +71,7 @@ def test_a_host_that_cannot_start_fails_only_its_own_task(
         "".join(f"{line}\n" for line in known if not line.startswith("web3 "))
     )
     project = fab_project(tmp_path, control_dir)
-    done = run_fab(project, sshd.ssh_config, hosts)
+    done = fab(project, sshd.ssh_config, ",".join(hosts), "deploy")
     assert done.returncode != 0
     ran = [line.split()[0] for line in done.stdout.splitlines() if "masters up" in line]
     assert ran == ["web1", "web2", "web3"]  # web3's task ran, and failed as it would alone
@@ -98,7 +84,7 @@ def test_a_fleet_behind_a_bastion_logs_in_once_per_host(
 ) -> None:
     fleet = sshd_fleet(3, bastion=True)
     project = fab_project(tmp_path, control_dir)
-    done = run_fab(project, fleet.ssh_config, list(fleet.hosts))
+    done = fab(project, fleet.ssh_config, ",".join(fleet.hosts), "deploy")
     assert done.returncode == 0, done.stderr
     assert fleet.logins() == {"host1": 1, "host2": 1, "host3": 1, "bastion": 1}
 
