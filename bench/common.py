@@ -7,6 +7,7 @@ import ctypes
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ __all__ = [
     "scratch",
     "stop_masters",
     "timed",
+    "unwinding_on_signals",
 ]
 
 #: The account servers let in when we run as root (the tests use it too).
@@ -60,6 +62,25 @@ def reaping() -> Iterator[None]:
         if adopted:
             _reap_children()
             _subreaper(False)
+
+
+@contextlib.contextmanager
+def unwinding_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit inside, so clean-ups still run.
+
+    A bench stopped by ``timeout`` or a closed terminal would otherwise leave its
+    servers, masters and scratch folders behind.
+    """
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _subreaper(on: bool) -> bool:

@@ -14,6 +14,7 @@ from .common import (
     remote_folder,
     run_quiet,
     scratch,
+    unwinding_on_signals,
 )
 
 __all__ = ["run_demo"]
@@ -61,6 +62,7 @@ def run_demo() -> None:
     with ExitStack() as stack:
         # Entered first, left last: reaps what the clean-ups below ended.
         stack.enter_context(reaping())
+        stack.enter_context(unwinding_on_signals())
         server = light_server(stack, prefix="fmd-srv-")
         project = scratch(stack, "fmd-proj-")
         # Stopped before the server goes (callbacks unwind last in, first out).

@@ -47,6 +47,7 @@ from .common import (
     run_quiet,
     scratch,
     timed,
+    unwinding_on_signals,
 )
 
 __all__ = ["DEFAULT_REPEAT", "RESULTS", "SECTIONS", "run_bench"]
@@ -216,6 +217,7 @@ def run_bench(repeat: int = DEFAULT_REPEAT, only: str = SECTIONS, rtt_ms: float 
     with ExitStack() as stack:
         # Entered first, left last: reaps what the clean-ups below ended.
         stack.enter_context(reaping())
+        stack.enter_context(unwinding_on_signals())
         stack.enter_context(no_agent())
         server = light_server(stack, latency_ms=rtt_ms / 2 if rtt_ms else None)
         bench = _Bench(stack, server, rtt_ms)
