@@ -22,13 +22,15 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from typing import IO, TYPE_CHECKING, Any
 
 from fabric.runners import Remote
+from invoke.runners import Promise, Result
 from invoke.terminals import character_buffered, pty_size
 from invoke.watchers import Responder
 
+from .descriptors import Descriptors
 from .exceptions import MasterLost, descriptor_errors
 from .fleet import LineWriter
 
@@ -96,28 +98,6 @@ def _readable(fds: list[int]) -> set[int]:
     return {fd for fd, _ in poller.poll()}
 
 
-def _pipes(count: int) -> list[tuple[int, int]]:
-    """``count`` pipes, or none at all: those made are closed if one fails."""
-    made: list[tuple[int, int]] = []
-    try:
-        with descriptor_errors("a session's pipes"):
-            for _ in range(count):
-                made.append(os.pipe())
-    except BaseException:
-        _close_all(fd for pair in made for fd in pair)
-        raise
-    return made
-
-
-def _close_all(fds: Iterable[int | None]) -> None:
-    for fd in set(fds):
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 class _WatchedStream:
     """The latest :data:`WATCH_WINDOW` characters of one stream, for watchers."""
 
@@ -177,6 +157,17 @@ class MuxRemote(Remote):  # type: ignore[misc]
     def __init__(self, context: MuxConnection, inline_env: bool | None = None) -> None:
         super().__init__(context, inline_env=inline_env)
         self._session: Session | None = None
+        #: The session's pipes (or pty) on our side; each closed once.
+        self._fds = Descriptors("a session's pipes")
+        #: Held while stdin is written to or closed: both I/O threads write
+        #: (the stdin thread, and watchers' answers) and one of them closes it.
+        self._stdin_lock = threading.Lock()
+        #: An unjoined asynchronous run whose command ended and whose output
+        #: was read: its descriptors are closed already (see make_promise).
+        self._settled = False
+        self._lost_master = False
+        self._joining = False
+        self._release_lock = threading.Lock()
         self._stdin_fd: int | None = None
         self._stdout_fd: int | None = None
         self._stderr_fd: int | None = None
@@ -221,21 +212,18 @@ class MuxRemote(Remote):  # type: ignore[misc]
         except BaseException:
             self._release()
             raise
-        if self._asynchronous and self._session is not None:
-            # Nobody may ever join it: its slot comes back when the command ends.
-            self._session.free_slot_at_exit()
 
     def _start_on_pipes(self, text: str, flags: dict[str, Any]) -> None:
-        (stdin_r, stdin_w), (stdout_r, stdout_w), (stderr_r, stderr_w) = _pipes(3)
-        self._stdin_fd, self._stdout_fd, self._stderr_fd = stdin_w, stdout_r, stderr_r
+        stdin_r, self._stdin_fd = self._fds.pipe()
+        self._stdout_fd, stdout_w = self._fds.pipe()
+        self._stderr_fd, stderr_w = self._fds.pipe()
         try:
             self._session = self.context.open_session(text, (stdin_r, stdout_w, stderr_w), **flags)
         finally:
-            _close_all((stdin_r, stdout_w, stderr_w))
+            self._fds.close(stdin_r, stdout_w, stderr_w)  # the master has its own copies
 
     def _start_on_pty(self, text: str, flags: dict[str, Any]) -> None:
-        with descriptor_errors("a session's pty"):
-            pty_fd, slave_fd = os.openpty()
+        pty_fd, slave_fd = self._fds.openpty()
         self._stdin_fd = self._stdout_fd = pty_fd
         try:
             cols, rows = pty_size()
@@ -248,19 +236,18 @@ class MuxRemote(Remote):  # type: ignore[misc]
             # from here on our local pty must pass bytes through untouched.
             tty.setraw(slave_fd)
         finally:
-            os.close(slave_fd)
+            self._fds.close(slave_fd)
         self._watch_window_size()
 
     def _start_disowned(self, text: str, flags: dict[str, Any]) -> None:
         # invoke returns at once and never calls stop(): nothing here may need
         # us later. The command gets no stdio from us; its session lasts until
         # the connection closes (or this process ends), as with stock Fabric.
-        with descriptor_errors("a session's stdio"):
-            null = os.open(os.devnull, os.O_RDWR)
+        null = self._fds.open(os.devnull, os.O_RDWR)
         try:
             session = self.context.open_session(text, (null, null, null), **flags)
         finally:
-            os.close(null)
+            self._fds.close(null)
         self.context.disown_session(session)
         self._release()
 
@@ -356,23 +343,26 @@ class MuxRemote(Remote):  # type: ignore[misc]
                     self.write_proc_stdin(response)
 
     def _write_proc_stdin(self, data: bytes) -> None:
-        fd = self._stdin_fd
-        if fd is None:
-            return
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        except OSError as exc:
-            if exc.errno in (errno.EPIPE, errno.EBADF, errno.EIO):
-                return  # the session has ended; nothing reads stdin any more
-            raise
+        with self._stdin_lock:
+            fd = self._stdin_fd
+            if fd is None:
+                return
+            view = memoryview(data)
+            try:
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.EIO):
+                    return  # the session has ended; nothing reads stdin any more
+                raise
 
     def close_proc_stdin(self) -> None:
-        if not self.using_pty and self._stdin_fd is not None:
+        if self.using_pty:
+            return
+        with self._stdin_lock:
             fd, self._stdin_fd = self._stdin_fd, None
-            os.close(fd)
+            self._fds.close(fd)
 
     def handle_stdin(self, input_: IO[Any], output: IO[Any], echo: bool | None = False) -> None:
         fd = _streaming_fileno(input_)
@@ -424,6 +414,11 @@ class MuxRemote(Remote):  # type: ignore[misc]
         session = self._session
         if session is None:
             return
+        if self._settled:  # it has ended, and its descriptors are closed
+            self._exit_status = session.wait_exit()
+            if self._lost_master:
+                raise self._master_lost()
+            return
         abort, _ = self._bells
         control = session.fileno()
         if control >= 0 and control in _readable([control, abort.read_fd]):
@@ -440,10 +435,13 @@ class MuxRemote(Remote):  # type: ignore[misc]
         # No exit message: the remote process died of a signal, or the master
         # lost its connection. Only the master can tell which.
         if not session.master_alive():
-            raise MasterLost(
-                f"{self.context.original_host}: the SSH master went away while "
-                f"running {self.result_kwargs['command']!r}"
-            )
+            raise self._master_lost()
+
+    def _master_lost(self) -> MasterLost:
+        return MasterLost(
+            f"{self.context.original_host}: the SSH master went away while "
+            f"running {self.result_kwargs['command']!r}"
+        )
 
     @property
     def process_is_finished(self) -> bool:
@@ -499,6 +497,36 @@ class MuxRemote(Remote):  # type: ignore[misc]
             self._old_winch = None
         self._release()
 
+    def make_promise(self) -> Promise:
+        promise: Promise = super().make_promise()
+        if self._session is not None:
+            # Nobody may ever join it: once the command ends its slot comes
+            # back, and once its output is read, its descriptors too.
+            self._session.free_slot_at_exit(then=self._settle)
+        return promise
+
+    def _finish(self) -> Result:
+        with self._release_lock:
+            self._joining = True  # from here on, stop() releases everything
+        result: Result = super()._finish()
+        return result
+
+    def _settle(self) -> None:
+        """The command ended and nobody has joined yet: once its output is read,
+        close the session and our descriptors, keeping what a late join reports."""
+        for thread in list(self.threads.values()):
+            thread.join()
+        with self._release_lock:
+            session = self._session
+            if self._joining or session is None:
+                return
+            self._lost_master = (
+                session.wait_exit() is None and not session.closed and not session.master_alive()
+            )
+            self._settled = True
+            session.close()
+            self._close_descriptors()
+
     def _release(self) -> None:
         """Close the session and every descriptor of ours; safe to call again."""
         for writer in self._lines.values():
@@ -506,11 +534,13 @@ class MuxRemote(Remote):  # type: ignore[misc]
         self._lines.clear()
         session, self._session = self._session, None
         if session is not None:
-            session.close()
-        # With a pty, stdin and stdout are one descriptor: close each once.
-        fds = (self._stdin_fd, self._stdout_fd, self._stderr_fd)
-        self._stdin_fd = self._stdout_fd = self._stderr_fd = None
-        _close_all(fds)
+            session.close()  # first: a blocked stdin write then fails and lets go
+        self._close_descriptors()
+
+    def _close_descriptors(self) -> None:
+        with self._stdin_lock:
+            self._stdin_fd = self._stdout_fd = self._stderr_fd = None
+        self._fds.close_all()
         for bell in (self._abort, self._finished):
             if bell is not None:
                 bell.close()

@@ -106,8 +106,9 @@ class Session:
                 self._exit_read = True
             return self._exit_status
 
-    def free_slot_at_exit(self) -> None:
-        """Give the slot back as soon as the remote side ends, whoever waits for it.
+    def free_slot_at_exit(self, then: Callable[[], None] | None = None) -> None:
+        """Give the slot back as soon as the remote side ends, whoever waits for it;
+        then call ``then``.
 
         For sessions that may never be waited on (an unjoined ``asynchronous``
         run): their slot comes back when the command ends.
@@ -116,6 +117,8 @@ class Session:
         def watch() -> None:
             self.wait_exit()
             self._slot.release()
+            if then is not None:
+                then()
 
         threading.Thread(target=watch, name=f"fabric-mux exit {self}", daemon=True).start()
 

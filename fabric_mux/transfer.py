@@ -32,7 +32,8 @@ from typing import IO, Any, Protocol
 
 from fabric.transfer import Result
 
-from .exceptions import TransferNeedsSftp, descriptor_errors
+from .descriptors import Descriptors
+from .exceptions import TransferNeedsSftp
 from .session import SessionOpener
 
 __all__ = ["ProgressBar", "get", "progress_callback", "put"]
@@ -391,32 +392,22 @@ def _run(
     ``stdin``/``stdout`` are descriptors handed to the master as they are;
     ``source``/``sink`` are pumped here, through pipes.
     """
-    with ExitStack() as stack:
-
-        def pipe() -> tuple[int, int]:
-            with descriptor_errors("a transfer's pipes"):
-                read_end, write_end = os.pipe()
-            stack.callback(_close, read_end)
-            stack.callback(_close, write_end)
-            return read_end, write_end
-
-        with descriptor_errors("a transfer's stdio"):
-            null = os.open(os.devnull, os.O_RDWR)
-        stack.callback(_close, null)
-        errors_r, errors_w = pipe()
-        feed = pipe() if source is not None else None
-        drain = pipe() if sink is not None else None
-        fds = (
+    with Descriptors("a transfer's pipes") as fds:
+        null = fds.open(os.devnull, os.O_RDWR)
+        errors_r, errors_w = fds.pipe()
+        feed = fds.pipe() if source is not None else None
+        drain = fds.pipe() if sink is not None else None
+        stdio = (
             feed[0] if feed else (stdin if stdin is not None else null),
             drain[1] if drain else (stdout if stdout is not None else null),
             errors_w,
         )
-        session = opener.open_session(command, fds)
+        session = opener.open_session(command, stdio)
         with session:
             # Theirs now: the master holds its own copies.
-            for fd in {errors_w, *(feed[:1] if feed else ()), *(drain[1:] if drain else ())}:
-                _close(fd)
+            fds.close(null, errors_w, feed[0] if feed else None, drain[1] if drain else None)
             stderr, pumped = _pump(
+                fds,
                 errors_r,
                 feed[1] if feed else None,
                 source,
@@ -428,14 +419,8 @@ def _run(
     return _Report(stderr, status), pumped
 
 
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
 def _pump(
+    fds: Descriptors,
     errors: int,
     feed: int | None,
     source: _FileLikeSource | None,
@@ -459,7 +444,7 @@ def _pump(
                 data = source.take()
                 if not data:
                     poller.unregister(fd)
-                    _close(fd)
+                    fds.close(fd)  # the remote's EOF
                     writing = None
                     continue
                 try:
@@ -484,8 +469,6 @@ def _pump(
                 pumped += len(chunk)
                 if progress:
                     progress(pumped, 0)
-    if writing is not None:
-        _close(writing)
     return b"".join(said), pumped
 
 
