@@ -21,7 +21,7 @@ from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
 from .config import MuxSettings, mux_settings
 from .controldir import find_control_dir, prepare_control_dir
 from .exceptions import BadForward, MasterStartFailed, MuxError, TransferNeedsSftp
-from .fabricattrs import FabricAttributes, Given
+from .fabricattrs import Defaults, FabricAttributes, Given
 from .gateway import JumpHop, Route, as_hop, hop_errors_path, jump_hops, proxy_command
 from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
@@ -47,9 +47,13 @@ class _MuxState:
     settings: MuxSettings
     #: What the caller gave explicitly (``user@host:port`` included).
     given: Given
+    #: The config's user, port... as they were when the connection was made.
+    defaults: Defaults
     config_gateway: Any
-    #: Fabric's attributes, each worked out on first read (see ``_fabric_attribute``).
+    #: Fabric's attributes, each worked out on first read (see fabricattrs).
     fabric: dict[str, Any] = field(default_factory=dict)
+    #: Those of them the caller assigned to: explicit, as if given.
+    assigned: set[str] = field(default_factory=set)
     #: The process this state belongs to: a forked child makes its own.
     pid: int = field(default_factory=os.getpid)
     #: The route's master, once known (kept after close, for control_path and master_pid).
@@ -73,7 +77,14 @@ class _MuxState:
 
     def fresh(self) -> _MuxState:
         """The same settings, holding nothing (for a forked child)."""
-        return _MuxState(self.settings, self.given, self.config_gateway, dict(self.fabric))
+        return _MuxState(
+            self.settings,
+            self.given,
+            self.defaults,
+            self.config_gateway,
+            dict(self.fabric),
+            set(self.assigned),
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,6 +147,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         state = _MuxState(
             settings=mux_settings(config),
             given=Given(user, port, gateway, forward_agent, connect_timeout, connect_kwargs),
+            defaults=Defaults.of(config),
             config_gateway=config.gateway,
         )
         object.__setattr__(self, "_mux_state", state)
@@ -178,8 +190,15 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         # ssh_config; and two aliases of one address can be two routes
         # (another ProxyJump, HostKeyAlias, identity), which Group results,
         # keyed by connection, must keep apart.
-        given = self._mux.given
-        return (self.original_host, given.user, given.port)
+        return (self.original_host, self._explicit("user"), self._explicit("port"))
+
+    def _explicit(self, name: str) -> Any:
+        """What the caller chose for attribute ``name``: assigned to it, else given to
+        the constructor; None if neither (ssh_config and the config decide)."""
+        state = self._mux
+        if name in state.assigned:
+            return state.fabric[name]
+        return getattr(state.given, name, None)
 
     # -- what ssh is told ------------------------------------------------------
 
@@ -232,18 +251,25 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         whether ssh_config sets them is paramiko's lookup needed.
         """
         state = self._mux
-        given = state.given
+        defaults = state.defaults
         config = self.config
-        user = given.user
-        if user is None and config.user != _local_user() and "user" not in self.ssh_config:
-            user = config.user
-        port = given.port
-        if port is None and int(config.port) != 22 and "port" not in self.ssh_config:
-            port = int(config.port)
-        forward_agent = given.forward_agent
-        if forward_agent is None and config.forward_agent and "forwardagent" not in self.ssh_config:
+        user = self._explicit("user")
+        if user is None and defaults.user != _local_user() and "user" not in self.ssh_config:
+            user = defaults.user
+        port = self._explicit("port")
+        if port is None and int(defaults.port) != 22 and "port" not in self.ssh_config:
+            port = defaults.port
+        forward_agent = self._explicit("forward_agent")
+        if (
+            forward_agent is None
+            and defaults.forward_agent
+            and "forwardagent" not in self.ssh_config
+        ):
             forward_agent = True
-        kwargs = self._given_connect_kwargs()
+        if "connect_kwargs" in state.fabric:  # read (and maybe changed) or assigned
+            kwargs = dict(state.fabric["connect_kwargs"])
+        else:
+            kwargs = self._given_connect_kwargs()
         keys = kwargs.get("key_filename") or []
         keys = [keys] if isinstance(keys, str) else list(keys)
         if keys:
@@ -251,16 +277,18 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
             # this config has copied them into its connect_kwargs: leave those.
             from_ssh_config = set(self.ssh_config.get("identityfile", []))
             keys = [key for key in keys if key not in from_ssh_config]
-        timeout = given.connect_timeout or kwargs.get("timeout")
+        timeout = self._explicit("connect_timeout") or kwargs.get("timeout")
         options: tuple[str, ...] = ()
+        if "host" in state.assigned:
+            options += (f"HostName={self.host}",)
         if forward_agent is not None:
             options += (f"ForwardAgent={'yes' if forward_agent else 'no'}",)
-        if given.gateway is False:  # no ProxyJump or ProxyCommand from ssh_config either
+        if self._explicit("gateway") is False:  # no ProxyJump or ProxyCommand from ssh_config
             options += ("ProxyCommand=none",)
         return SshTarget(
             destination=self.original_host,
             user=user,
-            port=port,
+            port=int(port) if port is not None else None,
             config_file=runtime_ssh_path(config) or config.ssh_config_path,
             identity_files=tuple(str(key) for key in keys),
             connect_timeout=int(timeout) if timeout else None,
@@ -273,8 +301,8 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
 
         ssh_config is read as OpenSSH resolves it (``ssh -G``), not as paramiko does.
         """
-        if self._mux.given.gateway is not None:
-            gateway = self._mux.given.gateway
+        if self._explicit("gateway") is not None:
+            gateway = self._explicit("gateway")
         else:
             resolved = parse_resolved_config(resolve_config(ssh, target))
             hops = jump_hops(resolved.get("proxyjump", "none"))
@@ -332,7 +360,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         target = self.ssh_target()
         route = self._route(ssh, target)
         state.hop = route if isinstance(route, MuxConnection) else None
-        state.hop_owned = state.hop is not None and state.hop is not state.given.gateway
+        state.hop_owned = state.hop is not None and state.hop is not self._explicit("gateway")
         if isinstance(route, str):
             target = target._replace(options=(f"ProxyCommand={route}", *target.options))
         elif route is not None:

@@ -4,7 +4,8 @@ Fabric's constructor works all of them out at once from paramiko's reading of
 ssh_config (``host``, ``user``, ``port``, ``gateway``...): milliseconds a host,
 more with a big ssh_config, and a MuxConnection does not need them, since
 OpenSSH reads ssh_config itself. Here each is worked out as Fabric would on its
-first read, then kept; assigning one works as on a stock Connection.
+first read, then kept. Assigning one works as on a stock Connection: the value
+is then the caller's choice, told to ssh as if given to the constructor.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple
 
 from paramiko import AutoAddPolicy, SSHClient
 
-__all__ = ["FabricAttributes", "Given"]
+__all__ = ["Defaults", "FabricAttributes", "Given"]
 
 
 class Given(NamedTuple):
@@ -27,6 +28,20 @@ class Given(NamedTuple):
     connect_kwargs: dict[str, Any] | None
 
 
+class Defaults(NamedTuple):
+    """The config values a stock Connection reads in its constructor, read then too
+    (a config changed later does not change a connection already made)."""
+
+    user: str
+    port: int
+    forward_agent: bool
+    connect_timeout: int | None
+
+    @classmethod
+    def of(cls, config: Any) -> Defaults:
+        return cls(config.user, config.port, config.forward_agent, config.timeouts.connect)
+
+
 def _attribute(name: str, doc: str) -> Any:
     def read(self: Any) -> Any:
         known = self._mux.fabric
@@ -36,13 +51,15 @@ def _attribute(name: str, doc: str) -> Any:
 
     def write(self: Any, value: Any) -> None:
         self._mux.fabric[name] = value
+        self._mux.assigned.add(name)
 
     return property(read, write, doc=doc)
 
 
 class FabricAttributes:
-    """The mixin: a connection with ``_mux.given`` (:class:`Given`) and ``_mux.fabric``
-    (where worked-out values are kept) gets Fabric's attributes from it."""
+    """The mixin: a connection with ``_mux.given`` (:class:`Given`), ``_mux.defaults``
+    (:class:`Defaults`), ``_mux.fabric`` (where worked-out values are kept) and
+    ``_mux.assigned`` (the names assigned to) gets Fabric's attributes from them."""
 
     _mux: Any
     original_host: str
@@ -65,10 +82,11 @@ class FabricAttributes:
         return str(self.ssh_config.get("hostname", self.original_host))
 
     def _work_out_user(self) -> str:
-        return str(self._mux.given.user or self.ssh_config.get("user", self.config.user))
+        return str(self._mux.given.user or self.ssh_config.get("user", self._mux.defaults.user))
 
-    def _work_out_port(self) -> int:
-        return int(self._mux.given.port or self.ssh_config.get("port", self.config.port))
+    def _work_out_port(self) -> Any:
+        # As Fabric: a port given stays as given ("2201" too).
+        return self._mux.given.port or int(self.ssh_config.get("port", self._mux.defaults.port))
 
     def _work_out_gateway(self) -> Any:
         given = self._mux.given.gateway
@@ -80,12 +98,12 @@ class FabricAttributes:
             return bool(given)
         if "forwardagent" in self.ssh_config:
             return bool(self.ssh_config["forwardagent"] == "yes")
-        return bool(self.config.forward_agent)
+        return bool(self._mux.defaults.forward_agent)
 
     def _work_out_connect_timeout(self) -> int | None:
         timeout = self._mux.given.connect_timeout
         if timeout is None:
-            timeout = self.ssh_config.get("connecttimeout", self.config.timeouts.connect)
+            timeout = self.ssh_config.get("connecttimeout", self._mux.defaults.connect_timeout)
         return int(timeout) if timeout is not None else None
 
     def _work_out_connect_kwargs(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -260,6 +261,17 @@ def test_refused_port_is_a_connect_error_quoting_ssh(
         MuxConnection(sshd.alias, config=config).run("true")
     assert sshd.alias in str(failure.value)
     assert failure.value.exit_code == 255
+
+
+def test_an_assigned_port_is_the_port_connected_to(sshd: SshServer, config: fabric.Config) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    c = MuxConnection(sshd.alias, config=config)
+    c.port = closed  # as stock Fabric lets one change it before connecting
+    with pytest.raises(ConnectFailed, match="Connection refused"):
+        c.run("true")
+    assert sshd.logins() == 0
 
 
 def test_unknown_host_key_is_refused(sshd: SshServer, config: fabric.Config) -> None:

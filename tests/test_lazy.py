@@ -75,3 +75,56 @@ def test_building_one_reads_no_ssh_config_and_reading_one_attribute_reads_it_onc
 def test_shorthand_given_twice_is_refused_as_stock_does(config: fabric.Config) -> None:
     with pytest.raises(ValueError, match="both shorthand and kwarg"):
         MuxConnection("u@web1", user="v", config=config)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "told"),
+    [
+        ("user", "deploy2", {"user": "deploy2"}),
+        ("port", 2299, {"port": 2299}),
+        ("port", "2299", {"port": 2299}),
+        ("connect_timeout", 4, {"connect_timeout": 4}),
+        ("forward_agent", False, {"options": ("ForwardAgent=no",)}),
+        ("host", "10.0.0.9", {"options": ("HostName=10.0.0.9",)}),
+        ("gateway", False, {"options": ("ProxyCommand=none",)}),
+    ],
+)
+def test_an_assigned_attribute_is_told_to_ssh_as_if_given(
+    config: fabric.Config, name: str, value: object, told: dict[str, object]
+) -> None:
+    c = MuxConnection("web1", config=config)
+    setattr(c, name, value)
+    assert getattr(c, name) == value
+    target = c.ssh_target()
+    for field, expected in told.items():
+        if field == "options":
+            assert set(expected) <= set(target.options)  # type: ignore[arg-type]
+        else:
+            assert getattr(target, field) == expected
+
+
+def test_connect_kwargs_changed_in_place_reach_ssh(config: fabric.Config) -> None:
+    c = MuxConnection("plain", config=config)
+    c.connect_kwargs["key_filename"] = ["/keys/added"]
+    c.connect_kwargs["timeout"] = 9
+    target = c.ssh_target()
+    assert target.identity_files == ("/keys/added",)
+    assert target.connect_timeout == 9
+
+
+def test_the_config_is_read_when_the_connection_is_made_as_stock_does(
+    config: fabric.Config,
+) -> None:
+    stock = fabric.Connection("plain", config=config)
+    ours = MuxConnection("plain", config=config)
+    config.user, config.port = "later", 2022
+    assert (ours.user, ours.port) == (stock.user, stock.port) != ("later", 2022)
+    target = ours.ssh_target()
+    assert target.user is None and target.port is None  # the defaults: ssh's own
+
+
+def test_a_port_given_as_text_stays_text_as_stock_keeps_it(config: fabric.Config) -> None:
+    stock = fabric.Connection("plain", port="2201", config=config)  # type: ignore[arg-type]
+    ours = MuxConnection("plain", port="2201", config=config)  # type: ignore[arg-type]
+    assert ours.port == stock.port == "2201"
+    assert ours.ssh_target().port == 2201
