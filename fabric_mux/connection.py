@@ -484,6 +484,9 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         most ``mux.reply_timeout`` seconds; a dead or stale master is replaced.
         The session is closed with the connection, if not before.
         """
+        failure = self._mux.start_error
+        if failure is not None:  # e.g. the run was interrupted after this opened
+            raise failure
         master = self.mux_master
         session = open_session(
             master,

@@ -47,6 +47,7 @@ __all__ = [
     "MuxProtocolError",
     "OutOfDescriptors",
     "RequestDenied",
+    "RunInterrupted",
     "ServerUnreachable",
     "SessionRefused",
     "SshNotFound",
@@ -178,6 +179,10 @@ class BadForward(ForwardFailed, ValueError):
 
 class MasterLost(MuxError, SSHException):  # type: ignore[misc]
     """The master went away while a session was running."""
+
+
+class RunInterrupted(MuxError):
+    """Ctrl-C stopped a parallel run: a host's task ended before its next command."""
 
 
 class TransferNeedsSftp(MuxError):

@@ -19,6 +19,7 @@ from invoke.exceptions import Exit
 
 from .config import mux_settings
 from .connection import MuxConnection
+from .exceptions import RunInterrupted
 
 __all__ = ["MuxConnectionCall", "MuxExecutor"]
 
@@ -36,8 +37,25 @@ class _Run:
         self.hosts: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, BaseException] = {}
         self.opened: list[Connection] = []
+        #: Set by Ctrl-C in a parallel run: every connection refuses its next step.
+        self.interrupted: RunInterrupted | None = None
         self._started = False
         self._lock = threading.Lock()
+
+    def interrupt(self) -> None:
+        """Stop the run's tasks where they stand: each connection of the run,
+        now or made later, fails its next command (its sessions end now)."""
+        self.interrupted = RunInterrupted(
+            "interrupted (Ctrl-C): the run stopped before this host's next command"
+        )
+        for connection in list(self.opened):
+            if isinstance(connection, MuxConnection):
+                connection.remember_failure(self.interrupted)
+            connection.close()
+
+    def check_interrupted(self) -> None:
+        if self.interrupted is not None:
+            raise self.interrupted
 
     def start_masters(self, config: Any) -> None:
         """Open every host's master at once, the first time a task needs a connection."""
@@ -80,15 +98,19 @@ class MuxConnectionCall(ConnectionCall):  # type: ignore[misc]
     # invoke 3 adds arguments (core_parse_result=...): accept whatever comes.
     def make_context(self, config: Any, *args: Any, **kwargs: Any) -> Connection:
         run = self.run_state
+        run.check_interrupted()
         if not mux_settings(config).enabled:
             connection = Connection(**dict(self.init_kwargs, config=config))
         else:
             run.start_masters(config)
+            run.check_interrupted()  # Ctrl-C while the masters started
             connection = MuxConnection(**dict(self.init_kwargs, config=config))
             failure = run.failures.get(_key(self.init_kwargs))
             if failure is not None:
                 connection.remember_failure(failure)
         run.opened.append(connection)
+        if run.interrupted is not None and isinstance(connection, MuxConnection):
+            connection.remember_failure(run.interrupted)  # made as Ctrl-C came
         return connection
 
 
@@ -143,6 +165,14 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         from .fleet import HostReport, Wave, summary
 
         settings = mux_settings(self.config)
+        if not settings.enabled:
+            # Stock connections would write every host's bytes straight to
+            # our stdout, mixed within lines: no parallel run without mux.
+            raise Exit(
+                "fabric-mux: -P (parallel) runs need mux, which is off here "
+                "(--no-mux or mux.enabled: false); run without -P",
+                code=1,
+            )
         calls = self.normalize(tasks)
         direct = list(calls)
         expanded = self.expand_calls(calls)
@@ -164,7 +194,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             by_host = {_label(call.init_kwargs): call for call in wave}
 
             def work(host: str, by_host: dict[str, MuxConnectionCall] = by_host) -> Any:
-                return self._run_call(by_host[host], direct, prefix=settings.prefix)
+                return self._run_call(by_host[host], direct, parallel=True, prefix=settings.prefix)
 
             wave_run = Wave(name, list(by_host), settings.pool_size, reports)
             results[first.task] = wave_run.run(work, on_interrupt=self._interrupted)
@@ -185,11 +215,14 @@ class MuxExecutor(Executor):  # type: ignore[misc]
                 "fabric-mux: interrupted; commands may still be running on "
                 f"{', '.join(running)} (only a pty carries Ctrl-C: run them with pty=True)\n"
             )
-        for connection in list(self.run_state.opened):
-            connection.close()
+        self.run_state.interrupt()
 
-    def _run_call(self, call: Any, direct: list[Any], prefix: bool = False) -> Any:
-        context = call.make_context(self.config)
+    def _run_call(
+        self, call: Any, direct: list[Any], parallel: bool = False, prefix: bool = False
+    ) -> Any:
+        # A config of its own for each host at once: invoke rebuilds a config
+        # on every write, and other threads reading it meanwhile see it empty.
+        context = call.make_context(self.config.clone() if parallel else self.config)
         if prefix and isinstance(context, MuxConnection):
             context.output_prefix = f"[{_label(call.init_kwargs)}] "
         result = call.task(context, *call.args, **call.kwargs)

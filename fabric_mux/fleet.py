@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from invoke.exceptions import UnexpectedExit
 
 __all__ = ["HostReport", "LineWriter", "Screen", "Wave", "screen", "summary"]
 
@@ -141,8 +142,10 @@ class Wave:
     ) -> dict[str, Any]:
         """Run ``work(host)`` for each host not yet failed; their results by host.
 
-        ``on_interrupt(running hosts)`` is called on Ctrl-C, before waiting for
-        the workers: it should make them stop (close their connections).
+        ``on_interrupt(running hosts)`` is called on Ctrl-C: it should make the
+        workers stop (their next command fails). Ctrl-C returns at once: the
+        workers are daemon threads, so a task busy with local work does not
+        keep the process alive.
         """
         results: dict[str, Any] = {}
         todo = []
@@ -152,6 +155,12 @@ class Wave:
                 todo.append(host)
             else:
                 report.skipped.append(self.task)
+        waiting = list(reversed(todo))  # popped from the end: in order
+        all_done = threading.Event()
+        left = len(todo)
+        #: What a worker met that is not a host's failure (SystemExit...): raised here.
+        escaped: list[BaseException] = []
+        stopping = False
 
         def one(host: str) -> None:
             with self._lock:
@@ -163,11 +172,11 @@ class Wave:
             except BaseException as exc:  # the host's own failure; the others go on
                 report = self.reports[host]
                 report.failed_in = self.task
-                report.why = _first_line(exc)
+                report.why = _reason(exc)
                 with self._lock:
                     self._failed += 1
                 if not isinstance(exc, Exception):
-                    raise
+                    escaped.append(exc)
             finally:
                 self.reports[host].seconds += time.monotonic() - start
                 with self._lock:
@@ -175,21 +184,38 @@ class Wave:
                     self._done += 1
                 self._show()
 
-        try:
-            with ThreadPoolExecutor(max_workers=min(self.pool_size, len(todo) or 1)) as pool:
-                futures = [pool.submit(one, host) for host in todo]
+        def worker() -> None:
+            nonlocal left
+            while True:
+                with self._lock:
+                    if stopping or not waiting:
+                        return
+                    host = waiting.pop()
                 try:
-                    for future in futures:
-                        future.result()
-                except KeyboardInterrupt:
-                    for future in futures:
-                        future.cancel()
-                    screen.end_status()
-                    if on_interrupt is not None:
-                        on_interrupt(self.running())
-                    raise
+                    one(host)
+                finally:
+                    with self._lock:
+                        left -= 1
+                        if not left:
+                            all_done.set()
+
+        try:
+            for number in range(min(self.pool_size, len(todo))):
+                name = f"fabric-mux {self.task} {number + 1}"
+                threading.Thread(target=worker, name=name, daemon=True).start()
+            if todo:
+                all_done.wait()
+        except KeyboardInterrupt:
+            with self._lock:
+                stopping = True  # no host starts after this
+            screen.end_status()
+            if on_interrupt is not None:
+                on_interrupt(self.running())
+            raise
         finally:
             screen.end_status()
+        if escaped:
+            raise escaped[0]
         return results
 
     def running(self) -> list[str]:
@@ -205,7 +231,11 @@ class Wave:
         screen.show_status(text, self.progress)
 
 
-def _first_line(exc: BaseException) -> str:
+def _reason(exc: BaseException) -> str:
+    """Why a host failed, in one line: a failed command says which, and its exit code."""
+    if isinstance(exc, UnexpectedExit):
+        result = exc.result
+        return f"{type(exc).__name__}: {result.command!r} exited with {result.exited}"[:200]
     text = str(exc).strip() or type(exc).__name__
     for line in text.splitlines():
         if line.strip():

@@ -212,6 +212,11 @@ class MuxRemote(Remote):  # type: ignore[misc]
         except BaseException:
             self._release()
             raise
+        if not self._disowned and not self.streams["in"] and not self.watchers:
+            # No stdin at all (in_stream=False, as in parallel and asynchronous
+            # runs) and nothing to answer prompts: the command reads its end
+            # rather than waiting for input that cannot come.
+            self.close_proc_stdin()
 
     def _start_on_pipes(self, text: str, flags: dict[str, Any]) -> None:
         stdin_r, self._stdin_fd = self._fds.pipe()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 import textwrap
@@ -10,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fabrun import fab
+from fabrun import fab, fab_argv, no_agent_env
+from waiting import wait_until
 
 from fabric_mux.group import MuxThreadingGroup
 from fabric_mux.pytest_plugin import FleetFactory
@@ -43,6 +45,32 @@ FABFILE = textwrap.dedent(
     @task
     def record(c):
         c.run(f"echo start >> {{MEET}}/log; sleep 0.1; echo end >> {{MEET}}/log")
+
+    @task
+    def read_stdin(c):
+        c.run("read line; echo read $?")
+
+    @task
+    def busy(c):
+        # Arrive, then run long enough for Ctrl-C to come; then one more command.
+        c.run(f"touch {{MEET}}/{{c.original_host}}; sleep 30", warn=True)
+        c.run(f"touch {{MEET}}/after-{{c.original_host}}")
+
+    @task
+    def busy_here(c):
+        c.run(f"touch {{MEET}}/{{c.original_host}}")
+        import time
+        time.sleep(120)  # local work: Ctrl-C must not wait for it
+
+    @task
+    def config_churn(c):
+        # One host writes its config while the others read theirs.
+        for n in range(1500):
+            if c.original_host.endswith("1"):
+                c.config.run.warn = bool(n % 2)
+            else:
+                c.config.run.echo
+        c.run("true")
     """
 )
 
@@ -102,7 +130,7 @@ def test_a_failing_host_is_in_the_summary_and_the_exit_code_and_the_others_go_on
     assert "[node2] after" not in done.stdout  # a failed host sits out what follows
     summary = done.stderr[done.stderr.index("fabric-mux: fail-on-host2, after on 3 hosts") :]
     node2 = next(line for line in summary.splitlines() if line.strip().startswith("node2"))
-    assert "failed" in node2 and "in fail-on-host2: UnexpectedExit" in node2
+    assert "failed" in node2 and "in fail-on-host2: UnexpectedExit: 'exit 3' exited with 3" in node2
     assert "then skipped after" in node2
     assert "1 of 3 hosts failed" in summary
 
@@ -161,3 +189,96 @@ def test_a_mux_threading_group_marks_each_line_with_its_host(
         f"[{host}] {line}" for host in hosts for line in ("one", "two", "no newline")
     )
     assert os.path.isdir(control_dir)
+
+
+def test_a_command_reading_stdin_in_a_parallel_run_reads_its_end(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    hosts = sshd.routes(2, prefix="node")
+    folder = project(tmp_path, control_dir, meeting_point, 2)
+    # fab's own stdin stays open, as a terminal nobody types into: the hosts
+    # cannot share it, so each command reads its end at once.
+    quiet_end, held_end = os.pipe()
+    try:
+        done = subprocess.run(
+            fab_argv(sshd.ssh_config, ",".join(hosts), "-P", "read-stdin", name="fabmux"),
+            cwd=folder,
+            env=no_agent_env(),
+            stdin=quiet_end,
+            capture_output=True,
+            text=True,
+            check=False,
+            start_new_session=True,
+            timeout=120,
+        )
+    finally:
+        os.close(quiet_end)
+        os.close(held_end)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["[node1] read 1", "[node2] read 1"]
+
+
+def test_each_host_has_a_config_of_its_own_in_a_parallel_run(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    hosts = sshd.routes(4, prefix="node")
+    folder = project(tmp_path, control_dir, meeting_point, 4)
+    done = run(folder, sshd.ssh_config, ",".join(hosts), "-P", "config-churn")
+    assert done.returncode == 0, done.stderr
+    assert "every host ok" in done.stderr
+
+
+def test_a_parallel_run_without_mux_is_refused(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point, 2)
+    done = run(folder, sshd.ssh_config, sshd.alias, "--no-mux", "-P", "after")
+    assert done.returncode == 1
+    assert "-P (parallel) runs need mux" in done.stderr
+    assert sshd.logins() == 0
+
+
+def interrupt_when_all_arrive(
+    folder: Path, ssh_config: Path, hosts: list[str], task: str, meet: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run ``task`` with -P, and Ctrl-C it once every host has reached it."""
+    argv = fab_argv(ssh_config, ",".join(hosts), "-P", task, name="fabmux")
+    child = subprocess.Popen(
+        argv,
+        cwd=folder,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: all((meet / host).exists() for host in hosts), deadline=60)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)  # much less than the tasks' own time
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)
+
+
+def test_ctrl_c_in_a_parallel_run_stops_every_host_before_its_next_command(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    hosts = sshd.routes(3, prefix="node")
+    folder = project(tmp_path, control_dir, meeting_point, 3)
+    done = interrupt_when_all_arrive(folder, sshd.ssh_config, hosts, "busy", meeting_point)
+    assert done.returncode != 0
+    assert "interrupted; commands may still be running on" in done.stderr
+    assert not [path.name for path in meeting_point.glob("after-*")]
+
+
+def test_ctrl_c_in_a_parallel_run_does_not_wait_for_local_work(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    hosts = sshd.routes(2, prefix="node")
+    folder = project(tmp_path, control_dir, meeting_point, 2)
+    done = interrupt_when_all_arrive(folder, sshd.ssh_config, hosts, "busy-here", meeting_point)
+    assert done.returncode != 0  # and it ended well within the tasks' 120 s
