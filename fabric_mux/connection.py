@@ -612,6 +612,15 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         except TransferNeedsSftp:
             return Transfer(self).get(remote, local, preserve_mode=preserve_mode)
 
+    def remote_home(self) -> str:
+        """The remote account's home, where relative paths land: asked once per master."""
+        from . import transfer
+
+        master = self.mux_master
+        if master.remote_home is None:
+            master.remote_home = transfer.remote_home(self)
+        return master.remote_home
+
     def create_session(self) -> Any:
         raise MuxError("MuxConnection has no paramiko sessions: use run(), sudo() or shell()")
 

@@ -207,6 +207,8 @@ class Master:
         self.requests: Counter[str] = Counter()
         #: The master's pid, once known.
         self.pid: int | None = None
+        #: The remote account's home, once a transfer needed it (one login, one home).
+        self.remote_home: str | None = None
         #: Port forwards open on the master, with how many blocks of ours use each.
         self._forwards: dict[ForwardSpec, _Forward] = {}
         self._forwards_lock = threading.Lock()

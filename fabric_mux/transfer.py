@@ -23,6 +23,7 @@ import posixpath
 import select
 import shlex
 import stat
+import string
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ from .descriptors import Descriptors
 from .exceptions import TransferNeedsSftp
 from .session import SessionOpener
 
-__all__ = ["ProgressBar", "get", "progress_callback", "put"]
+__all__ = ["ProgressBar", "get", "progress_callback", "put", "remote_home"]
 
 log = logging.getLogger("fabric_mux")
 
@@ -84,6 +85,10 @@ printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
 exec cat -- "$r"
 """
 
+#: Reports the remote home (where a session starts) as a path.
+HOME_SCRIPT = r"""printf '\0fabric-mux-started' >&2
+cd -P . && printf '\0fabric-mux %s\0' "$PWD" >&2"""
+
 
 class Transferring(SessionOpener, Protocol):
     """What a transfer needs of a connection: sessions, and what Fabric interpolates."""
@@ -91,6 +96,10 @@ class Transferring(SessionOpener, Protocol):
     host: str
     user: str
     port: int
+
+    def remote_home(self) -> str:
+        """The remote home, for a relative path's ``{dirname}`` (cached by the caller)."""
+        ...
 
 
 # The remote's words -> the errno that paramiko would have raised.
@@ -267,7 +276,8 @@ def get(
     _check(opener.original_host, report, str(remote))
     if report.size is not None and got != report.size:
         raise OSError(f"size mismatch in get!  {got} != {report.size}")
-    if preserve_mode and not is_file_like and report.mode:
+    if preserve_mode and not is_file_like and report.mode and os.path.isfile(local_path):
+        # Only a regular file takes the remote's mode: never /dev/null or a fifo.
         os.chmod(local_path, _mode_bits(report.mode))
     return Result(
         orig_remote=remote,
@@ -285,11 +295,16 @@ def _into_file(
 
     The file is not truncated first: a get that fails before sending a byte
     (a missing or unreadable remote file) leaves what was there untouched,
-    and a file it made is removed.
+    and a file it made is removed. What is not a regular file (``/dev/null``,
+    a fifo, a terminal) has no offset to count by: the bytes are pumped.
     """
     existed = os.path.lexists(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return _run(
+                opener, command, sink=lambda chunk: _write_all(fd, chunk), progress=progress
+            )
         with _polling(progress, None, lambda: os.lseek(fd, 0, os.SEEK_CUR)):
             report, _ = _run(opener, command, stdout=fd)
         got = os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our file offset
@@ -302,10 +317,31 @@ def _into_file(
     return report, got
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def remote_home(opener: SessionOpener) -> str:
+    """The remote account's home, asked in one session."""
+    report, _ = _run(opener, _command(HOME_SCRIPT))
+    if not report.started:
+        raise TransferNeedsSftp(report.errors)
+    _check(opener.original_host, report, ".")
+    return report.path
+
+
 def _local_target(opener: Transferring, remote: str, local: str | None) -> str:
     """Fabric's local path for a get: interpolated, a folder gets the remote's name."""
     remote_name = posixpath.basename(remote)
-    target = (local or remote_name).format(
+    pattern = local or remote_name
+    # {dirname} is the absolute remote folder, as Fabric's: a relative path
+    # is joined to the remote home (asked only when the pattern needs it).
+    wants_dirname = any(field == "dirname" for _, field, _, _ in string.Formatter().parse(pattern))
+    if wants_dirname and not remote.startswith("/"):
+        remote = posixpath.join(opener.remote_home(), remote)
+    target = pattern.format(
         host=opener.host,
         user=opener.user,
         port=opener.port,

@@ -7,6 +7,7 @@ import io
 import os
 import stat
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ def test_a_nameless_file_like_object_into_a_folder_is_refused_like_stock(c: MuxC
 
 @pytest.mark.parametrize(
     "local",
-    [None, "out/", "out/renamed.txt", "{host}-{basename}"],
+    # {dirname} is the remote folder made absolute (the remote home joined).
+    [None, "out/", "out/renamed.txt", "{host}-{basename}", "out{dirname}/{basename}"],
 )
 def test_get_lands_where_stock_gets_it(
     c: MuxConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: str | None
@@ -132,9 +134,44 @@ def test_get_lands_where_stock_gets_it(
         assert stat.S_IMODE(os.stat(result.local).st_mode) == 0o604
     stock, ours = results
     same_result(ours, stock)
-    assert os.path.relpath(ours.local, tmp_path / OURS) == os.path.relpath(
+    assert os.path.relpath(ours.local, tmp_path / OURS).replace(OURS, STOCK) == os.path.relpath(
         stock.local, tmp_path / STOCK
     )
+
+
+def test_the_remote_home_for_dirname_is_asked_once_a_master(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    c.run(f"echo x > {OURS}/file.txt", hide=True)
+    requests = c.mux_master.requests
+    before = requests.copy()
+    first = c.get(f"{OURS}/file.txt", f"{tmp_path}/first{{dirname}}/{{basename}}")
+    assert requests - before == {"new session": 2}  # the home, then the file
+    before = requests.copy()
+    again = MuxConnection(c.original_host, config=c.config).get(
+        f"{OURS}/file.txt", f"{tmp_path}/again{{dirname}}/{{basename}}"
+    )
+    assert (requests - before)["new session"] == 1  # another connection, the same master
+    home = c.run("pwd -P", hide=True).stdout.strip()
+    assert first.local == f"{tmp_path}/first{home}/{OURS}/file.txt"
+    assert again.local == f"{tmp_path}/again{home}/{OURS}/file.txt"
+
+
+def test_get_into_what_is_not_a_regular_file(c: MuxConnection, tmp_path: Path) -> None:
+    c.run(f"printf 'to a pipe\\n' > {OURS}/file.txt && chmod 600 {OURS}/file.txt", hide=True)
+    null_mode = os.stat(os.devnull).st_mode
+    result = c.get(f"{OURS}/file.txt", os.devnull)
+    assert result.local == os.devnull
+    assert os.stat(os.devnull).st_mode == null_mode  # never given the remote's mode
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()))
+    reader.start()
+    c.get(f"{OURS}/file.txt", str(fifo))
+    reader.join(timeout=60)
+    assert read == [b"to a pipe\n"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 @pytest.mark.parametrize(
