@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fabric import Config
 
-from .config import MuxConfig, mux_settings
+from .config import MuxConfig, mux_settings, project_folder
 from .controldir import default_control_dirs, find_control_dir
 from .exceptions import MasterNotOurs, MasterNotResponding, MuxError
 from .master import Master, alive_pid, master_pids, stop_socket
@@ -142,11 +142,13 @@ def _format_age(seconds: float | None) -> str:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    """Fabric's config as a ``fab`` run here loads it: /etc, ~, ./fabric.yaml, the
-    environment (``FABRIC_MUX_CONTROL_DIR``...), then our options."""
+    """Fabric's config as a ``fab`` run here loads it: /etc, ~, the project's
+    fabric.yaml (beside the fabfile found searching up from here, else here),
+    the environment (``FABRIC_MUX_CONTROL_DIR``...), then our options."""
     config = MuxConfig(runtime_ssh_path=args.ssh_config, lazy=True)
     config.load_base_conf_files()
-    config.set_project_location(os.getcwd())
+    config.merge()  # so that tasks.collection_name/search_root from ~ count
+    config.set_project_location(project_folder(config, start=config.tasks.search_root))
     config.load_project()
     config.load_shell_env()
     if args.control_dir is not None:

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from fabric import Config
+from invoke.exceptions import CollectionNotFound
+from invoke.loader import FilesystemLoader
 
 from .argv import persist_value, ssh_options
 
-__all__ = ["DEFAULTS", "MuxConfig", "MuxSettings", "mux_settings"]
+__all__ = ["DEFAULTS", "MuxConfig", "MuxSettings", "mux_settings", "project_folder"]
 
 #: Every ``mux`` key with its default. ``fabric.yaml`` may set any subset.
 DEFAULTS: dict[str, Any] = {
@@ -100,6 +102,23 @@ def mux_settings(config: Any) -> MuxSettings:
         pool_size=max(1, int(values["pool_size"] or 1)),
         prefix=_flag(values["prefix"]),
     )
+
+
+def project_folder(
+    config: Any,
+    start: str | None = None,
+    name: str | None = None,
+    loader_class: type[FilesystemLoader] = FilesystemLoader,
+) -> str:
+    """The folder whose ``fabric.yaml`` a task run here reads: the fabfile's,
+    found as ``fab`` finds it (searching up from ``start``, default here), else here."""
+    loader = loader_class(config=config, start=start)
+    try:
+        spec = loader.find(name or config.tasks.collection_name)
+    except CollectionNotFound:
+        return os.getcwd()
+    origin = spec.origin if spec is not None else None
+    return os.path.dirname(origin) if origin else os.getcwd()
 
 
 def _flag(value: object) -> bool:

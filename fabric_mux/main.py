@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from fabric import __version__ as fabric_version
 from fabric.main import Fab
-from invoke.exceptions import CollectionNotFound
 from invoke.parser.argument import Argument
 
 from . import __version__
-from .config import MuxConfig
+from .config import MuxConfig, project_folder
 from .executor import MuxExecutor
 from .upstream import set_overrides
 
@@ -54,13 +52,13 @@ class MuxFab(Fab):  # type: ignore[misc]
         with only a command to run it loads none. Here the project is where
         the fabfile would be found (searching up from here), else this folder.
         """
-        loader = self.loader_class(config=self.config, start=self.args["search-root"].value)
-        try:
-            spec = loader.find(self.args.collection.value or self.config.tasks.collection_name)
-        except CollectionNotFound:
-            spec = None
-        origin = spec.origin if spec is not None else None
-        self.config.set_project_location(os.path.dirname(origin) if origin else os.getcwd())
+        folder = project_folder(
+            self.config,
+            start=self.args["search-root"].value,
+            name=self.args.collection.value,
+            loader_class=self.loader_class,
+        )
+        self.config.set_project_location(folder)
         self.config.load_project()
 
     def update_config(self) -> None:

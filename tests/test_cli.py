@@ -94,7 +94,9 @@ def test_console_script_is_installed(control_dir: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, f"no masters in {control_dir}\n")
 
 
-def test_the_projects_fabric_yaml_is_read(
+@pytest.mark.parametrize("where", ["", "roles/web"])
+def test_the_projects_fabric_yaml_is_read_as_fab_finds_it(
+    where: str,
     sshd: SshServer,
     config: fabric.Config,
     control_dir: Path,
@@ -104,7 +106,11 @@ def test_the_projects_fabric_yaml_is_read(
 ) -> None:
     c = MuxConnection(sshd.alias, config=config)
     c.run("true")
+    # fab run in a subfolder finds the fabfile above it, and reads the
+    # fabric.yaml beside it: so does the CLI.
+    (tmp_path / "fabfile.py").write_text("")
     (tmp_path / "fabric.yaml").write_text(f"mux:\n  control_dir: {control_dir}\n")
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / where).mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(tmp_path / where)
     assert main(["-F", str(sshd.ssh_config), "check", sshd.alias]) == 0
     assert f"pid={c.master_pid}" in capsys.readouterr().out
