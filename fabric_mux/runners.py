@@ -32,7 +32,7 @@ from invoke.watchers import Responder
 
 from .descriptors import Descriptors
 from .exceptions import MasterLost, descriptor_errors
-from .fleet import LineWriter
+from .fleet import LineWriter, screen
 
 log = logging.getLogger("fabric_mux")
 
@@ -318,6 +318,15 @@ class MuxRemote(Remote):  # type: ignore[misc]
         except BaseException:
             self._bells[0].ring()  # e.g. a watcher gave up: don't wait for the remote
             raise
+
+    def echo(self, command: str) -> None:
+        prefix = self.context.output_prefix
+        if not prefix:
+            super().echo(command)
+            return
+        # In a parallel run the echoed command is marked with its host too.
+        text = self.opts["echo_format"].format(command=command)
+        screen.write_lines(sys.stdout, "".join(f"{prefix}{line}\n" for line in text.split("\n")))
 
     def write_our_output(self, stream: IO[str], string: str) -> None:
         prefix = self.context.output_prefix

@@ -47,6 +47,10 @@ FABFILE = textwrap.dedent(
         c.run(f"echo start >> {{MEET}}/log; sleep 0.1; echo end >> {{MEET}}/log")
 
     @task
+    def echoed(c):
+        c.run("echo out; echo err >&2", echo=True)
+
+    @task
     def read_stdin(c):
         c.run("read line; echo read $?")
 
@@ -189,6 +193,21 @@ def test_a_mux_threading_group_marks_each_line_with_its_host(
         f"[{host}] {line}" for host in hosts for line in ("one", "two", "no newline")
     )
     assert os.path.isdir(control_dir)
+
+
+def test_echoed_commands_are_marked_with_their_host_too(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    hosts = sshd.routes(3, prefix="node")
+    folder = project(tmp_path, control_dir, meeting_point, 3)
+    done = run(folder, sshd.ssh_config, ",".join(hosts), "-P", "echoed")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert len(out) == 6 and all(line.startswith("[node") for line in out)
+    assert sum("echo out; echo err >&2" in line for line in out) == 3
+    assert sorted(line for line in done.stderr.splitlines() if " err" in line) == [
+        f"[{host}] err" for host in hosts
+    ]
 
 
 def test_a_command_reading_stdin_in_a_parallel_run_reads_its_end(
