@@ -83,6 +83,15 @@ Terminal = Callable[[str, str], "str | None"]
 _terminal_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child for ever.
+    global _terminal_lock
+    _terminal_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def terminal_available() -> bool:
     """Whether this process has a terminal to ask the user on."""
     try:

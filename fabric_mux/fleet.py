@@ -10,6 +10,7 @@ for all of them.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -64,6 +65,16 @@ class Screen:
 
 #: The one screen of this process.
 screen = Screen()
+
+
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child for ever.
+    screen._lock = threading.Lock()
+    screen._status = ""
+    screen._terminal = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _is_terminal(stream: IO[str]) -> bool:

@@ -89,6 +89,15 @@ _cache: dict[tuple[str, ...], _Answer] = {}
 _cache_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork stays held in the child for ever.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def resolve_config(ssh: str, target: SshTarget, *, fresh: bool = False) -> str:
     """``ssh -G``'s output for ``target``: OpenSSH's resolved configuration.
 

@@ -4,6 +4,7 @@ unusable control folders, forwards, big output. Each against a real sshd."""
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,46 @@ def test_a_forked_child_leaves_the_parents_sessions_alone(
     flag.raise_()
     assert running.join().stdout == "finished\n"
     assert sshd.logins() == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("fabric_mux.resolve", "_cache_lock"),
+        ("fabric_mux.askpass", "_terminal_lock"),
+        ("fabric_mux.fleet", "screen._lock"),
+    ],
+)
+def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child(
+    module: str, name: str
+) -> None:
+    owner = importlib.import_module(module)
+
+    def lock() -> Any:
+        found: Any = owner
+        for part in name.split("."):
+            found = getattr(found, part)
+        return found
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock():
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(60)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through its exit code
+            os._exit(0 if lock().acquire(timeout=10) else 1)
+        _, status = os.waitpid(child, 0)
+    finally:
+        release.set()
+        holder.join()
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # -- slots ----------------------------------------------------------------------------
