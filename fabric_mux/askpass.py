@@ -85,7 +85,7 @@ _terminal_lock = threading.Lock()
 
 def _after_fork_in_child() -> None:
     # A lock another thread held at the fork stays held in the child for ever.
-    global _terminal_lock
+    global _terminal_lock  # noqa: PLW0603 - the module's one lock, made anew
     _terminal_lock = threading.Lock()
 
 

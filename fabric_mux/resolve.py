@@ -91,7 +91,7 @@ _cache_lock = threading.Lock()
 
 def _after_fork_in_child() -> None:
     # A lock another thread held at the fork stays held in the child for ever.
-    global _cache_lock
+    global _cache_lock  # noqa: PLW0603 - the module's one lock, made anew
     _cache_lock = threading.Lock()
 
 
