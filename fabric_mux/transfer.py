@@ -57,7 +57,8 @@ _FOLDER = b"\0fabric-mux-folder"
 # execs (no fork for cat or wc): after a NUL, "fabric-mux PATH", a NUL, then
 # what the last step or ls says. Success is that report and exit status 0.
 
-#: $1 the remote path as given (may be empty), $2 the local name, $3 the mode or
+#: $1 the remote path as given (may be empty), $2 the local name (joined to a
+#: folder as posixpath.join joins, as Fabric does: an absolute name wins), $3 the mode or
 #: empty, $4 ``-`` for the bytes on stdin, or ``=`` and the bytes as a printf format.
 #: Reports the absolute path, then wc's count of what landed.
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
@@ -65,7 +66,7 @@ r=$1
 if [ -z "$r" ]; then r=$2
 elif [ -d "$r" ]; then
   [ -n "$2" ] || { printf '\0fabric-mux-folder' >&2; exit 1; }
-  r=${r%/}/$2
+  case $2 in /*) r=$2 ;; *) r=${r%/}/$2 ;; esac
 fi
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 if [ "$4" = - ]; then cat > "$r" || exit

@@ -107,6 +107,21 @@ def test_put_of_a_file_like_object_matches_stock(c: MuxConnection, make: Callabl
     assert remote_state(c, ours.remote)[1] == remote_state(c, stock.remote)[1]
 
 
+@pytest.mark.parametrize("name", ["flo-named", "/tmp/{folder}-flo-absolute"])
+def test_a_named_file_like_object_into_a_folder_lands_where_stock_puts_it(
+    c: MuxConnection, name: str
+) -> None:
+    results = []
+    for put, folder in ((Transfer(c).put, STOCK), (c.put, OURS)):
+        stream = io.BytesIO(b"named")
+        stream.name = name.format(folder=folder)
+        results.append(put(stream, f"{folder}/sub"))
+        assert remote_state(c, results[-1].remote)[1] == "named"
+    stock, ours = results
+    same_result(ours, stock)
+    c.run(f"rm -f /tmp/{OURS}-flo-absolute /tmp/{STOCK}-flo-absolute", hide=True)
+
+
 def test_a_nameless_file_like_object_into_a_folder_is_refused_like_stock(c: MuxConnection) -> None:
     for put, folder in ((Transfer(c).put, STOCK), (c.put, OURS)):
         with pytest.raises(ValueError, match=r"non-empty \.name attribute"):
