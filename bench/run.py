@@ -312,16 +312,18 @@ class _Bench:
             for variant in variants[shift:] + variants[:shift]:
                 self._sample(variant, keep=True)
 
-    def _sample(self, variant: Variant, keep: bool) -> None:
-        before = self.server.logins()
-        processes = self.server.processes()
+    def _sample(self, variant: Variant, keep: bool, server: SshServer | None = None) -> None:
+        """One sample, its logins counted on ``server`` (the bench's own by default)."""
+        server = server or self.server
+        before = server.logins()
+        processes = server.processes()
         seconds = variant.measure()
         if keep:
             variant.samples.append(seconds)
-            variant.logins += self.server.logins() - before
-        self._settle(processes)
+            variant.logins += server.logins() - before
+        self._settle(processes, server)
 
-    def _settle(self, processes: int) -> None:
+    def _settle(self, processes: int, server: SshServer) -> None:
         """Let the server finish tearing down what the last sample opened.
 
         A stock run leaves sshd processes exiting for a moment after it ends;
@@ -329,7 +331,7 @@ class _Bench:
         untimed) until the server runs no more processes than before it.
         """
         deadline = time.monotonic() + 2
-        while self.server.processes() > processes and time.monotonic() < deadline:
+        while server.processes() > processes and time.monotonic() < deadline:
             time.sleep(0.01)
 
     # -- a. cold connect ---------------------------------------------------
@@ -876,7 +878,7 @@ class _Bench:
         section = Section("j", title, variants)
         print(f"bench: {title} (1 round)", file=sys.stderr, flush=True)
         for variant in variants:  # in order: the warm rows need the cold masters
-            self._sample(variant, keep=True)
+            self._sample(variant, keep=True, server=server)
             reap_orphans()
         section.notes.append(f"j. {count} hosts, cold, default kex: {held[0]}")
         s, c, k, w, n = variants
