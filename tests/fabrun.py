@@ -28,14 +28,19 @@ def no_agent_env() -> dict[str, str]:
 
 
 def fab(
-    project: Path, ssh_config: Path, hosts: str, *args: str, name: str = "fab"
+    project: Path,
+    ssh_config: Path,
+    hosts: str,
+    *args: str,
+    name: str = "fab",
+    stdin: int = subprocess.DEVNULL,
 ) -> subprocess.CompletedProcess[str]:
     """Run it to its end in ``project``, in a session of its own (as from a terminal)."""
     return subprocess.run(
         fab_argv(ssh_config, hosts, *args, name=name),
         cwd=project,
         env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         capture_output=True,
         text=True,
         check=False,

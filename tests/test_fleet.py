@@ -102,9 +102,14 @@ def project(tmp_path: Path, control_dir: Path, meet: Path, count: int, yaml: str
 
 
 def run(
-    folder: Path, ssh_config: Path, hosts: str, *args: str, name: str = "fabmux"
+    folder: Path,
+    ssh_config: Path,
+    hosts: str,
+    *args: str,
+    name: str = "fabmux",
+    stdin: int = subprocess.DEVNULL,
 ) -> subprocess.CompletedProcess[str]:
-    return fab(folder, ssh_config, hosts, *args, name=name)
+    return fab(folder, ssh_config, hosts, *args, name=name, stdin=stdin)
 
 
 def test_each_task_runs_on_all_hosts_at_once_with_each_line_marked(
@@ -219,17 +224,7 @@ def test_a_command_reading_stdin_in_a_parallel_run_reads_its_end(
     # cannot share it, so each command reads its end at once.
     quiet_end, held_end = os.pipe()
     try:
-        done = subprocess.run(
-            fab_argv(sshd.ssh_config, ",".join(hosts), "-P", "read-stdin", name="fabmux"),
-            cwd=folder,
-            env=no_agent_env(),
-            stdin=quiet_end,
-            capture_output=True,
-            text=True,
-            check=False,
-            start_new_session=True,
-            timeout=120,
-        )
+        done = run(folder, sshd.ssh_config, ",".join(hosts), "-P", "read-stdin", stdin=quiet_end)
     finally:
         os.close(quiet_end)
         os.close(held_end)
