@@ -7,7 +7,6 @@ import ctypes
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from fabric_mux.protocol import MuxClient
-from fabric_mux.testing import SshServer, ensure_account, ssh_server
+from fabric_mux.testing import SshServer, ensure_account, ssh_server, unwinding_on_signals
 
 __all__ = [
     "REMOTE_USER",
@@ -62,25 +61,6 @@ def reaping() -> Iterator[None]:
         if adopted:
             _reap_children()
             _subreaper(False)
-
-
-@contextlib.contextmanager
-def unwinding_on_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into SystemExit inside, so clean-ups still run.
-
-    A bench stopped by ``timeout`` or a closed terminal would otherwise leave its
-    servers, masters and scratch folders behind.
-    """
-
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _subreaper(on: bool) -> bool:

@@ -46,6 +46,7 @@ __all__ = [
     "revoke_account",
     "ssh_fleet",
     "ssh_server",
+    "unwinding_on_signals",
 ]
 
 HOST = "127.0.0.1"
@@ -510,7 +511,7 @@ def lent_account(name: str, *, password: bool = True, sudoer: bool = False) -> I
     take turns: a second test run waits until the first one's ends.
     """
     secret = secrets.token_urlsafe(24) if password else None
-    with _cleanup_on_signals(), _loan_lock(name):
+    with unwinding_on_signals(), _loan_lock(name):
         try:
             ensure_account(name, secret, sudoer=sudoer)
             yield Account(name, secret)
@@ -532,12 +533,16 @@ def _loan_lock(name: str) -> Iterator[None]:
 
 
 @contextmanager
-def _cleanup_on_signals() -> Iterator[None]:
+def unwinding_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit inside, so clean-ups still run
+    (a run stopped by ``timeout`` or a closed terminal would otherwise leave its
+    account lent, or its servers and folders behind). Only the main thread can
+    take signals: elsewhere it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def leave(signum: int, frame: Any) -> None:
+    def leave(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
