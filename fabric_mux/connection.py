@@ -209,19 +209,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         ``connect_kwargs``; invoke rebuilds the config on every write, which
         threads creating connections from one config must not see.
         """
-        given = dict(connect_kwargs or {})
-        from_config = dict(self.config.connect_kwargs)
-        merged = dict(given or from_config)
-        keys: list[str] = []
-        for value in (
-            from_config.get("key_filename", []),
-            given.get("key_filename", []),
-            self.ssh_config.get("identityfile", []),
-        ):
-            keys.extend([value] if isinstance(value, str) else value)
-        if keys:
-            merged["key_filename"] = keys
-        return merged
+        return self._merged_connect_kwargs(connect_kwargs, self.ssh_config.get("identityfile", []))
 
     @property
     def mux(self) -> MuxSettings:
@@ -231,11 +219,22 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     def _given_connect_kwargs(self) -> dict[str, Any]:
         """Fabric's merge of ``connect_kwargs`` without ssh_config's identities
         (OpenSSH reads those itself)."""
-        given = dict(self._mux.given.connect_kwargs or {})
+        return self._merged_connect_kwargs(self._mux.given.connect_kwargs)
+
+    def _merged_connect_kwargs(
+        self, connect_kwargs: dict[str, Any] | None, *more_keys: Any
+    ) -> dict[str, Any]:
+        """The given ``connect_kwargs`` (else the config's), with every
+        ``key_filename`` of the config, the given ones and ``more_keys``."""
+        given = dict(connect_kwargs or {})
         from_config = dict(self.config.connect_kwargs)
         merged = dict(given or from_config)
         keys: list[str] = []
-        for value in (from_config.get("key_filename", []), given.get("key_filename", [])):
+        for value in (
+            from_config.get("key_filename", []),
+            given.get("key_filename", []),
+            *more_keys,
+        ):
             keys.extend([value] if isinstance(value, str) else value)
         if keys:
             merged["key_filename"] = keys
@@ -418,7 +417,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         self._ensure_through(master, hop)
 
     def _ensure(self, master: Master) -> int:
-        return master.ensure(self.mux.persist, answer=self._prompt_answers(master))
+        return master.ensure(self.mux.persist, answer=lambda: self._prompt_answers(master))
 
     def _prompt_answers(self, master: Master) -> PromptAnswers | None:
         """Who answers the master's prompts: Fabric's secrets, then the user.
@@ -430,7 +429,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         lock the account. Anything else (a one-time code, a new host key's
         question) is asked on the user's terminal, when there is one.
         """
-        # Imported here: most runs find their master up and ask nothing.
+        # Imported here: called only when a master starts.
         from . import askpass
 
         kwargs = self._given_connect_kwargs()

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, ClassVar, NamedTuple
 
@@ -196,8 +196,9 @@ class Master:
         self.extra_options = list(extra_options)
         self.reply_timeout = reply_timeout
         self.connect_retries = connect_retries
-        #: ``ssh -G``'s output for the route: what OpenSSH will do.
-        self.resolved = resolved
+        self.resolved = ""
+        self._view: dict[str, str] = {}
+        self._take_view(resolved)
         #: What the socket is named after (:func:`~fabric_mux.argv.master_identity`).
         self.identity = master_identity(resolved, target.destination, os.environ)
         #: Sessions this process may have open on the master at once.
@@ -269,7 +270,7 @@ class Master:
     @property
     def forwards_agent(self) -> bool:
         """Whether the master forwards the agent (so sessions may ask for it)."""
-        return parse_resolved_config(self.resolved).get("forwardagent", "no") != "no"
+        return self._view.get("forwardagent", "no") != "no"
 
     def client(self) -> MuxClient:
         """A new control connection (raises :class:`MasterUnavailable`)."""
@@ -282,12 +283,13 @@ class Master:
         """
         return alive_pid(self.control_path, timeout or self.reply_timeout, self.host, self.requests)
 
-    def ensure(self, persist: str, answer: PromptAnswers | None = None) -> int:
+    def ensure(self, persist: str, answer: Callable[[], PromptAnswers | None] | None = None) -> int:
         """Find the route's live master or start one; returns its pid.
 
         Starting happens under the route's lock, so racing threads and
         processes make one login between them, not one each. ``answer``, if
-        given, answers ssh's prompts (see :mod:`fabric_mux.askpass`).
+        given, makes what answers ssh's prompts (see :mod:`fabric_mux.askpass`):
+        called only when a master starts, as finding one up asks nothing.
         """
         pid = self.alive()
         if pid is None:
@@ -295,7 +297,7 @@ class Master:
                 pid = self.alive()
                 if pid is None:
                     self._check_view()
-                    pid = self._start_with_retries(persist, answer)
+                    pid = self._start_with_retries(persist, answer() if answer else None)
         else:
             log.debug("reusing master pid %d for %s at %s", pid, self.host, self.control_path)
         self.pid = pid
@@ -312,7 +314,12 @@ class Master:
                 f"{self.host}: its ssh_config changed while connecting (ssh -G now says "
                 "otherwise); nothing was started: run again"
             )
-        self.resolved = fresh
+        self._take_view(fresh)
+
+    def _take_view(self, resolved: str) -> None:
+        #: ``ssh -G``'s output for the route: what OpenSSH will do.
+        self.resolved = resolved
+        self._view = parse_resolved_config(resolved)  # read on every run: parsed once
 
     def _start_with_retries(self, persist: str, answer: PromptAnswers | None = None) -> int:
         """Start the master, retrying transient network failures with backoff.
@@ -408,7 +415,7 @@ class Master:
 
     def prompt_host(self) -> tuple[str, str]:
         """The ``(user, host)`` that ssh names in this master's login prompts."""
-        resolved = parse_resolved_config(self.resolved)
+        resolved = self._view
         return resolved.get("user", ""), resolved.get("hostkeyalias") or resolved.get(
             "hostname", self.host
         )
@@ -419,7 +426,7 @@ class Master:
         A path ssh would expand with something unknown here is left out: its
         passphrase prompt then goes to the user, not to a stored secret.
         """
-        resolved = parse_resolved_config(self.resolved)
+        resolved = self._view
         account = pwd.getpwuid(os.geteuid())
         local = socket.gethostname()
         user, hostname, port = (
