@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RELIED_ON", "adjust_cwd", "runtime_ssh_path", "set_overrides"]
+__all__ = ["RELIED_ON", "runtime_ssh_path", "set_overrides"]
 
 #: (module, class, attribute) for each private name used, and where it is used.
 RELIED_ON: tuple[tuple[str, str, str, str], ...] = (
@@ -19,20 +19,15 @@ RELIED_ON: tuple[tuple[str, str, str, str], ...] = (
     # ... and reads these instance attributes, set in Runner.__init__.
     ("invoke.runners", "Runner", "_timer", "cancels the timeout timer in stop()"),
     ("invoke.runners", "Runner", "_disowned", "starts a disowned command"),
-    ("invoke.runners", "Runner", "_asynchronous", "frees an unjoined run's slot at its end"),
     # connection.MuxConnection overrides fabric's equality key.
     ("fabric.connection", "Connection", "_identity", "keeps aliases of one address apart"),
     # The runtime ssh_config (fab -S) and command-line overrides.
     ("fabric.config", "Config", "_runtime_ssh_path", "the ssh_config given to ssh -F"),
     ("invoke.config", "Config", "_overrides", "fabmux's --mux-* flags"),
-    # SFTP paths relative to a chdir().
-    ("paramiko.sftp_client", "SFTPClient", "_adjust_cwd", "resolves a remote path"),
 )
 
 #: Of :data:`RELIED_ON`, the ones that exist only on instances.
-INSTANCE_ATTRIBUTES = frozenset(
-    {"_timer", "_disowned", "_asynchronous", "_runtime_ssh_path", "_overrides"}
-)
+INSTANCE_ATTRIBUTES = frozenset({"_timer", "_disowned", "_runtime_ssh_path", "_overrides"})
 
 
 def runtime_ssh_path(config: Any) -> str | None:
@@ -45,9 +40,3 @@ def set_overrides(config: Any, section: str, values: dict[str, Any]) -> None:
     """Put ``values`` into ``section`` at the config's override level (as ``-`` flags do)."""
     config._overrides.setdefault(section, {}).update(values)
     config.merge()
-
-
-def adjust_cwd(sftp: Any, path: str | bytes) -> str:
-    """The path an SFTP client would use for ``path``, after its ``chdir()``."""
-    adjusted = sftp._adjust_cwd(path)
-    return adjusted.decode("utf-8") if isinstance(adjusted, bytes) else str(adjusted)
