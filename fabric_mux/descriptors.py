@@ -15,7 +15,14 @@ from types import TracebackType
 
 from .exceptions import descriptor_errors
 
-__all__ = ["Descriptors"]
+__all__ = ["Descriptors", "write_all"]
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class Descriptors:

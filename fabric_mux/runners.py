@@ -30,7 +30,7 @@ from invoke.runners import Promise, Result
 from invoke.terminals import character_buffered, pty_size
 from invoke.watchers import Responder
 
-from .descriptors import Descriptors
+from .descriptors import Descriptors, write_all
 from .exceptions import MasterLost, descriptor_errors
 from .fleet import LineWriter, screen
 
@@ -361,11 +361,8 @@ class MuxRemote(Remote):  # type: ignore[misc]
             fd = self._stdin_fd
             if fd is None:
                 return
-            view = memoryview(data)
             try:
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                write_all(fd, data)
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.EIO):
                     return  # the session has ended; nothing reads stdin any more

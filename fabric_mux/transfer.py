@@ -33,7 +33,7 @@ from typing import IO, Any, Protocol
 
 from fabric.transfer import Result
 
-from .descriptors import Descriptors
+from .descriptors import Descriptors, write_all
 from .exceptions import TransferNeedsSftp
 from .session import SessionOpener
 
@@ -303,9 +303,7 @@ def _into_file(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return _run(
-                opener, command, sink=lambda chunk: _write_all(fd, chunk), progress=progress
-            )
+            return _run(opener, command, sink=lambda chunk: write_all(fd, chunk), progress=progress)
         with _polling(progress, None, lambda: os.lseek(fd, 0, os.SEEK_CUR)):
             report, _ = _run(opener, command, stdout=fd)
         got = os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our file offset
@@ -316,12 +314,6 @@ def _into_file(
     if not report.ok and not existed:
         os.unlink(path)
     return report, got
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def remote_home(opener: SessionOpener) -> str:
