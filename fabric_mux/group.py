@@ -19,6 +19,10 @@ class _OpensFirst:
     #: Whether members print at the same time (their lines then carry the host).
     concurrent = False
 
+    def __init__(self, *hosts: str, **kwargs: Any) -> None:
+        super().__init__()  # an empty Group: its members are MuxConnections
+        self.extend(MuxConnection(host, **kwargs) for host in hosts)  # type: ignore[attr-defined]
+
     def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
         members = [c for c in self if isinstance(c, MuxConnection)]  # type: ignore[attr-defined]
         at_once = members[0].mux.masters_at_once if members else 1
@@ -36,10 +40,6 @@ class _OpensFirst:
 class MuxSerialGroup(_OpensFirst, SerialGroup):  # type: ignore[misc]
     """``SerialGroup`` of ``MuxConnection`` objects: ``MuxSerialGroup("web1", "web2")``."""
 
-    def __init__(self, *hosts: str, **kwargs: Any) -> None:
-        super().__init__()
-        self.extend(MuxConnection(host, **kwargs) for host in hosts)
-
 
 class MuxThreadingGroup(_OpensFirst, ThreadingGroup):  # type: ignore[misc]
     """``ThreadingGroup`` of ``MuxConnection`` objects: ``MuxThreadingGroup("web1", "web2")``.
@@ -49,7 +49,3 @@ class MuxThreadingGroup(_OpensFirst, ThreadingGroup):  # type: ignore[misc]
     """
 
     concurrent = True
-
-    def __init__(self, *hosts: str, **kwargs: Any) -> None:
-        super().__init__()
-        self.extend(MuxConnection(host, **kwargs) for host in hosts)
