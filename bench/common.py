@@ -16,8 +16,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
+from devtools.accounts import TEST_USER, ensure_account
 from fabric_mux.protocol import MuxClient
-from fabric_mux.testing import SshServer, ensure_account, ssh_server, unwinding_on_signals
+from fabric_mux.testing import SshServer, ssh_server, unwinding_on_signals
 
 __all__ = [
     "REMOTE_USER",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: The account servers let in when we run as root (the tests use it too).
-REMOTE_USER = "fmuxtest"
+REMOTE_USER = TEST_USER
 
 _STOP_TIMEOUT = 10.0
 _PR_SET_CHILD_SUBREAPER = 36

@@ -8,17 +8,17 @@ Fabric) log in without reading anything from ``~/.ssh``::
         subprocess.run(["ssh", "-F", str(server.ssh_config), server.alias, "true"])
         assert server.logins() == 1
 
-As root, :func:`ensure_account` makes the account such a server lets in.
+Several servers in one ssh_config (:func:`ssh_fleet`), a slow link
+(:class:`LatencyRelay`) and the pytest fixtures built on them
+(:mod:`fabric_mux.pytest_plugin`) come with it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pwd
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -35,15 +35,10 @@ import fabric
 from .relay import LatencyRelay
 
 __all__ = [
-    "Account",
     "Fleet",
     "LatencyRelay",
     "SshServer",
     "SshdNotFound",
-    "ensure_account",
-    "lent_account",
-    "remove_account",
-    "revoke_account",
     "ssh_fleet",
     "ssh_server",
     "unwinding_on_signals",
@@ -61,12 +56,6 @@ _LOGIN_RE = re.compile(r"^Accepted (?!key )\S+ for (\S+) from ", re.MULTILINE)
 
 # The harness depends on these: the caller may not replace them.
 _FIXED_KEYWORDS = frozenset({"port", "listenaddress", "pidfile"})
-
-# One lock for every account: parallel test workers and a bench would race useradd.
-# Root only, so under /run (not a world-writable folder where a planted link could
-# point it elsewhere); opened without following links all the same.
-_ACCOUNT_LOCK = "/run/fmux-test-account.lock"
-_SUDOERS_DIR = Path("/etc/sudoers.d")
 
 
 class SshdNotFound(RuntimeError):
@@ -449,89 +438,6 @@ def ssh_fleet(
         )
 
 
-def ensure_account(name: str, password: str | None = None, sudoer: bool = False) -> str:
-    """Make sure a local account exists for a test server to let in; root only.
-
-    A new account gets ``/bin/bash`` and the system's skeleton start-up files:
-    a light shell, unlike root's on machines whose ``.bashrc`` runs pyenv
-    (+100 ms a command, which would swamp any timing). Calling it again
-    changes nothing that is already right; concurrent callers take turns.
-
-    :param name: the account's name.
-    :param password: becomes the account's password. ``None`` keeps an
-        existing one; a locked account (what ``useradd`` makes) gets ``*``,
-        which no password matches, as sshd without PAM refuses locked accounts.
-    :param sudoer: let the account run anything through ``sudo`` (with its
-        password), where sudo is installed. ``False`` grants nothing but does
-        not revoke an earlier grant.
-    :returns: ``name``.
-    :raises PermissionError: when not running as root.
-    :raises ValueError: for a password holding a newline.
-    :raises RuntimeError: when ``useradd``, ``chpasswd``, ``usermod`` or ``visudo`` fails.
-    """
-    if os.geteuid() != 0:
-        raise PermissionError(f"only root can make the account {name!r}")
-    if password is not None and "\n" in password:
-        raise ValueError("a password cannot hold a newline")
-    fd = os.open(_ACCOUNT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            _run(["useradd", "-m", "-s", "/bin/bash", name])
-        if password is not None:
-            _run(["chpasswd"], stdin=f"{name}:{password}\n")
-        elif _password_locked(name):
-            _run(["usermod", "-p", "*", name])
-        if sudoer:
-            _write_sudoers(name)
-    return name
-
-
-class Account(NamedTuple):
-    """A local account lent to tests by :func:`lent_account`."""
-
-    name: str
-    #: Fresh for each loan; None when the loan set no password.
-    password: str | None
-
-
-@contextmanager
-def lent_account(name: str, *, password: bool = True, sudoer: bool = False) -> Iterator[Account]:
-    """An account for a test run to log in to, with nothing left open afterwards; root only.
-
-    Made if missing (see :func:`ensure_account`); it is the tests' own, so
-    whatever password it had is replaced. For the loan it gets a fresh random
-    password (never one written anywhere) and, with ``sudoer``, a sudo rule;
-    when the block ends, however it ends, the rule is removed and the
-    password replaced by ``*``, which no password matches. While it lasts,
-    SIGTERM and SIGHUP (a CI timeout, a closed terminal) end the process
-    through the block's cleanup rather than around it. Loans of one account
-    take turns: a second test run waits until the first one's ends.
-    """
-    secret = secrets.token_urlsafe(24) if password else None
-    with unwinding_on_signals(), _loan_lock(name):
-        try:
-            ensure_account(name, secret, sudoer=sudoer)
-            yield Account(name, secret)
-        finally:
-            revoke_account(name)
-
-
-@contextmanager
-def _loan_lock(name: str) -> Iterator[None]:
-    """One loan of an account at a time: a second test run waits for the first to end,
-    rather than change the password under it."""
-    path = f"/run/fmux-test-loan-{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def unwinding_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into SystemExit inside, so clean-ups still run
@@ -551,72 +457,6 @@ def unwinding_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def revoke_account(name: str) -> None:
-    """Take back what a loan gave: our sudo rule, and any password (``*`` instead)."""
-    sudoers = _sudoers_file(name)
-    if sudoers.is_file() and sudoers.read_text() == _sudo_rule(name):
-        sudoers.unlink()  # ours; a rule someone else wrote under that name stays
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return
-    _run(["usermod", "-p", "*", name])
-
-
-def remove_account(name: str) -> None:
-    """Delete an account and its home, with any sudo rule of ours; root only."""
-    _sudoers_file(name).unlink(missing_ok=True)
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return
-    _run(["userdel", "-r", name])
-
-
-def _run(argv: list[str], stdin: str = "") -> None:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
-
-
-def _password_locked(name: str) -> bool:
-    for line in Path("/etc/shadow").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == name and len(fields) > 1:
-            return fields[1].startswith("!")
-    return False
-
-
-def _sudo_rule(name: str) -> str:
-    return f"{name} ALL=(ALL:ALL) ALL\n"
-
-
-def _sudoers_file(name: str) -> Path:
-    # sudo skips files whose names hold a dot.
-    return _SUDOERS_DIR / name.replace(".", "_")
-
-
-def _write_sudoers(name: str) -> None:
-    if shutil.which("visudo") is None:
-        # No sudo here: what needs it fails with "sudo: command not found".
-        return
-    sudoers = _sudoers_file(name)
-    text = _sudo_rule(name)
-    if sudoers.is_file() and sudoers.read_text() == text:
-        if sudoers.stat().st_mode & 0o777 == 0o440:
-            return
-    # A half-written draft does no harm: its name holds a dot.
-    draft = sudoers.with_name(f".{sudoers.name}.new")
-    draft.write_text(text)
-    draft.chmod(0o440)
-    try:
-        _run(["visudo", "-cf", str(draft)])
-    except RuntimeError:
-        draft.unlink(missing_ok=True)
-        raise
-    os.replace(draft, sudoers)
 
 
 def _find_sshd(sshd_path: str | None) -> str:

@@ -12,12 +12,12 @@ from pathlib import Path
 import fabric
 import pytest
 
+from devtools.accounts import TEST_USER, Account, lent_account
 from fabric_mux import askpass
-from fabric_mux.testing import Account, lent_account
 
-#: The account that tests log in to when they run as root (its shell starts
-#: fast; root's here runs pyenv). Another name keeps a nested run apart.
-TEST_USER = os.environ.get("FMUX_TEST_USER", "fmuxtest")
+# TEST_USER: the account that tests log in to when they run as root (its shell
+# starts fast; root's here runs pyenv). FMUX_TEST_USER names another, which
+# keeps a second run on the machine apart from the first.
 
 
 @pytest.fixture(scope="session")

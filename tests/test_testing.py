@@ -9,11 +9,11 @@ from pathlib import Path
 
 import fabric
 import pytest
-from conftest import TEST_USER
 from pytest_mock import MockerFixture
 
+from devtools.accounts import TEST_USER, ensure_account
 from fabric_mux.pytest_plugin import SshdFactory
-from fabric_mux.testing import SshdNotFound, SshServer, ensure_account, ssh_server
+from fabric_mux.testing import SshdNotFound, SshServer, ssh_server
 
 
 def ssh(

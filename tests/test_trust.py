@@ -22,6 +22,7 @@ import fabric
 import pytest
 from fakes import FakeSshServer, fake_ssh_server
 
+from devtools.accounts import remove_account
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import (
     ConfigChanged,
@@ -31,7 +32,7 @@ from fabric_mux.exceptions import (
     MasterStartFailed,
 )
 from fabric_mux.pytest_plugin import SshdFactory
-from fabric_mux.testing import SshServer, remove_account
+from fabric_mux.testing import SshServer
 
 # -- 1. host-key rules are part of what a master is ----------------------------------
 
@@ -533,13 +534,15 @@ def test_a_terminated_run_takes_back_the_password_and_the_sudo_rule() -> None:
     script = textwrap.dedent(
         f"""
         import time
-        from fabric_mux.testing import lent_account
+        from devtools.accounts import lent_account
         with lent_account({name!r}, sudoer=True):
             print("lent", flush=True)
             time.sleep(60)
         """
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE
+    )
     try:
         assert child.stdout is not None and child.stdout.readline() == b"lent\n"
         assert shadow_hash(name) not in ("*", "!")  # a password, for the loan

@@ -1,0 +1,1 @@
+"""Support for the project's own suite, bench and demo (not shipped)."""
