@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import NoReturn
 
 from .peers import parent_pid, peer_credentials
+from .process import current
 
 __all__ = [
     "ENV_SOCKET",
@@ -78,19 +79,6 @@ _READ_TIMEOUT = 5.0
 
 Terminal = Callable[[str, str], "str | None"]
 
-# One prompt at a time on the terminal: masters started together must not
-# interleave their questions.
-_terminal_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    # A lock another thread held at the fork stays held in the child for ever.
-    global _terminal_lock  # noqa: PLW0603 - the module's one lock, made anew
-    _terminal_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 def terminal_available() -> bool:
     """Whether this process has a terminal to ask the user on."""
@@ -108,7 +96,8 @@ def ask_on_terminal(prompt: str, hint: str = "") -> str | None:
     (touch your key), ``confirm`` a yes/no question. A host-key question is
     asked with echo, like ssh does; secrets without.
     """
-    with _terminal_lock:
+    # One question at a time: masters started together must not interleave theirs.
+    with current().terminal_lock:
         try:
             fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
         except OSError:

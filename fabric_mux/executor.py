@@ -162,7 +162,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         Calls of one task for several hosts (consecutive, as ``fab`` expands
         them) are a wave; a call with no host (a pre- or post-task) runs alone.
         """
-        from .fleet import HostReport, Wave, summary
+        from .parallel import HostReport, Wave, summary
 
         settings = mux_settings(self.config)
         if not settings.enabled:

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, ClassVar, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from .argv import (
     MAX_CONTROL_PATH,
@@ -46,6 +46,7 @@ from .exceptions import (
     descriptor_errors,
 )
 from .peers import processes_with_argument
+from .process import current
 from .protocol import FWD_LOCAL, MuxClient
 from .resolve import resolve_config
 from .slots import SessionSlots
@@ -58,37 +59,6 @@ __all__ = ["ForwardSpec", "Master", "alive_pid", "master_pids", "stop_socket"]
 log = logging.getLogger("fabric_mux")
 
 
-class _ThreadLocks:
-    """One thread lock per route, made on first use."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def reset(self) -> None:
-        self._locks = {}
-        self._guard = threading.Lock()
-
-    def get(self, path: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(path, threading.Lock())
-
-
-_thread_locks = _ThreadLocks()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child starts with no Master objects and no held locks of its own.
-
-    Locks held by other threads at the fork stay held forever in the child;
-    the parent's Master objects hold its slots and hold connection. The child
-    makes its own on first use (the masters themselves are shared as ever).
-    """
-    _thread_locks.reset()
-    Master._registry = {}
-    Master._registry_guard = threading.Lock()
-
-
 @contextlib.contextmanager
 def route_lock(lock_path: str) -> Iterator[None]:
     """Hold the route's lock across threads (a Lock) and processes (flock).
@@ -97,7 +67,7 @@ def route_lock(lock_path: str) -> Iterator[None]:
     an unlinked file sees that its inode is no longer at the path and retries,
     so two holders can never coexist.
     """
-    with _thread_locks.get(lock_path):
+    with current().route_lock(lock_path):
         while True:
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             with descriptor_errors("the route's lock"):
@@ -105,10 +75,10 @@ def route_lock(lock_path: str) -> Iterator[None]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    current = os.stat(lock_path).st_ino
+                    at_path = os.stat(lock_path).st_ino
                 except FileNotFoundError:
-                    current = None
-                if current == os.fstat(fd).st_ino:
+                    at_path = None
+                if at_path == os.fstat(fd).st_ino:
                     break
             except BaseException:
                 os.close(fd)
@@ -176,9 +146,6 @@ class Master:
     threads share its session limit and its hold.
     """
 
-    _registry: ClassVar[dict[str, Master]] = {}
-    _registry_guard = threading.Lock()
-
     def __init__(
         self,
         ssh: str,
@@ -245,8 +212,9 @@ class Master:
                 f"control socket path {control_path} is longer than {MAX_CONTROL_PATH} bytes "
                 "(the UNIX socket limit once ssh adds its suffix): use a shorter mux.control_dir"
             )
-        with cls._registry_guard:
-            master = cls._registry.get(control_path)
+        state = current()
+        with state.masters_lock:
+            master = state.masters.get(control_path)
             if master is None:
                 master = cls(
                     ssh,
@@ -260,7 +228,7 @@ class Master:
                     connect_retries,
                     resolved_text,
                 )
-                cls._registry[control_path] = master
+                state.masters[control_path] = master
             return master
 
     @property
@@ -627,6 +595,3 @@ def stop_socket(path: str) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(leftover)
     return stopped
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

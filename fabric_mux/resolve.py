@@ -15,12 +15,12 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from .argv import SshTarget, config_query_argv
 from .exceptions import SshNotFound, classify_ssh_failure
+from .process import current
 
 __all__ = ["find_ssh", "forget", "resolve_config"]
 
@@ -85,19 +85,6 @@ def _dependencies(stderr: str, target: SshTarget) -> list[str]:
     return sorted({*files, *defaults, *folders})
 
 
-_cache: dict[tuple[str, ...], _Answer] = {}
-_cache_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    # A lock another thread held at the fork stays held in the child for ever.
-    global _cache_lock  # noqa: PLW0603 - the module's one lock, made anew
-    _cache_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def resolve_config(ssh: str, target: SshTarget, *, fresh: bool = False) -> str:
     """``ssh -G``'s output for ``target``: OpenSSH's resolved configuration.
 
@@ -106,26 +93,28 @@ def resolve_config(ssh: str, target: SshTarget, *, fresh: bool = False) -> str:
     """
     argv = config_query_argv(ssh, target)
     key = tuple(argv)
+    state = current()
     if not fresh:
-        with _cache_lock:
-            known = _cache.get(key)
+        with state.resolved_lock:
+            known: _Answer | None = state.resolved.get(key)
         if known is not None and known.still_true():
             return known.text
     environment = _environment()
     text, stderr = _run([argv[0], "-v", *argv[1:]])  # -v: ssh names what it read
-    with _cache_lock:
+    with state.resolved_lock:
         if _EXEC.search(stderr):
-            _cache.pop(key, None)
+            state.resolved.pop(key, None)
         else:
             stamps = tuple(_stamp(path) for path in _dependencies(stderr, target))
-            _cache[key] = _Answer(text, stamps, environment)
+            state.resolved[key] = _Answer(text, stamps, environment)
     return text
 
 
 def forget() -> None:
     """Drop every cached answer."""
-    with _cache_lock:
-        _cache.clear()
+    state = current()
+    with state.resolved_lock:
+        state.resolved.clear()
 
 
 def _run(argv: Sequence[str]) -> tuple[str, str]:

@@ -32,7 +32,8 @@ from invoke.watchers import Responder
 
 from .descriptors import Descriptors, write_all
 from .exceptions import MasterLost, descriptor_errors
-from .fleet import LineWriter, screen
+from .process import current
+from .screen import LineWriter
 
 log = logging.getLogger("fabric_mux")
 
@@ -326,7 +327,9 @@ class MuxRemote(Remote):  # type: ignore[misc]
             return
         # In a parallel run the echoed command is marked with its host too.
         text = self.opts["echo_format"].format(command=command)
-        screen.write_lines(sys.stdout, "".join(f"{prefix}{line}\n" for line in text.split("\n")))
+        current().screen.write_lines(
+            sys.stdout, "".join(f"{prefix}{line}\n" for line in text.split("\n"))
+        )
 
     def write_our_output(self, stream: IO[str], string: str) -> None:
         prefix = self.context.output_prefix
@@ -335,7 +338,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
             return
         writer = self._lines.get(id(stream))
         if writer is None:
-            writer = self._lines[id(stream)] = LineWriter(prefix, stream)
+            writer = self._lines[id(stream)] = LineWriter(prefix, stream, current().screen)
         writer.write(string)
 
     def respond(self, buffer_: list[str]) -> None:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .exceptions import MasterNotResponding, MasterUnavailable, RequestDenied, SessionRefused
+from .process import current
 
 if TYPE_CHECKING:
     from .master import Master
@@ -31,9 +32,6 @@ log = logging.getLogger("fabric_mux")
 
 #: Seconds to wait before each retry of a refused session (about 2 s in all).
 REFUSAL_BACKOFF = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5, 0.5)
-
-#: Every session of this process not yet closed: a forked child lets go of them.
-_live: weakref.WeakSet[Session] = weakref.WeakSet()
 
 
 class SessionOpener(Protocol):
@@ -63,7 +61,7 @@ class Session:
         self._exit_lock = threading.Lock()
         self._exit_read = False
         self._exit_status: int | None = None
-        _live.add(self)
+        current().sessions.add(self)  # a forked child lets go of it
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"id {self._client.session_id}"
@@ -230,11 +228,3 @@ def _why_no_answer(master: Master, host: str) -> MasterNotResponding:
         f"a session within {timeout:g} s; if the link is dead, the master's keep-alives "
         "(mux.server_alive_interval) end it"
     )
-
-
-def _after_fork_in_child() -> None:
-    for session in list(_live):
-        session.forget()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -4,7 +4,6 @@ unusable control folders, forwards, big output. Each against a real sshd."""
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ import pytest
 from conftest import Flag
 from invoke.watchers import Responder
 
-from fabric_mux import MuxConnection
+from fabric_mux import MuxConnection, process
 from fabric_mux.exceptions import (
     BadForward,
     ControlDirUnusable,
@@ -64,20 +63,14 @@ def test_a_forked_child_leaves_the_parents_sessions_alone(
 
 
 @pytest.mark.parametrize(
-    ("module", "name"),
-    [
-        ("fabric_mux.resolve", "_cache_lock"),
-        ("fabric_mux.askpass", "_terminal_lock"),
-        ("fabric_mux.fleet", "screen._lock"),
-    ],
+    "name", ["resolved_lock", "terminal_lock", "masters_lock", "screen._lock", "route"]
 )
-def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child(
-    module: str, name: str
-) -> None:
-    owner = importlib.import_module(module)
-
+def test_a_lock_held_by_another_thread_at_a_fork_is_free_in_the_child(name: str) -> None:
     def lock() -> Any:
-        found: Any = owner
+        state = process.current()  # in the child: the child's own
+        if name == "route":
+            return state.route_lock("/some/route.lock")
+        found: Any = state
         for part in name.split("."):
             found = getattr(found, part)
         return found

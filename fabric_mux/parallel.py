@@ -10,7 +10,6 @@ for all of them.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -20,92 +19,9 @@ from typing import IO, Any
 
 from invoke.exceptions import UnexpectedExit
 
-__all__ = ["HostReport", "LineWriter", "Screen", "Wave", "screen", "summary"]
+from .process import current
 
-
-class Screen:
-    """Where parallel output goes: whole lines only, one writer at a time, with a
-    progress line kept at the bottom of a terminal."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._status = ""
-        self._terminal: IO[str] | None = None
-
-    def show_status(self, text: str, stream: IO[str]) -> None:
-        """Keep ``text`` as the last line of ``stream``, if it is a terminal."""
-        if not _is_terminal(stream):
-            return
-        with self._lock:
-            self._terminal = stream
-            self._status = text
-            stream.write(f"\r\x1b[K{text}")
-            stream.flush()
-
-    def end_status(self) -> None:
-        with self._lock:
-            if self._terminal is not None and self._status:
-                self._terminal.write("\r\x1b[K")
-                self._terminal.flush()
-            self._status = ""
-            self._terminal = None
-
-    def write_lines(self, stream: IO[str], text: str) -> None:
-        """Write ``text`` (whole lines) so that no other writer's bytes share its lines."""
-        with self._lock:
-            status = self._status and self._terminal is not None
-            if status:
-                self._terminal.write("\r\x1b[K")  # type: ignore[union-attr]
-            stream.write(text)
-            stream.flush()
-            if status:
-                self._terminal.write(self._status)  # type: ignore[union-attr]
-                self._terminal.flush()  # type: ignore[union-attr]
-
-
-#: The one screen of this process.
-screen = Screen()
-
-
-def _after_fork_in_child() -> None:
-    # A lock another thread held at the fork stays held in the child for ever.
-    screen._lock = threading.Lock()
-    screen._status = ""
-    screen._terminal = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _is_terminal(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class LineWriter:
-    """Output of one host's stream, written a whole line at a time with ``prefix``."""
-
-    def __init__(self, prefix: str, stream: IO[str]) -> None:
-        self.prefix = prefix
-        self.stream = stream
-        self._partial = ""
-
-    def write(self, text: str) -> None:
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        if lines:
-            screen.write_lines(self.stream, "".join(self._line(line) for line in lines))
-
-    def close(self) -> None:
-        """Write what is left of an unfinished last line."""
-        if self._partial:
-            screen.write_lines(self.stream, self._line(self._partial))
-            self._partial = ""
-
-    def _line(self, line: str) -> str:
-        return f"{self.prefix}{line.rstrip(chr(13))}\n"  # a pty ends lines with \r\n
+__all__ = ["HostReport", "Wave", "summary"]
 
 
 @dataclass
@@ -219,12 +135,12 @@ class Wave:
         except KeyboardInterrupt:
             with self._lock:
                 stopping = True  # no host starts after this
-            screen.end_status()
+            current().screen.end_status()
             if on_interrupt is not None:
                 on_interrupt(self.running())
             raise
         finally:
-            screen.end_status()
+            current().screen.end_status()
         if escaped:
             raise escaped[0]
         return results
@@ -239,7 +155,7 @@ class Wave:
                 f"{self.task}: {self._done}/{len(self.hosts)} hosts done, "
                 f"{self._failed} failed, {len(self._running)} running"
             )
-        screen.show_status(text, self.progress)
+        current().screen.show_status(text, self.progress)
 
 
 def _reason(exc: BaseException) -> str:
