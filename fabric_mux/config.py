@@ -21,6 +21,13 @@ DEFAULTS: dict[str, Any] = {
     "enabled": True,
     # Folder of the control sockets (None: $XDG_RUNTIME_DIR/fabric-mux or ~/.ssh/fabric-mux).
     "control_dir": None,
+    # Ride (or, with ControlMaster auto, start) the master at the ControlPath that the
+    # user's ssh_config names for a host, where the connection is the one a bare
+    # `ssh HOST` makes (False: always a master of fabric-mux's own).
+    "user_masters": True,
+    # A control socket to ride, as `ssh -S PATH` does (ssh's % tokens and ~ expanded):
+    # the master there decides the user, host and settings. None: see user_masters.
+    "control_path": None,
     # ControlPersist seconds after the last session; 0/False: only while this process holds it.
     "persist": 600,
     # The OpenSSH client to run.
@@ -54,6 +61,8 @@ class MuxSettings(NamedTuple):
 
     enabled: bool
     control_dir: str | None
+    user_masters: bool
+    control_path: str | None
     persist: str
     ssh_path: str
     ssh_options: tuple[str, ...]
@@ -89,6 +98,8 @@ def mux_settings(config: Any) -> MuxSettings:
     return MuxSettings(
         enabled=_flag(values["enabled"]),
         control_dir=_path_text(values["control_dir"]),
+        user_masters=_flag(values["user_masters"]),
+        control_path=_path_text(values["control_path"]),
         persist=persist_value(values["persist"]),
         ssh_path=str(values["ssh_path"]),
         ssh_options=ssh_options(values["ssh_options"]),

@@ -22,7 +22,7 @@ import fabric
 import pytest
 from fakes import FakeSshServer, fake_ssh_server
 
-from devtools.accounts import remove_account
+from devtools.accounts import TEST_USER, remove_account
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import (
     ConfigChanged,
@@ -271,7 +271,8 @@ def test_the_passphrase_unlocks_the_connections_own_key(
 
 # -- 4. only our own masters -----------------------------------------------------------
 
-OTHER_USER = "fmuxother"
+# Named after the test account, so that two runs on one machine (FMUX_TEST_USER) stay apart.
+OTHER_USER = f"{TEST_USER}o"
 
 FAKE_MASTER = textwrap.dedent(
     """
@@ -389,7 +390,7 @@ def test_a_control_folder_below_another_users_folder_is_refused(
 def test_a_run_of_the_suite_leaves_no_password_and_no_sudo_rule() -> None:
     if os.geteuid() != 0:
         pytest.skip("only a run as root makes accounts")
-    name = "fmuxhygiene"
+    name = f"{TEST_USER}h"
     env = {**os.environ, "FMUX_TEST_USER": name, "CI": "1"}
     try:
         run = subprocess.run(
@@ -530,7 +531,7 @@ def test_a_link_of_ours_is_followed_once_and_the_real_folder_used(
 def test_a_terminated_run_takes_back_the_password_and_the_sudo_rule() -> None:
     if os.geteuid() != 0:
         pytest.skip("only root lends accounts")
-    name = "fmuxterm"
+    name = f"{TEST_USER}t"
     script = textwrap.dedent(
         f"""
         import time
