@@ -345,7 +345,7 @@ def test_a_master_of_another_user_gets_nothing(
     # What a user who could write above the control folder did: swap the socket.
     os.rename(fake_socket, str(c.control_path))
     try:
-        with pytest.raises(MasterNotOurs, match=rf"{c.control_path} belongs to fmuxother"):
+        with pytest.raises(MasterNotOurs, match=rf"{c.control_path} belongs to {OTHER_USER}"):
             c.sudo("whoami", password=test_password, hide=True)
         with pytest.raises(MasterNotOurs):
             MuxConnection(sshd.alias, config=config).run("true")
@@ -378,7 +378,7 @@ def test_a_control_folder_below_another_users_folder_is_refused(
     try:
         os.chown(theirs, pwd.getpwnam(other_user).pw_uid, -1)
         config = sshd.fabric_config({"mux": {"control_dir": str(theirs / "mux")}})
-        with pytest.raises(ControlDirUnsafe, match=rf"{theirs} belongs to fmuxother"):
+        with pytest.raises(ControlDirUnsafe, match=rf"{theirs} belongs to {OTHER_USER}"):
             MuxConnection(sshd.alias, config=config).run("true")
     finally:
         shutil.rmtree(theirs)
@@ -440,7 +440,7 @@ def test_a_stale_socket_of_another_user_is_neither_used_nor_replaced(
     with socket.socket(socket.AF_UNIX) as planted:
         planted.bind(path)  # bound, never listening: a dead master's socket
     os.chown(path, pwd.getpwnam(other_user).pw_uid, -1)
-    with pytest.raises(MasterNotOurs, match="belongs to fmuxother"):
+    with pytest.raises(MasterNotOurs, match=f"belongs to {OTHER_USER}"):
         MuxConnection(sshd.alias, config=config).run("true")
     assert os.path.exists(path)
     assert sshd.logins() == 0
@@ -506,7 +506,7 @@ def test_a_link_of_another_user_above_the_control_folder_is_refused(
         os.lchown(link, pwd.getpwnam(other_user).pw_uid, -1)
         config = sshd.fabric_config({"mux": {"control_dir": str(link / "mux")}})
         with pytest.raises(
-            ControlDirUnsafe, match=rf"{link} is a link that fmuxother \(uid \d+\) owns"
+            ControlDirUnsafe, match=rf"{link} is a link that {OTHER_USER} \(uid \d+\) owns"
         ):
             MuxConnection(sshd.alias, config=config).run("true")
         assert list(control_dir.iterdir()) == []
