@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shlex
 import stat
@@ -32,6 +33,7 @@ from .config import MuxConfig, mux_settings, project_folder
 from .controldir import default_control_dirs, find_control_dir
 from .exceptions import MasterNotOurs, MasterNotResponding, MuxError
 from .master import Master, alive_pid, master_pids, stop_socket
+from .route import Route, UserMasterLinks
 
 __all__ = ["MasterInfo", "main", "masters_in"]
 
@@ -50,6 +52,8 @@ class MasterInfo:
     #: The ssh_config it was started with (``-F``), if any.
     config_file: str | None = None
     destination: str = ""
+    #: A master at the user's own path (their ssh_config names it): never stopped here.
+    users: bool = False
 
     @property
     def alive(self) -> bool:
@@ -102,28 +106,36 @@ def _age(pid: int) -> float | None:
 
 
 def masters_in(folder: Path) -> Iterator[MasterInfo]:
-    """Every control socket in ``folder``, and what answers on it. Changes nothing."""
+    """Every control socket in ``folder``, and what answers on it, then the user's own
+    masters that fabric-mux rode or started (linked from there). Changes nothing."""
     if not folder.is_dir():
         return
     for path in sorted(folder.iterdir()):
-        try:
-            if not stat.S_ISSOCK(path.lstat().st_mode):
-                continue
-        except FileNotFoundError:
-            continue
-        try:
-            pid = alive_pid(str(path))
-        except MasterNotOurs as exc:
-            yield MasterInfo(path, None, None, f"(not ours: uid {exc.uid}; left alone)", "other")
-            continue
-        except MasterNotResponding:
-            found = master_pids(str(path))
-            yield _info(path, found[0] if len(found) == 1 else None, "frozen")
-            continue
-        if pid is None:
-            yield MasterInfo(path, None, None, "(no master answers)", "stale")
-        else:
-            yield _info(path, pid, "alive")
+        yield from _socket_info(path)
+    for target in UserMasterLinks(folder).paths().values():
+        for row in _socket_info(Path(target)):
+            yield dataclasses.replace(row, users=True)
+
+
+def _socket_info(path: Path) -> Iterator[MasterInfo]:
+    try:
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            return
+    except OSError:
+        return
+    try:
+        pid = alive_pid(str(path))
+    except MasterNotOurs as exc:
+        yield MasterInfo(path, None, None, f"(not ours: uid {exc.uid}; left alone)", "other")
+        return
+    except MasterNotResponding:
+        found = master_pids(str(path))
+        yield _info(path, found[0] if len(found) == 1 else None, "frozen")
+        return
+    if pid is None:
+        yield MasterInfo(path, None, None, "(no master answers)", "stale")
+    else:
+        yield _info(path, pid, "alive")
 
 
 def _info(path: Path, pid: int | None, state: str) -> MasterInfo:
@@ -160,9 +172,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _master(host: str, config: Config) -> Master:
     """The master a ``MuxConnection`` to ``host`` would use (nothing is started or made)."""
-    from .connection import MuxConnection
-
-    return MuxConnection(host, config=config).route_master(make_folder=False)
+    return Route.for_host(host, config).master(make_folder=False)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -174,7 +184,10 @@ def _list(args: argparse.Namespace) -> int:
     for row in rows:
         pid = str(row.pid) if row.pid is not None else "-"
         age = _format_age(row.age)
-        print(f"{row.path.name:<22} {pid:>7} {age:>7}  {row.state:<6}  {row.route}")
+        route, name = row.route, row.path.name
+        if row.users:
+            route, name = f"{route}  (your own, at {row.path}: ssh -O exit stops it)", "(yours)"
+        print(f"{name:<22} {pid:>7} {age:>7}  {row.state:<6}  {route}")
     return 0
 
 
@@ -198,10 +211,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     if args.all:
+        rows = list(masters_in(args.folder))
         stopped = sum(
-            stop_socket(str(row.path)) for row in masters_in(args.folder) if row.state != "other"
+            stop_socket(str(row.path)) for row in rows if row.state != "other" and not row.users
         )
-        print(f"stopped {stopped} master(s) in {args.folder}")
+        yours = sum(1 for row in rows if row.users and row.alive)
+        left = f"; left {yours} of your own alone (ssh -O exit HOST stops one)" if yours else ""
+        print(f"stopped {stopped} master(s) in {args.folder}{left}")
         return 0
     if not args.host:
         print("fabric-mux stop: name a HOST or give --all", file=sys.stderr)

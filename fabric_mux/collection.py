@@ -15,32 +15,41 @@ from typing import Any
 from fabric import task
 from invoke.collection import Collection
 
-from .connection import MuxConnection
+from .exceptions import UserMasterLeftAlone
+from .route import Route
 
 __all__ = ["mux"]
 
 
-def _as_mux(c: Any) -> MuxConnection:
+def _route(c: Any) -> Route:
     # Under stock fab (no MuxExecutor) tasks get a plain Connection.
-    if isinstance(c, MuxConnection):
-        return c
-    return MuxConnection(c.original_host, config=c.config)
+    own = getattr(c, "route", None)
+    if callable(own):
+        route: Route = own()
+        return route
+    return Route.for_host(c.original_host, c.config)
 
 
 @task  # type: ignore[untyped-decorator]
 def status(c: Any) -> None:
     """Show whether this host's master is running."""
-    master = _as_mux(c).route_master()
+    master = _route(c).master()
     pid = master.alive()
     state = f"master running (pid={pid})" if pid else "no master running"
+    if master.users:
+        state += " (your own)"
     print(f"{c.original_host}: {state} at {master.control_path}")
 
 
 @task  # type: ignore[untyped-decorator]
 def stop(c: Any) -> None:
     """Stop this host's master (its running sessions end)."""
-    master = _as_mux(c).route_master()
-    stopped = master.stop()
+    master = _route(c).master()
+    try:
+        stopped = master.stop()
+    except UserMasterLeftAlone as exc:
+        print(exc)
+        return
     print(f"{c.original_host}: {'master stopped' if stopped else 'no master was running'}")
 
 

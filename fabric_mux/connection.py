@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import weakref
 from collections.abc import Iterator, Sequence
@@ -14,26 +13,21 @@ from fabric import Connection
 from fabric.config import Config
 from fabric.connection import derive_shorthand
 from fabric.transfer import Transfer
-from fabric.util import get_local_user
 from invoke.context import Context
 
-from .argv import SshTarget, connect_kwargs_options, parse_resolved_config
+from .argv import SshTarget
 from .config import MuxSettings, mux_settings
-from .controldir import find_control_dir, prepare_control_dir
-from .exceptions import BadForward, MasterStartFailed, MuxError, TransferNeedsSftp
+from .exceptions import BadForward, MuxError, TransferNeedsSftp
 from .fabricattrs import Defaults, FabricAttributes, Given
-from .gateway import JumpHop, Route, as_hop, hop_errors_path, jump_hops, proxy_command
 from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
-from .resolve import find_ssh, resolve_config
+from .route import Explicit, Route, Secrets, fabric_target, merged_connect_kwargs
 from .runners import MuxRemote
 from .session import Session, open_session
-from .upstream import runtime_ssh_path
+from .upstream import set_attributes
 
 if TYPE_CHECKING:
     from paramiko import SFTPClient
-
-    from .askpass import PromptAnswers
 
 __all__ = ["MuxConnection"]
 
@@ -56,15 +50,14 @@ class _MuxState:
     assigned: set[str] = field(default_factory=set)
     #: The process this state belongs to: a forked child makes its own.
     pid: int = field(default_factory=os.getpid)
+    #: How the connection reaches its host, once opened.
+    route: Route | None = None
     #: The route's master, once known (kept after close, for control_path and master_pid).
     master: Master | None = None
     #: Between open() and close().
     opened: bool = False
     #: Whether we hold the master open (``persist`` 0: it lives while held).
     held: bool = False
-    hop: MuxConnection | None = None
-    #: A gateway the caller made is theirs to close; hops we made are ours.
-    hop_owned: bool = False
     sessions: weakref.WeakSet[Session] = field(default_factory=weakref.WeakSet)
     #: Sessions running unattended (``disown=True``) until the connection closes.
     disowned: list[Session] = field(default_factory=list)
@@ -85,13 +78,6 @@ class _MuxState:
             dict(self.fabric),
             set(self.assigned),
         )
-
-
-@functools.lru_cache(maxsize=1)
-def _local_user() -> str:
-    """Who we are, looked up once (it reads /etc/passwd, which may be out of reach
-    later: no descriptor left)."""
-    return str(get_local_user())
 
 
 class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
@@ -130,7 +116,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
             config = Config()
         elif not isinstance(config, Config):
             config = config.clone(into=Config)
-        self._set(_config=config)
+        set_attributes(self, _config=config)
         shorthand = derive_shorthand(host)
         both = "You supplied the {} via both shorthand and kwarg! Please pick one."
         if shorthand["user"] is not None:
@@ -184,6 +170,11 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         master = self._mux.master
         return master.pid if master else None
 
+    @property
+    def master_forwards_agent(self) -> bool:
+        """Whether the master forwards the agent, so sessions may ask for it (opens)."""
+        return self.mux_master.forwards_agent
+
     def _identity(self) -> tuple[Any, ...]:
         # Fabric compares (host, user, port) as read from ssh_config. The alias
         # and what was given explicitly decide those, without reading
@@ -224,108 +215,47 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     def _merged_connect_kwargs(
         self, connect_kwargs: dict[str, Any] | None, *more_keys: Any
     ) -> dict[str, Any]:
-        """The given ``connect_kwargs`` (else the config's), with every
-        ``key_filename`` of the config, the given ones and ``more_keys``."""
-        given = dict(connect_kwargs or {})
-        from_config = dict(self.config.connect_kwargs)
-        merged = dict(given or from_config)
-        keys: list[str] = []
-        for value in (
-            from_config.get("key_filename", []),
-            given.get("key_filename", []),
-            *more_keys,
-        ):
-            keys.extend([value] if isinstance(value, str) else value)
-        if keys:
-            merged["key_filename"] = keys
-        return merged
+        return merged_connect_kwargs(self.config.connect_kwargs, connect_kwargs, *more_keys)
 
     def ssh_target(self) -> SshTarget:
-        """What this connection tells ``ssh``: the alias plus what Fabric set explicitly.
-
-        Whatever Fabric would only read from ssh_config is left to OpenSSH,
-        which reads the same file (and understands all of it: Match,
-        certificates...). Fabric's own config values (``user``, ``port``,
-        ``forward_agent``) come after ssh_config, as in Fabric: only to find
-        whether ssh_config sets them is paramiko's lookup needed.
-        """
+        """What this connection tells ``ssh``: the alias plus what Fabric set explicitly
+        (see :func:`~fabric_mux.route.fabric_target`)."""
         state = self._mux
-        defaults = state.defaults
-        config = self.config
-        user = self._explicit("user")
-        if user is None and defaults.user != _local_user() and "user" not in self.ssh_config:
-            user = defaults.user
-        port = self._explicit("port")
-        if port is None and int(defaults.port) != 22 and "port" not in self.ssh_config:
-            port = defaults.port
-        forward_agent = self._explicit("forward_agent")
-        if (
-            forward_agent is None
-            and defaults.forward_agent
-            and "forwardagent" not in self.ssh_config
-        ):
-            forward_agent = True
         if "connect_kwargs" in state.fabric:  # read (and maybe changed) or assigned
             kwargs = dict(state.fabric["connect_kwargs"])
         else:
             kwargs = self._given_connect_kwargs()
-        keys = kwargs.get("key_filename") or []
-        keys = [keys] if isinstance(keys, str) else list(keys)
-        if keys:
-            # ssh reads ssh_config's own identities; a stock Connection made with
-            # this config has copied them into its connect_kwargs: leave those.
-            from_ssh_config = set(self.ssh_config.get("identityfile", []))
-            keys = [key for key in keys if key not in from_ssh_config]
-        timeout = self._explicit("connect_timeout") or kwargs.get("timeout")
-        options: tuple[str, ...] = ()
-        if "host" in state.assigned:
-            options += (f"HostName={self.host}",)
-        if forward_agent is not None:
-            options += (f"ForwardAgent={'yes' if forward_agent else 'no'}",)
-        if self._explicit("gateway") is False:  # no ProxyJump or ProxyCommand from ssh_config
-            options += ("ProxyCommand=none",)
-        return SshTarget(
-            destination=self.original_host,
-            user=user,
-            port=int(port) if port is not None else None,
-            config_file=runtime_ssh_path(config) or config.ssh_config_path,
-            identity_files=tuple(str(key) for key in keys),
-            connect_timeout=int(timeout) if timeout else None,
-            options=options + connect_kwargs_options(kwargs) + state.settings.ssh_options,
+        explicit = Explicit(
+            user=self._explicit("user"),
+            port=self._explicit("port"),
+            forward_agent=self._explicit("forward_agent"),
+            gateway=self._explicit("gateway"),
+            connect_timeout=self._explicit("connect_timeout"),
+            hostname=self.host if "host" in state.assigned else None,
+        )
+        return fabric_target(
+            self.original_host,
+            self.config,
+            explicit,
+            kwargs,
+            lambda: self.ssh_config,
+            state.settings,
+            state.defaults,
         )
 
-    def _route(self, ssh: str, target: SshTarget) -> Route:
-        """How this connection reaches its host, with Fabric's precedence:
-        ``gateway=`` > ssh_config ProxyJump > ProxyCommand > ``config.gateway``.
-
-        ssh_config is read as OpenSSH resolves it (``ssh -G``), not as paramiko does.
-        """
-        if self._explicit("gateway") is not None:
-            gateway = self._explicit("gateway")
-        else:
-            resolved = parse_resolved_config(resolve_config(ssh, target))
-            hops = jump_hops(resolved.get("proxyjump", "none"))
-            if hops:
-                return self._jump_chain(hops)
-            if resolved.get("proxycommand", "none") != "none":
-                return None  # OpenSSH runs the user's ProxyCommand for the master itself
-            gateway = self._mux.config_gateway
-        if not gateway:
-            return None
-        if isinstance(gateway, str):
-            return gateway
-        return as_hop(gateway, self.config, MuxConnection)
-
-    def _jump_chain(self, hops: list[JumpHop]) -> Route:
-        hop: MuxConnection | None = None
-        for jump in hops:
-            if jump.host == self.original_host:
-                return None  # a wildcard ProxyJump that names this very host
-            # The first hop follows its own ssh_config; later ones go through the previous.
-            hop = MuxConnection(
-                jump.host, user=jump.user, port=jump.port, config=self.config, gateway=hop
-            )
-        return hop
+    def route(self) -> Route:
+        """How this connection reaches its host (see :mod:`fabric_mux.route`);
+        planned anew from the connection's settings now."""
+        state = self._mux
+        gateway = self._explicit("gateway")
+        return Route(
+            self.ssh_target(),
+            self.config,
+            settings=state.settings,
+            secrets=Secrets.of(self._given_connect_kwargs()),
+            gateway=gateway,
+            config_gateway=state.config_gateway,
+        )
 
     # -- the master ------------------------------------------------------------
 
@@ -342,42 +272,6 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
             return state.master
         return self._open()
 
-    def route_master(self, make_folder: bool = True) -> Master:
-        """The :class:`~fabric_mux.master.Master` of this connection's route.
-
-        Nothing is started: this only works out where the socket is (a
-        gateway's too), as ``fabric-mux check`` needs. ``make_folder=False``
-        does not make the control folder either.
-        """
-        state = self._mux
-        settings = state.settings
-        ssh = find_ssh(settings.ssh_path)
-        if make_folder:
-            control_dir = prepare_control_dir(settings.control_dir)
-        else:
-            control_dir = find_control_dir(settings.control_dir)
-        target = self.ssh_target()
-        route = self._route(ssh, target)
-        state.hop = route if isinstance(route, MuxConnection) else None
-        state.hop_owned = state.hop is not None and state.hop is not self._explicit("gateway")
-        if isinstance(route, str):
-            target = target._replace(options=(f"ProxyCommand={route}", *target.options))
-        elif route is not None:
-            hop_path = route.route_master(make_folder).control_path
-            command = proxy_command(ssh, route.original_host, hop_path)
-            target = target._replace(options=(f"ProxyCommand={command}", *target.options))
-        return Master.for_target(
-            ssh,
-            target,
-            control_dir,
-            server_alive=settings.server_alive,
-            # Fabric's connect timeout (fab -t) over ours; ssh_config's over both.
-            connect_timeout=self.config.timeouts.connect or settings.connect_timeout,
-            max_sessions=settings.max_sessions,
-            reply_timeout=settings.reply_timeout,
-            connect_retries=settings.connect_retries,
-        )
-
     def open(self) -> None:
         """Find the route's live master or start one (one login, under a lock).
 
@@ -391,11 +285,12 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         state = self._mux
         if state.start_error is not None:
             raise state.start_error
-        master = self.route_master()
-        self._reconnect(master)
-        if not state.settings.persists:
-            master.hold()
+        route = self.route()
+        master = route.up()
+        if route.persist(master) == "1":
+            master.hold()  # it lives while held
             state.held = True
+        state.route = route
         state.master = master
         state.opened = True
         return master
@@ -406,73 +301,8 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
 
     def _reconnect(self, master: Master) -> None:
         """Bring the route's master back, its gateways' first."""
-        hop = self._mux.hop
-        if hop is None:
-            self._ensure(master)
-            return
-        if not hop._mux.opened or hop._mux.master is None:
-            hop.open()  # a first open brings the hop's own gateways up too
-        else:
-            hop._reconnect(hop._mux.master)
-        self._ensure_through(master, hop)
-
-    def _ensure(self, master: Master) -> int:
-        return master.ensure(self.mux.persist, answer=lambda: self._prompt_answers(master))
-
-    def _prompt_answers(self, master: Master) -> PromptAnswers | None:
-        """Who answers the master's prompts: Fabric's secrets, then the user.
-
-        The password (``connect_kwargs["password"]``, ``fab
-        --prompt-for-login-password``) answers only this route's own password
-        prompts, the key passphrase only this route's own identity files; each
-        once, as a second prompt means it was wrong and repeating it could
-        lock the account. Anything else (a one-time code, a new host key's
-        question) is asked on the user's terminal, when there is one.
-        """
-        # Imported here: called only when a master starts.
-        from . import askpass
-
-        kwargs = self._given_connect_kwargs()
-        password = kwargs.get("password")
-        passphrase = kwargs.get("passphrase")
-        terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
-        if not (password or passphrase or terminal):
-            return None
-        user, host = master.prompt_host()
-        return askpass.PromptAnswers(
-            user=user,
-            host=host,
-            identity_files=master.identity_files(),
-            password=str(password) if password else None,
-            passphrase=str(passphrase) if passphrase else None,
-            terminal=terminal,
-        )
-
-    def _ensure_through(self, master: Master, hop: MuxConnection) -> int:
-        """Start this master through ``hop``; a failure says what the hop said."""
-        errors = hop_errors_path(hop.mux_master.control_path)
-        try:
-            offset = os.path.getsize(errors)
-        except FileNotFoundError:
-            offset = 0
-        try:
-            return self._ensure(master)
-        except MasterStartFailed as exc:
-            # The hop's own master is up, so it let us in: what failed is the
-            # way on from it to this host, and the forward's error says why.
-            try:
-                with open(errors, "rb") as log:
-                    log.seek(offset)
-                    said = log.read().decode("utf-8", "replace")
-            except FileNotFoundError:
-                said = ""
-            raise type(exc)(
-                f"{self.original_host} (via gateway {hop.original_host})",
-                exc.argv,
-                exc.exit_code,
-                said + exc.stderr,
-                exc.note,
-            ) from None
+        route = self._mux.route
+        (route if route is not None else self.route()).up(master)
 
     # -- sessions --------------------------------------------------------------
 
@@ -517,9 +347,6 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
             state.master.release()
             state.held = False
         state.opened = False
-        if state.hop is not None and state.hop_owned:
-            state.hop.close()
-        state.hop = None
 
     # -- operations ------------------------------------------------------------
 

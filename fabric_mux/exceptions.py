@@ -53,6 +53,7 @@ __all__ = [
     "SshNotFound",
     "TransferNeedsSftp",
     "UnknownHost",
+    "UserMasterLeftAlone",
     "classify_ssh_failure",
     "descriptor_errors",
 ]
@@ -127,6 +128,11 @@ class MasterNotOurs(MuxError):
             "(nothing was sent). Another user could read every command and secret sent "
             "there: remove it, or use a mux.control_dir that only you can write"
         )
+
+
+class UserMasterLeftAlone(MuxError, PermissionError):
+    """Asked to stop a master at the user's own control path (their ssh_config
+    names it): fabric-mux never stops what is the user's; nothing was done."""
 
 
 class MuxProtocolError(MuxError, SSHException):  # type: ignore[misc]

@@ -1,5 +1,5 @@
 """``fabmux``: the ``fab`` program with fabric-mux on, plus ``--no-mux``, ``--mux-persist``,
-``-P``/``--parallel`` and ``-z``/``--pool-size``."""
+``--mux-control-path``, ``-P``/``--parallel`` and ``-z``/``--pool-size``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ class MuxFab(Fab):  # type: ignore[misc]
             Argument(
                 names=("mux-persist",),
                 help="Seconds the masters stay up after the run (0: not at all).",
+            ),
+            Argument(
+                names=("mux-control-path",),
+                help="Ride the master at this control socket (ssh -S; %-tokens and ~ as ssh's "
+                "ControlPath); started there if none answers.",
             ),
             Argument(
                 names=("parallel", "P"),
@@ -68,6 +73,8 @@ class MuxFab(Fab):  # type: ignore[misc]
             mux["enabled"] = False
         if self.args["mux-persist"].value is not None:
             mux["persist"] = self.args["mux-persist"].value
+        if self.args["mux-control-path"].value is not None:
+            mux["control_path"] = self.args["mux-control-path"].value
         if self.args.parallel.value:
             mux["parallel"] = True
         if self.args["pool-size"].value is not None:

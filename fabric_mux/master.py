@@ -10,6 +10,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -17,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .argv import (
     MAX_CONTROL_PATH,
@@ -32,6 +33,7 @@ from .argv import (
     resolved_values,
 )
 from .exceptions import (
+    AuthenticationFailed,
     BadForward,
     ConfigChanged,
     ConnectFailed,
@@ -42,6 +44,7 @@ from .exceptions import (
     MasterUnavailable,
     RequestDenied,
     SshNotFound,
+    UserMasterLeftAlone,
     classify_ssh_failure,
     descriptor_errors,
 )
@@ -97,9 +100,34 @@ RETRY_FIRST_DELAY = 0.25
 
 _TRANSIENT = ("Connection refused", "Connection reset", "kex_exchange_identification")
 
+#: Words that make a failure final, whatever else ssh said: a ProxyCommand's
+#: own ssh refused at the bastion leaves the outer ssh saying its connection
+#: was closed, which alone would look like a network blip.
+_FINAL = (
+    "Permission denied",
+    "Too many authentication failures",
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+)
+
+_PROXY_NOTE = (
+    "the connection went through your ProxyCommand, whose own messages ssh does not "
+    "show here: it was not retried (a refused login could lock the account); run the "
+    "ProxyCommand by hand to see why"
+)
+
+_BATCH_NOTE = (
+    "nothing here could answer a login prompt (no terminal, no password or passphrase "
+    "in connect_kwargs), so ssh was not let ask: start the master first (for instance "
+    "`ssh -fN {host}` with ControlMaster and ControlPath in your ssh_config, which "
+    "fabric-mux then rides), or log in with a key that needs nothing typed (an agent)"
+)
+
 
 def is_transient(stderr: str) -> bool:
     """Whether ssh's words describe a failure worth another try."""
+    if any(marker in stderr for marker in _FINAL):
+        return False
     return any(marker in stderr for marker in _TRANSIENT)
 
 
@@ -183,6 +211,15 @@ class Master:
         self._hold: MuxClient | None = None
         self._holders = 0
         self._state = threading.Lock()
+        #: A socket the user's ssh_config names (see :mod:`fabric_mux.route`): the
+        #: user's to stop, even where fabric-mux started the master.
+        self.users = False
+        #: What to start the master with, when that is not :attr:`target` (the
+        #: way through a hop's master, for a master at the user's own path).
+        self.start_target: SshTarget | None = None
+        #: Whether ssh reaches the host through a ProxyCommand of the user's (from
+        #: ssh_config, or a Fabric gateway string), whose failures we cannot see.
+        self.users_proxy = False
 
     @classmethod
     def for_target(
@@ -190,12 +227,7 @@ class Master:
         ssh: str,
         target: SshTarget,
         control_dir: Path,
-        *,
-        server_alive: tuple[int, int] | None = None,
-        connect_timeout: int | None = None,
-        max_sessions: int = 10,
-        reply_timeout: float | None = 30.0,
-        connect_retries: int = 0,
+        **settings: Any,
     ) -> Master:
         """The shared :class:`Master` of ``target``'s route in ``control_dir``.
 
@@ -203,6 +235,7 @@ class Master:
         (:func:`~fabric_mux.argv.master_identity`): two targets share a master,
         in this process and across processes, only where OpenSSH would connect
         them identically. So whichever of them starts it, it is the same login.
+        ``settings``: see :meth:`shared`.
         """
         resolved_text = resolve_config(ssh, target)
         identity = master_identity(resolved_text, target.destination, os.environ)
@@ -212,6 +245,34 @@ class Master:
                 f"control socket path {control_path} is longer than {MAX_CONTROL_PATH} bytes "
                 "(the UNIX socket limit once ssh adds its suffix): use a shorter mux.control_dir"
             )
+        return cls.shared(ssh, target, control_path, resolved_text, **settings)
+
+    @classmethod
+    def at_user_path(
+        cls, ssh: str, target: SshTarget, control_path: str, **settings: Any
+    ) -> Master:
+        """The shared :class:`Master` at the user's own ``control_path`` (their
+        ssh_config's ControlPath, or ``mux.control_path``): never stopped,
+        replaced or removed by fabric-mux, which did not start it."""
+        master = cls.shared(ssh, target, control_path, resolve_config(ssh, target), **settings)
+        master.users = True
+        return master
+
+    @classmethod
+    def shared(
+        cls,
+        ssh: str,
+        target: SshTarget,
+        control_path: str,
+        resolved_text: str,
+        *,
+        server_alive: tuple[int, int] | None = None,
+        connect_timeout: int | None = None,
+        max_sessions: int = 10,
+        reply_timeout: float | None = 30.0,
+        connect_retries: int = 0,
+    ) -> Master:
+        """This process's one :class:`Master` of ``control_path`` (made on first ask)."""
         state = current()
         with state.masters_lock:
             master = state.masters.get(control_path)
@@ -298,11 +359,20 @@ class Master:
         could lock an account or multiply the wait).
         """
         delay = RETRY_FIRST_DELAY
-        for attempt in range(self.connect_retries + 1):
+        # Through the user's ProxyCommand, a refusal at its far end (a bastion's
+        # "Permission denied") reaches us only as a closed connection, since ssh
+        # sends the command's stderr to /dev/null under ControlPersist: OpenSSH
+        # never retries a ProxyCommand (ConnectionAttempts), and neither do we.
+        retries = 0 if self.users_proxy else self.connect_retries
+        for attempt in range(retries + 1):
             try:
                 return self._start(persist, answer.renewed() if answer and attempt else answer)
             except ConnectFailed as exc:
-                if attempt == self.connect_retries or not is_transient(exc.stderr):
+                if attempt == retries or not is_transient(exc.stderr):
+                    if self.users_proxy and not exc.note:
+                        raise type(exc)(
+                            exc.host, exc.argv, exc.exit_code, exc.stderr, _PROXY_NOTE
+                        ) from None
                     raise
                 log.info("retrying %s in %.1f s: %s", self.host, delay, exc.stderr.strip())
                 time.sleep(delay)
@@ -312,14 +382,19 @@ class Master:
     def _start(self, persist: str, answer: PromptAnswers | None = None) -> int:
         # A socket nobody answers on is a dead master's: ssh would refuse to
         # bind over it and carry on without multiplexing.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.control_path)
+        self._clear_stale_socket()
         options = list(self.extra_options)
         if answer is not None and answer.has_password:
             # ssh sends an empty password when the helper declines: one prompt
             # only, so a wrong password costs one failed attempt, not three.
             options.append("NumberOfPasswordPrompts=1")
-        argv = master_argv(self.ssh, self.target, self.control_path, persist, options)
+        batch = answer is None and not os.environ.get("SSH_ASKPASS")
+        if batch:
+            # Nothing here can answer a prompt (no terminal, no secret, no askpass
+            # of the user's): fail at once rather than try and fail a password.
+            options.append("BatchMode=yes")
+        target = self.start_target or self.target
+        argv = master_argv(self.ssh, target, self.control_path, persist, options)
         log.debug("starting master: %s", argv)
         # Not a pipe: the backgrounded master inherits stderr and would keep a
         # pipe open, so reading it to its end would hang.
@@ -337,7 +412,11 @@ class Master:
             stderr = errors.read().decode("utf-8", "replace")
         if returncode != 0:
             note = answer.note() if answer is not None else ""
-            raise classify_ssh_failure(self.host, argv, returncode, stderr, note)
+            failure = classify_ssh_failure(self.host, argv, returncode, stderr, note)
+            if batch and isinstance(failure, AuthenticationFailed):
+                note = _BATCH_NOTE.format(host=self.host)
+                failure = AuthenticationFailed(self.host, argv, returncode, stderr, note)
+            raise failure
         pid = self.alive()
         if pid is None:
             raise MasterStartFailed(
@@ -345,6 +424,20 @@ class Master:
             )
         log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
         return pid
+
+    def _clear_stale_socket(self) -> None:
+        """Remove the socket of a master that is gone (nothing answered on it):
+        ssh would refuse to bind over it and carry on without multiplexing.
+        At the user's own path, only a socket of ours, as ``ControlMaster
+        auto`` would (and never another kind of file)."""
+        try:
+            info = os.lstat(self.control_path)
+        except FileNotFoundError:
+            return
+        if self.users and not (stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid()):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.control_path)
 
     def _run_master(
         self, argv: list[str], errors: IO[bytes], env: dict[str, str] | None, asker: Asking | None
@@ -511,7 +604,15 @@ class Master:
             client.close()
 
     def stop(self) -> bool:
-        """Stop the master now (its sessions end); False if none was running."""
+        """Stop the master now (its sessions end); False if none was running.
+
+        :raises UserMasterLeftAlone: for a master at the user's own path.
+        """
+        if self.users:
+            raise UserMasterLeftAlone(
+                f"{self.host}: the master at {self.control_path} is your own (your ssh_config "
+                f"names it): fabric-mux leaves it alone; end it with ssh -O exit {self.host}"
+            )
         stopped = stop_socket(self.control_path)
         if stopped:
             log.info("stopped master for %s at %s", self.host, self.control_path)

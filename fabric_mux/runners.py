@@ -38,8 +38,7 @@ from .screen import LineWriter
 log = logging.getLogger("fabric_mux")
 
 if TYPE_CHECKING:
-    from .connection import MuxConnection
-    from .session import Session
+    from .session import Session, SessionHost
 
 __all__ = ["WATCH_WINDOW", "MuxRemote", "remote_command"]
 
@@ -153,9 +152,9 @@ class MuxRemote(Remote):  # type: ignore[misc]
     """
 
     read_chunk_size = 65536
-    context: MuxConnection
+    context: SessionHost
 
-    def __init__(self, context: MuxConnection, inline_env: bool | None = None) -> None:
+    def __init__(self, context: SessionHost, inline_env: bool | None = None) -> None:
         super().__init__(context, inline_env=inline_env)
         self._session: Session | None = None
         #: The session's pipes (or pty) on our side; each closed once.
@@ -198,7 +197,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         text = self._command_line(command, env)
         flags: dict[str, Any] = {
             "env": [] if self.inline_env else [f"{k}={v}" for k, v in sorted(env.items())],
-            "agent": self.context.mux_master.forwards_agent,
+            "agent": self.context.master_forwards_agent,
         }
         try:
             self._abort = _Doorbell()

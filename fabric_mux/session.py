@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .protocol import MuxClient
     from .slots import Slot
 
-__all__ = ["Session", "SessionOpener", "open_session"]
+__all__ = ["Session", "SessionHost", "SessionOpener", "open_session"]
 
 log = logging.getLogger("fabric_mux")
 
@@ -35,11 +35,28 @@ REFUSAL_BACKOFF = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5, 0.5)
 
 
 class SessionOpener(Protocol):
-    """What the runner and the transfer code need from a connection."""
+    """What the transfer code needs from a connection."""
 
     original_host: str
 
     def open_session(self, command: str, fds: Sequence[int], **flags: Any) -> Session: ...
+
+
+class SessionHost(SessionOpener, Protocol):
+    """What a runner needs from a connection: sessions, and what to say about them."""
+
+    config: Any
+
+    @property
+    def output_prefix(self) -> str | None: ...
+
+    @property
+    def master_pid(self) -> int | None: ...
+
+    @property
+    def master_forwards_agent(self) -> bool: ...
+
+    def disown_session(self, session: Session) -> None: ...
 
 
 def _end(client: MuxClient, slot: Slot, owner: int) -> None:

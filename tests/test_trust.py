@@ -436,7 +436,7 @@ def test_the_cli_lists_another_users_master_and_leaves_it_alone(
 def test_a_stale_socket_of_another_user_is_neither_used_nor_replaced(
     sshd: SshServer, config: fabric.Config, other_user: str
 ) -> None:
-    path = MuxConnection(sshd.alias, config=config).route_master().control_path
+    path = MuxConnection(sshd.alias, config=config).route().master().control_path
     with socket.socket(socket.AF_UNIX) as planted:
         planted.bind(path)  # bound, never listening: a dead master's socket
     os.chown(path, pwd.getpwnam(other_user).pw_uid, -1)
@@ -484,7 +484,7 @@ def test_a_changed_ssh_config_is_read_again_and_never_shares_a_master(
     lax_text = strict_text.replace("Host lax\n", "Host lax strict\n").replace(
         "Host strict\n", "Host nobody\n"
     )
-    master = MuxConnection("strict", config=lax_and_strict).route_master()  # named strict
+    master = MuxConnection("strict", config=lax_and_strict).route().master()  # named strict
     ssh_config.write_text(lax_text)
     with pytest.raises(ConfigChanged, match="changed while connecting"):
         master.ensure("600")  # it would read the lax file under the strict name
@@ -563,3 +563,21 @@ def shadow_hash(name: str) -> str:
         if fields[0] == name:
             return fields[1]
     raise KeyError(name)
+
+
+def test_a_master_of_another_user_at_the_users_own_control_path_gets_nothing(
+    sshd: SshServer, control_dir: Path, planted_master: tuple[Path, Path]
+) -> None:
+    # The ControlPath that the user's ssh_config names, where another account
+    # answers: OpenSSH's own client would talk to it; fabric-mux refuses it.
+    fake_socket, received = planted_master
+    sshd.ssh_config.write_text(
+        f"Host {sshd.alias}\n    ControlMaster auto\n    ControlPath {fake_socket}\n"
+        + sshd.ssh_config.read_text()
+    )
+    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    with pytest.raises(MasterNotOurs, match=rf"{fake_socket} belongs to {OTHER_USER}"):
+        MuxConnection(sshd.alias, config=config).run("true")
+    assert not received.exists() or received.read_bytes() == b""
+    assert fake_socket.exists()  # not removed: it is not ours to remove
+    assert sshd.logins() == 0

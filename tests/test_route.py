@@ -11,9 +11,9 @@ from fabrun import MUX_YAML, run_fab
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import ConnectFailed
-from fabric_mux.gateway import JumpHop, jump_hops, proxy_command
 from fabric_mux.master import stop_socket
 from fabric_mux.pytest_plugin import SshdFactory
+from fabric_mux.route import JumpHop, jump_hops, proxy_command
 from fabric_mux.testing import SshServer
 
 
@@ -252,3 +252,18 @@ def test_masters_stopped_behind_a_gateway_come_back(
             stop_socket(str(socket_path))
     assert c.run("echo back", hide=True).stdout == "back\n"
     assert (bastion.logins(), t1.logins()) == (2, 2)
+
+
+def test_a_bastion_refusing_the_proxy_commands_login_is_tried_once(
+    sshd_factory: SshdFactory, t1: SshServer, folder: Path, control_dir: Path
+) -> None:
+    # The outer ssh only sees its connection closed ("kex_exchange_identification"),
+    # which alone looks like a network blip; the inner ssh said "Permission denied".
+    bastion = sshd_factory(aliases=("bastion",), sshd_options=["PubkeyAuthentication no"])
+    ssh_config = write_ssh_config(folder, {"bastion": bastion, "t1": t1}, {})
+    config = mux_config(ssh_config, control_dir)
+    c = MuxConnection("t1", config=config, gateway=f"ssh -F {ssh_config} -W %h:%p bastion")
+    with pytest.raises(ConnectFailed, match="ProxyCommand by hand"):
+        c.run("true")
+    assert bastion.log.read_text().count("Connection from 127.0.0.1") == 1
+    assert t1.logins() == 0

@@ -1,0 +1,649 @@
+"""How a connection reaches its host: its :class:`Route`.
+
+A route is what ``ssh`` is told (an :class:`~fabric_mux.argv.SshTarget`), how
+ssh gets there (directly, through the user's ProxyCommand, or through the
+master of a hop, which is a route of its own), and the control socket of the
+master at its end: one of fabric-mux's own, or the user's own master that
+their ssh_config names. A route brings its chain of masters up, hops first,
+answering their prompts with the secrets Fabric was given.
+
+Which master a route uses (OpenSSH's rule, and stricter):
+
+- ``mux.control_path`` set: that socket, as ``ssh -S`` would (the master there
+  decides the user, host and settings); one is started there if none answers.
+- The connection is the one a bare ``ssh HOST`` would make (the two ``ssh -G``
+  views agree) and the user's ssh_config gives it a ControlPath: a live master
+  there is ridden (no login, no hop brought up); with none there,
+  ``ControlMaster auto`` or ``yes`` starts one there (the user's later
+  ``ssh HOST`` rides it), ``no`` leaves the path to the user's own masters and
+  fabric-mux starts its own.
+- Otherwise (``root@HOST`` where ssh_config says ``User deploy``, another port,
+  key or a gateway from Fabric): a master of fabric-mux's own, named after
+  OpenSSH's whole view of the connection.
+
+Gateways: plain OpenSSH ProxyJump would make every target's master log in to
+the bastion again (its inner ``ssh -W`` is a fresh client). Here each hop has a
+master of its own, and a target's master is given ``ProxyCommand ssh -S
+HOP_SOCKET -W %h:%p hop``, a stdio forward on the hop's master, so one bastion
+login serves every host behind it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import shlex
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote
+
+from fabric.util import get_local_user
+
+from .argv import (
+    MAX_CONTROL_PATH,
+    SshTarget,
+    connect_kwargs_options,
+    master_identity,
+    parse_resolved_config,
+)
+from .config import MuxSettings, mux_settings
+from .controldir import find_control_dir, prepare_control_dir
+from .exceptions import MasterStartFailed, MuxError
+from .master import Master
+from .resolve import find_ssh, resolve_config
+from .upstream import runtime_ssh_path
+
+if TYPE_CHECKING:
+    from .askpass import PromptAnswers
+
+__all__ = [
+    "Explicit",
+    "JumpHop",
+    "Route",
+    "Secrets",
+    "hop_errors_path",
+    "jump_hops",
+    "merged_connect_kwargs",
+    "proxy_command",
+    "user_master_links",
+]
+
+log = logging.getLogger("fabric_mux")
+
+
+class Secrets(NamedTuple):
+    """What Fabric was given to answer a route's own login prompts."""
+
+    password: str | None = None
+    passphrase: str | None = None
+
+    @classmethod
+    def of(cls, connect_kwargs: Mapping[str, Any]) -> Secrets:
+        password, passphrase = connect_kwargs.get("password"), connect_kwargs.get("passphrase")
+        return cls(str(password) if password else None, str(passphrase) if passphrase else None)
+
+
+class Explicit(NamedTuple):
+    """What the caller chose for a connection (None: ssh_config and the config decide)."""
+
+    user: str | None = None
+    port: int | None = None
+    forward_agent: bool | None = None
+    gateway: Any = None
+    connect_timeout: int | None = None
+    #: A ``HostName`` the caller assigned (``c.host = ...``).
+    hostname: str | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _local_user() -> str:
+    """Who we are, looked up once (it reads /etc/passwd, which may be out of reach
+    later: no descriptor left)."""
+    return str(get_local_user())
+
+
+def merged_connect_kwargs(
+    from_config: Mapping[str, Any], given: Mapping[str, Any] | None, *more_keys: Any
+) -> dict[str, Any]:
+    """Fabric's merge of ``connect_kwargs``: the given ones (else the config's), with
+    every ``key_filename`` of the config, the given ones and ``more_keys``."""
+    given = dict(given or {})
+    from_config = dict(from_config)
+    merged = dict(given or from_config)
+    keys: list[str] = []
+    for value in (from_config.get("key_filename", []), given.get("key_filename", []), *more_keys):
+        keys.extend([value] if isinstance(value, str) else value)
+    if keys:
+        merged["key_filename"] = keys
+    return merged
+
+
+def fabric_target(
+    host: str,
+    config: Any,
+    explicit: Explicit,
+    connect_kwargs: Mapping[str, Any],
+    ssh_config: Callable[[], Mapping[str, Any]],
+    settings: MuxSettings,
+    defaults: Any = None,
+) -> SshTarget:
+    """What a connection to ``host`` tells ``ssh``: the alias plus what Fabric set.
+
+    Whatever Fabric would only read from ssh_config is left to OpenSSH, which
+    reads the same file (and understands all of it: Match, certificates...).
+    Fabric's own config values (``user``, ``port``, ``forward_agent``) come
+    after ssh_config, as in Fabric: only to find whether ssh_config sets them
+    is paramiko's lookup (``ssh_config()``) needed. ``defaults`` are the
+    config's user, port and forward_agent as a connection read them when made
+    (else read from ``config`` now).
+    """
+    if defaults is None:
+        user_default, port_default, agent_default = config.user, config.port, config.forward_agent
+    else:
+        user_default, port_default, agent_default = (
+            defaults.user,
+            defaults.port,
+            defaults.forward_agent,
+        )
+    user = explicit.user
+    if user is None and user_default != _local_user() and "user" not in ssh_config():
+        user = user_default
+    port = explicit.port
+    if port is None and int(port_default) != 22 and "port" not in ssh_config():
+        port = port_default
+    forward_agent = explicit.forward_agent
+    if forward_agent is None and agent_default and "forwardagent" not in ssh_config():
+        forward_agent = True
+    keys = connect_kwargs.get("key_filename") or []
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    if keys:
+        # ssh reads ssh_config's own identities; a stock Connection made with
+        # this config has copied them into its connect_kwargs: leave those.
+        from_ssh_config = set(ssh_config().get("identityfile", []))
+        keys = [key for key in keys if key not in from_ssh_config]
+    timeout = explicit.connect_timeout or connect_kwargs.get("timeout")
+    options: tuple[str, ...] = ()
+    if explicit.hostname is not None:
+        options += (f"HostName={explicit.hostname}",)
+    if forward_agent is not None:
+        options += (f"ForwardAgent={'yes' if forward_agent else 'no'}",)
+    if explicit.gateway is False:  # no ProxyJump or ProxyCommand from ssh_config
+        options += ("ProxyCommand=none",)
+    return SshTarget(
+        destination=host,
+        user=user,
+        port=int(port) if port is not None else None,
+        config_file=runtime_ssh_path(config) or config.ssh_config_path,
+        identity_files=tuple(str(key) for key in keys),
+        connect_timeout=int(timeout) if timeout else None,
+        options=options + connect_kwargs_options(connect_kwargs) + settings.ssh_options,
+    )
+
+
+class Route:
+    """How one connection reaches its host, and the master at the end of it.
+
+    Make one with :meth:`for_host` (from Fabric's config alone) or a
+    connection's ``route()``. Planning spawns nothing but ``ssh -G``; :meth:`up`
+    starts what is missing.
+    """
+
+    def __init__(
+        self,
+        target: SshTarget,
+        config: Any,
+        *,
+        settings: MuxSettings | None = None,
+        secrets: Secrets | None = None,
+        gateway: Any = None,
+        config_gateway: Any = None,
+    ) -> None:
+        self.target = target
+        self.config = config
+        self.settings = settings if settings is not None else mux_settings(config)
+        self.secrets = secrets or Secrets()
+        #: The gateway Fabric gives (``gateway=``, else ``config.gateway`` when
+        #: ssh_config names none): a Connection, a Route, a ProxyCommand, False.
+        self.gateway = gateway
+        #: ``config.gateway``, as the connection read it when made.
+        self.config_gateway = config_gateway
+        self.ssh = find_ssh(self.settings.ssh_path)
+        # Fabric's connect timeout (fab -t) over ours; ssh_config's over both.
+        self.connect_timeout = config.timeouts.connect or self.settings.connect_timeout
+        self._resolved: str | None = None
+        self._hop: tuple[Route | None, str | None] | None = None
+
+    @classmethod
+    def for_host(
+        cls,
+        host: str,
+        config: Any,
+        *,
+        user: str | None = None,
+        port: int | None = None,
+        gateway: Any = None,
+        forward_agent: bool | None = None,
+        connect_timeout: int | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> Route:
+        """The route of a connection to ``host`` made with these arguments and ``config``,
+        as a ``MuxConnection`` would make it, without making one."""
+        settings = mux_settings(config)
+        kwargs = merged_connect_kwargs(config.connect_kwargs, connect_kwargs)
+        explicit = Explicit(user, port, forward_agent, gateway, connect_timeout)
+
+        @functools.lru_cache(maxsize=1)
+        def lookup() -> Mapping[str, Any]:
+            found: Mapping[str, Any] = config.base_ssh_config.lookup(host)
+            return found
+
+        target = fabric_target(host, config, explicit, kwargs, lookup, settings)
+        return cls(
+            target,
+            config,
+            settings=settings,
+            secrets=Secrets.of(kwargs),
+            gateway=gateway,
+            config_gateway=config.gateway,
+        )
+
+    @property
+    def host(self) -> str:
+        return self.target.destination
+
+    # -- what OpenSSH makes of it --------------------------------------------------
+
+    def resolved(self) -> str:
+        """``ssh -G``'s view of the target, before any hop of ours."""
+        if self._resolved is None:
+            self._resolved = resolve_config(self.ssh, self.target)
+        return self._resolved
+
+    def _fabric_gateway(self) -> Any:
+        """The gateway Fabric decides, with Fabric's precedence: ``gateway=`` >
+        ssh_config ProxyJump > ProxyCommand > ``config.gateway``; None when
+        ssh_config decides (or there is none)."""
+        if self.gateway is not None:
+            return self.gateway
+        view = parse_resolved_config(self.resolved())
+        if view.get("proxyjump", "none") != "none" or view.get("proxycommand", "none") != "none":
+            return None
+        return self.config_gateway or None
+
+    def hop(self) -> Route | None:
+        """The route of the hop before the target, if it goes through one of ours."""
+        return self._hop_and_command()[0]
+
+    def proxy_command(self) -> str | None:
+        """A ProxyCommand that Fabric gives as a string (ssh_config's own is ssh's)."""
+        return self._hop_and_command()[1]
+
+    def _hop_and_command(self) -> tuple[Route | None, str | None]:
+        if self._hop is None:
+            self._hop = self._plan_hop()
+        return self._hop
+
+    def _plan_hop(self) -> tuple[Route | None, str | None]:
+        gateway = self._fabric_gateway()
+        if gateway is None:
+            hops = jump_hops(parse_resolved_config(self.resolved()).get("proxyjump", "none"))
+            hop: Route | None = None
+            for jump in hops:
+                if jump.host == self.host:
+                    return None, None  # a wildcard ProxyJump that names this very host
+                # The first hop follows its own ssh_config; later ones go through the previous.
+                hop = Route.for_host(
+                    jump.host, self.config, user=jump.user, port=jump.port, gateway=hop
+                )
+            return hop, None
+        if gateway is False:
+            return None, None
+        if isinstance(gateway, str):
+            return None, gateway
+        return as_route(gateway, self.config), None
+
+    # -- which master ------------------------------------------------------------
+
+    def user_socket(self) -> tuple[str, str] | None:
+        """``(path, ControlMaster)`` of the user's own master this route may use
+        (see the module's rule), or None."""
+        if self.settings.control_path:
+            asked = self.target._replace(
+                options=(*self.target.options, f"ControlPath={self.settings.control_path}")
+            )
+            path = parse_resolved_config(resolve_config(self.ssh, asked)).get("controlpath")
+            return (path, "auto") if path and path != "none" else None
+        if not self.settings.user_masters or self._fabric_gateway() is not None:
+            return None
+        view = parse_resolved_config(self.resolved())
+        path = view.get("controlpath", "none")
+        if path == "none":
+            return None
+        bare = SshTarget(self.host, config_file=self.target.config_file)
+        if self.target._replace(connect_timeout=None) == bare:
+            bare_text = self.resolved()
+        else:
+            bare_text = resolve_config(self.ssh, bare)
+            if master_identity(bare_text, self.host, os.environ) != master_identity(
+                self.resolved(), self.host, os.environ
+            ):
+                log.debug("%s: not the connection a bare ssh makes: not riding %s", self.host, path)
+                return None
+        return path, parse_resolved_config(bare_text).get("controlmaster", "false")
+
+    def master(self, make_folder: bool = True) -> Master:
+        """The :class:`~fabric_mux.master.Master` this route uses now (nothing is
+        started; ``make_folder=False`` does not make the control folder either)."""
+        mine = self.user_socket()
+        if mine is not None:
+            path, mode = mine
+            master = Master.at_user_path(self.ssh, self.target, path, **self._master_settings())
+            if mode in ("auto", "true", "yes") and _can_start_at(path):
+                return self._with_way_there(master, make_folder)
+            if mode in ("auto", "true", "yes"):
+                log.info("%s: cannot start a master at %s; starting one of ours", self.host, path)
+            elif master.alive() is not None:
+                return master
+        if make_folder:
+            control_dir = prepare_control_dir(self.settings.control_dir)
+        else:
+            control_dir = find_control_dir(self.settings.control_dir)
+        master = Master.for_target(
+            self.ssh, self._target_there(make_folder), control_dir, **self._master_settings()
+        )
+        master.users_proxy = self._users_proxy()
+        return master
+
+    def _users_proxy(self) -> bool:
+        """Whether ssh gets there through a ProxyCommand of the user's (a Fabric
+        gateway string, or ssh_config's), not through a hop's master of ours."""
+        if self.proxy_command() is not None:
+            return True
+        view = parse_resolved_config(self.resolved())
+        return self.hop() is None and view.get("proxycommand", "none") != "none"
+
+    def _master_settings(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "server_alive": settings.server_alive,
+            "connect_timeout": self.connect_timeout,
+            "max_sessions": settings.max_sessions,
+            "reply_timeout": settings.reply_timeout,
+            "connect_retries": settings.connect_retries,
+        }
+
+    def _with_way_there(self, master: Master, make_folder: bool) -> Master:
+        """A master at the user's path, told how to get there should it have to start."""
+        if master.alive() is None:
+            master.start_target = self._target_there(make_folder)
+            master.users_proxy = self._users_proxy()
+        return master
+
+    def _target_there(self, make_folder: bool) -> SshTarget:
+        """The target with the ProxyCommand that goes through the hop's master."""
+        hop, command = self._hop_and_command()
+        if hop is not None:
+            hop_path = hop.master(make_folder).control_path
+            command = proxy_command(self.ssh, hop.host, hop_path)
+        if command is None:
+            return self.target
+        return self.target._replace(options=(f"ProxyCommand={command}", *self.target.options))
+
+    def persist(self, master: Master) -> str:
+        """How long a master this route starts outlives its last session: the
+        user's ControlPersist at their own path, else ``mux.persist``."""
+        if master.users:
+            theirs = parse_resolved_config(self.resolved()).get("controlpersist", "no")
+            if theirs not in ("no", "false", "0"):
+                return "yes" if theirs == "true" else theirs
+        return self.settings.persist
+
+    # -- bringing it up ------------------------------------------------------------
+
+    def up(self, master: Master | None = None) -> Master:
+        """Bring the route's master up, its hops first when it has to start;
+        returns it. A live master is used as is: no hop is looked at."""
+        master = master if master is not None else self.master()
+        pid = master.alive()
+        if master.users:
+            user_master_links(self.settings).record(master.control_path)
+        if pid is not None:
+            log.debug("reusing master pid %d for %s at %s", pid, master.host, master.control_path)
+            master.pid = pid
+            return master
+        hop, _ = self._hop_and_command()
+        if hop is None:
+            master.ensure(self.persist(master), answer=lambda: self.prompt_answers(master))
+            return master
+        hop_master = hop.up()
+        self._start_through(master, hop, hop_master)
+        return master
+
+    def _start_through(self, master: Master, hop: Route, hop_master: Master) -> None:
+        """Start ``master`` through ``hop``; a failure says what the hop said."""
+        errors = hop_errors_path(hop_master.control_path)
+        try:
+            offset = os.path.getsize(errors)
+        except FileNotFoundError:
+            offset = 0
+        try:
+            master.ensure(self.persist(master), answer=lambda: self.prompt_answers(master))
+        except MasterStartFailed as exc:
+            # The hop's own master is up, so it let us in: what failed is the
+            # way on from it to this host, and the forward's error says why.
+            try:
+                with open(errors, "rb") as log_file:
+                    log_file.seek(offset)
+                    said = log_file.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                said = ""
+            raise type(exc)(
+                f"{self.host} (via gateway {hop.host})",
+                exc.argv,
+                exc.exit_code,
+                said + exc.stderr,
+                exc.note,
+            ) from None
+
+    def prompt_answers(self, master: Master) -> PromptAnswers | None:
+        """Who answers the master's prompts: Fabric's secrets, then the user.
+
+        The password (``connect_kwargs["password"]``, ``fab
+        --prompt-for-login-password``) answers only this route's own password
+        prompts, the key passphrase only this route's own identity files; each
+        once, as a second prompt means it was wrong and repeating it could
+        lock the account. Anything else (a one-time code, a new host key's
+        question) is asked on the user's terminal, when there is one. None:
+        nothing can answer (the master then runs in batch mode).
+        """
+        # Imported here: called only when a master starts.
+        from . import askpass
+
+        password, passphrase = self.secrets
+        terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
+        if not (password or passphrase or terminal):
+            return None
+        user, host = master.prompt_host()
+        return askpass.PromptAnswers(
+            user=user,
+            host=host,
+            identity_files=master.identity_files(),
+            password=password,
+            passphrase=passphrase,
+            terminal=terminal,
+        )
+
+
+def as_route(gateway: Any, config: Any) -> Route:
+    """A gateway given to Fabric (a Connection of either kind, or a Route) as a Route."""
+    if isinstance(gateway, Route):
+        return gateway
+    own = getattr(gateway, "route", None)
+    if callable(own):  # a MuxConnection knows its own route
+        route: Route = own()
+        return route
+    from fabric import Connection
+
+    if not isinstance(gateway, Connection):
+        raise TypeError(
+            f"a gateway is a Connection, a ProxyCommand string or False, not {gateway!r}"
+        )
+    return Route.for_host(
+        gateway.original_host,
+        gateway.config or config,
+        user=gateway.user,
+        port=gateway.port,
+        gateway=gateway.gateway,
+        forward_agent=gateway.forward_agent,
+        connect_timeout=gateway.connect_timeout,
+        connect_kwargs=gateway.connect_kwargs,
+    )
+
+
+def _can_start_at(path: str) -> bool:
+    """Whether ssh can make a master's socket at the user's ``path``: its folder is
+    there, and the path leaves room for the suffix ssh binds with first."""
+    if len(path.encode()) > MAX_CONTROL_PATH:
+        return False
+    try:
+        folder = os.stat(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    return stat.S_ISDIR(folder.st_mode) and os.access(os.path.dirname(path) or ".", os.W_OK)
+
+
+class UserMasterLinks:
+    """The user's own sockets that fabric-mux has used, linked from the control
+    folder (``user-<hash>``), so that ``fabric-mux list`` can show them and
+    ``stop --all`` can leave them alone."""
+
+    PREFIX = "user-"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def record(self, path: str) -> None:
+        try:
+            folder = prepare_control_dir(str(self.folder))
+        except MuxError:
+            return  # a record is a courtesy: the route works without it
+        name = self.PREFIX + hashlib.sha256(path.encode()).hexdigest()[:16]
+        link = folder / name
+        try:
+            if os.readlink(link) == path:
+                return
+            os.unlink(link)
+        except OSError:
+            pass
+        try:
+            os.symlink(path, link)
+        except OSError as exc:
+            log.debug("could not record the user's master %s: %s", path, exc)
+
+    def paths(self) -> dict[Path, str]:
+        """Each link and the user's socket path it names."""
+        found: dict[Path, str] = {}
+        if not self.folder.is_dir():
+            return found
+        for link in sorted(self.folder.glob(self.PREFIX + "*")):
+            try:
+                found[link] = os.readlink(link)
+            except OSError:
+                continue
+        return found
+
+
+def user_master_links(settings: MuxSettings) -> UserMasterLinks:
+    return UserMasterLinks(find_control_dir(settings.control_dir))
+
+
+# -- gateways ------------------------------------------------------------------------
+
+
+class JumpHop(NamedTuple):
+    """One hop of a ProxyJump value."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+
+def jump_hops(proxyjump: str) -> list[JumpHop]:
+    """The hops of a ProxyJump value, first hop first, parsed as OpenSSH parses them.
+
+    Each is ``[user@]host[:port]`` or ``ssh://[user@]host[:port][/]``; a host
+    may be bracketed (``[::1]``, and ``ssh -G`` writes ``user@[10.0.0.5]:22``
+    for any address). ``none`` means no hop.
+
+    :raises ValueError: for a hop OpenSSH would refuse too.
+    """
+    if proxyjump.strip().lower() == "none":
+        return []
+    return [_jump_hop(item.strip()) for item in proxyjump.split(",") if item.strip()]
+
+
+def _jump_hop(text: str) -> JumpHop:
+    uri = text.startswith("ssh://")
+    rest = text[len("ssh://") :] if uri else text
+    user: str | None = None
+    if "@" in rest:
+        # A URI's user comes before its first @ (and may be %-encoded); a plain
+        # hop's before its last.
+        index = rest.index("@") if uri else rest.rindex("@")
+        user, rest = rest[:index], rest[index + 1 :]
+        if uri:
+            user = unquote(user.split(";", 1)[0])
+        if not user:
+            raise ValueError(f"ProxyJump {text!r}: an empty user name")
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ValueError(f"ProxyJump {text!r}: no ] after [")
+        host, rest = rest[1:end], rest[end + 1 :]
+    else:
+        cut = min((i for i in (rest.find(":"), rest.find("/")) if i >= 0), default=len(rest))
+        host, rest = rest[:cut], rest[cut:]
+    port: int | None = None
+    if rest.startswith(":"):
+        digits = rest[1:].split("/", 1)[0]
+        if not digits.isdigit() or not 0 < int(digits) < 65536:
+            raise ValueError(f"ProxyJump {text!r}: bad port {digits!r}")
+        port = int(digits)
+        rest = rest[1 + len(digits) :]
+    if not host or (rest and not (uri and rest.startswith("/"))):
+        raise ValueError(f"ProxyJump {text!r} is not [user@]host[:port]")
+    return JumpHop(host, user, port)
+
+
+def hop_errors_path(hop_control_path: str) -> str:
+    """Where the stdio forwards through a hop write their errors.
+
+    ssh sends a ProxyCommand's stderr to /dev/null under ControlPersist, and
+    that is where a refusal would say which hop failed: so it goes here.
+    """
+    return hop_control_path + ".err"
+
+
+def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
+    """The ProxyCommand that reaches ``%h:%p`` through the master of ``hop``.
+
+    OpenSSH expands ``%h``/``%p`` to the target's own HostName and Port
+    (bracketed, as OpenSSH's own ProxyJump does, so IPv6 addresses work). The
+    client reads no ssh_config and has ``ProxyCommand=false``: if the hop's
+    master is gone it fails, instead of quietly logging in to the hop again.
+    Its log level is set because ``-W`` is quiet by default.
+    """
+
+    def quoted(text: str) -> str:
+        # Runs through the user's shell, after ssh's own %-expansion.
+        return shlex.quote(text).replace("%", "%%")
+
+    return (
+        f"{quoted(ssh)} -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
+        f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W '[%h]:%p' {quoted(hop)} "
+        f"2>>{quoted(hop_errors_path(hop_control_path))}"
+    )
