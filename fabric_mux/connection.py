@@ -21,9 +21,10 @@ from .exceptions import BadForward, MuxError, TransferNeedsSftp
 from .fabricattrs import Defaults, FabricAttributes, Given
 from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
-from .route import Explicit, Route, Secrets, fabric_target, merged_connect_kwargs
+from .route import Route
 from .runners import MuxRemote
 from .session import Session, open_session
+from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 from .upstream import set_attributes
 
 if TYPE_CHECKING:

@@ -21,11 +21,8 @@ Which master a route uses (OpenSSH's rule, and stricter):
   key or a gateway from Fabric): a master of fabric-mux's own, named after
   OpenSSH's whole view of the connection.
 
-Gateways: plain OpenSSH ProxyJump would make every target's master log in to
-the bastion again (its inner ``ssh -W`` is a fresh client). Here each hop has a
-master of its own, and a target's master is given ``ProxyCommand ssh -S
-HOP_SOCKET -W %h:%p hop``, a stdio forward on the hop's master, so one bastion
-login serves every host behind it.
+Each hop of the chain is a route of its own, with its master (see
+:mod:`fabric_mux.hops`).
 """
 
 from __future__ import annotations
@@ -34,154 +31,26 @@ import functools
 import hashlib
 import logging
 import os
-import shlex
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Any
 
-from fabric.util import get_local_user
-
-from .argv import (
-    MAX_CONTROL_PATH,
-    SshTarget,
-    connect_kwargs_options,
-    master_identity,
-    parse_resolved_config,
-)
+from .argv import MAX_CONTROL_PATH, SshTarget, master_identity, parse_resolved_config
 from .config import MuxSettings, mux_settings
 from .controldir import find_control_dir, prepare_control_dir
 from .exceptions import MasterStartFailed, MuxError
+from .hops import hop_errors_path, jump_hops, proxy_command
 from .master import Master
 from .resolve import find_ssh, resolve_config
-from .upstream import runtime_ssh_path
+from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 
 if TYPE_CHECKING:
     from .askpass import PromptAnswers
 
-__all__ = [
-    "Explicit",
-    "JumpHop",
-    "Route",
-    "Secrets",
-    "hop_errors_path",
-    "jump_hops",
-    "merged_connect_kwargs",
-    "proxy_command",
-    "user_master_links",
-]
+__all__ = ["Route", "UserMasterLinks", "as_route", "user_master_links"]
 
 log = logging.getLogger("fabric_mux")
-
-
-class Secrets(NamedTuple):
-    """What Fabric was given to answer a route's own login prompts."""
-
-    password: str | None = None
-    passphrase: str | None = None
-
-    @classmethod
-    def of(cls, connect_kwargs: Mapping[str, Any]) -> Secrets:
-        password, passphrase = connect_kwargs.get("password"), connect_kwargs.get("passphrase")
-        return cls(str(password) if password else None, str(passphrase) if passphrase else None)
-
-
-class Explicit(NamedTuple):
-    """What the caller chose for a connection (None: ssh_config and the config decide)."""
-
-    user: str | None = None
-    port: int | None = None
-    forward_agent: bool | None = None
-    gateway: Any = None
-    connect_timeout: int | None = None
-    #: A ``HostName`` the caller assigned (``c.host = ...``).
-    hostname: str | None = None
-
-
-@functools.lru_cache(maxsize=1)
-def _local_user() -> str:
-    """Who we are, looked up once (it reads /etc/passwd, which may be out of reach
-    later: no descriptor left)."""
-    return str(get_local_user())
-
-
-def merged_connect_kwargs(
-    from_config: Mapping[str, Any], given: Mapping[str, Any] | None, *more_keys: Any
-) -> dict[str, Any]:
-    """Fabric's merge of ``connect_kwargs``: the given ones (else the config's), with
-    every ``key_filename`` of the config, the given ones and ``more_keys``."""
-    given = dict(given or {})
-    from_config = dict(from_config)
-    merged = dict(given or from_config)
-    keys: list[str] = []
-    for value in (from_config.get("key_filename", []), given.get("key_filename", []), *more_keys):
-        keys.extend([value] if isinstance(value, str) else value)
-    if keys:
-        merged["key_filename"] = keys
-    return merged
-
-
-def fabric_target(
-    host: str,
-    config: Any,
-    explicit: Explicit,
-    connect_kwargs: Mapping[str, Any],
-    ssh_config: Callable[[], Mapping[str, Any]],
-    settings: MuxSettings,
-    defaults: Any = None,
-) -> SshTarget:
-    """What a connection to ``host`` tells ``ssh``: the alias plus what Fabric set.
-
-    Whatever Fabric would only read from ssh_config is left to OpenSSH, which
-    reads the same file (and understands all of it: Match, certificates...).
-    Fabric's own config values (``user``, ``port``, ``forward_agent``) come
-    after ssh_config, as in Fabric: only to find whether ssh_config sets them
-    is paramiko's lookup (``ssh_config()``) needed. ``defaults`` are the
-    config's user, port and forward_agent as a connection read them when made
-    (else read from ``config`` now).
-    """
-    if defaults is None:
-        user_default, port_default, agent_default = config.user, config.port, config.forward_agent
-    else:
-        user_default, port_default, agent_default = (
-            defaults.user,
-            defaults.port,
-            defaults.forward_agent,
-        )
-    user = explicit.user
-    if user is None and user_default != _local_user() and "user" not in ssh_config():
-        user = user_default
-    port = explicit.port
-    if port is None and int(port_default) != 22 and "port" not in ssh_config():
-        port = port_default
-    forward_agent = explicit.forward_agent
-    if forward_agent is None and agent_default and "forwardagent" not in ssh_config():
-        forward_agent = True
-    keys = connect_kwargs.get("key_filename") or []
-    keys = [keys] if isinstance(keys, str) else list(keys)
-    if keys:
-        # ssh reads ssh_config's own identities; a stock Connection made with
-        # this config has copied them into its connect_kwargs: leave those.
-        from_ssh_config = set(ssh_config().get("identityfile", []))
-        keys = [key for key in keys if key not in from_ssh_config]
-    timeout = explicit.connect_timeout or connect_kwargs.get("timeout")
-    options: tuple[str, ...] = ()
-    if explicit.hostname is not None:
-        options += (f"HostName={explicit.hostname}",)
-    if forward_agent is not None:
-        options += (f"ForwardAgent={'yes' if forward_agent else 'no'}",)
-    if explicit.gateway is False:  # no ProxyJump or ProxyCommand from ssh_config
-        options += ("ProxyCommand=none",)
-    return SshTarget(
-        destination=host,
-        user=user,
-        port=int(port) if port is not None else None,
-        config_file=runtime_ssh_path(config) or config.ssh_config_path,
-        identity_files=tuple(str(key) for key in keys),
-        connect_timeout=int(timeout) if timeout else None,
-        options=options + connect_kwargs_options(connect_kwargs) + settings.ssh_options,
-    )
 
 
 class Route:
@@ -559,91 +428,3 @@ class UserMasterLinks:
 
 def user_master_links(settings: MuxSettings) -> UserMasterLinks:
     return UserMasterLinks(find_control_dir(settings.control_dir))
-
-
-# -- gateways ------------------------------------------------------------------------
-
-
-class JumpHop(NamedTuple):
-    """One hop of a ProxyJump value."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-
-def jump_hops(proxyjump: str) -> list[JumpHop]:
-    """The hops of a ProxyJump value, first hop first, parsed as OpenSSH parses them.
-
-    Each is ``[user@]host[:port]`` or ``ssh://[user@]host[:port][/]``; a host
-    may be bracketed (``[::1]``, and ``ssh -G`` writes ``user@[10.0.0.5]:22``
-    for any address). ``none`` means no hop.
-
-    :raises ValueError: for a hop OpenSSH would refuse too.
-    """
-    if proxyjump.strip().lower() == "none":
-        return []
-    return [_jump_hop(item.strip()) for item in proxyjump.split(",") if item.strip()]
-
-
-def _jump_hop(text: str) -> JumpHop:
-    uri = text.startswith("ssh://")
-    rest = text[len("ssh://") :] if uri else text
-    user: str | None = None
-    if "@" in rest:
-        # A URI's user comes before its first @ (and may be %-encoded); a plain
-        # hop's before its last.
-        index = rest.index("@") if uri else rest.rindex("@")
-        user, rest = rest[:index], rest[index + 1 :]
-        if uri:
-            user = unquote(user.split(";", 1)[0])
-        if not user:
-            raise ValueError(f"ProxyJump {text!r}: an empty user name")
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            raise ValueError(f"ProxyJump {text!r}: no ] after [")
-        host, rest = rest[1:end], rest[end + 1 :]
-    else:
-        cut = min((i for i in (rest.find(":"), rest.find("/")) if i >= 0), default=len(rest))
-        host, rest = rest[:cut], rest[cut:]
-    port: int | None = None
-    if rest.startswith(":"):
-        digits = rest[1:].split("/", 1)[0]
-        if not digits.isdigit() or not 0 < int(digits) < 65536:
-            raise ValueError(f"ProxyJump {text!r}: bad port {digits!r}")
-        port = int(digits)
-        rest = rest[1 + len(digits) :]
-    if not host or (rest and not (uri and rest.startswith("/"))):
-        raise ValueError(f"ProxyJump {text!r} is not [user@]host[:port]")
-    return JumpHop(host, user, port)
-
-
-def hop_errors_path(hop_control_path: str) -> str:
-    """Where the stdio forwards through a hop write their errors.
-
-    ssh sends a ProxyCommand's stderr to /dev/null under ControlPersist, and
-    that is where a refusal would say which hop failed: so it goes here.
-    """
-    return hop_control_path + ".err"
-
-
-def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
-    """The ProxyCommand that reaches ``%h:%p`` through the master of ``hop``.
-
-    OpenSSH expands ``%h``/``%p`` to the target's own HostName and Port
-    (bracketed, as OpenSSH's own ProxyJump does, so IPv6 addresses work). The
-    client reads no ssh_config and has ``ProxyCommand=false``: if the hop's
-    master is gone it fails, instead of quietly logging in to the hop again.
-    Its log level is set because ``-W`` is quiet by default.
-    """
-
-    def quoted(text: str) -> str:
-        # Runs through the user's shell, after ssh's own %-expansion.
-        return shlex.quote(text).replace("%", "%%")
-
-    return (
-        f"{quoted(ssh)} -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
-        f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W '[%h]:%p' {quoted(hop)} "
-        f"2>>{quoted(hop_errors_path(hop_control_path))}"
-    )

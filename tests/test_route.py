@@ -11,9 +11,9 @@ from fabrun import MUX_YAML, run_fab
 
 from fabric_mux import MuxConnection
 from fabric_mux.exceptions import ConnectFailed
+from fabric_mux.hops import JumpHop, jump_hops, proxy_command
 from fabric_mux.master import stop_socket
 from fabric_mux.pytest_plugin import SshdFactory
-from fabric_mux.route import JumpHop, jump_hops, proxy_command
 from fabric_mux.testing import SshServer
 
 

@@ -1,0 +1,102 @@
+"""Hops: ProxyJump values parsed as OpenSSH parses them, and the ProxyCommand that
+goes through a hop's master.
+
+Plain OpenSSH ProxyJump would make every target's master log in to the bastion
+again (its inner ``ssh -W`` is a fresh client). Here each hop has a master of its
+own, and a target's master is given ``ProxyCommand ssh -S HOP_SOCKET -W %h:%p
+hop``, a stdio forward on the hop's master, so one bastion login serves every
+host behind it. Pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import NamedTuple
+from urllib.parse import unquote
+
+__all__ = ["JumpHop", "hop_errors_path", "jump_hops", "proxy_command"]
+
+
+class JumpHop(NamedTuple):
+    """One hop of a ProxyJump value."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+
+def jump_hops(proxyjump: str) -> list[JumpHop]:
+    """The hops of a ProxyJump value, first hop first, parsed as OpenSSH parses them.
+
+    Each is ``[user@]host[:port]`` or ``ssh://[user@]host[:port][/]``; a host
+    may be bracketed (``[::1]``, and ``ssh -G`` writes ``user@[10.0.0.5]:22``
+    for any address). ``none`` means no hop.
+
+    :raises ValueError: for a hop OpenSSH would refuse too.
+    """
+    if proxyjump.strip().lower() == "none":
+        return []
+    return [_jump_hop(item.strip()) for item in proxyjump.split(",") if item.strip()]
+
+
+def _jump_hop(text: str) -> JumpHop:
+    uri = text.startswith("ssh://")
+    rest = text[len("ssh://") :] if uri else text
+    user: str | None = None
+    if "@" in rest:
+        # A URI's user comes before its first @ (and may be %-encoded); a plain
+        # hop's before its last.
+        index = rest.index("@") if uri else rest.rindex("@")
+        user, rest = rest[:index], rest[index + 1 :]
+        if uri:
+            user = unquote(user.split(";", 1)[0])
+        if not user:
+            raise ValueError(f"ProxyJump {text!r}: an empty user name")
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ValueError(f"ProxyJump {text!r}: no ] after [")
+        host, rest = rest[1:end], rest[end + 1 :]
+    else:
+        cut = min((i for i in (rest.find(":"), rest.find("/")) if i >= 0), default=len(rest))
+        host, rest = rest[:cut], rest[cut:]
+    port: int | None = None
+    if rest.startswith(":"):
+        digits = rest[1:].split("/", 1)[0]
+        if not digits.isdigit() or not 0 < int(digits) < 65536:
+            raise ValueError(f"ProxyJump {text!r}: bad port {digits!r}")
+        port = int(digits)
+        rest = rest[1 + len(digits) :]
+    if not host or (rest and not (uri and rest.startswith("/"))):
+        raise ValueError(f"ProxyJump {text!r} is not [user@]host[:port]")
+    return JumpHop(host, user, port)
+
+
+def hop_errors_path(hop_control_path: str) -> str:
+    """Where the stdio forwards through a hop write their errors.
+
+    ssh sends a ProxyCommand's stderr to /dev/null under ControlPersist, and
+    that is where a refusal would say which hop failed: so it goes here.
+    """
+    return hop_control_path + ".err"
+
+
+def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
+    """The ProxyCommand that reaches ``%h:%p`` through the master of ``hop``.
+
+    OpenSSH expands ``%h``/``%p`` to the target's own HostName and Port
+    (bracketed, as OpenSSH's own ProxyJump does, so IPv6 addresses work). The
+    client reads no ssh_config and has ``ProxyCommand=false``: if the hop's
+    master is gone it fails, instead of quietly logging in to the hop again.
+    Its log level is set because ``-W`` is quiet by default.
+    """
+
+    def quoted(text: str) -> str:
+        # Runs through the user's shell, after ssh's own %-expansion.
+        return shlex.quote(text).replace("%", "%%")
+
+    return (
+        f"{quoted(ssh)} -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
+        f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W '[%h]:%p' {quoted(hop)} "
+        f"2>>{quoted(hop_errors_path(hop_control_path))}"
+    )
