@@ -67,8 +67,20 @@ ENV_SOCKET = "FABRIC_MUX_ASKPASS_SOCKET"
 ENV_SHELL = "FABRIC_MUX_SHELL"
 #: The terminal-only socket that the master's children ask instead.
 ENV_CHILDREN = "FABRIC_MUX_ASKPASS_CHILDREN"
+#: The user's own ``SSH_ASKPASS`` and ``SSH_ASKPASS_REQUIRE``, for the master's
+#: children to get back where we do not relay their prompts.
+ENV_USERS_ASKPASS = "FABRIC_MUX_USERS_ASKPASS"
+ENV_USERS_ASKPASS_REQUIRE = "FABRIC_MUX_USERS_ASKPASS_REQUIRE"
 #: Every variable the master gets for asking us; its children get none of them.
-ASKPASS_VARIABLES = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", ENV_SOCKET, ENV_SHELL, ENV_CHILDREN)
+ASKPASS_VARIABLES = (
+    "SSH_ASKPASS",
+    "SSH_ASKPASS_REQUIRE",
+    ENV_SOCKET,
+    ENV_SHELL,
+    ENV_CHILDREN,
+    ENV_USERS_ASKPASS,
+    ENV_USERS_ASKPASS_REQUIRE,
+)
 HELPER = "fabric-mux-askpass"
 SHELL_HELPER = "fabric-mux-shell"
 
@@ -399,6 +411,12 @@ def asking(directory: Path, answers: PromptAnswers) -> Iterator[Asking]:
             ENV_SOCKET: server.path,
         }
         servers = [server]
+        for mine, saved in (
+            ("SSH_ASKPASS", ENV_USERS_ASKPASS),
+            ("SSH_ASKPASS_REQUIRE", ENV_USERS_ASKPASS_REQUIRE),
+        ):
+            if mine in os.environ:
+                environment[saved] = os.environ[mine]
         environment[ENV_SHELL] = os.environ.get("SHELL", "")
         environment["SHELL"] = _installed(SHELL_HELPER)
         if answers.terminal is not None:
@@ -439,11 +457,20 @@ def shell_main() -> NoReturn:
 
     ssh runs a ProxyCommand as ``$SHELL -c 'exec COMMAND'``. The command (often
     another ssh) never sees the socket that answers with secrets; where the
-    user has a terminal, it asks through one that only relays to it.
+    user has a terminal, it asks through one that only relays to it; else it
+    gets the user's own ``SSH_ASKPASS`` back, as their own ssh would.
     """
     shell = os.environ.get(ENV_SHELL) or ""
     relay = os.environ.get(ENV_CHILDREN)
     env = {name: value for name, value in os.environ.items() if name not in ASKPASS_VARIABLES}
+    # What the user's own ssh would have had: their askpass (a ProxyCommand's ssh
+    # may answer its bastion's prompts through it), unless we relay to a terminal.
+    for mine, saved in (
+        ("SSH_ASKPASS", ENV_USERS_ASKPASS),
+        ("SSH_ASKPASS_REQUIRE", ENV_USERS_ASKPASS_REQUIRE),
+    ):
+        if saved in os.environ:
+            env[mine] = os.environ[saved]
     if relay:
         env.update(
             {"SSH_ASKPASS": _installed(HELPER), "SSH_ASKPASS_REQUIRE": "force", ENV_SOCKET: relay}

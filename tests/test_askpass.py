@@ -183,3 +183,33 @@ def test_an_asker_that_says_nothing_does_not_hold_up_the_others(
         with socket.socket(socket.AF_UNIX) as silent:
             silent.connect(server.path)
             assert ask_through_helper(server, "p: ") == "secret\n"
+
+
+def test_a_proxy_commands_ssh_keeps_the_users_own_askpass(
+    sshd_factory: SshdFactory,
+    control_dir: Path,
+    test_password: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bastion is answered through the user's own askpass (no terminal to
+    # relay to), the target through the password given to Fabric.
+    bastion = sshd_factory(aliases=("bastion",), sshd_options=["PasswordAuthentication yes"])
+    target = sshd_factory(aliases=("inside",), sshd_options=["PasswordAuthentication yes"])
+    theirs = tmp_path / "users-askpass"
+    theirs.write_text(f"#!/bin/sh\necho '{test_password}'\n")
+    theirs.chmod(0o700)
+    monkeypatch.setenv("SSH_ASKPASS", str(theirs))
+    monkeypatch.setenv("SSH_ASKPASS_REQUIRE", "force")
+    inner = " ".join(f"-o {option}" for option in PASSWORD_ONLY)
+    target.ssh_config.write_text(
+        f"Host inside\n    ProxyCommand ssh -F {bastion.ssh_config} {inner} -W %h:%p bastion\n"
+        + target.ssh_config.read_text()
+    )
+    c = MuxConnection(
+        "inside",
+        config=password_config(target, control_dir),
+        connect_kwargs={"password": test_password},
+    )
+    assert c.run("echo in", hide=True).stdout == "in\n"
+    assert (bastion.logins(), target.logins()) == (1, 1)
