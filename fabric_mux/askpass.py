@@ -28,6 +28,7 @@ or environment.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import getpass
 import io
@@ -124,10 +125,51 @@ def ask_on_terminal(prompt: str, hint: str = "") -> str | None:
                 tty.flush()
                 line = tty.readline()
                 return line.rstrip("\n") if line else None
-            try:
-                return getpass.getpass(prompt, stream=tty)
-            except (EOFError, termios.error):
-                return None
+            with _echo_restored_on_exit(fd):
+                try:
+                    return getpass.getpass(prompt, stream=tty)
+                except (EOFError, termios.error):
+                    return None
+
+
+@contextlib.contextmanager
+def _echo_restored_on_exit(fd: int) -> Iterator[None]:
+    """Keep the terminal's settings while a secret is asked without echo, so that a
+    Ctrl-C in the middle (the main thread ends the process; this thread never
+    gets to put echo back) still gives the user their terminal back whole."""
+    try:
+        saved = termios.tcgetattr(fd)
+    except termios.error:
+        yield
+        return
+    state = current()
+    state.terminal_saved = saved
+    if not state.terminal_guarded:
+        state.terminal_guarded = True
+        atexit.register(restore_terminal)
+    try:
+        yield
+    finally:
+        state.terminal_saved = None
+
+
+def restore_terminal() -> None:
+    """Put the terminal back as it was before a question an interrupt cut short."""
+    saved = current().terminal_saved
+    if saved is None:
+        return
+    current().terminal_saved = None
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return
+    try:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+        os.write(fd, b"\n")  # off the prompt's line
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class PromptAnswers:

@@ -38,6 +38,11 @@ class ProcessState:
         self.resolved_lock = threading.Lock()
         #: One question at a time on the user's terminal.
         self.terminal_lock = threading.Lock()
+        #: The terminal's settings while a secret is asked without echo (see
+        #: :func:`fabric_mux.askpass.restore_terminal`), and whether an exit hook
+        #: puts them back.
+        self.terminal_saved: list[Any] | None = None
+        self.terminal_guarded = False
         #: Where the output of several hosts at once goes (see :mod:`fabric_mux.screen`).
         self.screen = Screen()
         #: Every session not yet closed, for a forked child to let go of.

@@ -3,6 +3,7 @@ an unusable XDG_RUNTIME_DIR, the CLI beside fab, fabmux without a fabfile."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pty
@@ -11,20 +12,21 @@ import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import textwrap
 from pathlib import Path
 
 import fabric
 import pytest
 from conftest import Flag
-from fabrun import fab
+from fabrun import MUX_YAML, fab, fab_argv
 from waiting import process_gone, wait_until
 
 from fabric_mux import MuxConnection
 from fabric_mux.cli import main as cli_main
 from fabric_mux.controldir import prepare_control_dir
 from fabric_mux.exceptions import AuthenticationFailed, HostKeyFailed
-from fabric_mux.pytest_plugin import FleetFactory
+from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
 from fabric_mux.testing import Fleet, SshServer
 
 # -- a bastion named by its address ---------------------------------------------------
@@ -261,3 +263,47 @@ def test_an_unknown_host_key_with_no_terminal_gets_a_hint(
     sshd.known_hosts.write_text("")
     with pytest.raises(HostKeyFailed, match="StrictHostKeyChecking accept-new"):
         MuxConnection(sshd.alias, config=config).run("true")
+
+
+def test_ctrl_c_at_a_password_prompt_gives_the_terminal_back_whole(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path
+) -> None:
+    server = sshd_factory(aliases=("pw",), sshd_options=["PasswordAuthentication yes"])
+    server.ssh_config.write_text(
+        "Host pw\n    BatchMode no\n    PubkeyAuthentication no\n"
+        "    PreferredAuthentications password\n" + server.ssh_config.read_text()
+    )
+    (tmp_path / "fabfile.py").write_text(
+        "from fabric import task\n\n@task\ndef t(c):\n    c.run('true')\n"
+    )
+    (tmp_path / "fabric.yaml").write_text(MUX_YAML.format(control_dir=control_dir))
+    pid, terminal = pty.fork()
+    if pid == 0:  # pragma: no cover - the child is the user's fabmux
+        os.chdir(tmp_path)
+        argv = fab_argv(server.ssh_config, "pw", "t", name="fabmux")
+        os.execv(argv[0], argv)
+    said = b""
+    while b"password:" not in said:
+        ready, _, _ = select.select([terminal], [], [], 60)
+        assert ready, said
+        said += os.read(terminal, 1024)
+    assert not termios.tcgetattr(terminal)[3] & termios.ECHO  # asking, without echo
+    os.write(terminal, b"\x03")  # Ctrl-C
+    while True:
+        ready, _, _ = select.select([terminal], [], [], 60)
+        assert ready, said
+        try:
+            chunk = os.read(terminal, 1024)
+        except OSError:  # the child is gone: the pty hung up
+            break
+        if not chunk:
+            break
+        said += chunk
+    attributes = termios.tcgetattr(terminal)
+    os.close(terminal)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    assert attributes[3] & termios.ECHO, said  # echo is back on
+    assert b"Traceback" not in said, said.decode(errors="replace")
+    assert server.logins() == 0
+    assert not [p for p in control_dir.iterdir() if p.name.endswith(".lock")]
