@@ -24,6 +24,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,11 +111,19 @@ def masters_in(folder: Path) -> Iterator[MasterInfo]:
     masters that fabric-mux rode or started (linked from there). Changes nothing."""
     if not folder.is_dir():
         return
-    for path in sorted(folder.iterdir()):
-        yield from _socket_info(path)
-    for target in UserMasterLinks(folder).paths().values():
-        for row in _socket_info(Path(target)):
-            yield dataclasses.replace(row, users=True)
+    ours = sorted(folder.iterdir())
+    theirs = [Path(target) for target in UserMasterLinks(folder).paths().values()]
+    # Asked all at once: a master that does not answer (stopped, or blocked at a
+    # question of its own) costs one reply timeout in all, not one each.
+    with ThreadPoolExecutor(max_workers=_AT_ONCE) as pool:
+        found = list(pool.map(lambda path: list(_socket_info(path)), [*ours, *theirs]))
+    for index, rows in enumerate(found):
+        for row in rows:
+            yield dataclasses.replace(row, users=True) if index >= len(ours) else row
+
+
+#: Control sockets asked at once by ``list`` and ``stop --all``.
+_AT_ONCE = 32
 
 
 def _socket_info(path: Path) -> Iterator[MasterInfo]:
@@ -211,14 +220,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     if args.all:
-        rows = list(masters_in(args.folder))
-        stopped = sum(
-            stop_socket(str(row.path)) for row in rows if row.state != "other" and not row.users
-        )
-        yours = sum(1 for row in rows if row.users and row.alive)
-        left = f"; left {yours} of your own alone (ssh -O exit HOST stops one)" if yours else ""
-        print(f"stopped {stopped} master(s) in {args.folder}{left}")
-        return 0
+        return _stop_all(args.folder)
     if not args.host:
         print("fabric-mux stop: name a HOST or give --all", file=sys.stderr)
         return 2
@@ -228,6 +230,30 @@ def _stop(args: argparse.Namespace) -> int:
     else:
         print(f"{args.host}: no master was running")
     return 0
+
+
+def _stop_all(folder: Path) -> int:
+    """Stop every master of ours in ``folder``; one that cannot be stopped is named
+    and the others are stopped all the same (exit 1 then)."""
+    rows = list(masters_in(folder))
+    mine = [row for row in rows if row.state != "other" and not row.users]
+
+    def stop(row: MasterInfo) -> bool | MuxError:
+        try:
+            return stop_socket(str(row.path))
+        except MuxError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=_AT_ONCE) as pool:
+        results = list(pool.map(stop, mine))
+    stopped = sum(1 for result in results if result is True)
+    failed = [(row, result) for row, result in zip(mine, results) if isinstance(result, MuxError)]
+    for row, error in failed:
+        print(f"fabric-mux: could not stop {row.path}: {error}", file=sys.stderr)
+    yours = sum(1 for row in rows if row.users and row.alive)
+    left = f"; left {yours} of your own alone (ssh -O exit HOST stops one)" if yours else ""
+    print(f"stopped {stopped} master(s) in {folder}{left}")
+    return 1 if failed else 0
 
 
 def _parser() -> argparse.ArgumentParser:

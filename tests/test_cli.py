@@ -114,3 +114,40 @@ def test_the_projects_fabric_yaml_is_read_as_fab_finds_it(
     monkeypatch.chdir(tmp_path / where)
     assert main(["-F", str(sshd.ssh_config), "check", sshd.alias]) == 0
     assert f"pid={c.master_pid}" in capsys.readouterr().out
+
+
+SILENT = """
+import socket, sys
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(8)
+print("listening", flush=True)
+held = []
+while True:
+    held.append(listener.accept()[0])  # and never a word: blocked at a question
+"""
+
+
+def test_stop_all_goes_past_a_master_that_does_not_answer(
+    sshd: SshServer, config: fabric.Config, control_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = MuxConnection(sshd.alias, config=config)
+    c.run("true")
+    # Sorted before every hashed name: asked first.
+    silent = subprocess.Popen(
+        [sys.executable, "-c", SILENT, str(control_dir / "0-silent")],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert silent.stdout is not None and silent.stdout.readline() == b"listening\n"
+        code, out = cli(capsys, sshd, control_dir, "list")
+        assert code == 0 and "0-silent" in out and "frozen" in out
+        code, out = cli(capsys, sshd, control_dir, "stop", "--all")
+        assert code == 1
+        assert "stopped 1 master(s)" in out
+        wait_until(lambda: process_gone(c.master_pid or 0))
+        assert silent.poll() is None  # not ours to kill: nothing of ours answers there
+    finally:
+        silent.kill()
+        silent.wait()
