@@ -211,12 +211,14 @@ class Route:
         if mine is not None:
             path, mode = mine
             master = Master.at_user_path(self.ssh, self.target, path, **self._master_settings())
-            if mode in ("auto", "true", "yes") and _can_start_at(path):
-                return self._with_way_there(master, make_folder)
-            if mode in ("auto", "true", "yes"):
-                log.info("%s: cannot start a master at %s; starting one of ours", self.host, path)
-            elif master.alive() is not None:
+            if master.alive() is not None:
                 return master
+            if mode in ("auto", "true", "yes"):
+                if _can_start_at(path):
+                    master.start_target = self._target_there(make_folder)
+                    master.users_proxy = self._users_proxy()
+                    return master
+                log.info("%s: cannot start a master at %s; starting one of ours", self.host, path)
         if make_folder:
             control_dir = prepare_control_dir(self.settings.control_dir)
         else:
@@ -244,13 +246,6 @@ class Route:
             "reply_timeout": settings.reply_timeout,
             "connect_retries": settings.connect_retries,
         }
-
-    def _with_way_there(self, master: Master, make_folder: bool) -> Master:
-        """A master at the user's path, told how to get there should it have to start."""
-        if master.alive() is None:
-            master.start_target = self._target_there(make_folder)
-            master.users_proxy = self._users_proxy()
-        return master
 
     def _target_there(self, make_folder: bool) -> SshTarget:
         """The target with the ProxyCommand that goes through the hop's master."""
