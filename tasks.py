@@ -14,6 +14,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from bench.demo import run_demo
+from bench.fleet import OPENSSH, SIZES, run_fleet
 from bench.run import DEFAULT_REPEAT, SECTIONS, run_bench
 
 
@@ -50,8 +51,37 @@ def demo(c: Context) -> None:
         "repeat": f"Repetitions per measurement (default {DEFAULT_REPEAT}); medians are shown.",
         "only": f"Run only these sections, e.g. 'bc' (default: {SECTIONS}).",
         "rtt": "Reach the server through a relay adding this round trip, in ms (0: loopback).",
-    }
+    },
 )
 def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = SECTIONS, rtt: float = 0) -> None:
-    """Stock Fabric vs fabric-mux vs raw OpenSSH; a full run writes bench/results*.md."""
+    """Stock Fabric vs fabric-mux vs raw OpenSSH; a full run writes bench/results*.md.
+
+    ``inv bench fleet`` runs the fleet scenario instead (the task below).
+    """
+    if _next_task("bench") == "fleet":
+        return
     sys.stdout.write(run_bench(repeat=repeat, only=only, rtt_ms=rtt))
+
+
+@task(
+    help={
+        "sizes": f"Hosts of each run (default {','.join(map(str, SIZES))}).",
+        "openssh": f"OpenSSH builds to compare (default {','.join(OPENSSH)}).",
+    },
+)
+def fleet(
+    c: Context, sizes: str = ",".join(map(str, SIZES)), openssh: str = ",".join(OPENSSH)
+) -> None:
+    """`inv bench fleet`: fabmux -P over 32-500 hosts at 50 ms, cold and warm, against
+    OpenSSH's floor and stock threads; a full run writes bench/results-fleet.md."""
+    counts = [int(size) for size in sizes.split(",")]
+    sys.stdout.write(run_fleet(counts, openssh.split(",")))
+
+
+def _next_task(name: str) -> str | None:
+    """The word after task ``name`` on the command line (``inv bench fleet``: fleet)."""
+    words = sys.argv[1:]
+    if name not in words:
+        return None
+    after = words[words.index(name) + 1 :]
+    return after[0] if after else None

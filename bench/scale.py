@@ -94,7 +94,7 @@ def _scale(
             held.append(
                 f"{len(pids)} masters: PSS {pss / 10**6:.0f} MB ({pss / len(pids) / 10**6:.1f}"
                 f" MB each), RSS {rss / 10**6:.0f} MB, {fds} descriptors in all; this"
-                f" process {len(os.listdir('/proc/bench/fd'))} descriptors"
+                f" process {len(os.listdir('/proc/self/fd'))} descriptors"
             )
             group.close()
             if keep:
