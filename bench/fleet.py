@@ -132,6 +132,14 @@ class Fleet:
             )
             for n in range(1, min(SERVERS, hosts) + 1)
         ]
+        # One key for the whole fleet, as a user has: stock Fabric adds every
+        # IdentityFile it meets to the config its threads share, and a server
+        # offered many wrong keys ends the login (MaxAuthTries).
+        key = self.servers[0].client_key
+        for server in self.servers[1:]:
+            (server.directory / "authorized_keys").write_bytes(
+                key.with_name(key.name + ".pub").read_bytes()
+            )
         self.hosts = [f"fl{n}" for n in range(1, hosts + 1)]
         known = folder / "known_hosts"
         blocks = []
@@ -145,12 +153,11 @@ class Fleet:
             blocks.append(
                 f"Host {host}\n    HostName 127.0.0.1\n    Port {server.relay.port}\n"
                 f"    HostKeyAlias {host}\n    User {server.user}\n"
-                f"    IdentityFile {server.client_key}\n"
             )
         known.write_text("\n".join(keys) + "\n")
         self.ssh_config = folder / "ssh_config"
         self.ssh_config.write_text(
-            "".join(blocks) + "Host *\n    IdentitiesOnly yes\n"
+            "".join(blocks) + f"Host *\n    IdentityFile {key}\n    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {known}\n    GlobalKnownHostsFile /dev/null\n"
             "    StrictHostKeyChecking yes\n    BatchMode yes\n"
         )
