@@ -43,6 +43,7 @@ from .exceptions import (
     MasterStartFailed,
     MasterUnavailable,
     RequestDenied,
+    RunInterrupted,
     SshNotFound,
     UserMasterLeftAlone,
     classify_ssh_failure,
@@ -237,7 +238,7 @@ class Master:
         them identically. So whichever of them starts it, it is the same login.
         ``settings``: see :meth:`shared`.
         """
-        resolved_text = resolve_config(ssh, target)
+        resolved_text = resolve_config(ssh, target, keep_in=control_dir)
         identity = master_identity(resolved_text, target.destination, os.environ)
         control_path = str(control_dir / control_socket_name(identity))
         if len(control_path.encode()) > MAX_CONTROL_PATH:
@@ -322,7 +323,8 @@ class Master:
         """
         pid = self.alive()
         if pid is None:
-            with route_lock(self.control_path + ".lock"):
+            starts = current().starts
+            with starts.busy(), route_lock(self.control_path + ".lock"):
                 pid = self.alive()
                 if pid is None:
                     self._check_view()
@@ -449,6 +451,9 @@ class Master:
         take the master down with it. (So ssh has no terminal to prompt on:
         prompts reach the user through :mod:`~fabric_mux.askpass`.)
         """
+        starts = current().starts
+        if starts.stopping:
+            raise RunInterrupted(f"{self.host}: interrupted (Ctrl-C) before its master started")
         try:
             proc = subprocess.Popen(
                 argv,
@@ -460,19 +465,30 @@ class Master:
             )
         except FileNotFoundError:
             raise SshNotFound(f"no ssh program at {self.ssh}") from None
+        starts.begin(proc)
         try:
             if asker is not None:
                 asker.started(proc.pid)
-                # Its end, without reaping it: until we stop serving prompts,
-                # its pid must not be free for another process to take.
-                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            # Its end, without reaping it: until we stop serving prompts and
+            # Ctrl-C can no longer kill its group, its pid must stay taken.
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            if asker is not None:
                 asker.stop()
-            return proc.wait()
         except BaseException:
             # Interrupted before the login ended: a half-made master is nobody's.
+            starts.end(proc)
             proc.kill()
             proc.wait()
             raise
+        wanted = starts.end(proc)
+        returncode = proc.wait()
+        if not wanted:
+            # Ctrl-C came while it logged in: a master that came up anyway
+            # would otherwise stay for its whole persist time.
+            if returncode == 0:
+                stop_socket(self.control_path)
+            raise RunInterrupted(f"{self.host}: interrupted (Ctrl-C) while its master started")
+        return returncode
 
     def prompt_host(self) -> tuple[str, str]:
         """The ``(user, host)`` that ssh names in this master's login prompts."""

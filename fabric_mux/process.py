@@ -11,18 +11,106 @@ by every process, as ever: the child finds them again by their sockets.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
+import time
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .screen import Screen
 
 if TYPE_CHECKING:
+    import subprocess
+
     from .master import Master
     from .session import Session
 
-__all__ = ["ProcessState", "current"]
+__all__ = ["MasterStarts", "ProcessState", "current"]
+
+
+class MasterStarts:
+    """The masters this process is starting now, so that Ctrl-C can end them.
+
+    A master's ``ssh -M -N -f`` runs in a session of its own (the user's
+    Ctrl-C must not reach a running master), so an interrupted run ends the
+    starts itself: :meth:`cancel` kills each ``ssh`` still logging in (its
+    process group: a ProxyCommand too), makes a start that finishes anyway
+    stop the master it made, and refuses new starts until :meth:`resume`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._cancelled: set[int] = set()
+        #: Starts between taking a route's lock and letting it go.
+        self._busy = 0
+        self.stopping = False
+
+    def begin(self, proc: subprocess.Popen[bytes]) -> None:
+        """``proc`` (just spawned) logs a master in; killed by :meth:`cancel`."""
+        with self._lock:
+            self._running[proc.pid] = proc
+            if not self.stopping:
+                return
+        self._kill(proc)
+        with self._lock:
+            self._cancelled.add(proc.pid)
+
+    def end(self, proc: subprocess.Popen[bytes]) -> bool:
+        """``proc`` has ended; False if the start was cancelled meanwhile."""
+        with self._lock:
+            self._running.pop(proc.pid, None)
+            if proc.pid in self._cancelled:
+                self._cancelled.discard(proc.pid)
+                return False
+            return not self.stopping
+
+    def cancel(self) -> None:
+        """End every start under way, and refuse new ones until :meth:`resume`."""
+        with self._lock:
+            self.stopping = True
+            running = list(self._running.values())
+            self._cancelled.update(self._running)
+        for proc in running:
+            self._kill(proc)
+
+    def resume(self) -> None:
+        with self._lock:
+            self.stopping = False
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Counts a start (its lock, its ``ssh``, its clean-up) for :meth:`wait_idle`."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._lock.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no start is under way (their locks let go); False at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+            return True
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        # Its own session's group: the ssh and the ProxyCommand it runs. A master
+        # that already went to the background is in a session of its own; the
+        # start that made it stops it (see end()).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class ProcessState:
@@ -47,6 +135,10 @@ class ProcessState:
         self.screen = Screen()
         #: Every session not yet closed, for a forked child to let go of.
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        #: Masters being started now (see :class:`MasterStarts`).
+        self.starts = MasterStarts()
+        #: ``ssh -V`` of each ssh binary, by its path and stamp (see :mod:`fabric_mux.resolve`).
+        self.ssh_versions: dict[tuple[Any, ...], str] = {}
         self._route_locks: dict[str, threading.Lock] = {}
         self._route_locks_guard = threading.Lock()
 

@@ -6,19 +6,37 @@ read (it names them with ``-v``), the folders holding them and the folders of
 its ``Include`` patterns (a new file there changes the folder), the default
 config files' folders, and the environment. A config that ran a ``Match exec``
 command is never cached: the command could answer otherwise next time.
+
+Answers are also kept between runs, in the private control folder
+(``ssh-G/``, each file 0600), so that a run whose masters are all up spawns
+no ``ssh -G`` at all. Such an answer is keyed on the arguments and the ssh
+binary (its path, inode, size and time, and what ``ssh -V`` says), and holds
+the stamps of every file and folder ssh read and the environment variables
+the config can name (``${NAME}`` in those files, ``HOME``, ``USER``,
+``LOGNAME``, ``SSH_AUTH_SOCK``) with the local host name. One whose config ran a
+``Match exec``, tests ``localnetwork`` or canonicalizes host names (answers
+that depend on something no file records) is never kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
 import logging
 import os
 import re
 import shutil
+import socket
+import stat
 import subprocess
+import tempfile
 from collections.abc import Sequence
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from .argv import SshTarget, config_query_argv
+from .argv import SshTarget, config_query_argv, parse_resolved_config
 from .exceptions import SshNotFound, classify_ssh_failure
 from .process import current
 
@@ -30,6 +48,12 @@ log = logging.getLogger("fabric_mux")
 _READ = re.compile(r"^debug1: Reading configuration data (.+?)\r?$", re.MULTILINE)
 _INCLUDE = re.compile(r"^debug1: .* line \d+: include (.+) matched no files\r?$", re.MULTILINE)
 _EXEC = re.compile(r"^debug1: Executing command", re.MULTILINE)
+_LOCALNETWORK = re.compile(r"^\s*match\b.*\blocalnetwork\b", re.IGNORECASE | re.MULTILINE)
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+#: Variables that change an answer without being named in the config.
+_ALWAYS_NAMED = ("HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK")
+#: The folder of kept answers, inside the control folder.
+KEPT = "ssh-G"
 
 #: Where ssh looks for configuration when no -F is given, present or not.
 _DEFAULT_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")
@@ -85,11 +109,14 @@ def _dependencies(stderr: str, target: SshTarget) -> list[str]:
     return sorted({*files, *defaults, *folders})
 
 
-def resolve_config(ssh: str, target: SshTarget, *, fresh: bool = False) -> str:
+def resolve_config(
+    ssh: str, target: SshTarget, *, fresh: bool = False, keep_in: Path | None = None
+) -> str:
     """``ssh -G``'s output for ``target``: OpenSSH's resolved configuration.
 
     Reused from an earlier call while everything it depended on is unchanged
     (see the module's rules); ``fresh`` asks ssh again in any case.
+    ``keep_in``: the control folder, where answers are kept between runs.
     """
     argv = config_query_argv(ssh, target)
     key = tuple(argv)
@@ -99,15 +126,150 @@ def resolve_config(ssh: str, target: SshTarget, *, fresh: bool = False) -> str:
             known: _Answer | None = state.resolved.get(key)
         if known is not None and known.still_true():
             return known.text
+        text = _load_kept(keep_in, argv) if keep_in is not None else None
+        if text is not None:
+            return text
     environment = _environment()
     text, stderr = _run([argv[0], "-v", *argv[1:]])  # -v: ssh names what it read
     with state.resolved_lock:
         if _EXEC.search(stderr):
             state.resolved.pop(key, None)
-        else:
-            stamps = tuple(_stamp(path) for path in _dependencies(stderr, target))
-            state.resolved[key] = _Answer(text, stamps, environment)
+            return text
+        stamps = tuple(_stamp(path) for path in _dependencies(stderr, target))
+        state.resolved[key] = _Answer(text, stamps, environment)
+    if keep_in is not None:
+        _keep(keep_in, argv, text, stamps)
     return text
+
+
+# -- answers kept between runs ----------------------------------------------------
+
+
+def _kept_path(folder: Path, argv: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+    """Where the answer for ``argv`` is kept, and what it is keyed on."""
+    binary = _stamp(argv[0])
+    key = {"argv": list(argv), "ssh": list(binary), "version": _ssh_version(argv[0], binary)}
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return folder / KEPT / f"{name}.json", key
+
+
+def _ssh_version(ssh: str, binary: _Stamp) -> str:
+    """``ssh -V``, asked once a process for each ssh binary."""
+    versions = current().ssh_versions
+    if binary not in versions:
+        try:
+            said = subprocess.run(
+                [ssh, "-V"], stdin=subprocess.DEVNULL, capture_output=True, check=False
+            )
+            versions[binary] = (said.stderr or said.stdout).decode("utf-8", "replace").strip()
+        except OSError:
+            versions[binary] = "?"
+    return versions[binary]
+
+
+def _named_environment(paths: Sequence[str]) -> dict[str, str | None]:
+    """The variables the config files ``paths`` can read, and the local host name."""
+    names = set(_ALWAYS_NAMED)
+    for path in paths:
+        names.update(_variables_in(_stamp(path)))
+    named: dict[str, str | None] = {name: os.environ.get(name) for name in sorted(names)}
+    named["(hostname)"] = socket.gethostname()
+    named["(uid)"] = str(os.geteuid())
+    return named
+
+
+@functools.lru_cache(maxsize=256)
+def _variables_in(file: _Stamp) -> frozenset[str]:
+    """The ``${NAME}`` variables a config file names (by its stamp: read once a version)."""
+    return frozenset(_VARIABLE.findall(_read_text(file.path) or ""))
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _private_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder of ours that no one else can write to or read."""
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
+
+
+def _load_kept(folder: Path, argv: Sequence[str]) -> str | None:
+    """A kept answer for ``argv`` that is still true, or None."""
+    if not _private_folder(folder) or not _private_folder(folder / KEPT):
+        return None
+    path, key = _kept_path(folder, argv)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            return None
+        with os.fdopen(os.dup(fd), encoding="utf-8") as file:
+            kept = json.load(file)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    try:
+        if kept["key"] != key:
+            return None
+        stamps = tuple(_Stamp(*stamp) for stamp in kept["stamps"])
+        text = str(kept["text"])
+        if any(_stamp(stamp.path) != stamp for stamp in stamps):
+            return None
+        files = [stamp.path for stamp in stamps if os.path.isfile(stamp.path)]
+        if kept["environment"] != _named_environment(files):
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    state = current()
+    with state.resolved_lock:
+        state.resolved[tuple(argv)] = _Answer(text, stamps, _environment())
+    return text
+
+
+def _keep(folder: Path, argv: Sequence[str], text: str, stamps: Sequence[_Stamp]) -> None:
+    """Keep an answer for the next runs, if nothing outside its files decides it."""
+    if not _private_folder(folder):
+        return
+    files = [stamp.path for stamp in stamps if os.path.isfile(stamp.path)]
+    if any(_LOCALNETWORK.search(_read_text(path) or "") for path in files):
+        return
+    view = parse_resolved_config(text)
+    if view.get("canonicalizehostname", "false") not in ("false", "no"):
+        return
+    path, key = _kept_path(folder, argv)
+    kept = {
+        "key": key,
+        "text": text,
+        "stamps": [list(stamp) for stamp in stamps],
+        "environment": _named_environment(files),
+    }
+    with contextlib.suppress(OSError):
+        os.mkdir(path.parent, 0o700)
+    if not _private_folder(path.parent):
+        return
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:  # mkstemp makes it 0600
+            json.dump(kept, file)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def forget() -> None:

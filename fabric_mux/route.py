@@ -129,7 +129,8 @@ class Route:
     def resolved(self) -> str:
         """``ssh -G``'s view of the target, before any hop of ours."""
         if self._resolved is None:
-            self._resolved = resolve_config(self.ssh, self.target)
+            kept = find_control_dir(self.settings.control_dir)
+            self._resolved = resolve_config(self.ssh, self.target, keep_in=kept)
         return self._resolved
 
     def _fabric_gateway(self) -> Any:
