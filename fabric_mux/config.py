@@ -45,12 +45,13 @@ DEFAULTS: dict[str, Any] = {
     "reply_timeout": 30,
     # Retries, with backoff, of a master start whose connection was refused or reset.
     "connect_retries": 2,
-    # Masters a run (fab, a MuxThreadingGroup) starts at the same time, before its first command.
-    "masters_at_once": 16,
+    # Masters a run (fab, a MuxThreadingGroup) starts at the same time (null: as many as
+    # keep logins completing, see fabric_mux.warmup).
+    "masters_at_once": None,
     # fab runs each task on all hosts at once (fabmux -P), tasks in order.
     "parallel": False,
-    # Hosts a parallel run works on at the same time (fabmux -z).
-    "pool_size": 16,
+    # Hosts a parallel run works on at the same time (fabmux -z; null: all of them).
+    "pool_size": None,
     # In a parallel run or a MuxThreadingGroup, each output line starts with [host].
     "prefix": True,
 }
@@ -71,9 +72,9 @@ class MuxSettings(NamedTuple):
     connect_timeout: int | None
     reply_timeout: float | None
     connect_retries: int
-    masters_at_once: int
+    masters_at_once: int | None
     parallel: bool
-    pool_size: int
+    pool_size: int | None
     prefix: bool
 
     @property
@@ -108,9 +109,9 @@ def mux_settings(config: Any) -> MuxSettings:
         connect_timeout=int(values["connect_timeout"]) if values["connect_timeout"] else None,
         reply_timeout=float(values["reply_timeout"]) if values["reply_timeout"] else None,
         connect_retries=max(0, int(values["connect_retries"] or 0)),
-        masters_at_once=max(1, int(values["masters_at_once"] or 1)),
+        masters_at_once=_width(values["masters_at_once"]),
         parallel=_flag(values["parallel"]),
-        pool_size=max(1, int(values["pool_size"] or 1)),
+        pool_size=_width(values["pool_size"]),
         prefix=_flag(values["prefix"]),
     )
 
@@ -130,6 +131,11 @@ def project_folder(
         return os.getcwd()
     origin = spec.origin if spec is not None else None
     return os.path.dirname(origin) if origin else os.getcwd()
+
+
+def _width(value: Any) -> int | None:
+    """How many at once; None (unset) leaves it to fabric-mux."""
+    return None if value is None else max(1, int(value or 1))
 
 
 def _flag(value: object) -> bool:

@@ -24,6 +24,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from invoke.exceptions import Exit
 from paramiko import AuthenticationException, ChannelException, SSHException
 from paramiko.ssh_exception import NoValidConnectionsError
 
@@ -36,6 +37,7 @@ __all__ = [
     "ConnectTimedOut",
     "ControlDirUnsafe",
     "ControlDirUnusable",
+    "EmptyHostList",
     "ForwardFailed",
     "HostKeyFailed",
     "MasterLost",
@@ -185,6 +187,15 @@ class BadForward(ForwardFailed, ValueError):
 
 class MasterLost(MuxError, SSHException):  # type: ignore[misc]
     """The master went away while a session was running."""
+
+
+class EmptyHostList(MuxError, Exit):  # type: ignore[misc]
+    """A host list (``-H @FILE``) named no host at all; ``fab`` prints the one-line
+    message and exits 1, as it does for invoke's ``Exit``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self._code = 1  # Exit's: what fab exits with
 
 
 class RunInterrupted(MuxError):

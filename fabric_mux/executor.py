@@ -1,9 +1,11 @@
 """``MuxExecutor``: stock ``fab`` hands every task a ``MuxConnection``.
 
 Before the first task runs, the masters of every host of the run start
-together (``mux.masters_at_once`` at a time; a bastion logs in once for the
-hosts behind it), so a cold run over many hosts pays for about one login's
-time. Then the tasks run as ``fab`` always runs them.
+together (as many at once as :mod:`~fabric_mux.warmup` allows; a bastion logs
+in once for the hosts behind it), so a cold run over many hosts pays for about
+one login's time. Then the tasks run as ``fab`` always runs them. In a
+parallel run (``-P``) each host starts its own master as its task begins,
+and its task goes on as soon as that master is up.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabric import Connection, Executor
 from fabric.tasks import ConnectionCall
@@ -19,7 +21,10 @@ from invoke.exceptions import Exit
 
 from .config import mux_settings
 from .connection import MuxConnection
-from .exceptions import RunInterrupted
+from .exceptions import EmptyHostList, RunInterrupted
+
+if TYPE_CHECKING:
+    from .warmup import Starter
 
 __all__ = ["MuxConnectionCall", "MuxExecutor"]
 
@@ -41,6 +46,7 @@ class _Run:
         self.interrupted: RunInterrupted | None = None
         self._started = False
         self._lock = threading.Lock()
+        self._starter: Starter | None = None
 
     def interrupt(self) -> None:
         """Stop the run's tasks where they stand: each connection of the run,
@@ -52,6 +58,11 @@ class _Run:
             if isinstance(connection, MuxConnection):
                 connection.remember_failure(self.interrupted)
             connection.close()
+        if self._starter is not None:
+            # Starts under way are ended, and masters they bring up anyway stopped.
+            from .warmup import unwind_starts
+
+            unwind_starts(self._starter)
 
     def check_interrupted(self) -> None:
         if self.interrupted is not None:
@@ -66,9 +77,12 @@ class _Run:
             settings = mux_settings(config)
             if not settings.enabled or len(self.hosts) < 2:
                 return  # one host: its task opens it
-            connections = {
-                key: MuxConnection(**kw, config=config) for key, kw in self.hosts.items()
-            }
+            connections = {}
+            for key, kw in self.hosts.items():
+                try:
+                    connections[key] = MuxConnection(**kw, config=config)
+                except Exception as exc:  # a malformed host is its own failure
+                    self.failures[key] = exc
             # Kept open to the end of the run: a master that persists for 0
             # seconds lives while held.
             self.opened.extend(connections.values())
@@ -78,6 +92,15 @@ class _Run:
             for key, connection in connections.items():
                 if connection in failed:
                     self.failures[key] = failed[connection]
+
+    def starter(self, config: Any) -> Starter:
+        """What starts the masters of a parallel run, each as its host's task begins."""
+        with self._lock:
+            if self._starter is None:
+                from .warmup import Starter
+
+                self._starter = Starter(mux_settings(config).masters_at_once)
+            return self._starter
 
 
 class MuxConnectionCall(ConnectionCall):  # type: ignore[misc]
@@ -99,13 +122,22 @@ class MuxConnectionCall(ConnectionCall):  # type: ignore[misc]
     def make_context(self, config: Any, *args: Any, **kwargs: Any) -> Connection:
         run = self.run_state
         run.check_interrupted()
-        if not mux_settings(config).enabled:
+        settings = mux_settings(config)
+        if not settings.enabled:
             connection = Connection(**dict(self.init_kwargs, config=config))
+        elif settings.parallel:
+            # This host's master starts now (or is found up), and its task
+            # goes on as soon as it is: no host waits for another's login.
+            connection = MuxConnection(**dict(self.init_kwargs, config=config))
+            run.opened.append(connection)
+            run.starter(config).open(connection)
+            run.check_interrupted()
+            return connection
         else:
             run.start_masters(config)
             run.check_interrupted()  # Ctrl-C while the masters started
-            connection = MuxConnection(**dict(self.init_kwargs, config=config))
             failure = run.failures.get(_key(self.init_kwargs))
+            connection = MuxConnection(**dict(self.init_kwargs, config=config))
             if failure is not None:
                 connection.remember_failure(failure)
         run.opened.append(connection)
@@ -138,11 +170,20 @@ class MuxExecutor(Executor):  # type: ignore[misc]
     def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
         """Fabric's, plus ``@FILE`` for the hosts listed in FILE (one a line; # comments)."""
         expanded: list[Any] = []
+        files: list[str] = []
         for value in hosts or []:
             if isinstance(value, str) and value.startswith("@"):
+                files.append(value[1:])
                 expanded.extend(_hosts_in(value[1:]))
             else:
                 expanded.append(value)
+        if files and not expanded:
+            # Fabric runs a task with no host on this machine: never what a
+            # host list that came out empty meant.
+            raise EmptyHostList(
+                f"fabric-mux: no hosts in {', '.join(files)} (only blank lines and comments): "
+                "nothing to run on"
+            )
         normalized: list[dict[str, Any]] = super().normalize_hosts(expanded)
         return normalized
 
@@ -163,6 +204,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         them) are a wave; a call with no host (a pre- or post-task) runs alone.
         """
         from .parallel import HostReport, Wave, summary
+        from .warmup import descriptor_room
 
         settings = mux_settings(self.config)
         if not settings.enabled:
@@ -196,7 +238,11 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             def work(host: str, by_host: dict[str, MuxConnectionCall] = by_host) -> Any:
                 return self._run_call(by_host[host], direct, parallel=True, prefix=settings.prefix)
 
-            wave_run = Wave(name, list(by_host), settings.pool_size, reports)
+            # Unless the user says otherwise, every host at once: a host
+            # waiting on its login or its commands costs a thread and a few
+            # descriptors, and the masters' starts are paced on their own.
+            width = settings.pool_size or descriptor_room()
+            wave_run = Wave(name, list(by_host), width, reports)
             results[first.task] = wave_run.run(work, on_interrupt=self._interrupted)
         said = summary(reports, names)
         if said:

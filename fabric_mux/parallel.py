@@ -2,10 +2,11 @@
 in order, every output line carrying its host, a summary at the end.
 
 A task runs on all hosts of the run together (at most ``mux.pool_size`` at a
-time); the next task starts when every host has finished this one, as Fabric
-1's ``-P`` did. A host that fails is left out of the tasks after, and the
-others go on. Masters make this cheap: every host logs in once, a bastion once
-for all of them.
+time, if set); the next task starts when every host has finished this one, as
+Fabric 1's ``-P`` did. On a terminal, a progress line (hosts done, failed,
+running, time so far) stays at the bottom of stderr. A host that fails is left
+out of the tasks after, and the others go on. Masters make this cheap: every
+host logs in once, a bastion once for all of them.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Wave:
         self._done = 0
         self._failed = 0
         self._running: set[str] = set()
+        self._began = time.monotonic()
 
     def run(
         self,
@@ -126,12 +128,14 @@ class Wave:
                         if not left:
                             all_done.set()
 
+        self._began = time.monotonic()
         try:
             for number in range(min(self.pool_size, len(todo))):
                 name = f"fabric-mux {self.task} {number + 1}"
                 threading.Thread(target=worker, name=name, daemon=True).start()
-            if todo:
-                all_done.wait()
+            # Woken each second to keep the progress line's clock going.
+            while todo and not all_done.wait(1.0):
+                self._show()
         except KeyboardInterrupt:
             with self._lock:
                 stopping = True  # no host starts after this
@@ -153,7 +157,8 @@ class Wave:
         with self._lock:
             text = (
                 f"{self.task}: {self._done}/{len(self.hosts)} hosts done, "
-                f"{self._failed} failed, {len(self._running)} running"
+                f"{self._failed} failed, {len(self._running)} running, "
+                f"{time.monotonic() - self._began:.0f} s"
             )
         current().screen.show_status(text, self.progress)
 
