@@ -1,0 +1,438 @@
+"""Fleets: widths that follow the work, a host's task as soon as its own master is up,
+no ``ssh -G`` on a warm run, a live progress line, an empty host list, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fabrun import fab, fab_argv, no_agent_env
+from waiting import wait_until
+
+from fabric_mux.process import MasterStarts
+from fabric_mux.testing import SshServer
+from fabric_mux.warmup import DOOR_STARTS, Starter
+
+FABFILE = textwrap.dedent(
+    """
+    import os
+    from fabric import task
+
+    MEET = {meet!r}
+
+    @task
+    def mark(c):
+        c.run(f"touch {{MEET}}/{{c.original_host}}")
+
+    @task
+    def here(c):
+        # Where it runs: a host list with no host must not run it on this machine.
+        with open(os.path.join(MEET, "ran-locally"), "w"):
+            pass
+    """
+)
+
+
+@pytest.fixture
+def meeting_point() -> Iterator[Path]:
+    """A folder every account can write to: remote commands leave marks there."""
+    folder = Path(tempfile.mkdtemp(prefix="fmq-", dir="/tmp"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def project(tmp_path: Path, control_dir: Path, meet: Path, yaml: str = "") -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir(exist_ok=True)
+    (folder / "fabfile.py").write_text(FABFILE.format(meet=str(meet)))
+    (folder / "fabric.yaml").write_text(
+        "tasks:\n  executor_class: fabric_mux.MuxExecutor\n"
+        f"mux:\n  control_dir: {control_dir}\n{yaml}"
+    )
+    return folder
+
+
+# -- an empty host list --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_host_file_with_no_hosts_is_a_one_line_error_and_runs_nothing(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path, parallel: bool
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point)
+    listing = tmp_path / "hosts.txt"
+    listing.write_text("# nothing here yet\n\n   \n# web1\n")
+    args = ["-P", "here"] if parallel else ["here"]
+    done = fab(folder, sshd.ssh_config, f"@{listing}", *args, name="fabmux")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"fabric-mux: no hosts in {listing} (only blank lines and comments): nothing to run on"
+    )
+    assert not (meeting_point / "ran-locally").exists()
+
+
+# -- each host's failure is its own --------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [["-z", "1"], []])
+def test_a_malformed_host_fails_alone_in_a_parallel_run(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path, width: list[str]
+) -> None:
+    s1, s2 = sshd.routes(2, prefix="s")
+    folder = project(tmp_path, control_dir, meeting_point)
+    for _ in range(3):
+        hosts = f"{s1},k1:notaport,{s2}"
+        done = fab(folder, sshd.ssh_config, hosts, "-P", *width, "mark", name="fabmux")
+        assert done.returncode == 1
+        summary = done.stderr[done.stderr.index("fabric-mux: mark on 3 hosts") :].splitlines()
+        states = {line.split()[0]: line.split()[1] for line in summary[1:4]}
+        assert states == {s1: "ok", "k1:notaport": "failed", s2: "ok"}, done.stderr
+        assert "invalid literal for int()" in summary[2]
+        assert (meeting_point / s1).exists() and (meeting_point / s2).exists()
+
+
+# -- a host's task starts when its own master is up ----------------------------------------
+
+BRIDGE = textwrap.dedent(
+    """
+    # A ProxyCommand that waits for a file to exist before it connects: a host
+    # whose login cannot finish before another host's task has run.
+    import os, selectors, socket, sys, time
+    flag, port = sys.argv[1], int(sys.argv[2])
+    deadline = time.monotonic() + 30
+    while not os.path.exists(flag):
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.02)
+    server = socket.create_connection(("127.0.0.1", port))
+    selector = selectors.DefaultSelector()
+    selector.register(0, selectors.EVENT_READ)
+    selector.register(server, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj == 0:
+                data = os.read(0, 65536)
+                if not data:
+                    server.shutdown(socket.SHUT_WR)
+                    selector.unregister(0)
+                    continue
+                server.sendall(data)
+            else:
+                data = server.recv(65536)
+                if not data:
+                    sys.exit(0)
+                os.write(1, data)
+    """
+)
+
+
+def slow_host(sshd: SshServer, tmp_path: Path, name: str, flag: Path) -> str:
+    """An alias of ``sshd`` whose login waits until ``flag`` exists."""
+    bridge = tmp_path / "bridge.py"
+    bridge.write_text(BRIDGE)
+    key = sshd.known_hosts.read_text().splitlines()[0].split(None, 1)[1]
+    with sshd.known_hosts.open("a") as known, sshd.ssh_config.open("a") as config:
+        known.write(f"{name} {key}\n")
+        config.write(
+            f"Host {name}\n    HostName 127.0.0.1\n    HostKeyAlias {name}\n"
+            f"    User {sshd.user}\n"
+            f"    ProxyCommand {sys.executable} {bridge} {flag} {sshd.port}\n"
+        )
+    return name
+
+
+def test_a_fast_hosts_task_runs_before_a_slow_hosts_master_is_up(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    # The slow host's login waits for the mark that the fast host's task makes:
+    # a run that waits for every master before any task can only fail it.
+    (fast,) = sshd.routes(1, prefix="fast")
+    slow = slow_host(sshd, tmp_path, "slow", meeting_point / fast)
+    folder = project(tmp_path, control_dir, meeting_point)
+    done = fab(folder, sshd.ssh_config, f"{slow},{fast}", "-P", "mark", name="fabmux")
+    assert done.returncode == 0, done.stderr
+    assert (meeting_point / fast).exists() and (meeting_point / slow).exists()
+    assert sshd.logins() == 2
+
+
+# -- no ssh -G on a warm run ----------------------------------------------------------------
+
+
+def counting_ssh(tmp_path: Path) -> tuple[Path, Path]:
+    """An ``ssh`` that logs each of its argv to a file, then runs the real one."""
+    log = tmp_path / "ssh-calls.log"
+    wrapper = tmp_path / "ssh"
+    real = subprocess.run(["which", "ssh"], capture_output=True, text=True, check=True)
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real.stdout.strip()} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def queries(log: Path) -> int:
+    """``ssh -G`` runs logged so far."""
+    if not log.exists():
+        return 0
+    return sum(1 for line in log.read_text().splitlines() if line.split()[:2] == ["-v", "-G"])
+
+
+def test_a_warm_parallel_run_spawns_no_ssh_g(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    hosts = sshd.routes(4, prefix="w")
+    wrapper, log = counting_ssh(tmp_path)
+    folder = project(tmp_path, control_dir, meeting_point, f"  ssh_path: {wrapper}\n")
+    done = fab(folder, sshd.ssh_config, ",".join(hosts), "-P", "mark", name="fabmux")
+    assert done.returncode == 0, done.stderr
+    cold = queries(log)
+    assert cold >= len(hosts)
+    for _ in range(2):
+        done = fab(folder, sshd.ssh_config, ",".join(hosts), "-P", "mark", name="fabmux")
+        assert done.returncode == 0, done.stderr
+    assert queries(log) == cold
+    assert sshd.logins() == len(hosts)
+    kept = control_dir / "ssh-G"
+    assert kept.is_dir() and kept.stat().st_mode & 0o777 == 0o700
+    assert {path.stat().st_mode & 0o777 for path in kept.iterdir()} == {0o600}
+
+
+def test_a_kept_ssh_g_answer_is_asked_again_once_ssh_config_changes(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    (host,) = sshd.routes(1, prefix="c")
+    wrapper, log = counting_ssh(tmp_path)
+    folder = project(tmp_path, control_dir, meeting_point, f"  ssh_path: {wrapper}\n")
+    assert fab(folder, sshd.ssh_config, host, "-P", "mark", name="fabmux").returncode == 0
+    before = queries(log)
+    with sshd.ssh_config.open("a") as config:
+        config.write("# touched\n")
+    assert fab(folder, sshd.ssh_config, host, "-P", "mark", name="fabmux").returncode == 0
+    assert queries(log) > before
+
+
+def test_an_answer_that_ran_match_exec_is_never_kept(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    (host,) = sshd.routes(1, prefix="x")
+    text = sshd.ssh_config.read_text()
+    sshd.ssh_config.write_text(f"Match exec true\n    ServerAliveCountMax 4\n{text}")
+    wrapper, log = counting_ssh(tmp_path)
+    folder = project(tmp_path, control_dir, meeting_point, f"  ssh_path: {wrapper}\n")
+    for _ in range(2):
+        assert fab(folder, sshd.ssh_config, host, "-P", "mark", name="fabmux").returncode == 0
+    assert queries(log) >= 2
+    assert not list((control_dir / "ssh-G").glob("*.json"))
+
+
+# -- the progress line ------------------------------------------------------------------
+
+
+def test_the_progress_line_shows_on_a_terminal_only(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    hosts = sshd.routes(2, prefix="p")
+    folder = project(tmp_path, control_dir, meeting_point)
+    plain = fab(folder, sshd.ssh_config, ",".join(hosts), "-P", "mark", name="fabmux")
+    assert plain.returncode == 0, plain.stderr
+    assert "hosts done" not in plain.stderr
+    parent, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            fab_argv(sshd.ssh_config, ",".join(hosts), "-P", "mark", name="fabmux"),
+            cwd=folder,
+            env=no_agent_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=child,
+            start_new_session=True,
+        )
+        os.close(child)
+        seen = b""
+        while True:  # to its end: the pty reports EIO once the run has closed it
+            ready, _, _ = select.select([parent], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(parent)
+    text = seen.decode("utf-8", "replace")
+    assert "mark: 2/2 hosts done, 0 failed, 0 running, " in text
+    assert " s" in text.split("mark: 2/2 hosts done", 1)[1]
+
+
+# -- Ctrl-C while masters start -----------------------------------------------------------
+
+
+def test_one_ctrl_c_while_masters_start_ends_the_run_and_leaves_nothing(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    names = [f"stuck{n}" for n in range(1, 4)]
+    with sshd.ssh_config.open("a") as config:
+        for name in names:
+            # A login that never gets its server's banner: it would wait for the
+            # whole connect timeout (60 s here).
+            config.write(
+                f"Host {name}\n    HostName 127.0.0.1\n    User {sshd.user}\n"
+                f"    ProxyCommand sh -c 'touch {meeting_point}/%n; exec sleep 300'\n"
+            )
+    folder = project(tmp_path, control_dir, meeting_point, "  connect_timeout: 60\n")
+    argv = fab_argv(sshd.ssh_config, ",".join(names), "-P", "mark", name="fabmux")
+    child = subprocess.Popen(
+        argv,
+        cwd=folder,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: all((meeting_point / n).exists() for n in names), 60)
+        child.send_signal(signal.SIGINT)  # once
+        _, err = child.communicate(timeout=30)  # far less than the connect timeout
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode != 0
+    left = [path.name for path in control_dir.iterdir() if path.name != "ssh-G"]
+    assert not [name for name in left if name.endswith(".lock") or not name.startswith("user-")]
+    assert wait_until(lambda: not _processes_naming(str(meeting_point)), 10)
+    assert "Traceback" not in err
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in argv:
+                found.append(int(entry))
+    return found
+
+
+# -- the starter's widths (decisions, with stand-ins for connections) ------------------------
+
+
+class _StandIn:
+    """A connection whose master is up (``warm``) or starts when the test lets it."""
+
+    def __init__(self, door: Any, gate: threading.Event, tally: dict[str, int], warm: bool) -> None:
+        self.original_host = str(door)
+        self.gate = gate
+        self.tally = tally
+        self.warm = warm
+        self.door = door
+        self.lock = threading.Lock()
+
+    def route(self) -> Any:
+        return self
+
+    def master(self) -> Any:
+        return self
+
+    def alive(self) -> int | None:
+        return 1 if self.warm else None
+
+    def open(self) -> None:
+        if self.warm:
+            return
+        with lock:
+            self.tally["inside"] += 1
+            self.tally["most"] = max(self.tally["most"], self.tally["inside"])
+        self.gate.wait(30)
+        with lock:
+            self.tally["inside"] -= 1
+
+    def remember_failure(self, error: BaseException | None) -> None:
+        raise AssertionError(error)
+
+
+lock = threading.Lock()
+
+
+def _open_all(starter: Starter, doors: list[Any], inside: int, warm: bool = False) -> int:
+    """Open a stand-in a door, each in a thread; let them finish once ``inside`` are
+    starting at once; the most that ever were."""
+    import fabric_mux.warmup as warmup
+
+    tally = {"inside": 0, "most": 0}
+    gate = threading.Event()
+    stand_ins = [_StandIn(door, gate, tally, warm) for door in doors]
+    original = warmup.front_door
+    warmup.front_door = lambda route: route.door  # type: ignore[attr-defined]
+    try:
+        threads = [threading.Thread(target=starter.open, args=(s,), daemon=True) for s in stand_ins]
+        for thread in threads:
+            thread.start()
+        assert wait_until(lambda: tally["inside"] == inside)
+        gate.set()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        warmup.front_door = original
+    return tally["most"]
+
+
+def test_starts_through_one_door_stay_below_sshds_max_startups() -> None:
+    starter = Starter()
+    assert _open_all(starter, ["bastion"] * (DOOR_STARTS * 3), DOOR_STARTS) == DOOR_STARTS
+    assert starter.waited >= 1
+
+
+def test_starts_through_many_doors_all_go_at_once() -> None:
+    starter = Starter()
+    assert _open_all(starter, [f"server{n}" for n in range(20)], 20) == 20
+    assert starter.waited == 0
+    assert starter.window == 32 + 20  # one more for each login that completed
+
+
+def test_the_users_masters_at_once_wins() -> None:
+    starter = Starter(3)
+    assert _open_all(starter, [f"server{n}" for n in range(10)], 3) == 3
+    assert starter.window == 3
+
+
+def test_a_master_that_is_up_takes_no_start_slot() -> None:
+    starter = Starter(1)
+    assert _open_all(starter, [f"server{n}" for n in range(10)], 0, warm=True) == 0
+    assert starter.waited == 0
+
+
+def test_a_cancelled_start_is_not_wanted_even_if_it_finished() -> None:
+    starts = MasterStarts()
+    proc = subprocess.Popen(["true"], start_new_session=True)
+    starts.begin(proc)
+    proc.wait()
+    starts.cancel()
+    assert starts.end(proc) is False  # the master it made is stopped by its caller
+    starts.resume()
+    again = subprocess.Popen(["true"], start_new_session=True)
+    starts.begin(again)
+    again.wait()
+    assert starts.end(again) is True
