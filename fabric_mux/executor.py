@@ -22,6 +22,7 @@ from invoke.exceptions import Exit
 from .config import mux_settings
 from .connection import MuxConnection
 from .exceptions import EmptyHostList, RunInterrupted
+from .upstream import host_config
 
 if TYPE_CHECKING:
     from .warmup import Starter
@@ -268,7 +269,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
     ) -> Any:
         # A config of its own for each host at once: invoke rebuilds a config
         # on every write, and other threads reading it meanwhile see it empty.
-        context = call.make_context(self.config.clone() if parallel else self.config)
+        context = call.make_context(host_config(self.config) if parallel else self.config)
         if prefix and isinstance(context, MuxConnection):
             context.output_prefix = f"[{_label(call.init_kwargs)}] "
         result = call.task(context, *call.args, **call.kwargs)

@@ -436,3 +436,26 @@ def test_a_cancelled_start_is_not_wanted_even_if_it_finished() -> None:
     starts.begin(again)
     again.wait()
     assert starts.end(again) is True
+
+
+# -- a host's own config -------------------------------------------------------------------
+
+
+def test_a_hosts_config_is_a_clone_that_shares_the_parsed_ssh_config(tmp_path: Path) -> None:
+    from fabric_mux.config import MuxConfig
+    from fabric_mux.upstream import host_config
+
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("".join(f"Host h{n}\n    Port {2000 + n}\n" for n in range(50)))
+    config = MuxConfig(runtime_ssh_path=str(ssh_config), overrides={"mux": {"persist": 5}})
+    config.load_ssh_config()
+    blocks = len(config.base_ssh_config._config)
+    copies = [host_config(config) for _ in range(20)]
+    # Fabric's own clone parses the files into the original again each time.
+    assert len(config.base_ssh_config._config) == blocks
+    for copy in copies:
+        assert copy.base_ssh_config is config.base_ssh_config
+        assert copy.base_ssh_config.lookup("h7")["port"] == "2007"
+        assert dict(copy) == dict(config.clone())
+    copies[0].run.warn = True  # a task changes its host's config only
+    assert copies[1].run.warn is False and config.run.warn is False
