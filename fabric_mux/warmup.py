@@ -7,8 +7,8 @@ How many start at once follows the work, unless the user set
 - a master that is up costs no start and waits for nothing;
 - at most :data:`FIRST_STARTS` logins at first, and one more for every login
   that completes (more logins keep completing: the link and the CPU can
-  take more), up to what this process's descriptors allow; a start that fails
-  halves it;
+  take more), up to what this process's descriptors allow; a start that
+  timed out or was refused or reset (too many at once) halves it;
 - at most :data:`DOOR_STARTS` unauthenticated logins at once through one door
   (a server's address, or the user's ProxyCommand, each start of which is a
   bastion login): below sshd's default ``MaxStartups 10:30:100``, past which
