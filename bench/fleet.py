@@ -12,11 +12,13 @@ Logins are counted on the servers' logs.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -51,6 +53,8 @@ SERVERS = 32
 RTT_MS = 50
 #: Samples a row; the best is reported.
 TRIES = 2
+#: Seconds a run may take before it is ended and shown as not finished.
+GIVE_UP = 300.0
 #: The OpenSSH builds compared: a label, and the folder whose bin/ and sbin/ hold
 #: its ssh and sshd (None: the system's).
 OPENSSH: dict[str, str | None] = {"9.2": None, "10.5": "/opt/openssh-10.5"}
@@ -193,8 +197,13 @@ class Fleet:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
+            timer = threading.Timer(GIVE_UP, proc.kill)
+            timer.start()
             _, status, usage = os.wait4(proc.pid, 0)
+            timer.cancel()
             seconds = time.perf_counter() - start
+            if seconds >= GIVE_UP:
+                return math.inf  # shown as not finished
             proc.returncode = os.waitstatus_to_exitcode(status)
             self.peak = usage.ru_maxrss * 1024
             if proc.returncode != 0:
@@ -245,6 +254,13 @@ def run_fleet(sizes: Sequence[int] = SIZES, openssh: Sequence[str] = tuple(OPENS
                 with ExitStack() as stack:
                     measured[label].append(_size(stack, OPENSSH[label], count, label))
                 reap_orphans()
+                # What is measured so far, should a later size not finish.
+                done = {name: sizes for name, sizes in measured.items() if sizes}
+                print(
+                    _report(done, load * 2, [s.hosts for s in measured[label]], [label]),
+                    file=sys.stderr,
+                    flush=True,
+                )
     load.append(os.getloadavg()[0])
     text = _report(measured, load, sizes, openssh)
     if tuple(sizes) == SIZES and tuple(openssh) == tuple(OPENSSH):
@@ -333,13 +349,17 @@ def _report(
             row = size.rows[key]
             best = row.best
             text = "n/a" if best is None else f"{best:.2f} s"
+            if best is not None and math.isinf(best):
+                text = f"did not finish in {GIVE_UP:.0f} s"
             if row.logins:
                 text += f" ({statistics.median(row.logins):g} logins)"
-            if best is not None and key == "cold":
+            if best is None or math.isinf(best):
+                pass
+            elif key == "cold":
                 floor = size.rows["floor"].best or 0
                 start = size.rows["list"].best or 0
                 text += f", {best / (floor + start):.2f}x floor + start"
-            if best is not None and key == "warm":
+            elif key == "warm":
                 stock = size.rows["stock"].best or 1
                 text += f", {best / stock:.2f}x stock"
             cells.append(text)
