@@ -129,7 +129,10 @@ class Route:
     def resolved(self) -> str:
         """``ssh -G``'s view of the target, before any hop of ours."""
         if self._resolved is None:
-            kept = find_control_dir(self.settings.control_dir)
+            try:  # answers kept between runs live in the control folder
+                kept: Path | None = find_control_dir(self.settings.control_dir)
+            except MuxError:
+                kept = None  # a master at the user's own path needs no folder of ours
             self._resolved = resolve_config(self.ssh, self.target, keep_in=kept)
         return self._resolved
 
