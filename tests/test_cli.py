@@ -14,6 +14,7 @@ from waiting import process_gone, wait_until
 
 from fabric_mux import MuxConnection
 from fabric_mux.cli import main
+from fabric_mux.resolve import KEPT
 from fabric_mux.testing import SshServer
 
 
@@ -54,7 +55,7 @@ def test_stale_sockets_are_listed_and_cleared(
     assert "stale" in out
     code, out = cli(capsys, sshd, control_dir, "stop", "--all")
     assert code == 0
-    assert os.listdir(control_dir) == []
+    assert os.listdir(control_dir) in ([], [KEPT])  # kept ssh -G answers may stay
 
 
 def test_stop_all_ends_every_master(
@@ -80,7 +81,7 @@ def test_stop_all_ends_every_master(
     code, out = cli(capsys, sshd, control_dir, "stop", "--all")
     assert (code, out.strip()) == (0, f"stopped 2 master(s) in {control_dir}")
     assert wait_until(lambda: all(process_gone(pid or 0) for pid in pids))
-    assert os.listdir(control_dir) == []
+    assert os.listdir(control_dir) in ([], [KEPT])  # kept ssh -G answers may stay
 
 
 def test_console_script_is_installed(control_dir: Path) -> None:
