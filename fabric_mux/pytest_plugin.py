@@ -13,6 +13,10 @@ host key, client key, known_hosts, an ssh_config naming it ``fmux-test``, and
 a login counter. Override ``sshd_user`` to log in as another account (root
 only). Without an ``sshd`` on the machine the tests using it are skipped, or
 fail when the ``CI`` environment variable is set.
+
+``FMUX_OPENSSH=/opt/openssh-8.0 pytest`` runs every test with that OpenSSH:
+servers with its ``sbin/sshd``, clients from its ``bin``, put first on ``PATH``
+for the whole run.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -29,7 +34,15 @@ from typing import NoReturn, Protocol
 import fabric
 import pytest
 
-from .testing import Fleet, SshdNotFound, SshServer, ssh_fleet, ssh_server
+from .testing import (
+    OPENSSH_VARIABLE,
+    Fleet,
+    SshdNotFound,
+    SshServer,
+    ssh_fleet,
+    ssh_server,
+    use_openssh_from_environment,
+)
 
 __all__ = [
     "FleetFactory",
@@ -41,6 +54,26 @@ __all__ = [
     "sshd_fleet",
     "sshd_user",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``FMUX_OPENSSH`` set, its clients come first on ``PATH`` for the run."""
+    try:
+        use_openssh_from_environment()
+    except SshdNotFound as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which OpenSSH the run uses, as ``ssh -V`` says."""
+    where = os.environ.get(OPENSSH_VARIABLE) or "the system's"
+    try:
+        said = subprocess.run(
+            ["ssh", "-V"], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        ).stderr.strip()
+    except OSError as error:
+        said = f"no ssh: {error}"
+    return f"OpenSSH ({OPENSSH_VARIABLE}: {where}): {said}"
 
 
 class SshdFactory(Protocol):

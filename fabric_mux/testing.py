@@ -35,13 +35,16 @@ import fabric
 from .relay import LatencyRelay
 
 __all__ = [
+    "OPENSSH_VARIABLE",
     "Fleet",
     "LatencyRelay",
     "SshServer",
     "SshdNotFound",
+    "openssh_prefix",
     "ssh_fleet",
     "ssh_server",
     "unwinding_on_signals",
+    "use_openssh_from_environment",
 ]
 
 HOST = "127.0.0.1"
@@ -57,9 +60,50 @@ _LOGIN_RE = re.compile(r"^Accepted (?!key )\S+ for (\S+) from ", re.MULTILINE)
 # The harness depends on these: the caller may not replace them.
 _FIXED_KEYWORDS = frozenset({"port", "listenaddress", "pidfile"})
 
+# sshd before 8.7 reads ChallengeResponseAuthentication, the old name of
+# KbdInteractiveAuthentication (and turns keyboard-interactive on by it unless
+# told otherwise); later ones take it as an alias. Both are written, as one.
+_KEYBOARD_NAMES = ("KbdInteractiveAuthentication", "ChallengeResponseAuthentication")
+
+#: The environment variable naming the OpenSSH to test with: a prefix holding
+#: ``bin/ssh``, ``bin/ssh-keygen`` and ``sbin/sshd`` (``/opt/openssh-8.0``, say).
+#: Unset or empty: the system's.
+OPENSSH_VARIABLE = "FMUX_OPENSSH"
+_PREFIX_PROGRAMS = ("bin/ssh", "bin/ssh-keygen", "sbin/sshd")
+
 
 class SshdNotFound(RuntimeError):
     """No ``sshd`` (or ``ssh-keygen``) binary was found."""
+
+
+def openssh_prefix() -> Path | None:
+    """The OpenSSH that :data:`OPENSSH_VARIABLE` names; None when it is unset.
+
+    :raises SshdNotFound: it names a folder without ``bin/ssh``,
+        ``bin/ssh-keygen`` and ``sbin/sshd``.
+    """
+    value = os.environ.get(OPENSSH_VARIABLE)
+    if not value:
+        return None
+    prefix = Path(value).absolute()
+    missing = [name for name in _PREFIX_PROGRAMS if not os.access(prefix / name, os.X_OK)]
+    if missing:
+        raise SshdNotFound(f"{OPENSSH_VARIABLE}={value} holds no {', '.join(missing)}")
+    return prefix
+
+
+def use_openssh_from_environment() -> Path | None:
+    """Put the ``bin`` of :func:`openssh_prefix` first on ``PATH`` (clients found
+    by name: ``ssh``, ``ssh-keygen``, ``ssh-add``, and ``mux.ssh_path``'s default);
+    servers started here use its ``sbin/sshd``. Returns the prefix, if any."""
+    prefix = openssh_prefix()
+    if prefix is None:
+        return None
+    folder = str(prefix / "bin")
+    path = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    if path[:1] != [folder]:
+        os.environ["PATH"] = os.pathsep.join([folder, *(p for p in path if p != folder)])
+    return prefix
 
 
 class SshServer:
@@ -243,8 +287,9 @@ def ssh_server(
     :param sshd_options: extra ``sshd_config`` lines, e.g. ``"MaxSessions 2"``.
         Each replaces the default lines of its keyword (``Subsystem``: of its
         name); a ``Match`` block may come last.
-    :param sshd_path: the ``sshd`` binary; searched in ``PATH``, ``/usr/sbin``
-        and ``/usr/local/sbin`` by default.
+    :param sshd_path: the ``sshd`` binary; by default the one of
+        :data:`OPENSSH_VARIABLE` when it is set, else searched in ``PATH``,
+        ``/usr/sbin`` and ``/usr/local/sbin``.
     :param latency_ms: reach the server through a :class:`LatencyRelay` that
         adds this much each way (every alias does; ``server.relay`` counts
         the round trips).
@@ -254,7 +299,9 @@ def ssh_server(
         ``directory`` that ``user`` cannot reach.
     """
     sshd = _find_sshd(sshd_path)
-    keygen = shutil.which("ssh-keygen")
+    prefix = openssh_prefix()
+    # Keys made by the OpenSSH under test, which older ones can read.
+    keygen = str(prefix / "bin/ssh-keygen") if prefix else shutil.which("ssh-keygen")
     if keygen is None:
         raise SshdNotFound("ssh-keygen not found in PATH")
     aliases = tuple(aliases)
@@ -460,6 +507,9 @@ def unwinding_on_signals() -> Iterator[None]:
 
 
 def _find_sshd(sshd_path: str | None) -> str:
+    prefix = openssh_prefix()
+    if sshd_path is None and prefix is not None:
+        return str(prefix / "sbin/sshd")
     if sshd_path is not None:
         found = shutil.which(sshd_path)
         if found is None:
@@ -531,7 +581,26 @@ def _keyword(line: str) -> str:
     keyword = words[0].lower()
     if keyword == "subsystem" and len(words) > 1:
         return f"subsystem {words[1]}"
+    if keyword == _KEYBOARD_NAMES[1].lower():
+        return _KEYBOARD_NAMES[0].lower()
     return keyword
+
+
+def _both_keyboard_names(options: Sequence[str]) -> list[str]:
+    """``options`` where a keyboard-interactive line (either name, before any
+    ``Match``) comes with its other name too: every sshd then reads the value."""
+    out: list[str] = []
+    for index, line in enumerate(options):
+        out.append(line)
+        words = line.strip().replace("=", " ", 1).split()
+        if words and words[0].lower() == "match":
+            return out + list(options[index + 1 :])
+        names = [name.lower() for name in _KEYBOARD_NAMES]
+        if words and words[0].lower() in names and len(words) > 1:
+            other = _KEYBOARD_NAMES[1 - names.index(words[0].lower())]
+            if not any(o.strip().lower().startswith(other.lower()) for o in options):
+                out.append(f"{other} {words[1]}")
+    return out
 
 
 def _overridden_keywords(options: Sequence[str]) -> set[str]:
@@ -561,7 +630,7 @@ def _sshd_config(
         "UsePAM no",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
+        *(f"{name} no" for name in _KEYBOARD_NAMES),
         "LogLevel VERBOSE",
         "MaxStartups 100",
         "AllowTcpForwarding yes",
@@ -581,7 +650,7 @@ def _sshd_config(
         f"HostKey {_quote(str(host_key))}",
         f"PidFile {_quote(str(pid_file))}",
         *(line for line in defaults if _keyword(line) not in overridden),
-        *options,
+        *_both_keyboard_names(options),
     ]
     return "\n".join(lines) + "\n"
 

@@ -28,6 +28,7 @@ def ssh(
         text=True,
         env=env,
         timeout=30,
+        start_new_session=True,  # no terminal: ssh asks SSH_ASKPASS, on every version
     )
 
 
@@ -117,7 +118,14 @@ def test_password_login(sshd_factory: SshdFactory, tmp_path: Path, test_password
     askpass = tmp_path / "askpass"
     askpass.write_text(f"#!/bin/sh\necho '{test_password}'\n")
     askpass.chmod(0o700)
-    env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+    # Before 8.4 ssh ignores SSH_ASKPASS_REQUIRE: with no terminal it asks
+    # SSH_ASKPASS only when DISPLAY is set.
+    env = {
+        **os.environ,
+        "SSH_ASKPASS": str(askpass),
+        "SSH_ASKPASS_REQUIRE": "force",
+        "DISPLAY": os.environ.get("DISPLAY", ":0"),
+    }
     result = ssh(
         server,
         "-o", "BatchMode=no",
@@ -261,3 +269,38 @@ def test_routes_are_distinct_routes_to_one_server(sshd: SshServer, tmp_path: Pat
         result = ssh(sshd, alias, "echo $SSH_CONNECTION")
         assert result.returncode == 0, result.stderr
     assert sshd.logins() == 5
+
+
+def test_keyboard_interactive_is_off_on_every_sshd(sshd_factory: SshdFactory) -> None:
+    # sshd before 8.7 reads only ChallengeResponseAuthentication and turns it on by default.
+    server = sshd_factory(sshd_options=["PasswordAuthentication yes"])
+    result = ssh(server, "-o", "PubkeyAuthentication=no", server.alias, "true")
+    assert "Permission denied (publickey,password)." in result.stderr, result.stderr
+
+
+def test_a_keyboard_interactive_option_is_read_under_both_names(sshd_factory: SshdFactory) -> None:
+    server = sshd_factory(sshd_options=["KbdInteractiveAuthentication yes"])
+    config = (server.directory / "sshd_config").read_text()
+    assert "KbdInteractiveAuthentication yes\n" in config
+    assert "ChallengeResponseAuthentication yes\n" in config
+    assert "Authentication no\n" not in config.replace("PasswordAuthentication no\n", "")
+    result = ssh(server, "-o", "PubkeyAuthentication=no", server.alias, "true")
+    assert "Permission denied (publickey,keyboard-interactive)." in result.stderr, result.stderr
+
+
+def test_fmux_openssh_names_the_servers_and_clients(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fabric_mux import testing
+
+    monkeypatch.setenv("FMUX_OPENSSH", str(tmp_path))
+    with pytest.raises(SshdNotFound, match="holds no bin/ssh, bin/ssh-keygen, sbin/sshd"):
+        testing.openssh_prefix()
+    for name in ("bin/ssh", "bin/ssh-keygen", "sbin/sshd"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"/usr/bin:{tmp_path / 'bin'}:/bin")
+    assert testing.use_openssh_from_environment() == tmp_path
+    assert os.environ["PATH"] == f"{tmp_path / 'bin'}:/usr/bin:/bin"
+    assert testing._find_sshd(None) == str(tmp_path / "sbin/sshd")
