@@ -50,11 +50,13 @@ __all__ = [
     "OutOfDescriptors",
     "RequestDenied",
     "RunInterrupted",
+    "SecretWithheld",
     "ServerUnreachable",
     "SessionRefused",
     "SshNotFound",
     "TransferNeedsSftp",
     "UnknownHost",
+    "UnsupportedSsh",
     "UserMasterLeftAlone",
     "classify_ssh_failure",
     "descriptor_errors",
@@ -97,6 +99,15 @@ class SshNotFound(MuxError, FileNotFoundError):
     """The ``ssh`` program named by ``mux.ssh_path`` is not there."""
 
     os_errno = errno.ENOENT
+
+
+class UnsupportedSsh(MuxError):
+    """The ``ssh`` program is not OpenSSH, or one too old (``ssh -G`` came in 6.8)."""
+
+
+class SecretWithheld(MuxError):
+    """A password or passphrase from ``connect_kwargs`` cannot be given safely with
+    this OpenSSH and these settings; nothing was started."""
 
 
 class ControlDirUnsafe(MuxError):

@@ -124,6 +124,9 @@ class ProcessState:
         #: ``ssh -G`` answers kept while still true (see :mod:`fabric_mux.resolve`).
         self.resolved: dict[tuple[str, ...], Any] = {}
         self.resolved_lock = threading.Lock()
+        #: Each ssh program's version (see :mod:`fabric_mux.version`).
+        self.ssh_versions: dict[str, Any] = {}
+        self.ssh_versions_lock = threading.Lock()
         #: One question at a time on the user's terminal.
         self.terminal_lock = threading.Lock()
         #: The terminal's settings while a secret is asked without echo (see
@@ -137,8 +140,6 @@ class ProcessState:
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         #: Masters being started now (see :class:`MasterStarts`).
         self.starts = MasterStarts()
-        #: ``ssh -V`` of each ssh binary, by its path and stamp (see :mod:`fabric_mux.resolve`).
-        self.ssh_versions: dict[tuple[Any, ...], str] = {}
         self._route_locks: dict[str, threading.Lock] = {}
         self._route_locks_guard = threading.Lock()
 

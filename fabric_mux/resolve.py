@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from .argv import SshTarget, config_query_argv, parse_resolved_config
 from .exceptions import SshNotFound, classify_ssh_failure
 from .process import current
+from .version import ssh_version
 
 __all__ = ["find_ssh", "forget", "resolve_config"]
 
@@ -117,7 +118,11 @@ def resolve_config(
     Reused from an earlier call while everything it depended on is unchanged
     (see the module's rules); ``fresh`` asks ssh again in any case.
     ``keep_in``: the control folder, where answers are kept between runs.
+
+    :raises UnsupportedSsh: ``ssh`` is not OpenSSH, or too old for ``-G``
+        (asked once a process).
     """
+    ssh_version(ssh)
     argv = config_query_argv(ssh, target)
     key = tuple(argv)
     state = current()
@@ -148,23 +153,9 @@ def resolve_config(
 def _kept_path(folder: Path, argv: Sequence[str]) -> tuple[Path, dict[str, Any]]:
     """Where the answer for ``argv`` is kept, and what it is keyed on."""
     binary = _stamp(argv[0])
-    key = {"argv": list(argv), "ssh": list(binary), "version": _ssh_version(argv[0], binary)}
+    key = {"argv": list(argv), "ssh": list(binary), "version": ssh_version(argv[0]).said}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return folder / KEPT / f"{name}.json", key
-
-
-def _ssh_version(ssh: str, binary: _Stamp) -> str:
-    """``ssh -V``, asked once a process for each ssh binary."""
-    versions = current().ssh_versions
-    if binary not in versions:
-        try:
-            said = subprocess.run(
-                [ssh, "-V"], stdin=subprocess.DEVNULL, capture_output=True, check=False
-            )
-            versions[binary] = (said.stderr or said.stdout).decode("utf-8", "replace").strip()
-        except OSError:
-            versions[binary] = "?"
-    return versions[binary]
 
 
 def _named_environment(paths: Sequence[str]) -> dict[str, str | None]:

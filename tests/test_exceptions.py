@@ -24,6 +24,8 @@ ARGV = ["ssh", "-M", "h"]
 def every_error() -> list[errors.MuxError]:
     return [
         errors.SshNotFound("no ssh"),
+        errors.UnsupportedSsh("too old"),
+        errors.SecretWithheld("not safe"),
         errors.ControlDirUnsafe("unsafe"),
         errors.ControlDirUnusable("unusable"),
         errors.ConfigChanged("changed"),
