@@ -356,6 +356,9 @@ class AskpassServer:
         if peer.uid != os.geteuid():
             log.warning("declined a prompt from uid %d on %s", peer.uid, self.path)
             return False
+        if peer.pid is None:
+            log.warning("declined a prompt on %s: this system does not say who asks", self.path)
+            return False
         self._parent_known.wait(_PID_WAIT)
         master = self._parent
         parent = parent_pid(peer.pid)

@@ -49,7 +49,7 @@ from .exceptions import (
     classify_ssh_failure,
     descriptor_errors,
 )
-from .peers import processes_with_argument
+from .peers import processes_with_argument, wait_for_exit
 from .process import current
 from .protocol import FWD_LOCAL, MuxClient
 from .resolve import resolve_config
@@ -471,7 +471,7 @@ class Master:
                 asker.started(proc.pid)
             # Its end, without reaping it: until we stop serving prompts and
             # Ctrl-C can no longer kill its group, its pid must stay taken.
-            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            wait_for_exit(proc.pid)
             if asker is not None:
                 asker.stop()
         except BaseException:

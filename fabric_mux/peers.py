@@ -2,15 +2,27 @@
 
 Used before trusting a control socket (is the master ours?) and an askpass
 connection (is it the master's own ssh asking?).
+
+Each system says it its own way: Linux ``SO_PEERCRED`` (pid, uid, gid);
+OpenBSD ``SO_PEERCRED`` too, in another order (uid, gid, pid); macOS
+``LOCAL_PEERCRED`` (a ``struct xucred``: uid and groups) and ``LOCAL_PEERPID``;
+FreeBSD ``LOCAL_PEERCRED``, whose ``xucred`` carries the pid from 13.0;
+NetBSD ``LOCAL_PEEREID`` (pid, uid, gid); anywhere else ``getpeereid()``
+(uid and gid, no pid). Process facts come from ``/proc`` on Linux and from
+``ps`` elsewhere.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import pwd
 import socket
 import struct
-from typing import NamedTuple
+import subprocess
+import sys
+from typing import Any, NamedTuple
 
 __all__ = [
     "PeerCredentials",
@@ -18,31 +30,105 @@ __all__ = [
     "peer_credentials",
     "processes_with_argument",
     "user_name",
+    "wait_for_exit",
 ]
 
-_UCRED = struct.Struct("3i")
+_UCRED = struct.Struct("3i")  # Linux struct ucred: pid, uid, gid
+_SOCKPEERCRED = struct.Struct("3i")  # OpenBSD struct sockpeercred: uid, gid, pid
+_UNPCBID = struct.Struct("3i")  # NetBSD struct unpcbid: pid, euid, egid
+# struct xucred: u_int cr_version, uid_t cr_uid, short cr_ngroups, gid_t cr_groups[16]
+# (macOS and FreeBSD); FreeBSD 13 adds a union holding cr_pid, pointer-aligned.
+_XUCRED = struct.Struct("=IIh2x16I")
+_XUCRED_PID = struct.Struct("=IIh2x16I4xi4x")
+_XUCRED_VERSION = 0
+_PID = struct.Struct("=i")
+
+# <sys/un.h>: the level for UNIX-socket options, and the options themselves.
+_SOL_LOCAL = 0
+_LOCAL_PEERCRED = 0x001  # macOS, FreeBSD
+_LOCAL_PEERPID = 0x002  # macOS
+_LOCAL_PEEREID = 0x003  # NetBSD
 
 
 class PeerCredentials(NamedTuple):
-    pid: int
+    #: None where the system does not tell (``getpeereid()``, FreeBSD before 13).
+    pid: int | None
     uid: int
     gid: int
 
 
-def peer_credentials(sock: socket.socket) -> PeerCredentials:
+def peer_credentials(sock: socket.socket, platform: str = sys.platform) -> PeerCredentials:
     """The pid, uid and gid of the process that connected (or listens on) ``sock``.
 
-    :raises OSError: where the platform cannot say (no ``SO_PEERCRED``).
+    :raises OSError: where the system cannot say.
     """
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        raise OSError("this platform cannot tell who is at the other end of a UNIX socket")
-    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
-    return PeerCredentials(pid, uid, gid)
+    if platform.startswith("linux"):
+        pid, uid, gid = _UCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
+        return PeerCredentials(pid, uid, gid)
+    if platform.startswith("openbsd"):
+        option = getattr(socket, "SO_PEERCRED", 0x1022)
+        uid, gid, pid = _SOCKPEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, option, _SOCKPEERCRED.size)
+        )
+        return PeerCredentials(pid, uid, gid)
+    if platform.startswith("netbsd"):
+        pid, uid, gid = _UNPCBID.unpack(sock.getsockopt(_SOL_LOCAL, _LOCAL_PEEREID, _UNPCBID.size))
+        return PeerCredentials(pid, uid, gid)
+    if platform == "darwin":
+        uid, gid = _xucred(sock)[:2]
+        (pid,) = _PID.unpack(sock.getsockopt(_SOL_LOCAL, _LOCAL_PEERPID, _PID.size))
+        return PeerCredentials(pid, uid, gid)
+    if platform.startswith(("freebsd", "dragonfly")):
+        uid, gid, pid = _xucred(sock)
+        return PeerCredentials(pid, uid, gid)
+    uid, gid = _getpeereid(sock.fileno())
+    return PeerCredentials(None, uid, gid)
 
 
-def parent_pid(pid: int) -> int | None:
+def _xucred(sock: socket.socket) -> tuple[int, int, int | None]:
+    """uid, first group and (FreeBSD 13 on) pid from ``LOCAL_PEERCRED``."""
+    raw = sock.getsockopt(_SOL_LOCAL, _LOCAL_PEERCRED, _XUCRED_PID.size)
+    if len(raw) >= _XUCRED_PID.size:
+        version, uid, ngroups, *rest = _XUCRED_PID.unpack(raw[: _XUCRED_PID.size])
+        groups, pid = rest[:16], rest[16]
+    else:
+        version, uid, ngroups, *groups = _XUCRED.unpack(raw[: _XUCRED.size])
+        pid = None
+    if version != _XUCRED_VERSION:
+        raise OSError(f"LOCAL_PEERCRED gave a struct xucred of version {version}")
+    return uid, groups[0] if ngroups > 0 else -1, pid or None
+
+
+def _getpeereid(fd: int) -> tuple[int, int]:
+    """``getpeereid()`` from the C library: uid and gid of a UNIX socket's peer."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    uid, gid = ctypes.c_uint32(), ctypes.c_uint32()
+    if libc.getpeereid(fd, ctypes.byref(uid), ctypes.byref(gid)) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return uid.value, gid.value
+
+
+def _ps(*args: str) -> list[str]:
+    """``ps``'s lines (no header), or none if it fails: BSD and macOS process facts."""
+    try:
+        done = subprocess.run(
+            ["ps", *args], stdin=subprocess.DEVNULL, capture_output=True, check=False
+        )
+    except OSError:
+        return []
+    if done.returncode != 0:
+        return []
+    return done.stdout.decode("utf-8", "replace").splitlines()
+
+
+def parent_pid(pid: int, platform: str = sys.platform) -> int | None:
     """The parent of process ``pid``; None once it is gone."""
+    if not platform.startswith("linux"):
+        lines = _ps("-o", "ppid=", "-p", str(pid))
+        return int(lines[0]) if lines and lines[0].strip().isdigit() else None
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             text = stat.read().decode("ascii", "replace")
@@ -61,8 +147,20 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def processes_with_argument(argument: str, uid: int) -> list[int]:
-    """Our (``uid``'s) running processes whose argv holds ``argument`` exactly."""
+def processes_with_argument(argument: str, uid: int, platform: str = sys.platform) -> list[int]:
+    """Our (``uid``'s) running processes whose argv holds ``argument`` exactly.
+
+    Without ``/proc``, ``ps`` shows a process's argv joined by spaces: an
+    argument is found when it stands between spaces there.
+    """
+    if not platform.startswith("linux"):
+        found = []
+        for line in _ps("-ax", "-ww", "-o", "pid=,uid=,command="):
+            words = line.split(None, 2)
+            if len(words) == 3 and words[1] == str(uid):
+                if f" {argument} " in f" {words[2]} ":
+                    found.append(int(words[0]))
+        return found
     wanted = argument.encode()
     found = []
     for name in os.listdir("/proc"):
@@ -78,3 +176,32 @@ def processes_with_argument(argument: str, uid: int) -> list[int]:
         if wanted in argv:
             found.append(int(name))
     return found
+
+
+def wait_for_exit(pid: int) -> None:
+    """Return once our child ``pid`` has ended, without reaping it: until it is
+    reaped, its pid cannot be another process's.
+
+    ``waitid(WNOWAIT)`` where there is one (Linux; macOS from Python 3.13),
+    else a kqueue's ``NOTE_EXIT`` (macOS, the BSDs).
+    """
+    waitid: Any = getattr(os, "waitid", None)
+    if waitid is not None and hasattr(os, "WNOWAIT"):
+        waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        return
+    import select
+
+    queue: Any = select.kqueue()  # type: ignore[attr-defined,unused-ignore]
+    try:
+        event = select.kevent(  # type: ignore[attr-defined,unused-ignore]
+            pid,
+            filter=select.KQ_FILTER_PROC,  # type: ignore[attr-defined,unused-ignore]
+            flags=select.KQ_EV_ADD | select.KQ_EV_ONESHOT,  # type: ignore[attr-defined,unused-ignore]
+            fflags=select.KQ_NOTE_EXIT,  # type: ignore[attr-defined,unused-ignore]
+        )
+        try:
+            queue.control([event], 1, None)
+        except ProcessLookupError:
+            return  # already ended: a zombie cannot be watched
+    finally:
+        queue.close()
