@@ -11,6 +11,14 @@ process starting the master, which decides:
   ``Enter passphrase for key 'PATH': `` for one of the connection's own
   identity files. Whole prompts are matched, never words: a server writes
   keyboard-interactive text only after the ``(USER@HOST) `` that ssh puts first.
+- ssh before 8.5 puts nothing before a server's keyboard-interactive text, so
+  the server can word any prompt like ssh's own. There the passphrase answers
+  no prompt of the master at all: it goes to ``ssh-add`` loading the keys into
+  a private agent (:mod:`fabric_mux.agent`), which talks to no server. The
+  password still answers ``USER@HOST's password: `` (and a bare
+  ``Password:``): whoever can write those is the server the master connects
+  to, after its host key was checked, and that server is who the password is
+  for, as the password method hands it over anyway.
 - each secret is given once per master start (a wrong one costs one attempt);
 - every other prompt (a one-time code, a new host key's question) is asked on
   the user's terminal, where there is one, and declined where there is none.
@@ -73,6 +81,11 @@ ENV_CHILDREN = "FABRIC_MUX_ASKPASS_CHILDREN"
 ENV_USERS_ASKPASS = "FABRIC_MUX_USERS_ASKPASS"
 ENV_USERS_ASKPASS_REQUIRE = "FABRIC_MUX_USERS_ASKPASS_REQUIRE"
 #: Every variable the master gets for asking us; its children get none of them.
+#: Set when ``DISPLAY`` is ours (ssh before 8.4 asks askpass only with one):
+#: the master's children get the user's environment back, without it.
+ENV_DISPLAY = "FABRIC_MUX_DISPLAY"
+#: What ``DISPLAY`` says when we set it: nothing connects to it.
+OUR_DISPLAY = "fabric-mux:0"
 ASKPASS_VARIABLES = (
     "SSH_ASKPASS",
     "SSH_ASKPASS_REQUIRE",
@@ -81,6 +94,7 @@ ASKPASS_VARIABLES = (
     ENV_CHILDREN,
     ENV_USERS_ASKPASS,
     ENV_USERS_ASKPASS_REQUIRE,
+    ENV_DISPLAY,
 )
 HELPER = "fabric-mux-askpass"
 SHELL_HELPER = "fabric-mux-shell"
@@ -172,6 +186,22 @@ def restore_terminal() -> None:
         os.close(fd)
 
 
+#: Who asks for a secret: ssh that marks a server's prompts with ``(USER@HOST) ``
+#: (8.5 on), ssh that does not, and ssh-add loading keys into a private agent.
+SSH = "ssh"
+UNMARKED_SSH = "ssh before 8.5"
+SSH_ADD = "ssh-add"
+
+
+class _Record:
+    """What the answers of one master start gave and declined, whoever asked."""
+
+    def __init__(self) -> None:
+        self.given: set[str] = set()
+        self.declined: list[str] = []
+        self.lock = threading.Lock()
+
+
 class PromptAnswers:
     """Answers for one master start's prompts; see the module's rules.
 
@@ -180,6 +210,8 @@ class PromptAnswers:
     :param identity_files: the connection's own identity and certificate files,
         expanded as ssh expands them.
     :param terminal: asks the user; None: decline what no secret answers.
+    :param asker: who asks (:data:`SSH`, :data:`UNMARKED_SSH`, :data:`SSH_ADD`);
+        see :meth:`for_ssh` and :meth:`for_ssh_add`.
     """
 
     def __init__(
@@ -191,39 +223,76 @@ class PromptAnswers:
         password: str | None = None,
         passphrase: str | None = None,
         terminal: Terminal | None = None,
+        asker: str = SSH,
+        record: _Record | None = None,
     ) -> None:
         # ssh lower-cases the host name it connects to, and prints at most
         # 100 bytes of a key's path.
         who = f"{user}@{host.lower()}"
         self._password_prompt = f"{who}'s password: "
         self._keyboard_prefix = f"({who}) "
-        self._passphrase_prompts = {
-            f"Enter passphrase for key '{_first_bytes(path, 100)}': " for path in identity_files
-        }
+        if asker == SSH_ADD:
+            # ssh-add names the file as given on its command line.
+            self._passphrase_prompts = {f"Enter passphrase for {path}: " for path in identity_files}
+        else:
+            self._passphrase_prompts = {
+                f"Enter passphrase for key '{_first_bytes(path, 100)}': " for path in identity_files
+            }
         self._secrets = {"password": password, "passphrase": passphrase}
         self._settings = (user, host, tuple(identity_files))
+        self.asker = asker
         #: Asks the user (None: no terminal).
         self.terminal = terminal
-        #: Prompts declined, for the error that follows.
-        self.declined: list[str] = []
-        self._given: set[str] = set()
-        self._lock = threading.Lock()
+        self._record = record or _Record()
+
+    def _with(self, **changes: object) -> PromptAnswers:
+        user, host, identity_files = self._settings
+        settings: dict[str, object] = {
+            "user": user,
+            "host": host,
+            "identity_files": identity_files,
+            "password": self._secrets["password"],
+            "passphrase": self._secrets["passphrase"],
+            "terminal": self.terminal,
+            "asker": self.asker,
+            "record": self._record,
+        }
+        settings.update(changes)
+        return PromptAnswers(**settings)  # type: ignore[arg-type]
 
     def renewed(self) -> PromptAnswers:
         """The same answers, each to be given once more (for a new attempt to connect)."""
-        user, host, identity_files = self._settings
-        return PromptAnswers(
-            user=user,
-            host=host,
-            identity_files=identity_files,
-            password=self._secrets["password"],
-            passphrase=self._secrets["passphrase"],
-            terminal=self.terminal,
-        )
+        return self._with(record=_Record())
+
+    def for_ssh(self, marks_server_prompts: bool) -> PromptAnswers:
+        """These answers for the master's own ssh; ``marks_server_prompts``: whether
+        it puts ``(USER@HOST) `` before a server's prompts (8.5 on). If not, the
+        passphrase answers none of its prompts (see :meth:`for_ssh_add`).
+        Given and declined are shared with this object."""
+        return self._with(asker=SSH if marks_server_prompts else UNMARKED_SSH)
+
+    def for_ssh_add(self) -> PromptAnswers:
+        """These answers for ``ssh-add`` loading the keys into a private agent: only
+        its passphrase prompts for the connection's own keys, nothing asked of
+        the user. Given and declined are shared with this object."""
+        return self._with(asker=SSH_ADD, terminal=None)
+
+    @property
+    def declined(self) -> list[str]:
+        """Prompts declined, for the error that follows."""
+        return self._record.declined
+
+    @property
+    def identity_files(self) -> tuple[str, ...]:
+        return self._settings[2]
 
     @property
     def has_password(self) -> bool:
         return bool(self._secrets["password"])
+
+    @property
+    def has_passphrase(self) -> bool:
+        return bool(self._secrets["passphrase"])
 
     @property
     def asks_anything(self) -> bool:
@@ -231,8 +300,13 @@ class PromptAnswers:
         return self.terminal is not None or any(self._secrets.values())
 
     def _kind(self, prompt: str) -> str | None:
+        if self.asker == SSH_ADD:
+            return "passphrase" if prompt in self._passphrase_prompts else None
         if prompt == self._password_prompt:
             return "password"
+        if self.asker == UNMARKED_SSH:
+            # Any prompt may be the server's: only the password, only for it.
+            return "password" if prompt.strip().lower() == "password:" else None
         if prompt.startswith(self._keyboard_prefix):
             said = prompt[len(self._keyboard_prefix) :].strip().lower()
             return "password" if said == "password:" else None
@@ -243,29 +317,32 @@ class PromptAnswers:
     def __call__(self, prompt: str, hint: str = "") -> str | None:
         kind = self._kind(prompt)
         secret = self._secrets.get(kind) if kind else None
+        record = self._record
         if kind and secret:
-            with self._lock:
-                if kind in self._given:
+            with record.lock:
+                if kind in record.given:
                     log.info("declined a second %s prompt: the first answer was refused", kind)
-                    self.declined.append(prompt.strip())
+                    record.declined.append(prompt.strip())
                     return None
-                self._given.add(kind)
+                record.given.add(kind)
             return secret
         if self.terminal is None:
             log.info("declined a prompt with no terminal to ask on: %r", prompt.strip())
-            self.declined.append(prompt.strip())
+            with record.lock:
+                record.declined.append(prompt.strip())
             return None
         return self.terminal(prompt, hint)
 
     def note(self) -> str:
         """What the prompts tell about a failed login, for the error's last line."""
         notes = []
-        if "passphrase" in self._given:
+        record = self._record
+        if "passphrase" in record.given:
             notes.append("the key passphrase from connect_kwargs was given and refused")
-        if "password" in self._given:
+        if "password" in record.given:
             notes.append("the password from connect_kwargs was given once")
-        if self.declined:
-            asked = ", ".join(repr(prompt) for prompt in self.declined)
+        if record.declined:
+            asked = ", ".join(repr(prompt) for prompt in record.declined)
             notes.append(f"declined with nobody to answer: {asked}")
         return "; ".join(notes)
 
@@ -439,22 +516,37 @@ class Asking:
             server.close()
 
 
+def helper_environment(socket_path: str, *, display: bool) -> dict[str, str]:
+    """What makes ssh (or ssh-add) ask our helper, which asks ``socket_path``.
+
+    ``display``: for ssh before 8.4, which ignores ``SSH_ASKPASS_REQUIRE`` and
+    asks the askpass program only with no terminal (the master has none: its
+    own session) and ``DISPLAY`` set. The user's ``DISPLAY`` is kept; if there
+    is none, one that nothing connects to is set, and marked as ours.
+    """
+    environment = {
+        "SSH_ASKPASS": _installed(HELPER),
+        "SSH_ASKPASS_REQUIRE": "force",
+        ENV_SOCKET: socket_path,
+    }
+    if display and not os.environ.get("DISPLAY"):
+        environment.update({"DISPLAY": OUR_DISPLAY, ENV_DISPLAY: "1"})
+    return environment
+
+
 @contextlib.contextmanager
-def asking(directory: Path, answers: PromptAnswers) -> Iterator[Asking]:
+def asking(directory: Path, answers: PromptAnswers, *, display: bool = False) -> Iterator[Asking]:
     """Serve a master's prompts while it starts.
 
     Whatever the master runs through ``$SHELL`` (a ProxyCommand, a
     LocalCommand, a ``Match exec``) gets ``fabric-mux-shell``, so it never sees
     the secrets' socket; with a terminal, its own prompts go to a second
-    server that only relays them there.
+    server that only relays them there. ``display``: see
+    :func:`helper_environment`.
     """
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(AskpassServer(directory, answers))
-        environment = {
-            "SSH_ASKPASS": _installed(HELPER),
-            "SSH_ASKPASS_REQUIRE": "force",
-            ENV_SOCKET: server.path,
-        }
+        environment = helper_environment(server.path, display=display)
         servers = [server]
         for mine, saved in (
             ("SSH_ASKPASS", ENV_USERS_ASKPASS),
@@ -507,6 +599,7 @@ def shell_main() -> NoReturn:
     """
     shell = os.environ.get(ENV_SHELL) or ""
     relay = os.environ.get(ENV_CHILDREN)
+    ours = os.environ.get(ENV_DISPLAY)
     env = {name: value for name, value in os.environ.items() if name not in ASKPASS_VARIABLES}
     # What the user's own ssh would have had: their askpass (a ProxyCommand's ssh
     # may answer its bastion's prompts through it), unless we relay to a terminal.
@@ -516,10 +609,12 @@ def shell_main() -> NoReturn:
     ):
         if saved in os.environ:
             env[mine] = os.environ[saved]
+    if ours:
+        env.pop("DISPLAY", None)  # the user had none
     if relay:
-        env.update(
-            {"SSH_ASKPASS": _installed(HELPER), "SSH_ASKPASS_REQUIRE": "force", ENV_SOCKET: relay}
-        )
+        env.update(helper_environment(relay, display=False))
+        if ours:  # its own ssh may be older than 8.4 too
+            env["DISPLAY"] = OUR_DISPLAY
     if shell:
         env["SHELL"] = shell
     else:

@@ -30,6 +30,7 @@ from .argv import (
     master_argv,
     master_identity,
     parse_resolved_config,
+    quote_option_value,
     resolved_values,
 )
 from .exceptions import (
@@ -44,6 +45,7 @@ from .exceptions import (
     MasterUnavailable,
     RequestDenied,
     RunInterrupted,
+    SecretWithheld,
     SshNotFound,
     UserMasterLeftAlone,
     classify_ssh_failure,
@@ -54,6 +56,7 @@ from .process import current
 from .protocol import FWD_LOCAL, MuxClient
 from .resolve import resolve_config
 from .slots import SessionSlots
+from .version import SshVersion, ssh_version
 
 if TYPE_CHECKING:
     from .askpass import Asking, PromptAnswers
@@ -397,7 +400,6 @@ class Master:
             options.append("BatchMode=yes")
         target = self.start_target or self.target
         argv = master_argv(self.ssh, target, self.control_path, persist, options)
-        log.debug("starting master: %s", argv)
         # Not a pipe: the backgrounded master inherits stderr and would keep a
         # pipe open, so reading it to its end would hang.
         with tempfile.TemporaryFile() as errors, contextlib.ExitStack() as stack:
@@ -407,8 +409,16 @@ class Master:
                 from .askpass import asking
 
                 folder = Path(os.path.dirname(self.control_path))
-                asker = stack.enter_context(asking(folder, answer))
+                version = ssh_version(self.ssh)
+                if answer.has_passphrase and not version.marks_server_prompts:
+                    agent = self._private_agent(stack, folder, answer, version)
+                    options.append(f"IdentityAgent={quote_option_value(agent.replace('%', '%%'))}")
+                    argv = master_argv(self.ssh, target, self.control_path, persist, options)
+                answer = answer.for_ssh(version.marks_server_prompts)
+                display = not version.forces_askpass
+                asker = stack.enter_context(asking(folder, answer, display=display))
                 env = {**os.environ, **asker.environment}
+            log.debug("starting master: %s", argv)
             returncode = self._run_master(argv, errors, env, asker)
             errors.seek(0)
             stderr = errors.read().decode("utf-8", "replace")
@@ -440,6 +450,32 @@ class Master:
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)
+
+    def _private_agent(
+        self, stack: contextlib.ExitStack, folder: Path, answer: PromptAnswers, version: SshVersion
+    ) -> str:
+        """A private agent holding the route's keys, unlocked by the passphrase, for
+        an ssh whose prompts a server can imitate (see :mod:`fabric_mux.agent`);
+        its socket. It ends when ``stack`` closes: once the master has logged in.
+
+        :raises SecretWithheld: with ForwardAgent on, which would hand the
+            agent, and so the unlocked keys, to the server.
+        """
+        if self.forwards_agent:
+            raise SecretWithheld(
+                f"{self.host}: the key passphrase from connect_kwargs is not used with "
+                f"ForwardAgent on: {self.ssh} is {version}, whose prompts a server can "
+                "imitate (before 8.5), so fabric-mux gives the passphrase only to a private "
+                "ssh-agent, which this master would forward to the server. Turn ForwardAgent "
+                "off for this host, or add the key to your own agent (ssh-add) and leave "
+                "the passphrase out; nothing was started"
+            )
+        from .agent import private_agent
+
+        keys = self.identity_files(certificates=False)
+        return stack.enter_context(
+            private_agent(self.ssh, folder, keys, answer.for_ssh_add(), self.host)
+        )
 
     def _run_master(
         self, argv: list[str], errors: IO[bytes], env: dict[str, str] | None, asker: Asking | None
@@ -497,8 +533,9 @@ class Master:
             "hostname", self.host
         )
 
-    def identity_files(self) -> list[str]:
-        """The route's identity and certificate files, as ssh expands their paths.
+    def identity_files(self, certificates: bool = True) -> list[str]:
+        """The route's identity and (unless not ``certificates``) certificate files,
+        as ssh expands their paths.
 
         A path ssh would expand with something unknown here is left out: its
         passphrase prompt then goes to the user, not to a stored secret.
@@ -525,7 +562,8 @@ class Master:
             "C": hashlib.sha1((local + hostname + port + user).encode()).hexdigest(),
         }
         paths = []
-        for keyword in ("identityfile", "certificatefile"):
+        keywords = ("identityfile", "certificatefile") if certificates else ("identityfile",)
+        for keyword in keywords:
             for value in resolved_values(self.resolved, keyword):
                 expanded = expand_path(value, tokens, os.environ)
                 if expanded is not None and value.lower() != "none":
