@@ -1,13 +1,15 @@
-"""Developer tasks: ``inv test``, ``inv lint``, ``inv demo``, ``inv bench``.
+"""Developer tasks: ``inv test``, ``inv lint``, ``inv matrix``, ``inv demo``, ``inv bench``.
 
 Commands run from argv lists, never through a shell.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -29,6 +31,54 @@ def test(c: Context, args: str = "") -> None:
     code = _run(["python3", "-m", "pytest", *shlex.split(args)])
     if code:
         raise Exit(code=code)
+
+
+#: Where ``../shared/openssh/install`` puts the OpenSSH builds of the version matrix.
+OPENSSH_BUILDS = Path("/opt")
+
+
+def openssh_prefixes(versions: str = "") -> list[Path]:
+    """The installed OpenSSH builds (``/opt/openssh-VERSION``), oldest first;
+    ``versions``: only those whose name holds one of these comma-separated words."""
+    wanted = [word for word in versions.split(",") if word]
+    found = [
+        prefix
+        for prefix in OPENSSH_BUILDS.glob("openssh-*")
+        if (prefix / "bin" / "ssh").exists() and (prefix / "sbin" / "sshd").exists()
+    ]
+    if wanted:
+        found = [p for p in found if any(p.name.split("-")[1] == w for w in wanted)]
+
+    def number(prefix: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in prefix.name.split("-")[1].split("."))
+
+    return sorted(found, key=number)
+
+
+@task(
+    help={
+        "versions": "Comma-separated versions (default: every build in /opt), e.g. 8.0,10.5.",
+        "args": "Extra pytest arguments, e.g. --args='-x tests/test_askpass.py'.",
+    }
+)
+def matrix(c: Context, versions: str = "", args: str = "") -> None:
+    """The suite once with the system's OpenSSH, then once with each build in /opt
+    (FMUX_OPENSSH=PREFIX); a line a run at the end. Install the builds first:
+    ``../shared/openssh/install``."""
+    prefixes = openssh_prefixes(versions)
+    if not prefixes:
+        raise Exit(f"no OpenSSH build under {OPENSSH_BUILDS}: run ../shared/openssh/install")
+    runs: list[tuple[str, int]] = []
+    for prefix in [None, *prefixes]:
+        env = {**os.environ, "FMUX_OPENSSH": str(prefix) if prefix else ""}
+        argv = ["python3", "-m", "pytest", *shlex.split(args)]
+        label = prefix.name if prefix else "the system's OpenSSH"
+        print(f"$ FMUX_OPENSSH={prefix or ''} {shlex.join(argv)}", flush=True)
+        runs.append((label, subprocess.run(argv, env=env, check=False).returncode))
+    for label, code in runs:
+        print(f"{label}: {'passed' if code == 0 else f'failed (exit {code})'}")
+    if any(code for _, code in runs):
+        raise Exit(code=1)
 
 
 @task
