@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 __all__ = [
+    "MAX_CONTROL_PATH",
     "SshTarget",
     "config_query_argv",
     "connect_kwargs_options",
@@ -17,6 +19,7 @@ __all__ = [
     "fallback_options",
     "master_argv",
     "master_identity",
+    "max_control_path",
     "parse_resolved_config",
     "persist_value",
     "quote_option_value",
@@ -25,9 +28,17 @@ __all__ = [
     "target_args",
 ]
 
-#: Bytes the master appends to ControlPath while binding (".XXXXXXXXXXXXXXXX")
-#: plus the 108-byte sockaddr_un limit on Linux, with room for the NUL.
-MAX_CONTROL_PATH = 90
+
+def max_control_path(platform: str = sys.platform) -> int:
+    """The longest ControlPath that ssh can bind on ``platform``: a UNIX socket's
+    path holds 108 bytes on Linux, 104 on macOS and the BSDs, with the NUL; the
+    master binds at the path plus ``.XXXXXXXXXXXXXXXX`` and renames it after."""
+    sun_path = 108 if platform.startswith("linux") else 104
+    return sun_path - len(".XXXXXXXXXXXXXXXX") - 1
+
+
+#: :func:`max_control_path` of this system.
+MAX_CONTROL_PATH = max_control_path()
 
 
 class SshTarget(NamedTuple):

@@ -17,6 +17,7 @@ from fabric_mux.argv import (
     fallback_options,
     master_argv,
     master_identity,
+    max_control_path,
     parse_resolved_config,
     persist_value,
     quote_option_value,
@@ -183,6 +184,18 @@ TOKENS = {"d": "/home/me", "h": "10.0.0.5", "r": "deploy", "n": "web1", "u": "me
 )
 def test_paths_expand_as_ssh_expands_them(value: str, expected: str | None) -> None:
     assert expand_path(value, TOKENS, {"KEYS": "/k"}) == expected
+
+
+def test_the_socket_path_limit_follows_the_system() -> None:
+    assert max_control_path("linux") == 90
+    assert max_control_path("darwin") == 86  # sockaddr_un holds 104 bytes there
+    assert max_control_path("freebsd14") == 86
+
+
+def test_the_default_folder_on_a_mac_fits_its_shorter_limit() -> None:
+    # ~/.ssh/fabric-mux, not $TMPDIR (/var/folders/xx/.../T/, about 50 bytes).
+    path = "/Users/firstname.lastname/.ssh/fabric-mux/" + name(RESOLVED)
+    assert len(path) <= max_control_path("darwin")
 
 
 def test_socket_path_fits_the_limit_for_a_typical_runtime_dir() -> None:

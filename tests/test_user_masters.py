@@ -50,14 +50,26 @@ def prepend(ssh_config: Path, text: str) -> None:
 
 
 def ssh(server: SshServer, *args: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run(
-        ["ssh", "-F", str(server.ssh_config), *args],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-        env=env,
-    )
+    run_ssh(["ssh", "-F", str(server.ssh_config), *args], env)
+
+
+def run_ssh(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run ssh as the user would, to its end. Its messages go to a file, not a pipe:
+    before 8.1 a master that ``-f`` sends to the background keeps the caller's
+    stderr, and a pipe would never end."""
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.run(
+            argv,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=errors,
+            stderr=errors,
+            timeout=60,
+            env=env,
+        )
+        errors.seek(0)
+        said = errors.read().decode("utf-8", "replace")
+    assert proc.returncode == 0, f"{argv} exited {proc.returncode}: {said}"
 
 
 def master_at(path: Path, server: SshServer) -> bool:
@@ -291,13 +303,7 @@ def test_a_bastion_the_user_has_a_master_for_costs_no_login(
         f"Host bastion\n    ControlMaster auto\n    ControlPath {sockets}/%C\n"
         "    ControlPersist 10m\n",
     )
-    subprocess.run(
-        ["ssh", "-F", str(fleet.ssh_config), "-fN", "bastion"],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
+    run_ssh(["ssh", "-F", str(fleet.ssh_config), "-fN", "bastion"])
     assert fleet.logins()["bastion"] == 1
     config = fleet.fabric_config({"mux": {"control_dir": str(control_dir)}})
     c = MuxConnection("host1", config=config)
