@@ -35,6 +35,7 @@ from .controldir import default_control_dirs, find_control_dir
 from .exceptions import MasterNotOurs, MasterNotResponding, MuxError
 from .master import Master, alive_pid, master_pids, stop_socket
 from .route import Route, UserMasterLinks
+from .screen import visible
 
 __all__ = ["MasterInfo", "main", "masters_in"]
 
@@ -196,24 +197,28 @@ def _list(args: argparse.Namespace) -> int:
         route, name = row.route, row.path.name
         if row.users:
             route, name = f"{route}  (your own, at {row.path}: ssh -O exit stops it)", "(yours)"
-        print(f"{name:<22} {pid:>7} {age:>7}  {row.state:<6}  {route}")
+        # A master's argv and a host's name come from elsewhere: shown, not obeyed.
+        print(visible(f"{name:<22} {pid:>7} {age:>7}  {row.state:<6}  {route}"))
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     master = _master(args.host, args.config)
+    host = visible(args.host)
     pid = master.alive()
     if pid is not None:
-        print(f"{args.host}: master running (pid={pid}) at {master.control_path}")
+        print(f"{host}: master running (pid={pid}) at {master.control_path}")
         return 0
-    print(f"{args.host}: no master running ({master.control_path})")
+    print(f"{host}: no master running ({master.control_path})")
     # The same host started with another ssh_config (fab -S) is another route.
     for row in masters_in(args.folder):
         if row.alive and row.destination == args.host:
             given = f" -F {shlex.quote(row.config_file)}" if row.config_file else ""
             print(
-                f"  but {row.path} (pid {row.pid}) is a master of {args.host} by another "
-                f"route: {row.route}; fabric-mux check{given} {args.host} looks at that one"
+                visible(
+                    f"  but {row.path} (pid {row.pid}) is a master of {args.host} by another "
+                    f"route: {row.route}; fabric-mux check{given} {args.host} looks at that one"
+                )
             )
     return 1
 
@@ -226,9 +231,9 @@ def _stop(args: argparse.Namespace) -> int:
         return 2
     master = _master(args.host, args.config)
     if master.stop():
-        print(f"{args.host}: master stopped")
+        print(f"{visible(args.host)}: master stopped")
     else:
-        print(f"{args.host}: no master was running")
+        print(f"{visible(args.host)}: no master was running")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -12,6 +13,7 @@ from invoke.exceptions import CollectionNotFound
 from invoke.loader import FilesystemLoader
 
 from .argv import persist_value, ssh_options
+from .exceptions import BadConfig
 
 __all__ = ["DEFAULTS", "MuxConfig", "MuxSettings", "mux_settings", "project_folder"]
 
@@ -84,36 +86,144 @@ class MuxSettings(NamedTuple):
 
 
 def mux_settings(config: Any) -> MuxSettings:
-    """Read the ``mux`` subtree of a Fabric/invoke config, defaults filled in."""
+    """Read the ``mux`` subtree of a Fabric/invoke config, defaults filled in.
+
+    :raises BadConfig: a key fabric-mux does not know, or a value of the wrong
+        kind; the message names the key and what it takes.
+    """
     try:
         given = config.get("mux") or {}
     except AttributeError:
         given = {}
     if not isinstance(given, Mapping):
-        raise TypeError(f"the 'mux' config must be a mapping, not {type(given).__name__}")
+        raise BadConfig(
+            f"fabric-mux: the mux config must be a mapping of keys, not {type(given).__name__}"
+        )
     unknown = set(given) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown mux config keys: {', '.join(sorted(unknown))}")
-    values = {**DEFAULTS, **given}
-    interval = values["server_alive_interval"]
+        raise BadConfig(
+            f"fabric-mux: unknown mux config keys: {', '.join(sorted(map(str, unknown)))} "
+            f"(known: {', '.join(DEFAULTS)})"
+        )
+    values = _Values({**DEFAULTS, **given})
+    interval = values.number("server_alive_interval", minimum=0, empty=True)
+    count = values.number("server_alive_count_max", minimum=1)
     return MuxSettings(
-        enabled=_flag(values["enabled"]),
-        control_dir=_path_text(values["control_dir"]),
-        user_masters=_flag(values["user_masters"]),
-        control_path=_path_text(values["control_path"]),
-        persist=persist_value(values["persist"]),
-        ssh_path=str(values["ssh_path"]),
-        ssh_options=ssh_options(values["ssh_options"]),
-        max_sessions=max(1, int(values["max_sessions"])),
-        server_alive=(int(interval), int(values["server_alive_count_max"])) if interval else None,
-        connect_timeout=int(values["connect_timeout"]) if values["connect_timeout"] else None,
-        reply_timeout=float(values["reply_timeout"]) if values["reply_timeout"] else None,
-        connect_retries=max(0, int(values["connect_retries"] or 0)),
-        masters_at_once=_width(values["masters_at_once"]),
-        parallel=_flag(values["parallel"]),
-        pool_size=_width(values["pool_size"]),
-        prefix=_flag(values["prefix"]),
+        enabled=values.flag("enabled"),
+        control_dir=values.path("control_dir"),
+        user_masters=values.flag("user_masters"),
+        control_path=values.path("control_path"),
+        persist=values.persist("persist"),
+        ssh_path=values.text("ssh_path"),
+        ssh_options=values.options("ssh_options"),
+        max_sessions=values.number("max_sessions", minimum=1),
+        server_alive=(interval, count) if interval else None,
+        connect_timeout=values.number("connect_timeout", minimum=0, empty=True) or None,
+        reply_timeout=values.seconds("reply_timeout"),
+        connect_retries=values.number("connect_retries", minimum=0, empty=True),
+        masters_at_once=values.width("masters_at_once"),
+        parallel=values.flag("parallel"),
+        pool_size=values.width("pool_size"),
+        prefix=values.flag("prefix"),
     )
+
+
+_YES = ("1", "yes", "true", "on")
+_NO = ("0", "no", "false", "off", "")
+#: ControlPersist's time format (sshd_config(5) TIME FORMATS): 90, 10m, 1h30m.
+_TIME = re.compile(r"(\d+[smhdw]?)+", re.IGNORECASE)
+
+
+class _Values:
+    """The ``mux`` values, each read as its key takes it; a wrong one is a
+    :class:`BadConfig` that names the key. Text is taken where it reads right,
+    as it comes from environment variables (``FABRIC_MUX_PARALLEL=yes``)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def _bad(self, key: str, takes: str) -> BadConfig:
+        return BadConfig(f"fabric-mux: mux.{key} takes {takes}, not {self._values[key]!r}")
+
+    def flag(self, key: str) -> bool:
+        value = self._values[key]
+        if isinstance(value, bool) or value is None or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in (*_YES, *_NO):
+            return value.strip().lower() in _YES
+        raise self._bad(key, "true or false")
+
+    def number(self, key: str, *, minimum: int, empty: bool = False) -> int:
+        """A whole number, at least ``minimum``; ``empty``: unset (None, false) is 0."""
+        value = self._values[key]
+        if empty and (value is None or value is False):
+            return 0
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self._bad(key, f"a whole number, {minimum} or more")
+        return value
+
+    def width(self, key: str) -> int | None:
+        """How many at once; None (unset) leaves it to fabric-mux."""
+        if self._values[key] is None:
+            return None
+        return self.number(key, minimum=1)
+
+    def seconds(self, key: str) -> float | None:
+        value = self._values[key]
+        if value is None or value is False or value == 0:
+            return None
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if isinstance(value, bool) or not seconds > 0:
+            raise self._bad(key, "a number of seconds (0 or null: no limit)")
+        return seconds
+
+    def persist(self, key: str) -> str:
+        value = self._values[key]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str):
+            text = value.strip().lower()
+            good = text in (*_YES, *_NO) or bool(_TIME.fullmatch(text))
+        else:
+            good = (
+                value is None or isinstance(value, bool) or (isinstance(value, int) and value >= 0)
+            )
+        if not good:
+            raise self._bad(key, "seconds, a time as ControlPersist takes it (10m), or yes/no")
+        return persist_value(value)
+
+    def text(self, key: str) -> str:
+        value = self._values[key]
+        if not isinstance(value, str) or not value:
+            raise self._bad(key, "a program's name or path")
+        return value
+
+    def path(self, key: str) -> str | None:
+        """A path as text; bytes as the OS would decode them (a name that is not
+        UTF-8 keeps its bytes, and is refused where it is used)."""
+        value = self._values[key]
+        if value is None or value == "":
+            return None
+        if isinstance(value, bytes):
+            return os.fsdecode(value)
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+        raise self._bad(key, "a path")
+
+    def options(self, key: str) -> tuple[str, ...]:
+        value = self._values[key]
+        if value is None or isinstance(value, str):
+            return ssh_options(value)
+        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            return ssh_options(value)
+        raise self._bad(key, 'a list of "Key=value" ssh options')
 
 
 def project_folder(
@@ -131,28 +241,6 @@ def project_folder(
         return os.getcwd()
     origin = spec.origin if spec is not None else None
     return os.path.dirname(origin) if origin else os.getcwd()
-
-
-def _width(value: Any) -> int | None:
-    """How many at once; None (unset) leaves it to fabric-mux."""
-    return None if value is None else max(1, int(value or 1))
-
-
-def _flag(value: object) -> bool:
-    """A yes/no setting; from an environment variable it comes as text."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "yes", "true", "on")
-    return bool(value)
-
-
-def _path_text(value: object) -> str | None:
-    """A path from the config as text; bytes as the OS would decode them (a name
-    that is not UTF-8 keeps its bytes, and is refused where it is used)."""
-    if not value:
-        return None
-    if isinstance(value, bytes):
-        return os.fsdecode(value)
-    return str(value)
 
 
 class MuxConfig(Config):  # type: ignore[misc]

@@ -30,6 +30,7 @@ from paramiko.ssh_exception import NoValidConnectionsError
 
 __all__ = [
     "AuthenticationFailed",
+    "BadConfig",
     "BadForward",
     "BadSshOption",
     "ConfigChanged",
@@ -207,6 +208,16 @@ class EmptyHostList(MuxError, Exit):  # type: ignore[misc]
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self._code = 1  # Exit's: what fab exits with
+
+
+class BadConfig(MuxError, ValueError, Exit):  # type: ignore[misc]
+    """A ``mux`` setting of the wrong kind (``persist: "ten minutes"``); the message
+    names the key and what it takes. A ``ValueError``, and to ``fab`` an ``Exit``:
+    one line, exit 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self._code = 1
 
 
 class RunInterrupted(MuxError):

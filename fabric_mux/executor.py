@@ -281,18 +281,22 @@ class MuxExecutor(Executor):  # type: ignore[misc]
 def _waves(calls: list[Any]) -> list[list[Any]]:
     """Consecutive calls of one task (and arguments) over several hosts, as one wave."""
     waves: list[list[Any]] = []
+    hosts: set[str] = set()  # of the last wave: a host seen again starts the next
     for call in calls:
         previous = waves[-1][0] if waves else None
+        host = _label(call.init_kwargs) if isinstance(call, MuxConnectionCall) else ""
         if (
             isinstance(call, MuxConnectionCall)
             and isinstance(previous, MuxConnectionCall)
             and call.task is previous.task
             and (call.args, call.kwargs) == (previous.args, previous.kwargs)
-            and _label(call.init_kwargs) not in {_label(c.init_kwargs) for c in waves[-1]}
+            and host not in hosts
         ):
             waves[-1].append(call)
         else:
             waves.append([call])
+            hosts = set()
+        hosts.add(host)
     return waves
 
 
@@ -304,13 +308,23 @@ def _label(init_kwargs: dict[str, Any]) -> str:
 
 
 def _hosts_in(path: str) -> list[str]:
-    """The hosts listed in a file: one a line, blank lines and ``#`` comments skipped."""
+    """The hosts listed in a file: one a line, blank lines and ``#`` comments
+    skipped; UTF-8, with or without a byte-order mark."""
     try:
-        with open(os.path.expanduser(path), encoding="utf-8") as listing:
-            lines = listing.read().splitlines()
+        with open(os.path.expanduser(path), "rb") as listing:
+            data = listing.read()
     except OSError as exc:
         raise Exit(
             f"fabric-mux: cannot read the host list {path}: {exc.strerror}", code=1
         ) from None
-    hosts = [line.split("#", 1)[0].strip() for line in lines]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise Exit(
+            f"fabric-mux: the host list {path} is not UTF-8 text (line {line}, byte "
+            f"0x{data[exc.start]:02x}): save it as UTF-8",
+            code=1,
+        ) from None
+    hosts = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     return [host for host in hosts if host]

@@ -7,10 +7,11 @@ line stays at the bottom of a terminal.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import IO
 
-__all__ = ["LineWriter", "Screen"]
+__all__ = ["LineWriter", "Screen", "visible"]
 
 
 class Screen:
@@ -60,26 +61,56 @@ def _is_terminal(stream: IO[str]) -> bool:
         return False
 
 
+#: Bytes that would let a host's output move the cursor, clear or recolour what
+#: is shown (and so print over another host's prefix): C0 controls but the tab,
+#: DEL, and the C1 controls (the 8-bit CSI among them).
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _shown(char: re.Match[str]) -> str:
+    code = ord(char.group())
+    return {0x0D: "\\r", 0x1B: "\\e"}.get(code, f"\\x{code:02x}")
+
+
+def visible(line: str) -> str:
+    """``line`` with every byte that could act on a terminal shown as text (``\\r``,
+    ``\\e``, ``\\x07``), so that what follows a host's prefix stays on its line."""
+    return _UNSAFE.sub(_shown, line)
+
+
 class LineWriter:
-    """Output of one host's stream, written a whole line at a time with ``prefix``."""
+    """Output of one host's stream, written a whole line at a time with ``prefix``.
+
+    A line is shown as text (see :func:`visible`): no host can print what looks
+    like another host's line. The unfinished line is kept in pieces, so a line
+    of any length costs time in proportion to its length.
+    """
 
     def __init__(self, prefix: str, stream: IO[str], screen: Screen) -> None:
         self.prefix = prefix
         self.stream = stream
         self.screen = screen
-        self._partial = ""
+        self._pieces: list[str] = []
 
     def write(self, text: str) -> None:
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        if lines:
-            self.screen.write_lines(self.stream, "".join(self._line(line) for line in lines))
+        if "\n" not in text:
+            if text:
+                self._pieces.append(text)
+            return
+        lines = text.split("\n")
+        self._pieces.append(lines[0])
+        lines[0] = "".join(self._pieces)
+        last = lines.pop()
+        self._pieces = [last] if last else []
+        self.screen.write_lines(self.stream, "".join(self._line(line) for line in lines))
 
     def close(self) -> None:
         """Write what is left of an unfinished last line."""
-        if self._partial:
-            self.screen.write_lines(self.stream, self._line(self._partial))
-            self._partial = ""
+        if self._pieces:
+            self.screen.write_lines(self.stream, self._line("".join(self._pieces)))
+            self._pieces = []
 
     def _line(self, line: str) -> str:
-        return f"{self.prefix}{line.rstrip(chr(13))}\n"  # a pty ends lines with \r\n
+        if line.endswith("\r"):
+            line = line[:-1]  # a pty ends lines with \r\n
+        return f"{self.prefix}{visible(line)}\n"

@@ -152,3 +152,23 @@ def test_stop_all_goes_past_a_master_that_does_not_answer(
     finally:
         silent.kill()
         silent.wait()
+
+
+def test_list_shows_control_characters_of_a_route_as_text(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A route's words come from files and argv that another program may have named:
+    # an escape sequence among them must not act on the terminal that lists it.
+    odd = tmp_path / "cfg\x1b[2J\x1b[Hgone\r"
+    odd.mkdir()
+    ssh_config = odd / "ssh_config"
+    ssh_config.write_text(sshd.ssh_config.read_text())
+    config = fabric.Config(
+        runtime_ssh_path=str(ssh_config), overrides={"mux": {"control_dir": str(control_dir)}}
+    )
+    MuxConnection(sshd.alias, config=config).run("true", hide=True)
+    code = main(["--control-dir", str(control_dir), "list"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "cfg\\e[2J\\e[Hgone\\r/ssh_config" in out
+    assert "\x1b" not in out and "\r" not in out

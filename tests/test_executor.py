@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fabric import Config, Connection, Task
+from invoke.exceptions import Exit
 from invoke.tasks import Call
 from pytest_mock import MockerFixture
 
 from fabric_mux import MuxConnection, MuxExecutor
-from fabric_mux.executor import MuxConnectionCall, _Run
+from fabric_mux import executor as executor_module
+from fabric_mux.executor import MuxConnectionCall, _hosts_in, _Run, _waves
 
 
 def noop(c: Any) -> None:
@@ -77,3 +81,37 @@ def test_execute_closes_what_the_run_opened(mocker: MockerFixture) -> None:
     first.close.assert_called_once_with()
     second.close.assert_called_once_with()
     assert executor.run_state.opened == []
+
+
+def test_grouping_hosts_into_waves_names_each_host_once(mocker: MockerFixture) -> None:
+    run = _Run()
+    task, other = Task(noop), Task(noop)
+    calls = [
+        MuxConnectionCall(task=t, init_kwargs={"host": f"h{n}"}, run_state=run)
+        for t in (task, other)
+        for n in range(2000)
+    ]
+    calls.append(MuxConnectionCall(task=other, init_kwargs={"host": "h0"}, run_state=run))
+    labels = mocker.spy(executor_module, "_label")
+    waves = _waves(calls)
+    assert [len(wave) for wave in waves] == [2000, 2000, 1]  # h0 again: a wave of its own
+    # Linear: each call's host is named once (it was once for every call before it).
+    assert labels.call_count == len(calls)
+
+
+def test_a_host_file_with_a_byte_order_mark_reads_as_its_hosts(tmp_path: Path) -> None:
+    listing = tmp_path / "hosts.txt"
+    listing.write_bytes(b"\xef\xbb\xbfweb1\r\n# a comment\r\nweb2 # the second\r\n\r\n")
+    assert _hosts_in(str(listing)) == ["web1", "web2"]
+
+
+def test_a_host_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
+    listing = tmp_path / "hosts.txt"
+    listing.write_bytes(b"web1\nm\xfcnchen\n")  # Latin-1
+    with pytest.raises(Exit) as raised:
+        _hosts_in(str(listing))
+    assert raised.value.message == (
+        f"fabric-mux: the host list {listing} is not UTF-8 text (line 2, byte 0xfc): "
+        "save it as UTF-8"
+    )
+    assert raised.value.code == 1

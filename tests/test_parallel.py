@@ -67,6 +67,16 @@ FABFILE = textwrap.dedent(
         time.sleep(120)  # local work: Ctrl-C must not wait for it
 
     @task
+    def spoof(c):
+        # A line that, on a terminal, would look like another host's.
+        c.run("printf 'ok\\r[other] pwned\\n\\033[2K\\033[1G[other] also\\n'")
+
+    @task
+    def long_line(c):
+        # 64 MiB with no newline, then the end of the line.
+        c.run("head -c 67108864 /dev/zero | tr '\\\\0' x; echo")
+
+    @task
     def config_churn(c):
         # One host writes its config while the others read theirs.
         for n in range(1500):
@@ -125,6 +135,31 @@ def test_each_task_runs_on_all_hosts_at_once_with_each_line_marked(
     )
     assert "every host ok" in done.stderr
     assert sshd.logins() == 6
+
+
+def test_no_host_can_print_over_its_prefix(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point, 1)
+    host = sshd.routes(1, prefix="web")[0]
+    done = run(folder, sshd.ssh_config, host, "-P", "spoof")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"[{host}] ok\\r[other] pwned",
+        f"[{host}] \\e[2K\\e[1G[other] also",
+    ]
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout
+
+
+def test_a_long_line_with_no_newline_is_marked_once_in_one_piece(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point, 1)
+    host = sshd.routes(1, prefix="web")[0]
+    # The bound only catches a run gone quadratic (minutes here); it takes seconds.
+    done = run(folder, sshd.ssh_config, host, "-P", "long_line")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"[{host}] " + "x" * 67108864 + "\n"
 
 
 def test_a_failing_host_is_in_the_summary_and_the_exit_code_and_the_others_go_on(
