@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -424,9 +425,12 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         from . import transfer  # imported on first use: most tasks only run commands
 
         try:
-            return transfer.put(self, local, remote, preserve_mode, progress)
+            target = self._in_sftp_folder(remote)
+            result = transfer.put(self, local, target, preserve_mode, progress)
         except TransferNeedsSftp:
             return Transfer(self).put(local, remote, preserve_mode=preserve_mode)
+        result.orig_remote = remote
+        return result
 
     def get(
         self, remote: Any, local: Any = None, preserve_mode: bool = True, progress: Any = None
@@ -435,9 +439,21 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         from . import transfer
 
         try:
-            return transfer.get(self, remote, local, preserve_mode, progress)
+            source = self._in_sftp_folder(remote) if remote else remote
+            result = transfer.get(self, source, local, preserve_mode, progress)
         except TransferNeedsSftp:
             return Transfer(self).get(remote, local, preserve_mode=preserve_mode)
+        result.orig_remote = remote
+        return result
+
+    def _in_sftp_folder(self, remote: Any) -> Any:
+        """``remote`` in the folder that ``sftp().chdir()`` chose, as stock Fabric
+        takes a relative path (and no path: the local name, there)."""
+        sftp = self._mux.sftp
+        folder = sftp.getcwd() if sftp is not None else None
+        if not folder or (isinstance(remote, str) and remote.startswith("/")):
+            return remote
+        return posixpath.join(folder, remote or "")
 
     def remote_home(self) -> str:
         """The remote account's home, where relative paths land: asked once per master."""

@@ -9,6 +9,10 @@ cost a session, a stat, the data, a stat and a chmod.
 
 A real local file's own descriptor is the session's stdin (put) or stdout
 (get): its bytes never pass through Python. File-like objects are pumped.
+A get lands in a file beside its target, renamed over it once whole: a
+failed get leaves the old file as it was. Bytes that the account's login
+shell prints before every command (a ``.bashrc`` that echoes) are found
+out and left out.
 Where the account has no shell to run the command (``ForceCommand
 internal-sftp``), :class:`~fabric_mux.exceptions.TransferNeedsSftp` says so,
 and the connection lets SFTP do it.
@@ -16,15 +20,18 @@ and the connection lets SFTP do it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import posixpath
 import select
 import shlex
+import shutil
 import stat
 import string
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -270,16 +277,19 @@ def get(
         report, got = _run(opener, command, sink=local.write, progress=report_to)
         if report_to:
             report_to(got, got)
+        _got_all(opener, report, remote, got)
     else:
-        report, got = _into_file(opener, command, local_path, report_to)
-    if not report.started:
-        raise TransferNeedsSftp(report.errors)
-    _check(opener.original_host, report, str(remote))
-    if report.size is not None and got != report.size:
-        raise OSError(f"size mismatch in get!  {got} != {report.size}")
-    if preserve_mode and not is_file_like and report.mode and os.path.isfile(local_path):
-        # Only a regular file takes the remote's mode: never /dev/null or a fifo.
-        os.chmod(local_path, _mode_bits(report.mode))
+        with _beside(local_path) as landing:
+            if landing is None:  # /dev/null, a fifo: written as it comes
+                report, got = _into(opener, command, local_path, report_to)
+                _got_all(opener, report, remote, got)
+            else:
+                report, got = _into(opener, command, landing.path, report_to)
+                if report.ok and report.size is not None and got > report.size:
+                    got = landing.drop_head(got - report.size, _login_output(opener))
+                _got_all(opener, report, remote, got)
+                mode = _mode_bits(report.mode) if preserve_mode and report.mode else None
+                landing.finish(mode)
     return Result(
         orig_remote=remote,
         remote=report.path,
@@ -289,31 +299,98 @@ def get(
     )
 
 
-def _into_file(
+def _got_all(opener: Transferring, report: _Report, remote: Any, got: int) -> None:
+    """Raise what a get that did not bring the whole file raises, as stock does."""
+    if not report.started:
+        raise TransferNeedsSftp(report.errors)
+    _check(opener.original_host, report, str(remote))
+    if report.size is not None and got != report.size:
+        raise OSError(f"size mismatch in get!  {got} != {report.size}")
+
+
+def _into(
     opener: SessionOpener, command: str, path: str, progress: Progress | None
 ) -> tuple[_Report, int]:
-    """Run a get whose stdout is the local file itself.
+    """Run a get whose stdout is the file at ``path`` itself (opened, not truncated).
 
-    The file is not truncated first: a get that fails before sending a byte
-    (a missing or unreadable remote file) leaves what was there untouched,
-    and a file it made is removed. What is not a regular file (``/dev/null``,
-    a fifo, a terminal) has no offset to count by: the bytes are pumped.
+    What is not a regular file (``/dev/null``, a fifo, a terminal) has no
+    offset to count by: the bytes are pumped.
     """
-    existed = os.path.lexists(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return _run(opener, command, sink=lambda chunk: write_all(fd, chunk), progress=progress)
         with _polling(progress, None, lambda: os.lseek(fd, 0, os.SEEK_CUR)):
             report, _ = _run(opener, command, stdout=fd)
-        got = os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our file offset
-        if report.ok:
-            os.ftruncate(fd, got)
+        return report, os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our offset
     finally:
         os.close(fd)
-    if not report.ok and not existed:
-        os.unlink(path)
-    return report, got
+
+
+class _Landing:
+    """A file made beside a get's target, renamed over it once the get is whole:
+    a get that fails leaves the old file as it was, and no half file."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        folder, name = os.path.split(target)
+        fd, self.path = tempfile.mkstemp(prefix=f".{name}.", suffix=".fabric-mux", dir=folder)
+        os.close(fd)
+
+    def drop_head(self, extra: int, login_output: bytes) -> int:
+        """Take away the ``extra`` bytes before the file's own, if they are what the
+        account's login shell prints for any command (a ``.bashrc`` that echoes);
+        the bytes left. Otherwise nothing changes, and the size check fails."""
+        with open(self.path, "rb") as landed:
+            if len(login_output) != extra or landed.read(extra) != login_output:
+                return os.fstat(landed.fileno()).st_size
+            with open(self.path + ".tail", "wb") as tail:
+                shutil.copyfileobj(landed, tail, _CHUNK * 16)
+        os.replace(self.path + ".tail", self.path)
+        return os.stat(self.path).st_size
+
+    def finish(self, mode: int | None) -> None:
+        """Give it ``mode`` (else the old file's, else a new file's) and put it in place."""
+        if mode is None:
+            try:
+                mode = stat.S_IMODE(os.stat(self.target).st_mode)
+            except FileNotFoundError:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+        os.chmod(self.path, mode)
+        os.replace(self.path, self.target)
+
+    def discard(self) -> None:
+        for path in (self.path, self.path + ".tail"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+@contextmanager
+def _beside(path: str) -> Iterator[_Landing | None]:
+    """A landing beside ``path`` if it is (or will be) a regular file; else None,
+    and bytes go to ``path`` itself. A symbolic link is followed, as open() would."""
+    real = os.path.realpath(path)
+    try:
+        regular = stat.S_ISREG(os.stat(real).st_mode)
+    except FileNotFoundError:
+        regular = True
+    if not regular:
+        yield None
+        return
+    landing = _Landing(real)
+    try:
+        yield landing
+    finally:
+        landing.discard()  # nothing left once renamed into place
+
+
+def _login_output(opener: SessionOpener) -> bytes:
+    """What the account's login shell prints to stdout before any command runs."""
+    said: list[bytes] = []
+    report, _ = _run(opener, "exit 0", sink=said.append)
+    return b"".join(said) if report.status == 0 else b""
 
 
 def remote_home(opener: SessionOpener) -> str:

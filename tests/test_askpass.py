@@ -201,6 +201,7 @@ def test_a_proxy_commands_ssh_keeps_the_users_own_askpass(
     theirs.chmod(0o700)
     monkeypatch.setenv("SSH_ASKPASS", str(theirs))
     monkeypatch.setenv("SSH_ASKPASS_REQUIRE", "force")
+    monkeypatch.setenv("DISPLAY", ":0")  # how ssh before 8.4 is told to use an askpass
     inner = " ".join(f"-o {option}" for option in PASSWORD_ONLY)
     target.ssh_config.write_text(
         f"Host inside\n    ProxyCommand ssh -F {bastion.ssh_config} {inner} -W %h:%p bastion\n"

@@ -289,3 +289,75 @@ def test_small_puts_ride_in_the_command_and_big_ones_on_stdin(
         back = tmp_path / f"{size}.back"
         c.get(f"{OURS}/{size}.bin", str(back))
         assert back.read_bytes() == local.read_bytes()
+
+
+def test_a_failed_get_leaves_the_old_file_whole_and_nothing_beside_it(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    old = b"the old file\n" * 1000
+    local = tmp_path / "kept.txt"
+    local.write_bytes(old)
+    local.chmod(0o640)
+    # ls says 0 bytes, cat sends more: the get fails its size check after the bytes came.
+    with pytest.raises(OSError, match="size mismatch in get"):
+        c.get("/proc/version", str(local))
+    assert local.read_bytes() == old
+    assert stat.S_IMODE(local.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+    # A get that works replaces it whole, in one rename.
+    c.run(f"printf 'new\\n' > {OURS}/new.txt && chmod 604 {OURS}/new.txt", hide=True)
+    inode = local.stat().st_ino
+    c.get(f"{OURS}/new.txt", str(local))
+    assert local.read_bytes() == b"new\n" and local.stat().st_ino != inode
+    assert stat.S_IMODE(local.stat().st_mode) == 0o604
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
+
+
+def test_get_through_a_link_replaces_the_file_it_names(c: MuxConnection, tmp_path: Path) -> None:
+    c.run(f"printf 'new\\n' > {OURS}/new.txt", hide=True)
+    (tmp_path / "real.txt").write_text("old\n")
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    c.get(f"{OURS}/new.txt", str(tmp_path / "link.txt"))
+    assert (tmp_path / "link.txt").is_symlink()
+    assert (tmp_path / "real.txt").read_text() == "new\n"
+
+
+def test_get_brings_the_exact_bytes_when_the_login_shell_prints_first(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path
+) -> None:
+    # As a .bashrc with an echo does: every command's stdout starts with it.
+    banner = 'ForceCommand printf "Welcome to web1\\n"; eval "$SSH_ORIGINAL_COMMAND"'
+    server = sshd_factory(sshd_options=[banner])
+    config = server.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    c = MuxConnection(server.alias, config=config)
+    data = os.urandom(300_000)
+    c.put(io.BytesIO(data), f"/tmp/{OURS}-banner.bin")
+    try:
+        got = c.get(f"/tmp/{OURS}-banner.bin", str(tmp_path / "got.bin"))
+        assert Path(got.local).read_bytes() == data
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["got.bin"]
+    finally:
+        c.run(f"rm -f /tmp/{OURS}-banner.bin", hide=True)
+    assert server.logins() == 1
+
+
+def test_relative_paths_follow_the_sftp_sessions_folder_as_stock_does(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    local = tmp_path / "file.txt"
+    local.write_text("here\n")
+    home = c.run("pwd -P", hide=True).stdout.strip()
+    results = []
+    for mover, folder in ((Transfer(c), STOCK), (c, OURS)):
+        c.sftp().chdir(f"{home}/{folder}/sub")
+        results.append(mover.put(str(local), "file.txt"))
+        assert remote_state(c, f"{folder}/sub/file.txt")[1] == "here\n"
+        mover.put(str(local), None)  # no path: the local name, in that folder too
+        got = mover.get("file.txt", str(tmp_path / f"back-{folder}.txt"))
+        assert Path(got.local).read_text() == "here\n"
+    stock, ours = results
+    same_result(ours, stock)
+    assert ours.orig_remote == stock.orig_remote == "file.txt"
+    c.sftp().chdir(None)  # back to where a session starts
+    c.put(str(local), f"{OURS}/home.txt")
+    assert remote_state(c, f"{OURS}/home.txt")[1] == "here\n"

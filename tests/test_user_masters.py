@@ -285,7 +285,9 @@ def test_a_cron_run_rides_the_master_the_user_typed_a_password_for(
     askpass = tmp_path / "askpass"
     askpass.write_text(f"#!/bin/sh\necho '{test_password}'\n")
     askpass.chmod(0o700)
+    # DISPLAY: how ssh before 8.4 (no SSH_ASKPASS_REQUIRE) is told to use an askpass.
     env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+    env["DISPLAY"] = ":0"
     ssh(server, "-fN", "pw", env=env)
     assert server.logins() == 1
     cron = MuxConnection("pw", config=config_of(server, control_dir))
