@@ -26,7 +26,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .askpass import AskpassServer, PromptAnswers, helper_environment
+from .askpass import AskpassServer, PromptAnswers
+from .childshell import helper_environment
 from .exceptions import MasterStartFailed, SshNotFound
 from .peers import wait_for_exit
 

@@ -43,7 +43,6 @@ import io
 import logging
 import os
 import secrets
-import shutil
 import socket
 import sys
 import termios
@@ -51,8 +50,18 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
 
+from .childshell import (
+    ENV_CHILDREN,
+    ENV_SHELL,
+    ENV_SOCKET,
+    ENV_USERS_ASKPASS,
+    ENV_USERS_ASKPASS_REQUIRE,
+    HELPER,
+    SHELL_HELPER,
+    helper_environment,
+    installed,
+)
 from .peers import parent_pid, peer_credentials
 from .process import current
 
@@ -64,40 +73,10 @@ __all__ = [
     "ask_on_terminal",
     "asking",
     "main",
-    "shell_main",
     "terminal_available",
 ]
 
 log = logging.getLogger("fabric_mux")
-
-#: The environment variable that tells the helper where to ask.
-ENV_SOCKET = "FABRIC_MUX_ASKPASS_SOCKET"
-#: The user's own shell, for ``fabric-mux-shell`` to start.
-ENV_SHELL = "FABRIC_MUX_SHELL"
-#: The terminal-only socket that the master's children ask instead.
-ENV_CHILDREN = "FABRIC_MUX_ASKPASS_CHILDREN"
-#: The user's own ``SSH_ASKPASS`` and ``SSH_ASKPASS_REQUIRE``, for the master's
-#: children to get back where we do not relay their prompts.
-ENV_USERS_ASKPASS = "FABRIC_MUX_USERS_ASKPASS"
-ENV_USERS_ASKPASS_REQUIRE = "FABRIC_MUX_USERS_ASKPASS_REQUIRE"
-#: Every variable the master gets for asking us; its children get none of them.
-#: Set when ``DISPLAY`` is ours (ssh before 8.4 asks askpass only with one):
-#: the master's children get the user's environment back, without it.
-ENV_DISPLAY = "FABRIC_MUX_DISPLAY"
-#: What ``DISPLAY`` says when we set it: nothing connects to it.
-OUR_DISPLAY = "fabric-mux:0"
-ASKPASS_VARIABLES = (
-    "SSH_ASKPASS",
-    "SSH_ASKPASS_REQUIRE",
-    ENV_SOCKET,
-    ENV_SHELL,
-    ENV_CHILDREN,
-    ENV_USERS_ASKPASS,
-    ENV_USERS_ASKPASS_REQUIRE,
-    ENV_DISPLAY,
-)
-HELPER = "fabric-mux-askpass"
-SHELL_HELPER = "fabric-mux-shell"
 
 #: Seconds the server waits to learn the master's pid before judging a prompt.
 _PID_WAIT = 10.0
@@ -353,17 +332,6 @@ def _first_bytes(text: str, count: int) -> str:
     return text.encode("utf-8")[:count].decode("utf-8", "replace")
 
 
-def _installed(program: str) -> str:
-    """An installed helper program, beside this Python or on PATH."""
-    beside = Path(sys.executable).with_name(program)
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(program)
-    if found is None:
-        raise FileNotFoundError(f"{program} is not installed (pip install fabric-mux)")
-    return found
-
-
 class AskpassServer:
     """Serves the helper's prompts while a master starts; a context manager.
 
@@ -516,24 +484,6 @@ class Asking:
             server.close()
 
 
-def helper_environment(socket_path: str, *, display: bool) -> dict[str, str]:
-    """What makes ssh (or ssh-add) ask our helper, which asks ``socket_path``.
-
-    ``display``: for ssh before 8.4, which ignores ``SSH_ASKPASS_REQUIRE`` and
-    asks the askpass program only with no terminal (the master has none: its
-    own session) and ``DISPLAY`` set. The user's ``DISPLAY`` is kept; if there
-    is none, one that nothing connects to is set, and marked as ours.
-    """
-    environment = {
-        "SSH_ASKPASS": _installed(HELPER),
-        "SSH_ASKPASS_REQUIRE": "force",
-        ENV_SOCKET: socket_path,
-    }
-    if display and not os.environ.get("DISPLAY"):
-        environment.update({"DISPLAY": OUR_DISPLAY, ENV_DISPLAY: "1"})
-    return environment
-
-
 @contextlib.contextmanager
 def asking(directory: Path, answers: PromptAnswers, *, display: bool = False) -> Iterator[Asking]:
     """Serve a master's prompts while it starts.
@@ -555,7 +505,7 @@ def asking(directory: Path, answers: PromptAnswers, *, display: bool = False) ->
             if mine in os.environ:
                 environment[saved] = os.environ[mine]
         environment[ENV_SHELL] = os.environ.get("SHELL", "")
-        environment["SHELL"] = _installed(SHELL_HELPER)
+        environment["SHELL"] = installed(SHELL_HELPER)
         if answers.terminal is not None:
             relay = AskpassServer(directory, answers.terminal, children=True)
             servers.append(stack.enter_context(relay))
@@ -587,40 +537,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sys.stdout.buffer.write(reply[1:] + b"\n")
     return 0
-
-
-def shell_main() -> NoReturn:
-    """``$SHELL`` for a master's children: the user's shell, without the master's askpass.
-
-    ssh runs a ProxyCommand as ``$SHELL -c 'exec COMMAND'``. The command (often
-    another ssh) never sees the socket that answers with secrets; where the
-    user has a terminal, it asks through one that only relays to it; else it
-    gets the user's own ``SSH_ASKPASS`` back, as their own ssh would.
-    """
-    shell = os.environ.get(ENV_SHELL) or ""
-    relay = os.environ.get(ENV_CHILDREN)
-    ours = os.environ.get(ENV_DISPLAY)
-    env = {name: value for name, value in os.environ.items() if name not in ASKPASS_VARIABLES}
-    # What the user's own ssh would have had: their askpass (a ProxyCommand's ssh
-    # may answer its bastion's prompts through it), unless we relay to a terminal.
-    for mine, saved in (
-        ("SSH_ASKPASS", ENV_USERS_ASKPASS),
-        ("SSH_ASKPASS_REQUIRE", ENV_USERS_ASKPASS_REQUIRE),
-    ):
-        if saved in os.environ:
-            env[mine] = os.environ[saved]
-    if ours:
-        env.pop("DISPLAY", None)  # the user had none
-    if relay:
-        env.update(helper_environment(relay, display=False))
-        if ours:  # its own ssh may be older than 8.4 too
-            env["DISPLAY"] = OUR_DISPLAY
-    if shell:
-        env["SHELL"] = shell
-    else:
-        env.pop("SHELL", None)  # ssh's own fallback when SHELL is unset
-        shell = "/bin/sh"
-    os.execve(shell, [shell, *sys.argv[1:]], env)
 
 
 if __name__ == "__main__":

@@ -214,3 +214,17 @@ def test_a_proxy_commands_ssh_keeps_the_users_own_askpass(
     )
     assert c.run("echo in", hide=True).stdout == "in\n"
     assert (bastion.logins(), target.logins()) == (1, 1)
+
+
+def test_the_childrens_shell_loads_nothing_but_itself() -> None:
+    # ssh starts it for every Match exec, ProxyCommand and LocalCommand: the
+    # askpass module's sockets, peer checks and logging would cost ~50 ms each time.
+    probe = (
+        "import sys, fabric_mux.childshell; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('fabric_mux') "
+        "or m in ('socket', 'logging', 'ctypes', 'subprocess', 'secrets', 'termios'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == ["fabric_mux", "fabric_mux.childshell"]

@@ -23,7 +23,8 @@ from waiting import process_gone, wait_until
 
 from fabric_mux import MuxConnection
 from fabric_mux import master as master_module
-from fabric_mux.askpass import ENV_DISPLAY, OUR_DISPLAY, PromptAnswers, helper_environment
+from fabric_mux.askpass import PromptAnswers
+from fabric_mux.childshell import ENV_DISPLAY, OUR_DISPLAY, helper_environment
 from fabric_mux.exceptions import AuthenticationFailed, MasterStartFailed, SecretWithheld
 from fabric_mux.resolve import KEPT
 from fabric_mux.testing import SshServer
