@@ -157,7 +157,7 @@ def test_a_long_line_with_no_newline_is_marked_once_in_one_piece(
     folder = project(tmp_path, control_dir, meeting_point, 1)
     host = sshd.routes(1, prefix="web")[0]
     # The bound only catches a run gone quadratic (minutes here); it takes seconds.
-    done = run(folder, sshd.ssh_config, host, "-P", "long_line")
+    done = run(folder, sshd.ssh_config, host, "-P", "long-line")
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"[{host}] " + "x" * 67108864 + "\n"
 
