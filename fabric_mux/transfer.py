@@ -25,13 +25,13 @@ import errno
 import logging
 import os
 import posixpath
+import secrets
 import select
 import shlex
 import shutil
 import stat
 import string
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -334,8 +334,16 @@ class _Landing:
     def __init__(self, target: str) -> None:
         self.target = target
         folder, name = os.path.split(target)
-        fd, self.path = tempfile.mkstemp(prefix=f".{name}.", suffix=".fabric-mux", dir=folder)
-        os.close(fd)
+        while True:
+            self.path = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.fabric-mux")
+            try:
+                # 0666 less the umask, as open() gives a new file (no umask read,
+                # which would change it for every thread a moment).
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                continue
+            os.close(fd)
+            return
 
     def drop_head(self, extra: int, login_output: bytes) -> int:
         """Take away the ``extra`` bytes before the file's own, if they are what the
@@ -350,15 +358,13 @@ class _Landing:
         return os.stat(self.path).st_size
 
     def finish(self, mode: int | None) -> None:
-        """Give it ``mode`` (else the old file's, else a new file's) and put it in place."""
+        """Give it ``mode`` (else the old file's; a new file keeps what open() gave
+        it) and put it in place."""
         if mode is None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 mode = stat.S_IMODE(os.stat(self.target).st_mode)
-            except FileNotFoundError:
-                umask = os.umask(0)
-                os.umask(umask)
-                mode = 0o666 & ~umask
-        os.chmod(self.path, mode)
+        if mode is not None:
+            os.chmod(self.path, mode)
         os.replace(self.path, self.target)
 
     def discard(self) -> None:

@@ -361,3 +361,15 @@ def test_relative_paths_follow_the_sftp_sessions_folder_as_stock_does(
     c.sftp().chdir(None)  # back to where a session starts
     c.put(str(local), f"{OURS}/home.txt")
     assert remote_state(c, f"{OURS}/home.txt")[1] == "here\n"
+
+
+def test_a_new_file_from_get_has_the_mode_open_gives_without_preserve_mode(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    c.run(f"printf 'x\\n' > {OURS}/m.txt && chmod 600 {OURS}/m.txt", hide=True)
+    before = os.umask(0o027)
+    try:
+        got = c.get(f"{OURS}/m.txt", str(tmp_path / "new.txt"), preserve_mode=False)
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(os.stat(got.local).st_mode) == 0o640
