@@ -287,6 +287,8 @@ def get(
                 report, got = _into(opener, command, landing.path, report_to)
                 if report.ok and report.size is not None and got > report.size:
                     got = landing.drop_head(got - report.size, _login_output(opener))
+                if not report.ok or (report.size is not None and got < report.size):
+                    landing.check_room(got)
                 _got_all(opener, report, remote, got)
                 mode = _mode_bits(report.mode) if preserve_mode and report.mode else None
                 landing.finish(mode)
@@ -356,6 +358,18 @@ class _Landing:
                 shutil.copyfileobj(landed, tail, _CHUNK * 16)
         os.replace(self.path + ".tail", self.path)
         return os.stat(self.path).st_size
+
+    def check_room(self, landed: int) -> None:
+        """Say so if a full local disk is why a get ended short: the master only
+        stops writing, and the session ends with no word of why."""
+        folder = os.statvfs(os.path.dirname(self.path))
+        if folder.f_bavail == 0:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the local disk for the get ({landed} bytes landed); "
+                f"{self.target} is as it was",
+                self.target,
+            )
 
     def finish(self, mode: int | None) -> None:
         """Give it ``mode`` (else the old file's; a new file keeps what open() gave

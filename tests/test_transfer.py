@@ -3,6 +3,7 @@ same connection: same Result, same files, same modes, same errors."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -373,3 +374,25 @@ def test_a_new_file_from_get_has_the_mode_open_gives_without_preserve_mode(
     finally:
         os.umask(before)
     assert stat.S_IMODE(os.stat(got.local).st_mode) == 0o640
+
+
+def test_a_get_onto_a_full_disk_says_so_and_leaves_the_old_file(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")  # CI runs as root
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        local = small / "kept.txt"
+        local.write_bytes(b"old\n")
+        c.run(f"head -c 300000 /dev/zero > {OURS}/big.bin", hide=True)
+        with pytest.raises(OSError) as raised:
+            c.get(f"{OURS}/big.bin", str(local))
+        assert raised.value.errno == errno.ENOSPC
+        assert "no space left on the local disk" in str(raised.value)
+        assert local.read_bytes() == b"old\n"
+        assert [p.name for p in small.iterdir()] == ["kept.txt"]
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
