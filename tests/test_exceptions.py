@@ -71,7 +71,8 @@ def test_every_error_pickles_and_copies_with_its_fields(error: errors.MuxError) 
         ("ssh: Could not resolve hostname nope: Name or service not known", socket.gaierror),
         ("ssh: connect to host h port 22: Connection refused", NoValidConnectionsError),
         ("ssh: connect to host h port 22: No route to host", NoValidConnectionsError),
-        ("ssh: connect to host h port 22: Connection timed out", TimeoutError),
+        # paramiko's connect timeout: socket.timeout (TimeoutError from Python 3.10).
+        ("ssh: connect to host h port 22: Connection timed out", socket.timeout),
         ("u@h: Permission denied (publickey).", paramiko.AuthenticationException),
         ("Host key verification failed.", paramiko.SSHException),
         ("kex_exchange_identification: Connection closed by remote host", paramiko.SSHException),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 USER_TEST = """
 from fabric_mux import MuxConnection
@@ -19,7 +20,10 @@ def test_my_fabfile(sshd, mux_config):
 
 
 def test_registered_as_a_pytest_plugin() -> None:
-    names = {entry.value for entry in entry_points(group="pytest11")}
+    found: Any = entry_points()
+    # Python 3.9 gives a dict of groups; 3.10 on, a selectable list.
+    group = found.select(group="pytest11") if hasattr(found, "select") else found["pytest11"]
+    names = {entry.value for entry in group}
     assert "fabric_mux.pytest_plugin" in names
 
 
