@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from fabrun import fab, fab_argv, no_agent_env
+from test_parallel import interrupt_when_all_arrive
 from waiting import wait_until
 
 from fabric_mux.process import MasterStarts
@@ -297,30 +297,13 @@ def test_one_ctrl_c_while_masters_start_ends_the_run_and_leaves_nothing(
                 f"    ProxyCommand sh -c 'touch {meeting_point}/{name}; exec sleep 300'\n"
             )
     folder = project(tmp_path, control_dir, meeting_point, "  connect_timeout: 60\n")
-    argv = fab_argv(sshd.ssh_config, ",".join(names), "-P", "mark", name="fabmux")
-    child = subprocess.Popen(
-        argv,
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert wait_until(lambda: all((meeting_point / n).exists() for n in names), 60)
-        child.send_signal(signal.SIGINT)  # once
-        _, err = child.communicate(timeout=30)  # far less than the connect timeout
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode != 0
+    # Ctrl-C once; it must end the run far sooner than the connect timeout.
+    done = interrupt_when_all_arrive(folder, sshd.ssh_config, names, "mark", meeting_point)
+    assert done.returncode != 0
     left = [path.name for path in control_dir.iterdir() if path.name != "ssh-G"]
     assert not [name for name in left if name.endswith(".lock") or not name.startswith("user-")]
     assert wait_until(lambda: not _processes_naming(str(meeting_point)), 10)
-    assert "Traceback" not in err
+    assert "Traceback" not in done.stderr
 
 
 def _processes_naming(text: str) -> list[int]:
