@@ -29,6 +29,7 @@ from fabric_mux.master import master_pids
 from fabric_mux.testing import ssh_server
 
 from .common import (
+    byte_compile_package,
     clean_env,
     console_script,
     memory,
@@ -242,6 +243,7 @@ def run_fleet(sizes: Sequence[int] = SIZES, openssh: Sequence[str] = tuple(OPENS
     unknown = set(openssh) - set(OPENSSH)
     if unknown or not openssh:
         raise ValueError(f"openssh takes {sorted(OPENSSH)}, not {sorted(openssh)}")
+    byte_compile_package()
     load = [os.getloadavg()[0]]
     measured: dict[str, list[Size]] = {}
     with ExitStack() as outer:

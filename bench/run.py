@@ -9,13 +9,10 @@ b...); ``inv bench fleet`` runs :mod:`bench.fleet` instead.
 
 from __future__ import annotations
 
-import compileall
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-
-import fabric_mux
 
 from . import (
     big_output,
@@ -30,7 +27,13 @@ from . import (
     transfers,
     warm_run,
 )
-from .common import light_server, no_agent, reaping, unwinding_on_signals
+from .common import (
+    byte_compile_package,
+    light_server,
+    no_agent,
+    reaping,
+    unwinding_on_signals,
+)
 from .core import DEFAULT_REPEAT, Bench
 from .model import Check, Section
 from .report import report
@@ -60,17 +63,6 @@ SECTIONS = "".join(RUNNERS)
 def results_file(rtt_ms: float) -> Path:
     """Where a full run's report goes: one file for loopback, one per round trip."""
     return RESULTS if not rtt_ms else RESULTS.with_name(f"results-rtt{rtt_ms:g}ms.md")
-
-
-def byte_compile_package() -> None:
-    """fabric_mux's modules compiled, as ``pip install`` leaves an installed package.
-
-    Where PYTHONDONTWRITEBYTECODE is set (as on the machine of the README's
-    figures) an editable checkout is otherwise compiled from source in every
-    ``fab`` the bench starts, about 20 ms a run that fabric's installed
-    modules never pay.
-    """
-    compileall.compile_dir(os.path.dirname(fabric_mux.__file__), quiet=1)
 
 
 def run_bench(repeat: int = DEFAULT_REPEAT, only: str = SECTIONS, rtt_ms: float = 0) -> str:

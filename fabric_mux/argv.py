@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple
 
 __all__ = [
@@ -87,14 +89,19 @@ def config_query_argv(ssh: str, target: SshTarget) -> list[str]:
     return [ssh, "-G", *target_args(target), "--", target.destination]
 
 
-def parse_resolved_config(text: str) -> dict[str, str]:
-    """``ssh -G`` output as a dict (first value of each keyword, as ssh uses)."""
+@functools.lru_cache(maxsize=256)
+def parse_resolved_config(text: str) -> Mapping[str, str]:
+    """``ssh -G`` output as a mapping (first value of each keyword, as ssh uses).
+
+    Read-only, and parsed once a text: a route, its master and its socket's
+    name all read the same answer.
+    """
     settings: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(" ")
         if key:
             settings.setdefault(key.lower(), value)
-    return settings
+    return MappingProxyType(settings)
 
 
 #: ``ssh -G`` keywords left out of a master's identity, because none of them can
@@ -160,6 +167,14 @@ def master_identity(resolved_config: str, alias: str, environ: Mapping[str, str]
     from its environment, so their values count too; so does the agent's
     socket when the agent is forwarded (sessions get the master's agent).
     """
+    text, names = _identity_lines(resolved_config, alias)
+    return "\n".join([text, *(f"${{{name}}}={environ.get(name, '')}" for name in names)])
+
+
+@functools.lru_cache(maxsize=256)
+def _identity_lines(resolved_config: str, alias: str) -> tuple[str, tuple[str, ...]]:
+    """:func:`master_identity` before the environment: its lines, and the
+    variables whose values count (sorted)."""
     lines = [
         line
         for line in resolved_config.splitlines()
@@ -176,9 +191,7 @@ def master_identity(resolved_config: str, alias: str, environ: Mapping[str, str]
             names.add(value[1:])
     if settings.get("forwardagent", "no") != "no":
         names.add("SSH_AUTH_SOCK")
-    for name in sorted(names):
-        lines.append(f"${{{name}}}={environ.get(name, '')}")
-    return "\n".join(lines)
+    return "\n".join(lines), tuple(sorted(names))
 
 
 def control_socket_name(identity: str) -> str:

@@ -243,12 +243,25 @@ def project_folder(
     return os.path.dirname(origin) if origin else os.getcwd()
 
 
+#: What invoke's ``DataProxy._get`` looks for on a config that only a section has.
+_ROOT_LACKS = frozenset({"_keypath", "_root"})
+
+
 class MuxConfig(Config):  # type: ignore[misc]
     """Fabric's config with the ``mux`` subtree in its defaults.
 
     With it, ``FABRIC_MUX_PERSIST=60`` style environment variables work too
     (invoke maps only keys its defaults know). ``fabmux`` uses it.
     """
+
+    def __getattr__(self, key: str) -> Any:
+        # invoke asks the root config for these two on every read of a section
+        # (config.run, config.timeouts...), and the root has neither: its
+        # AttributeError first lists every attribute of the class, which made
+        # up a sixth of a parallel run's work a host.
+        if key in _ROOT_LACKS:
+            raise AttributeError(key)
+        return super().__getattr__(key)
 
     @staticmethod
     def global_defaults() -> dict[str, Any]:

@@ -283,12 +283,21 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         if not self._mux.opened:
             self._open()
 
-    def _open(self) -> Master:
+    def open_along(self, route: Route, master: Master, found: int | None = None) -> None:
+        """:meth:`open`, along a ``route`` and its ``master`` planned just now from
+        this connection (``route()``, ``route.master()``): planned once, not again.
+        ``found``: the pid that answered on the master's socket just now."""
+        if not self._mux.opened:
+            self._open(route, master, found)
+
+    def _open(
+        self, route: Route | None = None, master: Master | None = None, found: int | None = None
+    ) -> Master:
         state = self._mux
         if state.start_error is not None:
             raise state.start_error
-        route = self.route()
-        master = route.up()
+        route = route if route is not None else self.route()
+        master = route.up(master, found=found)
         if route.persist(master) == "1":
             master.hold()  # it lives while held
             state.held = True

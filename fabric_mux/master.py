@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -196,7 +196,7 @@ class Master:
         self.reply_timeout = reply_timeout
         self.connect_retries = connect_retries
         self.resolved = ""
-        self._view: dict[str, str] = {}
+        self._view: Mapping[str, str] = {}
         self._take_view(resolved)
         #: What the socket is named after (:func:`~fabric_mux.argv.master_identity`).
         self.identity = master_identity(resolved, target.destination, os.environ)
@@ -231,6 +231,7 @@ class Master:
         ssh: str,
         target: SshTarget,
         control_dir: Path,
+        resolved_text: str | None = None,
         **settings: Any,
     ) -> Master:
         """The shared :class:`Master` of ``target``'s route in ``control_dir``.
@@ -239,9 +240,11 @@ class Master:
         (:func:`~fabric_mux.argv.master_identity`): two targets share a master,
         in this process and across processes, only where OpenSSH would connect
         them identically. So whichever of them starts it, it is the same login.
-        ``settings``: see :meth:`shared`.
+        ``resolved_text``: ``ssh -G``'s answer for ``target``, when the caller
+        has it. ``settings``: see :meth:`shared`.
         """
-        resolved_text = resolve_config(ssh, target, keep_in=control_dir)
+        if resolved_text is None:
+            resolved_text = resolve_config(ssh, target, keep_in=control_dir)
         identity = master_identity(resolved_text, target.destination, os.environ)
         control_path = str(control_dir / control_socket_name(identity))
         if len(control_path.encode()) > MAX_CONTROL_PATH:

@@ -62,10 +62,19 @@ _DEFAULT_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")
 
 def find_ssh(program: str) -> str:
     """The absolute path of the ``ssh`` program, or :class:`SshNotFound`."""
-    found = shutil.which(program)
+    found = _which(program, os.environ.get("PATH", os.defpath))
+    if found is None or not os.access(found, os.X_OK):
+        _which.cache_clear()  # it went: look again
+        found = _which(program, os.environ.get("PATH", os.defpath))
     if found is None:
         raise SshNotFound(f"no ssh program {program!r} on PATH: install OpenSSH's client")
     return found
+
+
+@functools.lru_cache(maxsize=16)
+def _which(program: str, path: str) -> str | None:
+    # Every connection asks; a search of PATH costs a stat a folder.
+    return shutil.which(program, path=path)
 
 
 class _Stamp(NamedTuple):

@@ -84,6 +84,7 @@ class Route:
         # Fabric's connect timeout (fab -t) over ours; ssh_config's over both.
         self.connect_timeout = config.timeouts.connect or self.settings.connect_timeout
         self._resolved: str | None = None
+        self._view: Mapping[str, str] | None = None
         self._hop: tuple[Route | None, str | None] | None = None
 
     @classmethod
@@ -136,13 +137,19 @@ class Route:
             self._resolved = resolve_config(self.ssh, self.target, keep_in=kept)
         return self._resolved
 
+    def view(self) -> Mapping[str, str]:
+        """:meth:`resolved` as keywords (lower case) and their first values."""
+        if self._view is None:
+            self._view = parse_resolved_config(self.resolved())
+        return self._view
+
     def _fabric_gateway(self) -> Any:
         """The gateway Fabric decides, with Fabric's precedence: ``gateway=`` >
         ssh_config ProxyJump > ProxyCommand > ``config.gateway``; None when
         ssh_config decides (or there is none)."""
         if self.gateway is not None:
             return self.gateway
-        view = parse_resolved_config(self.resolved())
+        view = self.view()
         if view.get("proxyjump", "none") != "none" or view.get("proxycommand", "none") != "none":
             return None
         return self.config_gateway or None
@@ -163,7 +170,7 @@ class Route:
     def _plan_hop(self) -> tuple[Route | None, str | None]:
         gateway = self._fabric_gateway()
         if gateway is None:
-            hops = jump_hops(parse_resolved_config(self.resolved()).get("proxyjump", "none"))
+            hops = jump_hops(self.view().get("proxyjump", "none"))
             hop: Route | None = None
             for jump in hops:
                 if jump.host == self.host:
@@ -192,7 +199,7 @@ class Route:
             return (path, "auto") if path and path != "none" else None
         if not self.settings.user_masters or self._fabric_gateway() is not None:
             return None
-        view = parse_resolved_config(self.resolved())
+        view = self.view()
         path = view.get("controlpath", "none")
         if path == "none":
             return None
@@ -227,8 +234,13 @@ class Route:
             control_dir = prepare_control_dir(self.settings.control_dir)
         else:
             control_dir = find_control_dir(self.settings.control_dir)
+        there = self._target_there(make_folder)
         master = Master.for_target(
-            self.ssh, self._target_there(make_folder), control_dir, **self._master_settings()
+            self.ssh,
+            there,
+            control_dir,
+            self.resolved() if there == self.target else None,
+            **self._master_settings(),
         )
         master.users_proxy = self._users_proxy()
         return master
@@ -238,7 +250,7 @@ class Route:
         gateway string, or ssh_config's), not through a hop's master of ours."""
         if self.proxy_command() is not None:
             return True
-        view = parse_resolved_config(self.resolved())
+        view = self.view()
         return self.hop() is None and view.get("proxycommand", "none") != "none"
 
     def _master_settings(self) -> dict[str, Any]:
@@ -265,18 +277,19 @@ class Route:
         """How long a master this route starts outlives its last session: the
         user's ControlPersist at their own path, else ``mux.persist``."""
         if master.users:
-            theirs = parse_resolved_config(self.resolved()).get("controlpersist", "no")
+            theirs = self.view().get("controlpersist", "no")
             if theirs not in ("no", "false", "0"):
                 return "yes" if theirs == "true" else theirs
         return self.settings.persist
 
     # -- bringing it up ------------------------------------------------------------
 
-    def up(self, master: Master | None = None) -> Master:
+    def up(self, master: Master | None = None, *, found: int | None = None) -> Master:
         """Bring the route's master up, its hops first when it has to start;
-        returns it. A live master is used as is: no hop is looked at."""
+        returns it. A live master is used as is: no hop is looked at.
+        ``found``: the pid that answered on ``master``'s socket just now."""
         master = master if master is not None else self.master()
-        pid = master.alive()
+        pid = found if found is not None else master.alive()
         if master.users:
             user_master_links(self.settings).record(master.control_path)
         if pid is not None:

@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .argv import parse_resolved_config
 from .exceptions import ConnectFailed, ConnectTimedOut, RunInterrupted
 from .master import is_transient
 from .process import current
@@ -98,11 +97,12 @@ class Starter:
         try:
             route = connection.route()
             master = route.master()
-            if master.alive() is not None:
-                connection.open()
+            pid = master.alive()
+            if pid is not None:
+                connection.open_along(route, master, found=pid)
                 return
             with self._slot(None if self.fixed else front_door(route)):
-                connection.open()
+                connection.open_along(route, master)
         except Exception as exc:
             log.debug("%s: could not start its master: %s", connection.original_host, exc)
             connection.remember_failure(exc)
@@ -160,7 +160,7 @@ def front_door(route: Route) -> Hashable:
     user's ProxyCommand (each start a login through it, often at one bastion),
     else the server's address (as the hop, if any, reaches it)."""
     command = route.proxy_command()
-    view = parse_resolved_config(route.resolved())
+    view = route.view()
     if command is None and view.get("proxycommand", "none") != "none":
         command = view["proxycommand"]
     if command is not None and route.hop() is None:

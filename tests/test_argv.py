@@ -208,6 +208,15 @@ def test_parse_resolved_config_keeps_first_value() -> None:
     assert parsed == {"identityfile": "a", "user": "x"}
 
 
+def test_parse_resolved_config_is_read_only_and_parsed_once_a_text() -> None:
+    # A route, its master and its socket's name all read one answer: a change
+    # made by one reader would reach the others.
+    parsed = parse_resolved_config(RESOLVED)
+    assert parse_resolved_config(RESOLVED) is parsed
+    with pytest.raises(TypeError):
+        parsed["connecttimeout"] = "30"  # type: ignore[index]
+
+
 def test_fallbacks_respect_the_users_connect_timeout() -> None:
     resolved = parse_resolved_config(RESOLVED)
     assert fallback_options(resolved, (15, 3), 10) == [
@@ -215,8 +224,7 @@ def test_fallbacks_respect_the_users_connect_timeout() -> None:
         "ServerAliveCountMax=3",
         "ConnectTimeout=10",
     ]
-    resolved["connecttimeout"] = "30"
-    assert fallback_options(resolved, None, 10) == []
+    assert fallback_options({**resolved, "connecttimeout": "30"}, None, 10) == []
 
 
 def test_ssh_options_accepts_a_string_or_a_list() -> None:

@@ -139,3 +139,29 @@ def test_fab_says_which_key_is_wrong_in_one_line_and_logs_in_nowhere(
             "(10m), or yes/no, not 'ten minutes'"
         )
     assert sshd.logins() == 0
+
+
+def test_reading_a_section_asks_invoke_nothing_the_root_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # invoke looks up "_keypath" and "_root" on the root for every section read,
+    # and the root's AttributeError first lists every attribute of its class:
+    # the most costly part of a parallel run's host, answered at once here.
+    from invoke.config import DataProxy
+
+    asked: list[str] = []
+    invoke_getattr = DataProxy.__getattr__
+
+    def counting(self: DataProxy, key: str) -> object:
+        asked.append(key)
+        return invoke_getattr(self, key)
+
+    monkeypatch.setattr(DataProxy, "__getattr__", counting)
+    config = MuxConfig()
+    asked.clear()
+    assert config.run.echo is False
+    assert config.run._keypath == ("run",)
+    assert not config._is_leaf
+    assert asked == ["run", "echo", "run"]
+    with pytest.raises(AttributeError, match="No attribute or config key found for 'nothing'"):
+        config.nothing  # noqa: B018

@@ -120,3 +120,32 @@ def test_a_group_member_that_cannot_start_is_its_own_failure(
     assert results["node1"].ok
     assert isinstance(results["node2"], HostKeyFailed)
     assert os.path.exists(str(group[0].control_path))
+
+
+def test_a_master_found_up_is_asked_once_and_its_route_planned_once(
+    sshd: SshServer, mux_config: fabric.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fabric_mux.route import Route
+    from fabric_mux.warmup import Starter
+
+    first = MuxConnection(sshd.alias, config=mux_config)
+    first.open()
+    requests = first.mux_master.requests
+    checks = requests["alive check"]
+    planned: list[Route] = []
+    plan = MuxConnection.route
+
+    def counting(self: MuxConnection) -> Route:
+        planned.append(plan(self))
+        return planned[-1]
+
+    monkeypatch.setattr(MuxConnection, "route", counting)
+    second = MuxConnection(sshd.alias, config=mux_config)
+    Starter().open(second)
+    assert second.mux_master is first.mux_master
+    assert requests["alive check"] - checks == 1
+    assert len(planned) == 1
+    assert second.run("true", hide=True).ok
+    assert sshd.logins() == 1
+    second.close()
+    first.close()
