@@ -171,17 +171,28 @@ def _named_environment(paths: Sequence[str]) -> dict[str, str | None]:
     """The variables the config files ``paths`` can read, and the local host name."""
     names = set(_ALWAYS_NAMED)
     for path in paths:
-        names.update(_variables_in(_stamp(path)))
+        names.update(_facts(_stamp(path)).variables)
     named: dict[str, str | None] = {name: os.environ.get(name) for name in sorted(names)}
     named["(hostname)"] = socket.gethostname()
     named["(uid)"] = str(os.geteuid())
     return named
 
 
+class _FileFacts(NamedTuple):
+    """What a config file says that decides whether and how an answer is kept."""
+
+    #: The ``${NAME}`` variables it names.
+    variables: frozenset[str]
+    #: Whether a ``Match`` of it tests ``localnetwork``.
+    localnetwork: bool
+
+
 @functools.lru_cache(maxsize=256)
-def _variables_in(file: _Stamp) -> frozenset[str]:
-    """The ``${NAME}`` variables a config file names (by its stamp: read once a version)."""
-    return frozenset(_VARIABLE.findall(_read_text(file.path) or ""))
+def _facts(file: _Stamp) -> _FileFacts:
+    """:class:`_FileFacts` of a config file, by its stamp: read once a version,
+    not once a host (a fleet's ssh_config names every host)."""
+    text = _read_text(file.path) or ""
+    return _FileFacts(frozenset(_VARIABLE.findall(text)), bool(_LOCALNETWORK.search(text)))
 
 
 def _read_text(path: str) -> str | None:
@@ -243,7 +254,7 @@ def _keep(folder: Path, argv: Sequence[str], text: str, stamps: Sequence[_Stamp]
     if not _private_folder(folder):
         return
     files = [stamp.path for stamp in stamps if os.path.isfile(stamp.path)]
-    if any(_LOCALNETWORK.search(_read_text(path) or "") for path in files):
+    if any(_facts(_stamp(path)).localnetwork for path in files):
         return
     view = parse_resolved_config(text)
     if view.get("canonicalizehostname", "false") not in ("false", "no"):
@@ -265,7 +276,7 @@ def _keep(folder: Path, argv: Sequence[str], text: str, stamps: Sequence[_Stamp]
         return
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:  # mkstemp makes it 0600
-            json.dump(kept, file)
+            file.write(json.dumps(kept))  # dumps: C's encoder, where dump is Python's
         os.replace(temporary, path)
     except OSError:
         with contextlib.suppress(OSError):

@@ -73,3 +73,27 @@ def test_the_environment_counts(
     view(config)
     assert asked(caplog) == 2
     assert os.environ["FMUX_SOMETHING_NEW"] == "1"
+
+
+def test_a_fleets_config_is_read_once_for_what_decides_keeping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every host's answer is kept; the file naming them all is read for its
+    # variables and its Match tests once a version, not once a host.
+    config = tmp_path / "ssh_config"
+    config.write_text("".join(f"Host h{n}\n    HostName 10.0.0.{n}\n" for n in range(1, 9)))
+    folder = tmp_path / "control"
+    folder.mkdir(mode=0o700)
+    reads: list[str] = []
+    read_text = resolve._read_text
+
+    def counting(path: str) -> str | None:
+        reads.append(path)
+        return read_text(path)
+
+    monkeypatch.setattr(resolve, "_read_text", counting)
+    for n in range(1, 9):
+        target = SshTarget(f"h{n}", config_file=str(config))
+        assert f"hostname 10.0.0.{n}" in resolve.resolve_config("ssh", target, keep_in=folder)
+    assert len(list((folder / resolve.KEPT).iterdir())) == 8
+    assert reads.count(str(config)) == 1
