@@ -17,15 +17,14 @@ from pathlib import Path
 
 import fabric
 import pytest
-from fakes import fake_ssh_server
-from test_trust import encrypted_key, keyboard_interactive_config
+from test_trust import assert_nothing_answers, encrypted_key
 from waiting import process_gone, wait_until
 
 from fabric_mux import MuxConnection
 from fabric_mux import master as master_module
 from fabric_mux.askpass import PromptAnswers
 from fabric_mux.childshell import ENV_DISPLAY, OUR_DISPLAY, helper_environment
-from fabric_mux.exceptions import AuthenticationFailed, MasterStartFailed, SecretWithheld
+from fabric_mux.exceptions import AuthenticationFailed, SecretWithheld
 from fabric_mux.resolve import KEPT
 from fabric_mux.testing import SshServer
 from fabric_mux.version import SshVersion, parse_version
@@ -133,17 +132,7 @@ def test_a_fishing_server_gets_nothing_from_an_old_ssh(
     old_ssh: None, control_dir: Path, tmp_path: Path, question: str
 ) -> None:
     key = encrypted_key(tmp_path, "key-passphrase")
-    with fake_ssh_server(method="keyboard-interactive", question=question.format(key=key)) as fake:
-        config = keyboard_interactive_config(fake, control_dir, tmp_path, key)
-        c = MuxConnection(
-            "fake",
-            config=config,
-            connect_kwargs={"passphrase": "key-passphrase", "password": "the-password"},
-        )
-        with pytest.raises(MasterStartFailed):
-            c.run("true")
-    assert fake.received, "the fake server asked nothing"
-    assert all(answer == "" for _, _, answer in fake.received), fake.received
+    assert_nothing_answers(question.format(key=key), control_dir, tmp_path, key)
     assert agents_under(control_dir) == []
 
 

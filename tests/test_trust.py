@@ -223,11 +223,11 @@ def encrypted_key(folder: Path, passphrase: str) -> Path:
     return key
 
 
-def test_a_server_asking_for_the_passphrase_gets_nothing(control_dir: Path, tmp_path: Path) -> None:
-    key = encrypted_key(tmp_path, "key-passphrase")
-    question = f"Enter passphrase for key '{key}': "
+def assert_nothing_answers(question: str, control_dir: Path, folder: Path, key: Path) -> None:
+    """A server that asks ``question`` (keyboard-interactive), from a connection given
+    both a passphrase for ``key`` and a password, gets an empty answer every time."""
     with fake_ssh_server(method="keyboard-interactive", question=question) as fake:
-        config = keyboard_interactive_config(fake, control_dir, tmp_path, key)
+        config = keyboard_interactive_config(fake, control_dir, folder, key)
         c = MuxConnection(
             "fake",
             config=config,
@@ -237,6 +237,12 @@ def test_a_server_asking_for_the_passphrase_gets_nothing(control_dir: Path, tmp_
             c.run("true")
     assert fake.received, "the fake server asked nothing"
     assert all(answer == "" for _, _, answer in fake.received), fake.received
+
+
+def test_a_server_asking_for_the_passphrase_gets_nothing(control_dir: Path, tmp_path: Path) -> None:
+    key = encrypted_key(tmp_path, "key-passphrase")
+    question = f"Enter passphrase for key '{key}': "
+    assert_nothing_answers(question, control_dir, tmp_path, key)
 
 
 def test_a_keyboard_interactive_password_prompt_gets_the_password_once(
