@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata
 import os
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from fabrun import run_fab
 from waiting import wait_until
 
+from fabric_mux import main
 from fabric_mux.resolve import KEPT
 from fabric_mux.testing import SshServer
 
@@ -97,3 +100,17 @@ def test_fabmux_persist_zero_leaves_no_master(
     # The master ends a second after the run's hold on it closes; its socket goes with it.
     assert wait_until(lambda: os.listdir(control_dir) in ([], [KEPT]))  # no socket
     assert sshd.logins() == 1
+
+
+def test_the_fabmux_command_keeps_its_imports_from_the_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What was imported lives as long as the process: the collector is not to walk it
+    # on every full collection and once more at exit.
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(main.program, "run", lambda: calls.append("run"))
+    main.run()
+    assert calls == ["freeze", "run"]
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    assert [s.value for s in scripts if s.name == "fabmux"] == ["fabric_mux.main:run"]
