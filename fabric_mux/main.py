@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from fabric import __version__ as fabric_version
@@ -15,7 +14,7 @@ from .config import MuxConfig, project_folder
 from .executor import MuxExecutor
 from .upstream import set_overrides
 
-__all__ = ["MuxFab", "make_program", "program", "run"]
+__all__ = ["MuxFab", "make_program", "program"]
 
 
 class MuxFab(Fab):  # type: ignore[misc]
@@ -94,12 +93,3 @@ def make_program() -> MuxFab:
 
 
 program = make_program()
-
-
-def run() -> None:
-    """The ``fabmux`` command."""
-    # What was just imported (Fabric, invoke, paramiko, cryptography) lives as long
-    # as the process: kept out of the cyclic collector, which would otherwise walk
-    # it on every full collection and once more at exit (about 50 ms a run).
-    gc.freeze()
-    program.run()

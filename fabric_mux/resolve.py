@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from . import early
 from .argv import SshTarget, config_query_argv, parse_resolved_config
 from .exceptions import SshNotFound, classify_ssh_failure
 from .process import current
@@ -53,6 +54,9 @@ _LOCALNETWORK = re.compile(r"^\s*match\b.*\blocalnetwork\b", re.IGNORECASE | re.
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 #: Variables that change an answer without being named in the config.
 _ALWAYS_NAMED = ("HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK")
+#: An answer asked early is used only if every file ssh read is at least this
+#: much older than the question (file times lag the clock by up to a tick).
+SETTLED_NS = 1_000_000_000
 #: The folder of kept answers, inside the control folder.
 KEPT = "ssh-G"
 
@@ -107,7 +111,7 @@ class _Answer(NamedTuple):
 
 def _environment() -> tuple[tuple[str, str], ...]:
     # Options may name ${VARIABLES}; HOME and USER decide ~ and the defaults.
-    return tuple(sorted(os.environ.items()))
+    return early.environment()
 
 
 def _dependencies(stderr: str, target: SshTarget) -> list[str]:
@@ -144,16 +148,40 @@ def resolve_config(
         if text is not None:
             return text
     environment = _environment()
-    text, stderr = _run([argv[0], "-v", *argv[1:]])  # -v: ssh names what it read
+    question = [argv[0], "-v", *argv[1:]]  # -v: ssh names what it read
+    guessed = _guessed(question, target, environment)
+    if guessed is not None:
+        text, stderr, stamps = guessed
+    else:
+        text, stderr = _run(question)
+        stamps = tuple(_stamp(path) for path in _dependencies(stderr, target))
     with state.resolved_lock:
         if _EXEC.search(stderr):
             state.resolved.pop(key, None)
             return text
-        stamps = tuple(_stamp(path) for path in _dependencies(stderr, target))
         state.resolved[key] = _Answer(text, stamps, environment)
     if keep_in is not None:
         _keep(keep_in, argv, text, stamps)
     return text
+
+
+def _guessed(
+    question: Sequence[str], target: SshTarget, environment: tuple[tuple[str, str], ...]
+) -> tuple[str, str, tuple[_Stamp, ...]] | None:
+    """The answer to ``question`` that was asked early (see :mod:`fabric_mux.early`),
+    its output, log and stamps, if it holds now."""
+    asked = early.take(question)
+    if asked is None or asked.returncode != 0 or asked.environment != environment:
+        return None
+    if _EXEC.search(asked.stderr):
+        return None  # the command its config ran could answer otherwise now
+    stamps = tuple(_stamp(path) for path in _dependencies(asked.stderr, target))
+    # A file changed about when ssh read it may have been read in its old version.
+    settled = asked.began_ns - SETTLED_NS
+    if any(stamp.mtime_ns >= settled for stamp in stamps):
+        return None
+    log.debug("resolving route: %s (asked early)", list(question))
+    return asked.stdout, asked.stderr, stamps
 
 
 # -- answers kept between runs ----------------------------------------------------

@@ -5,13 +5,15 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from fabrun import run_fab
 from waiting import wait_until
 
-from fabric_mux import main
+from fabric_mux import command, early, main
 from fabric_mux.resolve import KEPT
 from fabric_mux.testing import SshServer
 
@@ -108,9 +110,26 @@ def test_the_fabmux_command_keeps_its_imports_from_the_collector(
     # What was imported lives as long as the process: the collector is not to walk it
     # on every full collection and once more at exit.
     calls: list[str] = []
+    monkeypatch.setattr(early, "guess", lambda argv: calls.append("guess"))
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     monkeypatch.setattr(main.program, "run", lambda: calls.append("run"))
-    main.run()
-    assert calls == ["freeze", "run"]
+    command.run()
+    assert calls == ["guess", "freeze", "run"]
     scripts = importlib.metadata.entry_points(group="console_scripts")
-    assert [s.value for s in scripts if s.name == "fabmux"] == ["fabric_mux.main:run"]
+    assert [s.value for s in scripts if s.name == "fabmux"] == ["fabric_mux.command:run"]
+
+
+def test_the_fabmux_command_guesses_before_it_loads_fabric() -> None:
+    code = (
+        "import sys\n"
+        "from fabric_mux import early\n"
+        "early.guess = lambda argv: print('fabric' in sys.modules, 'invoke' in sys.modules)\n"
+        "from fabric_mux.command import run\n"
+        "sys.argv = ['fabmux', '--version']\n"
+        "run()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "False False"

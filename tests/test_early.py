@@ -1,0 +1,151 @@
+"""``ssh -G`` guessed from fabmux's command line and asked while Fabric loads: used
+only when the run asks exactly that, and nothing it read changed since."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fabric_mux import early, resolve
+from fabric_mux.argv import SshTarget
+
+SSH = shutil.which("ssh") or "ssh"
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    resolve.forget()
+    yield
+    early.stop()
+    resolve.forget()
+
+
+@pytest.fixture
+def config(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Path:
+    caplog.set_level(logging.DEBUG, logger="fabric_mux")
+    path = tmp_path / "ssh_config"
+    path.write_text("Host web\n    HostName 10.0.0.5\nHost db\n    HostName 10.0.0.6\n")
+    settled(path)
+    return path
+
+
+def settled(*paths: Path) -> None:
+    """Date ``paths`` (and their folders) a minute back: written well before the run."""
+    past = time.time() - 60
+    for path in {*paths, *(path.parent for path in paths)}:
+        os.utime(path, (past, past))
+
+
+def asked(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
+    """``ssh -G`` answers taken so far: (asked early, asked by the run)."""
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resolving route")]
+    ahead = sum(1 for line in lines if line.endswith("(asked early)"))
+    return ahead, len(lines) - ahead
+
+
+def all_asked() -> None:
+    guesses = early._Held.guesses
+    assert guesses is not None
+    guesses._thread.join(30)
+
+
+def view(config: Path, alias: str, **target: object) -> str:
+    return resolve.resolve_config(SSH, SshTarget(alias, config_file=str(config), **target))  # type: ignore[arg-type]
+
+
+def test_what_is_guessed_from_the_command_line() -> None:
+    assert early.questions(["-S", "cfg", "-H", "web,db", "-P", "deploy"]) == [
+        (SSH, "-v", "-G", "-F", "cfg", "--", "web"),
+        (SSH, "-v", "-G", "-F", "cfg", "--", "db"),
+    ]
+    assert early.questions(["--hosts=web,web,root@db,db:2222,[::1]", "deploy"]) == [
+        (SSH, "-v", "-G", "--", "web")
+    ]
+    for changes_the_questions in ("-i", "--list", "--no-mux", "-t", "--mux-control-path=x"):
+        assert early.questions(["-H", "web", changes_the_questions, "k", "deploy"]) == []
+    assert early.questions(["deploy"]) == []
+    assert early.questions(["-H"]) == []
+    assert early.questions(["deploy", "--", "-H", "web"]) == []
+
+
+def test_a_guessed_answer_is_the_runs_and_not_asked_again(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    early.guess(["-S", str(config), "-H", "web,db", "deploy"])
+    assert "hostname 10.0.0.5" in view(config, "web")
+    assert "hostname 10.0.0.6" in view(config, "db")
+    assert asked(caplog) == (2, 0)
+    guessed = view(config, "db")
+    resolve.forget()
+    early.stop()
+    assert view(config, "db") == guessed
+    assert asked(caplog) == (2, 1)
+
+
+def test_a_file_changed_after_the_guess_is_read_again(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    early.guess(["-S", str(config), "-H", "web", "deploy"])
+    all_asked()
+    config.write_text("Host web\n    HostName 10.0.0.7\n")
+    assert "hostname 10.0.0.7" in view(config, "web")
+    assert asked(caplog) == (0, 1)
+
+
+def test_a_file_changed_just_before_the_guess_is_read_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # File times lag the clock: ssh may have read the version before this one.
+    caplog.set_level(logging.DEBUG, logger="fabric_mux")
+    config = tmp_path / "ssh_config"
+    config.write_text("Host web\n    HostName 10.0.0.5\n")
+    early.guess(["-S", str(config), "-H", "web", "deploy"])
+    assert "hostname 10.0.0.5" in view(config, "web")
+    assert asked(caplog) == (0, 1)
+
+
+def test_a_changed_environment_asks_again(
+    config: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    early.guess(["-S", str(config), "-H", "web", "deploy"])
+    all_asked()
+    monkeypatch.setenv("FMUX_SOMETHING_NEW", "1")
+    view(config, "web")
+    assert asked(caplog) == (0, 1)
+
+
+def test_a_question_not_guessed_ends_the_guessing(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The project's config chose another user: every guess is of the wrong question.
+    early.guess(["-S", str(config), "-H", "web,db", "deploy"])
+    assert "user deploy" in view(config, "web", user="deploy")
+    view(config, "db")
+    assert asked(caplog) == (0, 2)
+    assert early.take([SSH, "-v", "-G", "-F", str(config), "--", "db"]) is None
+
+
+def test_a_config_that_runs_a_command_is_asked_again(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config.write_text('Match exec "true"\n    User deploy\n')
+    settled(config)
+    early.guess(["-S", str(config), "-H", "web", "deploy"])
+    all_asked()
+    view(config, "web")
+    assert asked(caplog) == (0, 1)
+
+
+def test_stopping_leaves_nothing_running(config: Path) -> None:
+    early.guess(["-S", str(config), "-H", ",".join(f"h{n}" for n in range(40)), "deploy"])
+    guesses = early._Held.guesses
+    assert guesses is not None
+    early.stop()
+    assert not guesses._thread.is_alive()
+    assert early.take([SSH, "-v", "-G", "-F", str(config), "--", "h39"]) is None
