@@ -180,3 +180,12 @@ def stop() -> None:
     guesses, _Held.guesses = _Held.guesses, None
     if guesses is not None:
         guesses.stop()
+
+
+def _forget_in_child() -> None:
+    # A forked child has no thread asking: a guess it found being asked would
+    # never be answered. It asks for itself.
+    _Held.guesses = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,15 @@ def test_stopping_leaves_nothing_running(config: Path) -> None:
     early.stop()
     assert not guesses._thread.is_alive()
     assert early.take([SSH, "-v", "-G", "-F", str(config), "--", "h39"]) is None
+
+
+def test_a_forked_child_asks_for_itself(config: Path) -> None:
+    # The child has no thread asking: it must not wait on a guess being asked.
+    early.guess(["-S", str(config), "-H", ",".join(f"h{n}" for n in range(40)), "deploy"])
+    pid = os.fork()
+    if pid == 0:  # the child: a guess it waited on would hang it, so the alarm ends it
+        signal.alarm(20)
+        taken = [early.take([SSH, "-v", "-G", "-F", str(config), "--", f"h{n}"]) for n in range(40)]
+        os._exit(0 if taken == [None] * 40 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
