@@ -12,11 +12,15 @@ A guess is only a guess. Its answer is used only when the run asks exactly that
 question, with the environment unchanged, and when every file ssh read is older
 than the moment it was asked (else ssh may have read a version that has since
 changed, see :mod:`fabric_mux.resolve`). Otherwise it is dropped, and the
-question is asked again. The first question the run asks that was not guessed
-shows the guesses were wrong (the project's config chose another user, port or
-ssh), and no more are asked. A command line whose options change the questions
-(``-i``, ``-t``, ``--mux-control-path``, ``--no-mux``) or that asks none
-(``--list``, ``--help``...) guesses nothing.
+question is asked again.
+
+- A config that runs a command (``Match exec``) has it run once more, for the
+  first guess only: no other guess is asked after it.
+- The first question the run asks that was not guessed shows the guesses were
+  wrong (the project's config chose another user, port or ssh): no more are asked.
+- A command line whose options change the questions (``-i``, ``-t``,
+  ``--mux-control-path``, ``--no-mux``) or that asks none (``--list``,
+  ``--help``...) guesses nothing.
 
 Stdlib only: this runs before Fabric is imported.
 """
@@ -39,6 +43,8 @@ _NO_GUESS = frozenset(
     "-i --identity -t --connect-timeout --mux-control-path --no-mux -l --list -h --help"
     " -V --version --complete --print-completion-script".split()
 )
+#: What ``ssh -v`` logs as its config runs a ``Match exec`` command.
+RAN_A_COMMAND = "debug1: Executing command"
 #: At most this many hosts are guessed: past it, guessing runs on into the logins.
 MOST = 64
 
@@ -113,6 +119,10 @@ class _Guesses:
             with self._changed:
                 if answer is not None:
                     self._answers[question] = answer
+                    if RAN_A_COMMAND in answer.stderr:
+                        # A Match exec: its answer is not used (the command could
+                        # answer otherwise later), and no other is asked for it.
+                        self._waiting.clear()
                 self._asking = None
                 self._changed.notify_all()
 

@@ -173,7 +173,7 @@ def _guessed(
     asked = early.take(question)
     if asked is None or asked.returncode != 0 or asked.environment != environment:
         return None
-    if _EXEC.search(asked.stderr):
+    if early.RAN_A_COMMAND in asked.stderr:
         return None  # the command its config ran could answer otherwise now
     stamps = tuple(_stamp(path) for path in _dependencies(asked.stderr, target))
     # A file changed about when ssh read it may have been read in its old version.

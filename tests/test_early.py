@@ -132,13 +132,15 @@ def test_a_question_not_guessed_ends_the_guessing(
     assert early.take([SSH, "-v", "-G", "-F", str(config), "--", "db"]) is None
 
 
-def test_a_config_that_runs_a_command_is_asked_again(
-    config: Path, caplog: pytest.LogCaptureFixture
+def test_a_config_that_runs_a_command_is_asked_again_and_guessed_no_more(
+    config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config.write_text('Match exec "true"\n    User deploy\n')
+    ran = tmp_path / "ran"
+    config.write_text(f'Match exec "echo x >> {ran}"\n    User deploy\n')
     settled(config)
-    early.guess(["-S", str(config), "-H", "web", "deploy"])
+    early.guess(["-S", str(config), "-H", "web,db,app", "deploy"])
     all_asked()
+    assert ran.read_text() == "x\n"  # the first guess only
     view(config, "web")
     assert asked(caplog) == (0, 1)
 
