@@ -18,6 +18,8 @@ question is asked again.
   first guess only: no other guess is asked after it.
 - The first question the run asks that was not guessed shows the guesses were
   wrong (the project's config chose another user, port or ssh): no more are asked.
+- The first answer the run finds kept from an earlier run (see
+  :mod:`fabric_mux.resolve`) shows the others are likely kept too: no more are asked.
 - A command line whose options change the questions (``-i``, ``-t``,
   ``--mux-control-path``, ``--no-mux``) or that asks none (``--list``,
   ``--help``...) guesses nothing.
@@ -138,6 +140,10 @@ class _Guesses:
                 self._waiting.remove(question)  # not asked yet: the caller asks it now
             return answer
 
+    def stop_guessing(self) -> None:
+        with self._changed:
+            self._waiting.clear()
+
     def _stop(self) -> None:
         self._stopped = True
         self._waiting.clear()
@@ -183,6 +189,14 @@ def take(question: Sequence[str]) -> Asked | None:
     asked; waits while it is being asked. None: ask it yourself."""
     guesses = _Held.guesses
     return guesses.take(tuple(question)) if guesses is not None else None
+
+
+def stop_guessing() -> None:
+    """Ask no more guesses (the run found its answers elsewhere); those asked are
+    still there to take."""
+    guesses = _Held.guesses
+    if guesses is not None:
+        guesses.stop_guessing()
 
 
 def stop() -> None:

@@ -146,6 +146,7 @@ def resolve_config(
             return known.text
         text = _load_kept(keep_in, argv) if keep_in is not None else None
         if text is not None:
+            early.stop_guessing()  # a run before this one asked them: the rest are kept too
             return text
     environment = _environment()
     question = [argv[0], "-v", *argv[1:]]  # -v: ssh names what it read

@@ -164,3 +164,23 @@ def test_a_forked_child_asks_for_itself(config: Path) -> None:
         os._exit(0 if taken == [None] * 40 else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_answer_kept_from_an_earlier_run_ends_the_guessing(
+    config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "control"
+    folder.mkdir(mode=0o700)
+    web = SshTarget("web", config_file=str(config))
+    resolve.resolve_config(SSH, web, keep_in=folder)  # an earlier run keeps its answer
+    resolve.forget()
+    hosts = ",".join(["web", *(f"h{n}" for n in range(40))])
+    early.guess(["-S", str(config), "-H", hosts, "deploy"])
+    resolve.resolve_config(SSH, web, keep_in=folder)
+    all_asked()
+    left = sum(
+        early.take([SSH, "-v", "-G", "-F", str(config), "--", f"h{n}"]) is not None
+        for n in range(40)
+    )
+    assert left < 20  # the guessing stopped there
+    assert asked(caplog) == (0, 1)  # the earlier run's ask; the kept answer since
