@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .exceptions import ControlDirUnsafe, ControlDirUnusable
 from .peers import user_name
+from .places import default_control_dirs
 
 __all__ = [
     "check_ancestors",
@@ -22,13 +23,6 @@ log = logging.getLogger("fabric_mux")
 
 #: Links followed in one path before giving up, as the kernel does (ELOOP).
 _MAX_LINKS = 40
-
-
-def default_control_dirs() -> list[Path]:
-    """``$XDG_RUNTIME_DIR/fabric-mux`` when the variable is set, then ``~/.ssh/fabric-mux``."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    fallback = Path.home() / ".ssh" / "fabric-mux"
-    return [Path(runtime) / "fabric-mux", fallback] if runtime else [fallback]
 
 
 def _unsafe_folder(path: Path, info: os.stat_result) -> str | None:

@@ -18,6 +18,9 @@ question is asked again.
   first guess only: no other guess is asked after it.
 - The first question the run asks that was not guessed shows the guesses were
   wrong (the project's config chose another user, port or ssh): no more are asked.
+- Nothing is guessed when the control folder (``FABRIC_MUX_CONTROL_DIR``, else
+  the default one) holds answers kept by an earlier run: the run finds its own
+  there.
 - The first answer the run finds kept from an earlier run (see
   :mod:`fabric_mux.resolve`) shows the others are likely kept too: no more are asked.
 - A command line whose options change the questions (``-i``, ``-t``,
@@ -36,7 +39,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NamedTuple
+
+from .places import KEPT, default_control_dirs
 
 __all__ = ["Asked", "environment", "guess", "stop", "take"]
 
@@ -112,6 +118,8 @@ class _Guesses:
         self._thread.start()
 
     def _ask_all(self) -> None:
+        if _kept_before():
+            return
         while True:
             with self._changed:
                 if self._stopped or not self._waiting:
@@ -153,6 +161,23 @@ class _Guesses:
         with self._changed:
             self._stop()
         self._thread.join()  # the one being asked takes milliseconds
+
+
+def _kept_before() -> bool:
+    """Whether the control folder holds answers kept by an earlier run: the run will
+    find its answers there (see :mod:`fabric_mux.resolve`), and guesses would be
+    asked for nothing. (A folder that only the project's config names is not seen
+    here: the first kept answer the run finds ends the guessing then.)"""
+    named = os.environ.get("FABRIC_MUX_CONTROL_DIR")
+    folders = [Path(named).expanduser()] if named else default_control_dirs()
+    for folder in folders:
+        try:
+            with os.scandir(folder / KEPT) as entries:
+                if next(entries, None) is not None:
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _ask(question: tuple[str, ...]) -> Asked | None:

@@ -39,10 +39,11 @@ from typing import Any, NamedTuple
 from . import early
 from .argv import SshTarget, config_query_argv, parse_resolved_config
 from .exceptions import SshNotFound, classify_ssh_failure
+from .places import KEPT
 from .process import current
 from .version import ssh_version
 
-__all__ = ["find_ssh", "forget", "resolve_config"]
+__all__ = ["KEPT", "find_ssh", "forget", "resolve_config"]
 
 log = logging.getLogger("fabric_mux")
 
@@ -57,8 +58,6 @@ _ALWAYS_NAMED = ("HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK")
 #: An answer asked early is used only if every file ssh read is at least this
 #: much older than the question (file times lag the clock by up to a tick).
 SETTLED_NS = 1_000_000_000
-#: The folder of kept answers, inside the control folder.
-KEPT = "ssh-G"
 
 #: Where ssh looks for configuration when no -F is given, present or not.
 _DEFAULT_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config")

@@ -15,12 +15,15 @@ import pytest
 
 from fabric_mux import early, resolve
 from fabric_mux.argv import SshTarget
+from fabric_mux.places import KEPT
 
 SSH = shutil.which("ssh") or "ssh"
 
 
 @pytest.fixture(autouse=True)
-def fresh() -> Iterator[None]:
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # A control folder of the test's own, with no answers kept by an earlier run.
+    monkeypatch.setenv("FABRIC_MUX_CONTROL_DIR", str(tmp_path / "control"))
     resolve.forget()
     yield
     early.stop()
@@ -169,7 +172,8 @@ def test_a_forked_child_asks_for_itself(config: Path) -> None:
 def test_an_answer_kept_from_an_earlier_run_ends_the_guessing(
     config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    folder = tmp_path / "control"
+    # A control folder that only the project's config names: not looked at before.
+    folder = tmp_path / "elsewhere"
     folder.mkdir(mode=0o700)
     web = SshTarget("web", config_file=str(config))
     resolve.resolve_config(SSH, web, keep_in=folder)  # an earlier run keeps its answer
@@ -184,3 +188,19 @@ def test_an_answer_kept_from_an_earlier_run_ends_the_guessing(
     )
     assert left < 20  # the guessing stopped there
     assert asked(caplog) == (0, 1)  # the earlier run's ask; the kept answer since
+
+
+def test_nothing_is_guessed_when_an_earlier_run_kept_its_answers(
+    config: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "control"
+    folder.mkdir(mode=0o700)
+    early.guess(["-S", str(config), "-H", "web", "deploy"])
+    all_asked()
+    assert early.take([SSH, "-v", "-G", "-F", str(config), "--", "web"]) is not None
+    early.stop()
+    resolve.resolve_config(SSH, SshTarget("db", config_file=str(config)), keep_in=folder)
+    assert list((folder / KEPT).iterdir())
+    early.guess(["-S", str(config), "-H", "web", "deploy"])
+    all_asked()
+    assert early.take([SSH, "-v", "-G", "-F", str(config), "--", "web"]) is None

@@ -1,0 +1,22 @@
+"""Where fabric-mux keeps its files unless told otherwise.
+
+Standard library only: the ``fabmux`` command looks here before Fabric is loaded
+(see :mod:`fabric_mux.early`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["KEPT", "default_control_dirs"]
+
+#: The folder of ``ssh -G`` answers kept between runs, inside the control folder.
+KEPT = "ssh-G"
+
+
+def default_control_dirs() -> list[Path]:
+    """``$XDG_RUNTIME_DIR/fabric-mux`` when the variable is set, then ``~/.ssh/fabric-mux``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    fallback = Path.home() / ".ssh" / "fabric-mux"
+    return [Path(runtime) / "fabric-mux", fallback] if runtime else [fallback]
