@@ -127,7 +127,7 @@ class _Guesses:
                 question = self._asking = self._waiting.popleft()
             answer = _ask(question)
             with self._changed:
-                if answer is not None:
+                if answer is not None and not self._stopped:
                     self._answers[question] = answer
                     if RAN_A_COMMAND in answer.stderr:
                         # A Match exec: its answer is not used (the command could

@@ -82,6 +82,7 @@ def test_a_guessed_answer_is_the_runs_and_not_asked_again(
     config: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     early.guess(["-S", str(config), "-H", "web,db", "deploy"])
+    all_asked()  # a guess not yet asked is the run's to ask
     assert "hostname 10.0.0.5" in view(config, "web")
     assert "hostname 10.0.0.6" in view(config, "db")
     assert asked(caplog) == (2, 0)
