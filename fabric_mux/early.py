@@ -33,6 +33,7 @@ Stdlib only: this runs before Fabric is imported.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -44,7 +45,7 @@ from typing import NamedTuple
 
 from .places import KEPT, default_control_dirs
 
-__all__ = ["Asked", "environment", "guess", "stop", "take"]
+__all__ = ["Asked", "environment", "guess", "ran_a_command", "stop", "stop_guessing", "take"]
 
 #: Options after which the run asks other questions, or none.
 _NO_GUESS = frozenset(
@@ -52,7 +53,7 @@ _NO_GUESS = frozenset(
     " -V --version --complete --print-completion-script".split()
 )
 #: What ``ssh -v`` logs as its config runs a ``Match exec`` command.
-RAN_A_COMMAND = "debug1: Executing command"
+_RAN_A_COMMAND = re.compile(r"^debug1: Executing command", re.MULTILINE)
 #: At most this many hosts are guessed: past it, guessing runs on into the logins.
 MOST = 64
 
@@ -72,6 +73,12 @@ class Asked(NamedTuple):
 def environment() -> tuple[tuple[str, str], ...]:
     """The environment, as an answer depends on it (``${NAME}``, ``HOME``, ``USER``)."""
     return tuple(sorted(os.environ.items()))
+
+
+def ran_a_command(log: str) -> bool:
+    """Whether ssh's ``-v`` log shows its config ran a command (``Match exec``): an
+    answer that such a command could change next time."""
+    return _RAN_A_COMMAND.search(log) is not None
 
 
 def questions(argv: Sequence[str]) -> list[tuple[str, ...]]:
@@ -129,7 +136,7 @@ class _Guesses:
             with self._changed:
                 if answer is not None and not self._stopped:
                     self._answers[question] = answer
-                    if RAN_A_COMMAND in answer.stderr:
+                    if ran_a_command(answer.stderr):
                         # A Match exec: its answer is not used (the command could
                         # answer otherwise later), and no other is asked for it.
                         self._waiting.clear()

@@ -50,7 +50,6 @@ log = logging.getLogger("fabric_mux")
 # ssh ends its log lines with \r\n.
 _READ = re.compile(r"^debug1: Reading configuration data (.+?)\r?$", re.MULTILINE)
 _INCLUDE = re.compile(r"^debug1: .* line \d+: include (.+) matched no files\r?$", re.MULTILINE)
-_EXEC = re.compile(r"^debug1: Executing command", re.MULTILINE)
 _LOCALNETWORK = re.compile(r"^\s*match\b.*\blocalnetwork\b", re.IGNORECASE | re.MULTILINE)
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 #: Variables that change an answer without being named in the config.
@@ -103,14 +102,9 @@ class _Answer(NamedTuple):
     environment: tuple[tuple[str, str], ...]
 
     def still_true(self) -> bool:
-        return self.environment == _environment() and all(
+        return self.environment == early.environment() and all(
             _stamp(stamp.path) == stamp for stamp in self.stamps
         )
-
-
-def _environment() -> tuple[tuple[str, str], ...]:
-    # Options may name ${VARIABLES}; HOME and USER decide ~ and the defaults.
-    return early.environment()
 
 
 def _dependencies(stderr: str, target: SshTarget) -> list[str]:
@@ -147,7 +141,7 @@ def resolve_config(
         if text is not None:
             early.stop_guessing()  # a run before this one asked them: the rest are kept too
             return text
-    environment = _environment()
+    environment = early.environment()
     question = [argv[0], "-v", *argv[1:]]  # -v: ssh names what it read
     guessed = _guessed(question, target, environment)
     if guessed is not None:
@@ -156,7 +150,7 @@ def resolve_config(
         text, stderr = _run(question)
         stamps = tuple(_stamp(path) for path in _dependencies(stderr, target))
     with state.resolved_lock:
-        if _EXEC.search(stderr):
+        if early.ran_a_command(stderr):
             state.resolved.pop(key, None)
             return text
         state.resolved[key] = _Answer(text, stamps, environment)
@@ -173,7 +167,7 @@ def _guessed(
     asked = early.take(question)
     if asked is None or asked.returncode != 0 or asked.environment != environment:
         return None
-    if early.RAN_A_COMMAND in asked.stderr:
+    if early.ran_a_command(asked.stderr):
         return None  # the command its config ran could answer otherwise now
     stamps = tuple(_stamp(path) for path in _dependencies(asked.stderr, target))
     # A file changed about when ssh read it may have been read in its old version.
@@ -273,7 +267,7 @@ def _load_kept(folder: Path, argv: Sequence[str]) -> str | None:
         return None
     state = current()
     with state.resolved_lock:
-        state.resolved[tuple(argv)] = _Answer(text, stamps, _environment())
+        state.resolved[tuple(argv)] = _Answer(text, stamps, early.environment())
     return text
 
 
