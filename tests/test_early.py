@@ -158,6 +158,8 @@ def test_stopping_leaves_nothing_running(config: Path) -> None:
     assert early.take([SSH, "-v", "-G", "-F", str(config), "--", "h39"]) is None
 
 
+# The very case: a fork while the guessing thread runs (Python 3.12 warns of it).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_asks_for_itself(config: Path) -> None:
     # The child has no thread asking: it must not wait on a guess being asked.
     early.guess(["-S", str(config), "-H", ",".join(f"h{n}" for n in range(40)), "deploy"])
