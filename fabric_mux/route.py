@@ -84,7 +84,6 @@ class Route:
         # Fabric's connect timeout (fab -t) over ours; ssh_config's over both.
         self.connect_timeout = config.timeouts.connect or self.settings.connect_timeout
         self._resolved: str | None = None
-        self._view: Mapping[str, str] | None = None
         self._hop: tuple[Route | None, str | None] | None = None
 
     @classmethod
@@ -138,10 +137,9 @@ class Route:
         return self._resolved
 
     def view(self) -> Mapping[str, str]:
-        """:meth:`resolved` as keywords (lower case) and their first values."""
-        if self._view is None:
-            self._view = parse_resolved_config(self.resolved())
-        return self._view
+        """:meth:`resolved` as keywords (lower case) and their first values
+        (parsed once a text: :func:`~fabric_mux.argv.parse_resolved_config`)."""
+        return parse_resolved_config(self.resolved())
 
     def _fabric_gateway(self) -> Any:
         """The gateway Fabric decides, with Fabric's precedence: ``gateway=`` >
