@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,37 @@ class Fleet:
             proc.stderr.close()  # type: ignore[union-attr]
         return seconds
 
+    def alone(self, folder: Path) -> float:
+        """The task's work with OpenSSH alone, every host at once: a master
+        (``ssh -fNM -S``), then the task's two commands over it (``ssh -S``).
+        The masters are left up in ``folder``, for the caller to end."""
+        base = [self.ssh, "-F", str(self.ssh_config)]
+
+        def one(host: str) -> None:
+            socket = str(folder / host)
+            for argv in (
+                [*base, "-fNM", "-S", socket, host],
+                [*base, "-S", socket, host, "true"],
+                [*base, "-S", socket, host, "true"],
+            ):
+                # stderr to a file: a -f master keeps a pipe open for as long as it lives.
+                with tempfile.TemporaryFile() as errors:
+                    done = subprocess.run(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=errors,
+                        check=False,
+                    )
+                    if done.returncode != 0:
+                        errors.seek(0)
+                        raise RuntimeError(f"{argv} failed: {errors.read()!r}")
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            list(pool.map(one, self.hosts))
+        return time.perf_counter() - start
+
 
 def run_fleet(sizes: Sequence[int] = SIZES, openssh: Sequence[str] = tuple(OPENSSH)) -> str:
     """Measure every size with every OpenSSH build named; the Markdown report.
@@ -281,6 +313,10 @@ def _size(stack: ExitStack, openssh: str | None, count: int, label: str) -> Size
     rows = {
         "floor": Row("N plain `ssh HOST true` at once: the login floor"),
         "list": Row("`fabmux --list`: Python's start"),
+        "alone": Row(
+            "OpenSSH alone, the same work: a master a host (`ssh -fNM`), then the two"
+            " commands over it (`ssh -S`)"
+        ),
         "stock": Row("stock `fab`, a `Connection` a thread (paramiko)"),
         "cold": Row("`fabmux -P -H <N hosts> fleet`, cold"),
         "again": Row(
@@ -301,6 +337,12 @@ def _size(stack: ExitStack, openssh: str | None, count: int, label: str) -> Size
         argv = [fabmux, "-S", cfg, "-H", hosts, "-P", "fleet"]
         return fleet.run(argv, {"FABRIC_MUX_CONTROL_DIR": str(folder)})
 
+    def alone() -> float:
+        with ExitStack() as local:
+            folder = scratch(local, "fmb-fa-")
+            local.callback(stop_masters, folder)
+            return fleet.alone(folder)
+
     def cold_elsewhere() -> float:
         with ExitStack() as local:
             folder = scratch(local, "fmb-fc-")
@@ -310,6 +352,7 @@ def _size(stack: ExitStack, openssh: str | None, count: int, label: str) -> Size
     for _ in range(TRIES):
         sample("floor", fleet.floor)
         sample("list", lambda: fleet.run([fabmux, "--list"]))
+        sample("alone", alone)
         sample("stock", lambda: fleet.run([fab, "-S", cfg, "stock", "--names", hosts]))
     sample("cold", cold_elsewhere)
     sample("cold", lambda: cold(warm_dir))  # leaves the warm row's masters up
@@ -354,7 +397,7 @@ def _report(
     header = "| | " + " | ".join(f"{n} hosts, OpenSSH {o}" for o in openssh for n in sizes) + " |"
     lines += [header, "| --- |" + " ---: |" * (len(openssh) * len(sizes))]
     flat = [size for label in openssh for size in measured[label]]
-    for key in ("floor", "list", "stock", "cold", "again", "warm"):
+    for key in ("floor", "list", "alone", "stock", "cold", "again", "warm"):
         cells = []
         for size in flat:
             row = size.rows[key]
@@ -366,6 +409,8 @@ def _report(
                 text += f" ({statistics.median(row.logins):g} logins)"
             if best is None or math.isinf(best):
                 pass
+            elif key == "alone":
+                text += f", {best / (size.rows['floor'].best or 1):.2f}x floor"
             elif key in ("cold", "again"):
                 floor = size.rows["floor"].best or 0
                 start = size.rows["list"].best or 0
