@@ -61,14 +61,19 @@ def _is_terminal(stream: IO[str]) -> bool:
         return False
 
 
-#: Bytes that would let a host's output move the cursor, clear or recolour what
-#: is shown (and so print over another host's prefix): C0 controls but the tab,
-#: DEL, and the C1 controls (the 8-bit CSI among them).
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: What would let a host's output move the cursor, clear or recolour what is
+#: shown (and so print over another host's prefix): C0 controls but the tab, DEL,
+#: and the C1 controls (the 8-bit CSI among them). And what would let it change
+#: the order in which a terminal that follows Unicode's bidirectional rules shows
+#: the rest of its line, so that it reads otherwise than it was sent: the bidi
+#: embeddings, overrides, isolates and marks, and the line and paragraph separators.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def _shown(char: re.Match[str]) -> str:
     code = ord(char.group())
+    if code > 0xFF:
+        return f"\\u{code:04x}"
     return {0x0D: "\\r", 0x1B: "\\e"}.get(code, f"\\x{code:02x}")
 
 

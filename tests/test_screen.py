@@ -17,6 +17,13 @@ from fabric_mux.screen import LineWriter, Screen, visible
         ("\x1b[2K\x1b[1G[web2] x", "\\e[2K\\e[1G[web2] x"),
         ("bell\x07 del\x7f csi\x9b nul\x00", "bell\\x07 del\\x7f csi\\x9b nul\\x00"),
         ("naïve café ✓", "naïve café ✓"),
+        # Shown in a bidi terminal as "[web1] ok: 0 failed", where it says "1 deliaf".
+        ("ok: 0\u202e deliaf 1", "ok: 0\\u202e deliaf 1"),
+        (
+            "\u2066a\u2069 \u200f\u061c \u2028x\u2029",
+            "\\u2066a\\u2069 \\u200f\\u061c \\u2028x\\u2029",
+        ),
+        ("עברית ועربية", "עברית ועربية"),
     ],
 )
 def test_bytes_that_act_on_a_terminal_are_shown_as_text(line: str, shown: str) -> None:
