@@ -11,8 +11,9 @@ A real local file's own descriptor is the session's stdin (put) or stdout
 (get): its bytes never pass through Python. File-like objects are pumped.
 A get lands in a file beside its target, renamed over it once whole: a
 failed get leaves the old file as it was. Bytes that the account's login
-shell prints before every command (a ``.bashrc`` that echoes) are found
-out and left out.
+shell prints before every command (a ``.bashrc`` that echoes) are left out:
+from a landed file, once found out; from bytes pumped to a file-like object,
+as they come, since they come before a marker the get's command prints.
 Where the account has no shell to run the command (``ForceCommand
 internal-sftp``), :class:`~fabric_mux.exceptions.TransferNeedsSftp` says so,
 and the connection lets SFTP do it.
@@ -85,13 +86,17 @@ exec wc -c < "$r" >&2"""
 
 #: $1 the remote path. Reports the absolute path and its ``ls -l`` line (mode,
 #: size), then sends the bytes.
-GET_SCRIPT = r"""printf '\0fabric-mux-started' >&2
+_GET_REPORT = r"""printf '\0fabric-mux-started' >&2
 r=$1
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 m=$(ls -ldnL -- "$r") || exit
 printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
-exec cat -- "$r"
 """
+GET_SCRIPT = _GET_REPORT + 'exec cat -- "$r"\n'
+#: GET_SCRIPT that first writes $2 twice to stdout: what comes before it is the
+#: login shell's (see :class:`_AfterMarker`). Twice, because a shell that echoes
+#: the command line it runs echoes $2 only once.
+GET_MARKED_SCRIPT = _GET_REPORT + 'printf %s%s "$2" "$2"\nexec cat -- "$r"\n'
 
 #: Reports the remote home (where a session starts) as a path.
 HOME_SCRIPT = r"""printf '\0fabric-mux-started' >&2
@@ -271,20 +276,19 @@ def get(
     local_path = local
     if not is_file_like:
         local_path = _local_target(opener, remote, local)
-    command = _command(GET_SCRIPT, str(remote))
     report_to = progress_callback(progress, remote_name or "download")
     if is_file_like:
-        report, got = _run(opener, command, sink=local.write, progress=report_to)
+        report, got = _pumped_get(opener, str(remote), local.write, report_to)
         if report_to:
             report_to(got, got)
         _got_all(opener, report, remote, got)
     else:
         with _beside(local_path) as landing:
             if landing is None:  # /dev/null, a fifo: written as it comes
-                report, got = _into(opener, command, local_path, report_to)
+                report, got = _into(opener, str(remote), local_path, report_to)
                 _got_all(opener, report, remote, got)
             else:
-                report, got = _into(opener, command, landing.path, report_to)
+                report, got = _into(opener, str(remote), landing.path, report_to)
                 if report.ok and report.size is not None and got > report.size:
                     got = landing.drop_head(got - report.size, _login_output(opener))
                 if not report.ok or (report.size is not None and got < report.size):
@@ -311,7 +315,7 @@ def _got_all(opener: Transferring, report: _Report, remote: Any, got: int) -> No
 
 
 def _into(
-    opener: SessionOpener, command: str, path: str, progress: Progress | None
+    opener: SessionOpener, remote: str, path: str, progress: Progress | None
 ) -> tuple[_Report, int]:
     """Run a get whose stdout is the file at ``path`` itself (opened, not truncated).
 
@@ -321,12 +325,55 @@ def _into(
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return _run(opener, command, sink=lambda chunk: write_all(fd, chunk), progress=progress)
+            return _pumped_get(opener, remote, lambda chunk: write_all(fd, chunk), progress)
+        command = _command(GET_SCRIPT, remote)
         with _polling(progress, None, lambda: os.lseek(fd, 0, os.SEEK_CUR)):
             report, _ = _run(opener, command, stdout=fd)
         return report, os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our offset
     finally:
         os.close(fd)
+
+
+def _pumped_get(
+    opener: SessionOpener, remote: str, sink: Callable[[bytes], object], progress: Progress | None
+) -> tuple[_Report, int]:
+    """Run a get whose bytes pass through Python to ``sink``; its report, and the
+    bytes passed on. What the login shell prints first never reaches ``sink``:
+    it comes before a marker that no shell can have printed (random, a get)."""
+    token = secrets.token_hex(16)
+    into = _AfterMarker(2 * token.encode(), sink)
+    report, _ = _run(
+        opener, _command(GET_MARKED_SCRIPT, remote, token), sink=into.write, progress=progress
+    )
+    return report, into.passed
+
+
+class _AfterMarker:
+    """A sink that passes on to ``sink`` only what comes after ``marker``."""
+
+    def __init__(self, marker: bytes, sink: Callable[[bytes], object]) -> None:
+        self.marker = marker
+        self.sink = sink
+        self._head = b""
+        self._found = False
+        #: Bytes passed on.
+        self.passed = 0
+
+    def write(self, chunk: bytes) -> None:
+        if not self._found:
+            head = self._head + chunk
+            at = head.find(self.marker)
+            if at < 0:
+                # Only the end could begin the marker; what is before it is dropped.
+                self._head = head[-(len(self.marker) - 1) :]
+                return
+            self._found = True
+            self._head = b""
+            chunk = head[at + len(self.marker) :]
+            if not chunk:
+                return
+        self.sink(chunk)
+        self.passed += len(chunk)
 
 
 class _Landing:

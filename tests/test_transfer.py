@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from fabric_mux import MuxConnection
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
-from fabric_mux.transfer import INLINE_LIMIT, printf_format
+from fabric_mux.transfer import INLINE_LIMIT, _AfterMarker, printf_format
 
 #: Remote folders of this run (runs of the suite may share an account).
 OURS, STOCK = f"fmux-ours-{os.getpid()}", f"fmux-stock-{os.getpid()}"
@@ -339,6 +339,72 @@ def test_get_brings_the_exact_bytes_when_the_login_shell_prints_first(
         assert sorted(p.name for p in tmp_path.iterdir()) == ["got.bin"]
     finally:
         c.run(f"rm -f /tmp/{OURS}-banner.bin", hide=True)
+    assert server.logins() == 1
+
+
+@given(
+    head=st.binary(max_size=200),
+    data=st.binary(max_size=300),
+    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=8),
+)
+def test_what_comes_before_the_marker_is_dropped_however_the_bytes_are_cut(
+    head: bytes, data: bytes, cuts: list[int]
+) -> None:
+    marker = b"0123456789abcdef" * 2
+    stream = head.replace(marker, b"") + marker + data  # the data may hold it again
+    passed: list[bytes] = []
+    into = _AfterMarker(marker, passed.append)
+    edges = sorted({0, len(stream), *(cut for cut in cuts if cut < len(stream))})
+    for start, end in zip(edges, edges[1:]):
+        into.write(stream[start:end])
+    assert b"".join(passed) == data
+    assert into.passed == len(data)
+    assert all(passed)  # no empty writes
+
+
+def test_without_the_marker_nothing_is_passed_on() -> None:
+    passed: list[bytes] = []
+    into = _AfterMarker(b"markermarker", passed.append)
+    for chunk in (b"cat: /nope: No such file", b"marker", b"marke"):
+        into.write(chunk)
+    assert passed == []
+    assert into.passed == 0
+
+
+@pytest.mark.parametrize(
+    "login_shell",
+    [
+        'printf "Welcome to web1\\n"',
+        # A shell that echoes what it runs: the get's marker is in it, once.
+        'printf "%s\\n" "$SSH_ORIGINAL_COMMAND"',
+    ],
+    ids=["banner", "echoes-the-command"],
+)
+def test_get_into_a_file_like_object_brings_the_exact_bytes_when_the_login_shell_prints_first(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path, login_shell: str
+) -> None:
+    server = sshd_factory(
+        sshd_options=[f'ForceCommand {login_shell}; eval "$SSH_ORIGINAL_COMMAND"']
+    )
+    config = server.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    c = MuxConnection(server.alias, config=config)
+    data = os.urandom(300_000)
+    c.put(io.BytesIO(data), f"/tmp/{OURS}-banner-fo.bin")
+    try:
+        into = io.BytesIO()
+        c.get(f"/tmp/{OURS}-banner-fo.bin", into)
+        assert into.getvalue() == data
+        # Through the pump too: a local path that is not a regular file.
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        drained: list[bytes] = []
+        reader = threading.Thread(target=lambda: drained.append(fifo.read_bytes()))
+        reader.start()
+        c.get(f"/tmp/{OURS}-banner-fo.bin", str(fifo))
+        reader.join(timeout=60)
+        assert drained == [data]
+    finally:
+        c.run(f"rm -f /tmp/{OURS}-banner-fo.bin", hide=True)
     assert server.logins() == 1
 
 
