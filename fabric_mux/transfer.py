@@ -342,9 +342,10 @@ def _pumped_get(
     it comes before a marker that no shell can have printed (random, a get)."""
     token = secrets.token_hex(16)
     into = _AfterMarker(2 * token.encode(), sink)
-    report, _ = _run(
-        opener, _command(GET_MARKED_SCRIPT, remote, token), sink=into.write, progress=progress
-    )
+    # Progress counts what was passed on, not the marker or what came before it.
+    passed = (lambda _pumped, total: progress(into.passed, total)) if progress else None
+    command = _command(GET_MARKED_SCRIPT, remote, token)
+    report, _ = _run(opener, command, sink=into.write, progress=passed)
     return report, into.passed
 
 
