@@ -42,7 +42,7 @@ from .common import (
     stop_masters,
     unwinding_on_signals,
 )
-from .report import machine, software
+from .report import commit, machine, software
 
 __all__ = ["RESULTS", "SIZES", "run_fleet"]
 
@@ -270,7 +270,7 @@ class Fleet:
 def run_fleet(sizes: Sequence[int] = SIZES, openssh: Sequence[str] = tuple(OPENSSH)) -> str:
     """Measure every size with every OpenSSH build named; the Markdown report.
 
-    A run of every size and build also writes :data:`RESULTS`.
+    A run of every size and build also puts it at the top of :data:`RESULTS`.
     """
     unknown = set(openssh) - set(OPENSSH)
     if unknown or not openssh:
@@ -298,7 +298,9 @@ def run_fleet(sizes: Sequence[int] = SIZES, openssh: Sequence[str] = tuple(OPENS
     load.append(os.getloadavg()[0])
     text = _report(measured, load, sizes, openssh)
     if tuple(sizes) == SIZES and tuple(openssh) == tuple(OPENSSH):
-        RESULTS.write_text(text)
+        # On top of the earlier runs, which stay below for comparison.
+        earlier = RESULTS.read_text() if RESULTS.exists() else ""
+        RESULTS.write_text(text + ("\n" + earlier if earlier else ""))
     return text
 
 
@@ -380,8 +382,8 @@ def _report(
     measured: dict[str, list[Size]], load: list[float], sizes: Sequence[int], openssh: Sequence[str]
 ) -> str:
     lines = [
-        f"## fabric-mux fleet benchmark: `fabmux -P` over {', '.join(map(str, sizes))} hosts"
-        f" at {RTT_MS} ms",
+        f"## fabric-mux fleet benchmark at {commit()}: `fabmux -P` over"
+        f" {', '.join(map(str, sizes))} hosts at {RTT_MS} ms",
         "",
         f"- Link: each sshd behind a `LatencyRelay` adding {RTT_MS // 2} ms each way;"
         f" at most {SERVERS} sshd servers, more hosts spread over them, a route each"

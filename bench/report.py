@@ -119,14 +119,18 @@ def machine() -> str:
     return f"{_output(['uname', '-srm'])}, {cpu}, {_output(['nproc'])} CPUs"
 
 
-def software() -> str:
+def commit() -> str:
+    """The commit measured (``-dirty`` if the work tree has changes)."""
     repo = Path(__file__).resolve().parent.parent
-    commit = _output(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+    return _output(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+
+
+def software() -> str:
     return ", ".join(
         [
             _output(["ssh", "-V"]),
             f"Python {platform.python_version()}",
             *(f"{name} {version(name)}" for name in ("fabric", "paramiko", "invoke")),
-            f"fabric-mux {fabric_mux.__version__} ({commit})",
+            f"fabric-mux {fabric_mux.__version__} ({commit()})",
         ]
     )
