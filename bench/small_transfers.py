@@ -39,6 +39,9 @@ def run(bench: Bench, repeat: int) -> tuple[list[Section], list[Check]]:
     def get(connection: Connection) -> float:
         return timed(lambda: connection.get(remote, str(back)))
 
+    def getfo(connection: Connection) -> float:
+        return timed(lambda: connection.get(remote, io.BytesIO()))
+
     variants = [
         Variant(
             "bare protocol session (`MuxClient`): the floor",
@@ -50,17 +53,21 @@ def run(bench: Bench, repeat: int) -> tuple[list[Section], list[Check]]:
         Variant("fabric-mux `c.get` to a file", lambda: get(mux)),
         Variant("stock Fabric `c.put` of a `BytesIO`", lambda: putfo(stock)),
         Variant("fabric-mux `c.put` of a `BytesIO`", lambda: putfo(mux)),
+        Variant("stock Fabric `c.get` into a `BytesIO`", lambda: getfo(stock)),
+        Variant("fabric-mux `c.get` into a `BytesIO`", lambda: getfo(mux)),
     ]
     title = f"g. warm transfers of {SMALL // 1000} KB: round trips, not bandwidth"
     section = Section("g", title, variants)
     bench.measure(section, repeat * 3, warmup=1)
-    floor, sp, mp, sg, mg, sf, mf = variants
+    floor, sp, mp, sg, mg, sf, mf, sgf, mgf = variants
     promise = ("≤ 1.5", lambda v: v <= 1.5) if bench.rtt_ms else ("", None)
     return [section], [
         Check("g. mux put ÷ bare session", mp, floor, *promise),
         Check("g. mux get ÷ bare session", mg, floor, *promise),
         Check("g. mux put of a BytesIO ÷ bare session", mf, floor, *promise),
+        Check("g. mux get into a BytesIO ÷ bare session", mgf, floor, *promise),
         Check("g. stock put ÷ mux put", sp, mp),
         Check("g. stock get ÷ mux get", sg, mg),
         Check("g. stock put of a BytesIO ÷ mux's", sf, mf),
+        Check("g. stock get into a BytesIO ÷ mux's", sgf, mgf),
     ]
