@@ -276,6 +276,7 @@ def run_fleet(sizes: Sequence[int] = SIZES, openssh: Sequence[str] = tuple(OPENS
     if unknown or not openssh:
         raise ValueError(f"openssh takes {sorted(OPENSSH)}, not {sorted(openssh)}")
     byte_compile_package()
+    commit()  # the commit measured is the one at the start
     load = [os.getloadavg()[0]]
     measured: dict[str, list[Size]] = {}
     with ExitStack() as outer:

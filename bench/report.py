@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import time
@@ -119,8 +120,10 @@ def machine() -> str:
     return f"{_output(['uname', '-srm'])}, {cpu}, {_output(['nproc'])} CPUs"
 
 
+@functools.lru_cache(maxsize=1)
 def commit() -> str:
-    """The commit measured (``-dirty`` if the work tree has changes)."""
+    """The commit measured (``-dirty`` if the work tree has changes), as it was when
+    first asked: a bench asks at its start."""
     repo = Path(__file__).resolve().parent.parent
     return _output(["git", "-C", str(repo), "describe", "--always", "--dirty"])
 

@@ -36,7 +36,7 @@ from .common import (
 )
 from .core import DEFAULT_REPEAT, Bench
 from .model import Check, Section
-from .report import report
+from .report import commit, report
 
 __all__ = ["DEFAULT_REPEAT", "RESULTS", "SECTIONS", "run_bench"]
 
@@ -78,6 +78,7 @@ def run_bench(repeat: int = DEFAULT_REPEAT, only: str = SECTIONS, rtt_ms: float 
     if rtt_ms < 0:
         raise ValueError("rtt must be 0 (loopback) or more")
     byte_compile_package()
+    commit()  # the commit measured is the one at the start
     load_before = os.getloadavg()[0]
     with ExitStack() as stack:
         # Entered first, left last: reaps what the clean-ups below ended.
