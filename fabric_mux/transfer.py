@@ -93,10 +93,10 @@ m=$(ls -ldnL -- "$r") || exit
 printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
 """
 GET_SCRIPT = _GET_REPORT + 'exec cat -- "$r"\n'
-#: GET_SCRIPT that first writes $2 twice to stdout: what comes before it is the
-#: login shell's (see :class:`_AfterMarker`). Twice, because a shell that echoes
-#: the command line it runs echoes $2 only once.
-GET_MARKED_SCRIPT = _GET_REPORT + 'printf %s%s "$2" "$2"\nexec cat -- "$r"\n'
+#: GET_SCRIPT that first writes $2 between NULs to stdout: what comes before it is
+#: the login shell's (see :class:`_AfterMarker`). A shell that echoes the command
+#: line it runs echoes $2, but never between NULs: no command line holds a NUL.
+GET_MARKED_SCRIPT = _GET_REPORT + 'printf \'\\0%s\\0\' "$2"\nexec cat -- "$r"\n'
 
 #: Reports the remote home (where a session starts) as a path.
 HOME_SCRIPT = r"""printf '\0fabric-mux-started' >&2
@@ -339,9 +339,10 @@ def _pumped_get(
 ) -> tuple[_Report, int]:
     """Run a get whose bytes pass through Python to ``sink``; its report, and the
     bytes passed on. What the login shell prints first never reaches ``sink``:
-    it comes before a marker that no shell can have printed (random, a get)."""
+    it comes before a marker that no shell can have printed (random, a get, and
+    between NULs, which no hex digit of it is: it cannot begin inside what came first)."""
     token = secrets.token_hex(16)
-    into = _AfterMarker(2 * token.encode(), sink)
+    into = _AfterMarker(b"\0" + token.encode() + b"\0", sink)
     # Progress counts what was passed on, not the marker or what came before it.
     passed = (lambda _pumped, total: progress(into.passed, total)) if progress else None
     command = _command(GET_MARKED_SCRIPT, remote, token)

@@ -350,8 +350,9 @@ def test_get_brings_the_exact_bytes_when_the_login_shell_prints_first(
 def test_what_comes_before_the_marker_is_dropped_however_the_bytes_are_cut(
     head: bytes, data: bytes, cuts: list[int]
 ) -> None:
-    marker = b"0123456789abcdef" * 2
-    stream = head.replace(marker, b"") + marker + data  # the data may hold it again
+    marker = b"\0" + b"0123456789abcdef" * 2 + b"\0"
+    # What came first may end with any part of it, and the data may hold it again.
+    stream = head.replace(marker, b"") + marker + data
     passed: list[bytes] = []
     into = _AfterMarker(marker, passed.append)
     edges = sorted({0, len(stream), *(cut for cut in cuts if cut < len(stream))})
@@ -360,6 +361,15 @@ def test_what_comes_before_the_marker_is_dropped_however_the_bytes_are_cut(
     assert b"".join(passed) == data
     assert into.passed == len(data)
     assert all(passed)  # no empty writes
+
+
+def test_what_came_first_may_end_with_the_token_itself() -> None:
+    # A shell that prints the command line it runs, with no newline after it.
+    token = b"0123456789abcdef" * 2
+    passed: list[bytes] = []
+    into = _AfterMarker(b"\0" + token + b"\0", passed.append)
+    into.write(b"/bin/sh -c '...' sh /etc/motd " + token + b"\0" + token + b"\0" + b"data")
+    assert passed == [b"data"]
 
 
 def test_without_the_marker_nothing_is_passed_on() -> None:
@@ -375,7 +385,7 @@ def test_without_the_marker_nothing_is_passed_on() -> None:
     "login_shell",
     [
         'printf "Welcome to web1\\n"',
-        # A shell that echoes what it runs: the get's marker is in it, once.
+        # A shell that echoes what it runs: the get's token is in it, not its NULs.
         'printf "%s\\n" "$SSH_ORIGINAL_COMMAND"',
     ],
     ids=["banner", "echoes-the-command"],
