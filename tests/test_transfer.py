@@ -179,15 +179,20 @@ def test_get_into_what_is_not_a_regular_file(c: MuxConnection, tmp_path: Path) -
     result = c.get(f"{OURS}/file.txt", os.devnull)
     assert result.local == os.devnull
     assert os.stat(os.devnull).st_mode == null_mode  # never given the remote's mode
-    fifo = tmp_path / "fifo"
+    assert _get_through_a_fifo(c, f"{OURS}/file.txt", tmp_path / "fifo") == b"to a pipe\n"
+    assert stat.S_ISFIFO(os.stat(tmp_path / "fifo").st_mode)
+
+
+def _get_through_a_fifo(c: MuxConnection, remote: str, fifo: Path) -> bytes:
+    """What a get into a new fifo at ``fifo`` brought, as its reader read it."""
     os.mkfifo(fifo)
     read: list[bytes] = []
     reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()))
     reader.start()
-    c.get(f"{OURS}/file.txt", str(fifo))
+    c.get(remote, str(fifo))
     reader.join(timeout=60)
-    assert read == [b"to a pipe\n"]
-    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert len(read) == 1
+    return read[0]
 
 
 @pytest.mark.parametrize(
@@ -405,14 +410,7 @@ def test_get_into_a_file_like_object_brings_the_exact_bytes_when_the_login_shell
         c.get(f"/tmp/{OURS}-banner-fo.bin", into)
         assert into.getvalue() == data
         # Through the pump too: a local path that is not a regular file.
-        fifo = tmp_path / "fifo"
-        os.mkfifo(fifo)
-        drained: list[bytes] = []
-        reader = threading.Thread(target=lambda: drained.append(fifo.read_bytes()))
-        reader.start()
-        c.get(f"/tmp/{OURS}-banner-fo.bin", str(fifo))
-        reader.join(timeout=60)
-        assert drained == [data]
+        assert _get_through_a_fifo(c, f"/tmp/{OURS}-banner-fo.bin", tmp_path / "fifo") == data
     finally:
         c.run(f"rm -f /tmp/{OURS}-banner-fo.bin", hide=True)
     assert server.logins() == 1
