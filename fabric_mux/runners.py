@@ -209,6 +209,13 @@ class MuxRemote(Remote):  # type: ignore[misc]
                 self._start_on_pty(text, flags)
             else:
                 self._start_on_pipes(text, flags)
+        except KeyboardInterrupt:
+            # Ctrl-C as the session opened: its command may have started (the
+            # master sends the exec as it tells us the session is open).
+            if not self._disowned and not self.using_pty:
+                self._say_interrupted()
+            self._release()
+            raise
         except BaseException:
             self._release()
             raise
@@ -474,17 +481,20 @@ class MuxRemote(Remote):  # type: ignore[misc]
         if self.using_pty:
             self.write_proc_stdin("\x03")  # the remote pty turns it into SIGINT
             return
+        self._bells[0].ring()
+        self._say_interrupted()
+        raise interrupt
+
+    def _say_interrupted(self) -> None:
         # OpenSSH's mux protocol has no message to signal a session, and sshd
         # leaves a command without a pty running when its channel closes: say
         # so, once, and stop waiting.
-        self._bells[0].ring()
         sys.stderr.write(
             f"fabric-mux: {self.context.original_host}: interrupted; the remote command may "
             f"still be running there: {self.result_kwargs.get('command', '')!r} "
             "(only a pty carries Ctrl-C to it: run it with pty=True)\n"
         )
         sys.stderr.flush()
-        raise interrupt
 
     @property
     def timed_out(self) -> bool:

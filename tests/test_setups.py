@@ -14,7 +14,9 @@ import sys
 import tempfile
 import termios
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import fabric
 import pytest
@@ -27,6 +29,7 @@ from fabric_mux.cli import main as cli_main
 from fabric_mux.controldir import prepare_control_dir
 from fabric_mux.exceptions import AuthenticationFailed, HostKeyFailed
 from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
+from fabric_mux.session import Session
 from fabric_mux.testing import Fleet, SshServer
 
 # -- a bastion named by its address ---------------------------------------------------
@@ -144,6 +147,32 @@ def test_ctrl_c_names_what_may_still_run_and_where(
     assert len(lines) == 1
     assert f"{sshd.alias}: interrupted; the remote command may still be running" in lines[0]
     assert "pty=True" in lines[0] and "while [" in lines[0]
+
+
+def test_ctrl_c_as_the_session_opens_names_it_too(
+    sshd: SshServer, control_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SIGINT can land after the master opened the session (and sent its exec)
+    # but before our start returned: invoke only forwards Ctrl-C once waiting.
+    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    c = MuxConnection(sshd.alias, config=config)
+    c.open()
+    opened = c.open_session
+
+    def open_then_interrupted(command: str, fds: Sequence[int], **flags: Any) -> Session:
+        opened(command, fds, **flags)
+        raise KeyboardInterrupt
+
+    c.open_session = open_then_interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        c.run("sleep 0", hide=True)
+    said = [line for line in capsys.readouterr().err.splitlines() if "fabric-mux:" in line]
+    assert len(said) == 1
+    assert f"{sshd.alias}: interrupted; the remote command may still be running" in said[0]
+    assert "'sleep 0'" in said[0]
+    del c.open_session  # the connection's own again
+    assert c.run("echo still here", hide=True).stdout == "still here\n"
+    c.close()
 
 
 def processes_of(user: str) -> str:
