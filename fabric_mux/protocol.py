@@ -24,7 +24,7 @@ from .exceptions import (
 )
 from .peers import peer_credentials, user_name
 
-__all__ = ["FWD_DYNAMIC", "FWD_LOCAL", "FWD_REMOTE", "MuxClient"]
+__all__ = ["FWD_DYNAMIC", "FWD_LOCAL", "FWD_REMOTE", "MuxClient", "SessionInterrupted"]
 
 PROTOCOL_VERSION = 4
 
@@ -105,6 +105,12 @@ def _uint32(value: int) -> bytes:
 def _string(value: str | bytes) -> bytes:
     data = value.encode("utf-8") if isinstance(value, str) else value
     return _UINT32.pack(len(data)) + data
+
+
+class SessionInterrupted(KeyboardInterrupt):
+    """Ctrl-C once the master had a new session's request and its descriptors:
+    the master runs the command whether or not its answer is taken, and the mux
+    protocol has no message to stop it."""
 
 
 class MuxClient:
@@ -314,7 +320,12 @@ class MuxClient:
         # The master reads each descriptor with its own one-byte message.
         for fd in fds:
             socket.send_fds(self._sock, [b"\0"], [fd])
-        msg_type, reply = self._reply(request_id)
+        try:
+            msg_type, reply = self._reply(request_id)
+        except KeyboardInterrupt as interrupt:
+            raise SessionInterrupted(*interrupt.args).with_traceback(
+                interrupt.__traceback__
+            ) from None
         if msg_type != S_SESSION_OPENED:
             raise MuxProtocolError(f"unexpected reply 0x{msg_type:08x} to a new session")
         self.session_id = reply.uint32()

@@ -8,6 +8,7 @@ waits that wake on events (the exit message, end of output, a timeout).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import fcntl
 import logging
@@ -33,6 +34,7 @@ from invoke.watchers import Responder
 from .descriptors import Descriptors, write_all
 from .exceptions import MasterLost, descriptor_errors
 from .process import current
+from .protocol import SessionInterrupted
 from .screen import LineWriter
 
 log = logging.getLogger("fabric_mux")
@@ -209,12 +211,17 @@ class MuxRemote(Remote):  # type: ignore[misc]
                 self._start_on_pty(text, flags)
             else:
                 self._start_on_pipes(text, flags)
-        except KeyboardInterrupt:
-            # Ctrl-C as the session opened: its command may have started (the
-            # master sends the exec as it tells us the session is open).
-            if not self._disowned and not self.using_pty:
-                self._say_interrupted()
-            self._release()
+        except KeyboardInterrupt as interrupt:
+            # Ctrl-C as the session opened: once the master has its request, the
+            # command runs (a pty's ends with its closing; a slot or a login still
+            # awaited means nothing was sent).
+            sent = isinstance(interrupt, SessionInterrupted) or self._session is not None
+            try:
+                self._release()
+            finally:
+                if sent and not self._disowned and not self.using_pty:
+                    with contextlib.suppress(OSError):  # a closed stderr: the Ctrl-C goes on
+                        self._say_interrupted()
             raise
         except BaseException:
             self._release()

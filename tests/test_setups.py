@@ -14,7 +14,6 @@ import sys
 import tempfile
 import termios
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from fabric_mux import MuxConnection
 from fabric_mux.cli import main as cli_main
 from fabric_mux.controldir import prepare_control_dir
 from fabric_mux.exceptions import AuthenticationFailed, HostKeyFailed
+from fabric_mux.protocol import S_SESSION_OPENED, MuxClient
 from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
-from fabric_mux.session import Session
 from fabric_mux.testing import Fleet, SshServer
 
 # -- a bastion named by its address ---------------------------------------------------
@@ -150,27 +149,52 @@ def test_ctrl_c_names_what_may_still_run_and_where(
 
 
 def test_ctrl_c_as_the_session_opens_names_it_too(
-    sshd: SshServer, control_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # SIGINT can land after the master opened the session (and sent its exec)
-    # but before our start returned: invoke only forwards Ctrl-C once waiting.
+    sshd: SshServer, control_dir: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # SIGINT can land once the master has the session's request (and so runs the
+    # command) but before its answer is read: invoke only forwards Ctrl-C once waiting.
     config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
     c = MuxConnection(sshd.alias, config=config)
     c.open()
-    opened = c.open_session
+    reply = MuxClient._reply
 
-    def open_then_interrupted(command: str, fds: Sequence[int], **flags: Any) -> Session:
-        opened(command, fds, **flags)
-        raise KeyboardInterrupt
+    def interrupted_at_the_answer(client: MuxClient, request_id: int) -> Any:
+        answer = reply(client, request_id)
+        if answer[0] == S_SESSION_OPENED:
+            raise KeyboardInterrupt
+        return answer
 
-    c.open_session = open_then_interrupted  # type: ignore[method-assign]
-    with pytest.raises(KeyboardInterrupt):
-        c.run("sleep 0", hide=True)
+    with monkeypatch.context() as patched:
+        patched.setattr(MuxClient, "_reply", interrupted_at_the_answer)
+        with pytest.raises(KeyboardInterrupt):
+            c.run("sleep 0", hide=True)
     said = [line for line in capsys.readouterr().err.splitlines() if "fabric-mux:" in line]
     assert len(said) == 1
     assert f"{sshd.alias}: interrupted; the remote command may still be running" in said[0]
     assert "'sleep 0'" in said[0]
-    del c.open_session  # the connection's own again
+    assert c.run("echo still here", hide=True).stdout == "still here\n"
+    c.close()
+
+
+def test_ctrl_c_before_the_request_says_nothing_ran(
+    sshd: SshServer, control_dir: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # Waiting for a session slot (or a login): nothing was sent, nothing runs.
+    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    c = MuxConnection(sshd.alias, config=config)
+    c.open()
+    slots = c.mux_master.sessions
+
+    def interrupted(timeout: float | None) -> Any:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(slots, "take", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            c.run("touch /tmp/never", hide=True)
+    assert "fabric-mux:" not in capsys.readouterr().err
     assert c.run("echo still here", hide=True).stdout == "still here\n"
     c.close()
 
