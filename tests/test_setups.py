@@ -14,6 +14,7 @@ import sys
 import tempfile
 import termios
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,15 +149,24 @@ def test_ctrl_c_names_what_may_still_run_and_where(
     assert "pty=True" in lines[0] and "while [" in lines[0]
 
 
+@pytest.fixture
+def up(sshd: SshServer, control_dir: Path) -> Iterator[MuxConnection]:
+    """A connection to ``sshd`` with its master up, closed after the test."""
+    c = MuxConnection(
+        sshd.alias, config=sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    )
+    c.open()
+    yield c
+    c.close()
+
+
 def test_ctrl_c_as_the_session_opens_names_it_too(
-    sshd: SshServer, control_dir: Path, capsys: pytest.CaptureFixture[str],
+    sshd: SshServer, up: MuxConnection, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     # SIGINT can land once the master has the session's request (and so runs the
     # command) but before its answer is read: invoke only forwards Ctrl-C once waiting.
-    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
-    c = MuxConnection(sshd.alias, config=config)
-    c.open()
+    c = up
     reply = MuxClient._reply
 
     def interrupted_at_the_answer(client: MuxClient, request_id: int) -> Any:
@@ -174,17 +184,13 @@ def test_ctrl_c_as_the_session_opens_names_it_too(
     assert f"{sshd.alias}: interrupted; the remote command may still be running" in said[0]
     assert "'sleep 0'" in said[0]
     assert c.run("echo still here", hide=True).stdout == "still here\n"
-    c.close()
 
 
 def test_ctrl_c_before_the_request_says_nothing_ran(
-    sshd: SshServer, control_dir: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    up: MuxConnection, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Waiting for a session slot (or a login): nothing was sent, nothing runs.
-    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
-    c = MuxConnection(sshd.alias, config=config)
-    c.open()
+    c = up
     slots = c.mux_master.sessions
 
     def interrupted(timeout: float | None) -> Any:
@@ -196,7 +202,6 @@ def test_ctrl_c_before_the_request_says_nothing_ran(
             c.run("touch /tmp/never", hide=True)
     assert "fabric-mux:" not in capsys.readouterr().err
     assert c.run("echo still here", hide=True).stdout == "still here\n"
-    c.close()
 
 
 def processes_of(user: str) -> str:
