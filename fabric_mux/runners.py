@@ -181,6 +181,8 @@ class MuxRemote(Remote):  # type: ignore[misc]
         self._old_winch: Any = None
         self._killed = False
         self._stopped = False
+        #: Whether Ctrl-C's line (the command may run on) was said for this run.
+        self._said_interrupted = False
         self._watched: dict[int, _WatchedStream] = {}
         self._watch_lock = threading.Lock()
         #: In a parallel run, our output a whole line at a time, with the host first.
@@ -190,6 +192,20 @@ class MuxRemote(Remote):  # type: ignore[misc]
     def _bells(self) -> tuple[_Doorbell, _Doorbell]:
         assert self._abort is not None and self._finished is not None  # made in start()
         return self._abort, self._finished
+
+    def _run_body(self, command: str, **kwargs: Any) -> Any:
+        try:
+            return super()._run_body(command, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            # invoke forwards Ctrl-C only once it waits (send_interrupt). Before
+            # that, as the session opens or its threads start, the command runs
+            # once the master has its request; not if a slot or a login was still
+            # awaited (nothing was sent), nor on a pty, which its closing ends.
+            sent = isinstance(interrupt, SessionInterrupted) or self._session is not None
+            if sent and not (self._said_interrupted or self._disowned or self.using_pty):
+                with contextlib.suppress(OSError):  # a closed stderr: the Ctrl-C goes on
+                    self._say_interrupted()
+            raise
 
     # -- start -------------------------------------------------------------
 
@@ -211,18 +227,6 @@ class MuxRemote(Remote):  # type: ignore[misc]
                 self._start_on_pty(text, flags)
             else:
                 self._start_on_pipes(text, flags)
-        except KeyboardInterrupt as interrupt:
-            # Ctrl-C as the session opened: once the master has its request, the
-            # command runs (a pty's ends with its closing; a slot or a login still
-            # awaited means nothing was sent).
-            sent = isinstance(interrupt, SessionInterrupted) or self._session is not None
-            try:
-                self._release()
-            finally:
-                if sent and not self._disowned and not self.using_pty:
-                    with contextlib.suppress(OSError):  # a closed stderr: the Ctrl-C goes on
-                        self._say_interrupted()
-            raise
         except BaseException:
             self._release()
             raise
@@ -496,6 +500,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         # OpenSSH's mux protocol has no message to signal a session, and sshd
         # leaves a command without a pty running when its channel closes: say
         # so, once, and stop waiting.
+        self._said_interrupted = True
         sys.stderr.write(
             f"fabric-mux: {self.context.original_host}: interrupted; the remote command may "
             f"still be running there: {self.result_kwargs.get('command', '')!r} "

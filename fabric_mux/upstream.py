@@ -27,6 +27,7 @@ RELIED_ON: tuple[tuple[str, str, str, str], ...] = (
     ("invoke.runners", "Runner", "_timer", "cancels the timeout timer in stop()"),
     ("invoke.runners", "Runner", "_disowned", "starts a disowned command"),
     ("invoke.runners", "Runner", "_finish", "runners.MuxRemote ends its session there"),
+    ("invoke.runners", "Runner", "_run_body", "says a Ctrl-C that lands before invoke waits"),
     # connection.MuxConnection hands fabric its own runner for run() and sudo(),
     ("fabric.connection", "Connection", "_remote_runner", "gives run() a MuxRemote"),
     # ... and sets its config past invoke's DataProxy (see set_attributes).

@@ -30,6 +30,7 @@ from fabric_mux.controldir import prepare_control_dir
 from fabric_mux.exceptions import AuthenticationFailed, HostKeyFailed
 from fabric_mux.protocol import S_SESSION_OPENED, MuxClient
 from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
+from fabric_mux.runners import MuxRemote
 from fabric_mux.testing import Fleet, SshServer
 
 # -- a bastion named by its address ---------------------------------------------------
@@ -160,12 +161,13 @@ def up(sshd: SshServer, control_dir: Path) -> Iterator[MuxConnection]:
     c.close()
 
 
+@pytest.mark.parametrize("where", ["at the master's answer", "as the threads start"])
 def test_ctrl_c_as_the_session_opens_names_it_too(
     sshd: SshServer, up: MuxConnection, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, where: str,
 ) -> None:  # fmt: skip
     # SIGINT can land once the master has the session's request (and so runs the
-    # command) but before its answer is read: invoke only forwards Ctrl-C once waiting.
+    # command) but before invoke waits: it only forwards Ctrl-C once waiting.
     c = up
     reply = MuxClient._reply
 
@@ -175,8 +177,14 @@ def test_ctrl_c_as_the_session_opens_names_it_too(
             raise KeyboardInterrupt
         return answer
 
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
     with monkeypatch.context() as patched:
-        patched.setattr(MuxClient, "_reply", interrupted_at_the_answer)
+        if where == "at the master's answer":
+            patched.setattr(MuxClient, "_reply", interrupted_at_the_answer)
+        else:
+            patched.setattr(MuxRemote, "start_timer", interrupted)
         with pytest.raises(KeyboardInterrupt):
             c.run("sleep 0", hide=True)
     said = [line for line in capsys.readouterr().err.splitlines() if "fabric-mux:" in line]
