@@ -492,14 +492,14 @@ class MuxRemote(Remote):  # type: ignore[misc]
         if self.using_pty:
             self.write_proc_stdin("\x03")  # the remote pty turns it into SIGINT
             return
-        self._bells[0].ring()
+        self._bells[0].ring()  # stop waiting
         self._say_interrupted()
         raise interrupt
 
     def _say_interrupted(self) -> None:
         # OpenSSH's mux protocol has no message to signal a session, and sshd
         # leaves a command without a pty running when its channel closes: say
-        # so, once, and stop waiting.
+        # so, once.
         self._said_interrupted = True
         sys.stderr.write(
             f"fabric-mux: {self.context.original_host}: interrupted; the remote command may "
