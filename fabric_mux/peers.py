@@ -22,12 +22,15 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
     "PeerCredentials",
     "parent_pid",
     "peer_credentials",
+    "process_argv",
+    "processes_running",
     "processes_with_argument",
     "user_name",
     "wait_for_exit",
@@ -139,6 +142,70 @@ def parent_pid(pid: int, platform: str = sys.platform) -> int | None:
     return int(fields[1])
 
 
+def process_argv(pid: int, platform: str = sys.platform) -> list[str] | None:
+    """Process ``pid``'s argv as it stands now (a program may have rewritten it, as
+    ssh does to show ``ssh: PATH [mux]``); None if it cannot be read.
+
+    Linux: ``/proc/PID/cmdline``. macOS: ``sysctl`` ``KERN_PROCARGS2``, the argv
+    words themselves. Elsewhere ``ps``, which joins the words with spaces: a
+    word holding a space cannot be told from two there.
+    """
+    if platform.startswith("linux"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                raw = cmdline.read()
+        except OSError:
+            return None
+        return _words(raw) if raw else None
+    if platform == "darwin":
+        return _procargs(pid)
+    lines = _ps("-ww", "-o", "command=", "-p", str(pid))
+    return lines[0].split() if lines and lines[0].strip() else None
+
+
+def _words(raw: bytes) -> list[str]:
+    """NUL-separated argv bytes as words; a rewritten title's NUL padding dropped."""
+    words = raw.split(b"\0")
+    if words and words[-1] == b"":
+        words.pop()
+    while len(words) > 1 and words[-1] == b"":
+        words.pop()  # a title shorter than the argv it overwrote
+    return [os.fsdecode(word) for word in words]
+
+
+#: <sys/sysctl.h>: CTL_KERN, KERN_PROCARGS2 (macOS).
+_CTL_KERN = 1
+_KERN_PROCARGS2 = 49
+
+
+def _procargs(pid: int) -> list[str] | None:
+    """macOS's ``KERN_PROCARGS2``: an int argc, the executable's path, NUL
+    padding, then argc NUL-terminated words (then the environment)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    mib = (ctypes.c_int * 3)(_CTL_KERN, _KERN_PROCARGS2, pid)
+    size = ctypes.c_size_t(256 * 1024)
+    buffer = ctypes.create_string_buffer(size.value)
+    if libc.sysctl(mib, 3, buffer, ctypes.byref(size), None, 0) != 0:
+        return None
+    return procargs_words(buffer.raw[: size.value])
+
+
+def procargs_words(raw: bytes) -> list[str] | None:
+    """The argv words of a ``KERN_PROCARGS2`` answer (see :func:`_procargs`)."""
+    if len(raw) < 4:
+        return None
+    (argc,) = _PID.unpack(raw[:4])
+    rest = raw[4:]
+    end = rest.find(b"\0")
+    if end < 0:
+        return None
+    rest = rest[end:].lstrip(b"\0")  # the executable's path and its padding
+    words = rest.split(b"\0")[:argc]
+    if len(words) < argc:
+        return None
+    return [os.fsdecode(word) for word in words]
+
+
 def user_name(uid: int) -> str:
     """``name (uid N)`` for messages; just the number if the account is unknown."""
     try:
@@ -153,16 +220,38 @@ def processes_with_argument(argument: str, uid: int, platform: str = sys.platfor
     Without ``/proc``, ``ps`` shows a process's argv joined by spaces: an
     argument is found when it stands between spaces there.
     """
+    return _processes(
+        uid,
+        lambda argv: argument in argv,
+        lambda command: f" {argument} " in f" {command} ",
+        platform,
+    )
+
+
+def processes_running(argv: Sequence[str], uid: int, platform: str = sys.platform) -> list[int]:
+    """Our (``uid``'s) running processes whose argv is ``argv``, word for word
+    (without ``/proc``: as ``ps`` joins the words)."""
+    wanted = list(argv)
+    return _processes(
+        uid, lambda seen: seen == wanted, lambda command: command == " ".join(wanted), platform
+    )
+
+
+def _processes(
+    uid: int,
+    test: Callable[[list[str]], bool],
+    test_joined: Callable[[str], bool],
+    platform: str,
+) -> list[int]:
+    """Our (``uid``'s) processes whose argv passes ``test`` (``/proc``), or whose
+    command as ``ps`` shows it passes ``test_joined`` (elsewhere)."""
+    found = []
     if not platform.startswith("linux"):
-        found = []
         for line in _ps("-ax", "-ww", "-o", "pid=,uid=,command="):
             words = line.split(None, 2)
-            if len(words) == 3 and words[1] == str(uid):
-                if f" {argument} " in f" {words[2]} ":
-                    found.append(int(words[0]))
+            if len(words) == 3 and words[1] == str(uid) and test_joined(words[2]):
+                found.append(int(words[0]))
         return found
-    wanted = argument.encode()
-    found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -170,10 +259,10 @@ def processes_with_argument(argument: str, uid: int, platform: str = sys.platfor
             if os.stat(f"/proc/{name}").st_uid != uid:
                 continue
             with open(f"/proc/{name}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
+                raw = cmdline.read()
         except OSError:
             continue
-        if wanted in argv:
+        if raw and test(_words(raw)):
             found.append(int(name))
     return found
 
