@@ -310,10 +310,18 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         """Make the next open raise ``error`` (None: try again), rather than log in again."""
         self._mux.start_error = error
 
-    def _reconnect(self, master: Master) -> None:
-        """Bring the route's master back, its gateways' first."""
-        route = self._mux.route
-        (route if route is not None else self.route()).up(master)
+    def _reconnect(self) -> Master:
+        """Bring the route's master back, its gateways' first, as the route's rule
+        says now (the user's master gone: ours, unless their ssh_config lets one
+        start at their path); the master used from then on."""
+        state = self._mux
+        route = state.route if state.route is not None else self.route()
+        master = route.up()
+        if master is not state.master and state.held and state.master is not None:
+            state.master.release()
+            master.hold()
+        state.master = master
+        return master
 
     # -- sessions --------------------------------------------------------------
 
@@ -334,7 +342,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
             fds,
             flags,
             host=self.original_host,
-            revive=lambda: self._reconnect(master),
+            revive=self._reconnect,
         )
         self._mux.sessions.add(session)
         return session
@@ -419,7 +427,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     def _forward(self, spec: ForwardSpec) -> Iterator[int]:
         master = self.mux_master
         if master.alive() is None:
-            self._reconnect(master)  # before the master's lock: a login may follow
+            master = self._reconnect()  # before the master's lock: a login may follow
         with master.forward(spec) as port:
             yield port
 

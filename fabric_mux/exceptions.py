@@ -39,6 +39,7 @@ __all__ = [
     "ControlDirUnsafe",
     "ControlDirUnusable",
     "EmptyHostList",
+    "EnvNotSent",
     "ForwardFailed",
     "HostKeyFailed",
     "MasterLost",
@@ -53,8 +54,10 @@ __all__ = [
     "RunInterrupted",
     "SecretWithheld",
     "ServerUnreachable",
+    "ServesAnotherRoute",
     "SessionRefused",
     "SshNotFound",
+    "StartWaitTimedOut",
     "TransferNeedsSftp",
     "UnknownHost",
     "UnsupportedSsh",
@@ -147,6 +150,31 @@ class MasterNotOurs(MuxError):
 class UserMasterLeftAlone(MuxError, PermissionError):
     """Asked to stop a master at the user's own control path (their ssh_config
     names it): fabric-mux never stops what is the user's; nothing was done."""
+
+
+class ServesAnotherRoute(MuxError):
+    """The master at a control path that several routes can name (the user's
+    ControlPath, ``mux.control_path``) connects elsewhere than this route, or
+    where it connects cannot be told: it is not used for this route."""
+
+    def __init__(self, path: str, serves: str) -> None:
+        self.path = path
+        #: What the master connects to, as the warning says it.
+        self.serves = serves
+        super().__init__(f"the master at {path} {serves}")
+
+
+class StartWaitTimedOut(MuxError, socket.timeout):
+    """Another thread or process has been starting the same master for longer than
+    fabric-mux waits (``LOCK_WAIT``); nothing was started."""
+
+    os_errno = errno.ETIMEDOUT
+
+
+class EnvNotSent(MuxError, ValueError):
+    """``env`` for a command that the master cannot pass on: the user's own master,
+    whose SendEnv does not name the variables (``inline_ssh_env`` off).
+    Nothing ran."""
 
 
 class MuxProtocolError(MuxError, SSHException):  # type: ignore[misc]

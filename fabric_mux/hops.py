@@ -14,7 +14,7 @@ import shlex
 from typing import NamedTuple
 from urllib.parse import unquote
 
-__all__ = ["JumpHop", "hop_errors_path", "jump_hops", "proxy_command"]
+__all__ = ["JumpHop", "jump_hops", "proxy_command"]
 
 
 class JumpHop(NamedTuple):
@@ -72,23 +72,16 @@ def _jump_hop(text: str) -> JumpHop:
     return JumpHop(host, user, port)
 
 
-def hop_errors_path(hop_control_path: str) -> str:
-    """Where the stdio forwards through a hop write their errors.
-
-    ssh sends a ProxyCommand's stderr to /dev/null under ControlPersist, and
-    that is where a refusal would say which hop failed: so it goes here.
-    """
-    return hop_control_path + ".err"
-
-
-def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
+def proxy_command(ssh: str, hop: str, hop_control_path: str, errors: str) -> str:
     """The ProxyCommand that reaches ``%h:%p`` through the master of ``hop``.
 
     OpenSSH expands ``%h``/``%p`` to the target's own HostName and Port
     (bracketed, as OpenSSH's own ProxyJump does, so IPv6 addresses work). The
     client reads no ssh_config and has ``ProxyCommand=false``: if the hop's
     master is gone it fails, instead of quietly logging in to the hop again.
-    Its log level is set because ``-W`` is quiet by default.
+    Its log level is set because ``-W`` is quiet by default. Its messages are
+    appended to ``errors`` (ssh sends a ProxyCommand's stderr to /dev/null
+    under ControlPersist, and that is where a refusal says which hop failed).
     """
 
     def quoted(text: str) -> str:
@@ -98,5 +91,5 @@ def proxy_command(ssh: str, hop: str, hop_control_path: str) -> str:
     return (
         f"{quoted(ssh)} -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
         f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W '[%h]:%p' {quoted(hop)} "
-        f"2>>{quoted(hop_errors_path(hop_control_path))}"
+        f"2>>{quoted(errors)}"
     )

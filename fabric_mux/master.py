@@ -46,15 +46,18 @@ from .exceptions import (
     RequestDenied,
     RunInterrupted,
     SecretWithheld,
+    ServesAnotherRoute,
     SshNotFound,
+    StartWaitTimedOut,
     UserMasterLeftAlone,
     classify_ssh_failure,
     descriptor_errors,
 )
-from .peers import processes_with_argument, wait_for_exit
+from .peers import process_argv, processes_running, processes_with_argument, wait_for_exit
 from .process import current
 from .protocol import FWD_LOCAL, MuxClient
 from .resolve import resolve_config
+from .served import Endpoint, Served
 from .slots import SessionSlots
 from .version import SshVersion, ssh_version
 
@@ -66,21 +69,41 @@ __all__ = ["ForwardSpec", "Master", "alive_pid", "master_pids", "stop_socket"]
 log = logging.getLogger("fabric_mux")
 
 
-@contextlib.contextmanager
-def route_lock(lock_path: str) -> Iterator[None]:
-    """Hold the route's lock across threads (a Lock) and processes (flock).
+#: Seconds a start waits for another start of the same master (another
+#: thread's or process's, which may be at a password prompt) before giving up.
+LOCK_WAIT = 300.0
+#: Seconds between looks at a lock that another process holds.
+_LOCK_POLL = 0.05
 
-    The lock file is removed on release. A waiter that then gets the lock of
-    an unlinked file sees that its inode is no longer at the path and retries,
-    so two holders can never coexist.
+
+@contextlib.contextmanager
+def route_lock(
+    lock_path: str, host: str, control_path: str, wait: float = LOCK_WAIT
+) -> Iterator[None]:
+    """Hold the lock of the master at ``control_path`` across threads (a Lock) and
+    processes (flock on ``lock_path``, which names the holder's pid), waiting at
+    most ``wait`` seconds.
+
+    The lock file lives in the private control folder, whatever folder the
+    master's socket is in: nobody else can make it first, or hold it. It is
+    removed on release; a waiter that then gets the lock of an unlinked file
+    sees that its inode is no longer at the path and tries again, so two
+    holders can never coexist.
+
+    :raises StartWaitTimedOut: when the other start did not end in time.
     """
-    with current().route_lock(lock_path):
+    deadline = time.monotonic() + wait
+    thread_lock = current().route_lock(lock_path)
+    if not thread_lock.acquire(timeout=wait):
+        raise _still_starting(host, control_path, wait, None)
+    try:
         while True:
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             with descriptor_errors("the route's lock"):
                 fd = os.open(lock_path, flags, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not _flock_until(fd, deadline):
+                    raise _still_starting(host, control_path, wait, _holder(fd))
                 try:
                     at_path = os.stat(lock_path).st_ino
                 except FileNotFoundError:
@@ -92,11 +115,42 @@ def route_lock(lock_path: str) -> Iterator[None]:
                 raise
             os.close(fd)
         try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock_path)
             os.close(fd)
+    finally:
+        thread_lock.release()
+
+
+def _flock_until(fd: int, deadline: float) -> bool:
+    """Take ``fd``'s flock; False if another process still holds it at ``deadline``."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_LOCK_POLL)
+
+
+def _holder(fd: int) -> int | None:
+    """The pid a held lock file names."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(os.pread(fd, 32, 0).decode().strip())
+    return None
+
+
+def _still_starting(host: str, path: str, wait: float, pid: int | None) -> StartWaitTimedOut:
+    who = f"process {pid}" if pid is not None and pid != os.getpid() else "another thread"
+    return StartWaitTimedOut(
+        f"{host}: waited {wait:.0f} s for {who}, which is starting the master at {path}, "
+        "and it has not finished: nothing was started; run again once it has"
+    )
 
 
 #: Seconds before the first retry of a transient connect failure; doubled each time.
@@ -188,6 +242,7 @@ class Master:
         reply_timeout: float | None,
         connect_retries: int = 0,
         resolved: str = "",
+        private_dir: Path | None = None,
     ) -> None:
         self.ssh = ssh
         self.target = target
@@ -200,6 +255,13 @@ class Master:
         self._take_view(resolved)
         #: What the socket is named after (:func:`~fabric_mux.argv.master_identity`).
         self.identity = master_identity(resolved, target.destination, os.environ)
+        #: Where the route this object was made for connects (see :mod:`fabric_mux.served`).
+        self.endpoint = Endpoint.of(self._view)
+        #: fabric-mux's own private folder: the start's lock, askpass and agent
+        #: sockets, a hop's error log, whatever folder the socket is in.
+        self.private_dir = private_dir
+        #: What each master process seen at the socket serves, by pid.
+        self.served: dict[int, Served] = {}
         #: Sessions this process may have open on the master at once.
         self.sessions = SessionSlots(max_sessions)
         #: Requests this process sent the master, by kind ("new session",
@@ -252,16 +314,29 @@ class Master:
                 f"control socket path {control_path} is longer than {MAX_CONTROL_PATH} bytes "
                 "(the UNIX socket limit once ssh adds its suffix): use a shorter mux.control_dir"
             )
-        return cls.shared(ssh, target, control_path, resolved_text, **settings)
+        return cls.shared(ssh, target, control_path, resolved_text, control_dir, **settings)
 
     @classmethod
     def at_user_path(
-        cls, ssh: str, target: SshTarget, control_path: str, **settings: Any
+        cls,
+        ssh: str,
+        target: SshTarget,
+        control_path: str,
+        resolved_text: str,
+        private_dir: Path | None,
+        **settings: Any,
     ) -> Master:
         """The shared :class:`Master` at the user's own ``control_path`` (their
         ssh_config's ControlPath, or ``mux.control_path``): never stopped,
-        replaced or removed by fabric-mux, which did not start it."""
-        master = cls.shared(ssh, target, control_path, resolve_config(ssh, target), **settings)
+        replaced or removed by fabric-mux, which did not start it.
+        ``resolved_text``: ``ssh -G``'s answer for ``target``.
+
+        Other routes may name the same path: each endpoint gets an object of
+        its own, and only one of them can be served by the master there.
+        """
+        endpoint = Endpoint.of(parse_resolved_config(resolved_text))
+        key = f"{control_path}\n{endpoint}"
+        master = cls.shared(ssh, target, control_path, resolved_text, private_dir, key, **settings)
         master.users = True
         return master
 
@@ -272,6 +347,8 @@ class Master:
         target: SshTarget,
         control_path: str,
         resolved_text: str,
+        private_dir: Path | None = None,
+        key: str | None = None,
         *,
         server_alive: tuple[int, int] | None = None,
         connect_timeout: int | None = None,
@@ -279,10 +356,12 @@ class Master:
         reply_timeout: float | None = 30.0,
         connect_retries: int = 0,
     ) -> Master:
-        """This process's one :class:`Master` of ``control_path`` (made on first ask)."""
+        """This process's one :class:`Master` of ``control_path`` (made on first ask);
+        ``key``, when given, tells it apart from other objects of that path."""
         state = current()
+        key = key or control_path
         with state.masters_lock:
-            master = state.masters.get(control_path)
+            master = state.masters.get(key)
             if master is None:
                 master = cls(
                     ssh,
@@ -295,8 +374,9 @@ class Master:
                     reply_timeout,
                     connect_retries,
                     resolved_text,
+                    private_dir,
                 )
-                state.masters[control_path] = master
+                state.masters[key] = master
             return master
 
     @property
@@ -319,26 +399,43 @@ class Master:
         """
         return alive_pid(self.control_path, timeout or self.reply_timeout, self.host, self.requests)
 
-    def ensure(self, persist: str, answer: Callable[[], PromptAnswers | None] | None = None) -> int:
+    def ensure(
+        self,
+        persist: str,
+        answer: Callable[[], PromptAnswers | None] | None = None,
+        check: Callable[[int], str | None] | None = None,
+    ) -> int:
         """Find the route's live master or start one; returns its pid.
 
         Starting happens under the route's lock, so racing threads and
         processes make one login between them, not one each. ``answer``, if
         given, makes what answers ssh's prompts (see :mod:`fabric_mux.askpass`):
         called only when a master starts, as finding one up asks nothing.
+        ``check``, for a path that several routes can name: given the pid that
+        answers, None if that master serves the route, else what it serves.
+
+        :raises ServesAnotherRoute: the master that answers serves another route.
         """
         pid = self.alive()
         if pid is None:
             starts = current().starts
-            with starts.busy(), route_lock(self.control_path + ".lock"):
+            with starts.busy(), route_lock(self.lock_path(), self.host, self.control_path):
                 pid = self.alive()
                 if pid is None:
                     self._check_view()
                     pid = self._start_with_retries(persist, answer() if answer else None)
         else:
             log.debug("reusing master pid %d for %s at %s", pid, self.host, self.control_path)
+        if check is not None:
+            serves = check(pid)
+            if serves is not None:
+                raise ServesAnotherRoute(self.control_path, serves)
         self.pid = pid
         return pid
+
+    def lock_path(self) -> str:
+        """The lock file of starts of this master, in the private folder."""
+        return str(self._private_folder() / f"{control_socket_name(self.control_path)}.lock")
 
     def _check_view(self) -> None:
         """Make sure, just before starting, that OpenSSH's view is still the one the
@@ -411,7 +508,7 @@ class Master:
             if answer is not None and answer.asks_anything:
                 from .askpass import asking
 
-                folder = Path(os.path.dirname(self.control_path))
+                folder = self._private_folder()
                 version = ssh_version(self.ssh)
                 if answer.has_passphrase and not version.marks_server_prompts:
                     agent = self._private_agent(stack, folder, answer, version)
@@ -432,13 +529,38 @@ class Master:
                 note = _BATCH_NOTE.format(host=self.host)
                 failure = AuthenticationFailed(self.host, argv, returncode, stderr, note)
             raise failure
+        return self._answering(argv, stderr)
+
+    def _answering(self, argv: list[str], stderr: str) -> int:
+        """The pid of the master that answers once our ``argv`` has logged in.
+
+        It is ours, unless another master took the path while ours logged in
+        (the user's own ``ssh -fN``, at their path): ssh then says it is
+        "disabling multiplexing" and stays logged in with no socket, where
+        nothing could see or stop it. Such a master of ours is ended.
+        """
         pid = self.alive()
+        seen = process_argv(pid) if pid is not None else None
+        if pid is not None and (seen is None or seen == argv):
+            self.served[pid] = Served(self.endpoint, None)
+            log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
+            return pid
+        for loser in processes_running(argv, os.geteuid()):
+            if loser != pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(loser, signal.SIGTERM)
+                log.info("%s: ended master pid %d, which had no socket", self.host, loser)
         if pid is None:
-            raise MasterStartFailed(
-                self.host, argv, returncode, stderr or "the master did not answer"
-            )
-        log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
+            raise MasterStartFailed(self.host, argv, 0, stderr or "the master did not answer")
+        log.info("%s: another master (pid %d) took %s first", self.host, pid, self.control_path)
         return pid
+
+    def _private_folder(self) -> Path:
+        if self.private_dir is None:
+            raise ControlDirUnusable(
+                f"{self.host}: no control folder of fabric-mux's own to start a master from"
+            )
+        return self.private_dir
 
     def _clear_stale_socket(self) -> None:
         """Remove the socket of a master that is gone (nothing answered on it):

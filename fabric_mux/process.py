@@ -140,6 +140,8 @@ class ProcessState:
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         #: Masters being started now (see :class:`MasterStarts`).
         self.starts = MasterStarts()
+        #: (host, control path) pairs whose refused master was warned of already.
+        self.said: set[tuple[str, str]] = set()
         self._route_locks: dict[str, threading.Lock] = {}
         self._route_locks_guard = threading.Lock()
 

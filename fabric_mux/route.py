@@ -27,22 +27,32 @@ Each hop of the chain is a route of its own, with its master (see
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .argv import MAX_CONTROL_PATH, SshTarget, master_identity, parse_resolved_config
+from .argv import (
+    MAX_CONTROL_PATH,
+    SshTarget,
+    control_socket_name,
+    master_identity,
+    parse_resolved_config,
+)
 from .config import MuxSettings, mux_settings
 from .controldir import find_control_dir, prepare_control_dir
-from .exceptions import MasterStartFailed, MuxError
-from .hops import hop_errors_path, jump_hops, proxy_command
+from .exceptions import MasterStartFailed, MuxError, ServesAnotherRoute
+from .hops import jump_hops, proxy_command
 from .master import Master
+from .peers import process_argv
+from .process import current
 from .resolve import find_ssh, resolve_config
+from .served import Endpoint, Served, send_env_of, served_by, ssh_command_target, unnamed_part
 from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 
 if TYPE_CHECKING:
@@ -190,9 +200,7 @@ class Route:
         """``(path, ControlMaster)`` of the user's own master this route may use
         (see the module's rule), or None."""
         if self.settings.control_path:
-            asked = self.target._replace(
-                options=(*self.target.options, f"ControlPath={self.settings.control_path}")
-            )
+            asked = self._asking_control_path()
             path = parse_resolved_config(resolve_config(self.ssh, asked)).get("controlpath")
             return (path, "auto") if path and path != "none" else None
         if not self.settings.user_masters or self._fabric_gateway() is not None:
@@ -213,25 +221,48 @@ class Route:
                 return None
         return path, parse_resolved_config(bare_text).get("controlmaster", "false")
 
+    def _asking_control_path(self) -> SshTarget:
+        """The target with ``mux.control_path`` as its ControlPath, for ``ssh -G``."""
+        option = f"ControlPath={self.settings.control_path}"
+        return self.target._replace(options=(*self.target.options, option))
+
     def master(self, make_folder: bool = True) -> Master:
         """The :class:`~fabric_mux.master.Master` this route uses now (nothing is
         started; ``make_folder=False`` does not make the control folder either)."""
         mine = self.user_socket()
         if mine is not None:
-            path, mode = mine
-            master = Master.at_user_path(self.ssh, self.target, path, **self._master_settings())
-            if master.alive() is not None:
+            master = self._users_master(*mine, make_folder)
+            if master is not None:
                 return master
-            if mode in ("auto", "true", "yes"):
-                if _can_start_at(path):
-                    master.start_target = self._target_there(make_folder)
-                    master.users_proxy = self._users_proxy()
-                    return master
-                log.info("%s: cannot start a master at %s; starting one of ours", self.host, path)
-        if make_folder:
-            control_dir = prepare_control_dir(self.settings.control_dir)
-        else:
-            control_dir = find_control_dir(self.settings.control_dir)
+        return self._own_master(make_folder)
+
+    def _users_master(self, path: str, mode: str, make_folder: bool) -> Master | None:
+        """The master at the user's ``path`` if this route may use it: one is up
+        there and serves this route, or none is and ``mode`` (the user's
+        ControlMaster) lets one start there. None: a master of our own."""
+        master = Master.at_user_path(
+            self.ssh, self.target, path, self.resolved(), None, **self._master_settings()
+        )
+        pid = master.alive()
+        if pid is not None:
+            serves = self.serving(master, pid)
+            if serves is None:
+                return master
+            self._conflict(path, serves)
+            return None
+        if mode not in ("auto", "true", "yes"):
+            return None  # the path is the user's own masters': ours lives in our folder
+        if not _can_start_at(path):
+            log.info("%s: cannot start a master at %s; starting one of ours", self.host, path)
+            return None
+        master.private_dir = self._folder(make_folder)
+        master.start_target = self._target_there(make_folder)
+        master.users_proxy = self._users_proxy()
+        return master
+
+    def _own_master(self, make_folder: bool) -> Master:
+        """A master of fabric-mux's own, in its private folder."""
+        control_dir = self._folder(make_folder)
         there = self._target_there(make_folder)
         master = Master.for_target(
             self.ssh,
@@ -242,6 +273,94 @@ class Route:
         )
         master.users_proxy = self._users_proxy()
         return master
+
+    def _folder(self, make_folder: bool) -> Path:
+        if make_folder:
+            return prepare_control_dir(self.settings.control_dir)
+        return find_control_dir(self.settings.control_dir)
+
+    # -- which route a master serves (see fabric_mux.served) ----------------------
+
+    def endpoint(self) -> Endpoint:
+        """Where this route's sessions land."""
+        return Endpoint.of(self.view())
+
+    def serving(self, master: Master, pid: int) -> str | None:
+        """None if the master ``pid`` at ``master``'s path (the user's, which other
+        routes can name too) serves this route; else what it serves, as the
+        warning says it."""
+        served = master.served.get(pid)
+        if served is None:
+            served = master.served.setdefault(pid, self._learn(pid))
+        if served.endpoint is None:
+            part = self._unnamed_part(master.control_path)
+            if part is None:
+                return None
+            return (
+                "cannot be told apart from another route's (its ssh rewrote its command "
+                f"line, and the ControlPath does not name the {part}; %C names them all)"
+            )
+        if served.endpoint in (self.endpoint(), self._start_endpoint()):
+            return None
+        return f"connects to {served.endpoint.describe()}"
+
+    def send_env(self, master: Master) -> tuple[str, ...] | None:
+        """The SendEnv patterns of the master this route rides (None: every name)."""
+        served = master.served.get(master.pid) if master.pid is not None else None
+        if served is None or served.endpoint is None:
+            return send_env_of(master.resolved) if master.users else None
+        return served.send_env
+
+    def _learn(self, pid: int) -> Served:
+        """What master ``pid`` serves, from ``ssh -G`` of its command line."""
+        argv = process_argv(pid)
+        target = ssh_command_target(argv) if argv else None
+        if target is None:
+            return Served(None, None)
+        try:
+            return served_by(resolve_config(self.ssh, target, keep_in=self._kept()))
+        except MuxError as exc:
+            log.debug("%s: cannot read what master %d connects to: %s", self.host, pid, exc)
+            return Served(None, None)
+
+    def _start_endpoint(self) -> Endpoint | None:
+        """Where a master that fabric-mux starts for this route through a hop of
+        its own connects, as its command line says (a ProxyCommand of ours)."""
+        if self.hop() is None:
+            return None
+        there = resolve_config(self.ssh, self._target_there(False), keep_in=self._kept())
+        return Endpoint.of(parse_resolved_config(there))
+
+    def _unnamed_part(self, path: str) -> str | None:
+        target = self._asking_control_path() if self.settings.control_path else self.target
+
+        def control_path_of(changed: SshTarget) -> str:
+            text = resolve_config(self.ssh, changed, keep_in=self._kept())
+            return parse_resolved_config(text).get("controlpath", "none")
+
+        return unnamed_part(target, self.view(), path, control_path_of)
+
+    def _kept(self) -> Path | None:
+        try:
+            return find_control_dir(self.settings.control_dir)
+        except MuxError:
+            return None
+
+    def _conflict(self, path: str, serves: str) -> None:
+        """Say once a process that this route does not use the master at ``path``."""
+        said = current().said
+        if (self.host, path) in said:
+            return
+        said.add((self.host, path))
+        log.warning(
+            "fabric-mux: %s: the master at %s %s; %s connects to %s: "
+            "using a master of fabric-mux's own for it",
+            self.host,
+            path,
+            serves,
+            self.host,
+            self.endpoint().describe(),
+        )
 
     def _users_proxy(self) -> bool:
         """Whether ssh gets there through a ProxyCommand of the user's (a Fabric
@@ -266,7 +385,8 @@ class Route:
         hop, command = self._hop_and_command()
         if hop is not None:
             hop_path = hop.master(make_folder).control_path
-            command = proxy_command(self.ssh, hop.host, hop_path)
+            errors = self.hop_errors(hop_path, self._folder(make_folder))
+            command = proxy_command(self.ssh, hop.host, hop_path, errors)
         if command is None:
             return self.target
         return self.target._replace(options=(f"ProxyCommand={command}", *self.target.options))
@@ -285,32 +405,64 @@ class Route:
     def up(self, master: Master | None = None, *, found: int | None = None) -> Master:
         """Bring the route's master up, its hops first when it has to start;
         returns it. A live master is used as is: no hop is looked at.
-        ``found``: the pid that answered on ``master``'s socket just now."""
+        ``found``: the pid that answered on ``master``'s socket just now.
+
+        A master at the user's path that turns out to serve another route (one
+        that took the path meanwhile) is left alone: a master of our own serves
+        this route instead, with a warning.
+        """
         master = master if master is not None else self.master()
+        try:
+            return self._up(master, found)
+        except ServesAnotherRoute as exc:
+            self._conflict(exc.path, exc.serves)
+            return self._up(self._own_master(True), None)
+
+    def _up(self, master: Master, found: int | None) -> Master:
+        check = (lambda pid: self.serving(master, pid)) if master.users else None
         pid = found if found is not None else master.alive()
-        if master.users:
-            user_master_links(self.settings).record(master.control_path)
         if pid is not None:
+            serves = check(pid) if check is not None else None
+            if serves is not None:
+                raise ServesAnotherRoute(master.control_path, serves)
             log.debug("reusing master pid %d for %s at %s", pid, master.host, master.control_path)
             master.pid = pid
-            return master
-        hop, _ = self._hop_and_command()
-        if hop is None:
-            master.ensure(self.persist(master), answer=lambda: self.prompt_answers(master))
-            return master
-        hop_master = hop.up()
-        self._start_through(master, hop, hop_master)
+        else:
+            hop, _ = self._hop_and_command()
+            if hop is None:
+                master.ensure(self.persist(master), self._answers(master), check)
+            else:
+                self._start_through(master, hop, hop.up(), check)
+        if master.users:
+            user_master_links(self.settings).record(master.control_path)
         return master
 
-    def _start_through(self, master: Master, hop: Route, hop_master: Master) -> None:
+    def _answers(self, master: Master) -> Callable[[], PromptAnswers | None]:
+        return lambda: self.prompt_answers(master)
+
+    def hop_errors(self, hop_path: str, folder: Path) -> str:
+        """Where the ProxyCommand through the hop's master at ``hop_path`` writes its
+        errors for this route: a file of ours (0600) in our private folder."""
+        return str(folder / f"{control_socket_name(hop_path + chr(10) + repr(self.target))}.err")
+
+    def _start_through(
+        self,
+        master: Master,
+        hop: Route,
+        hop_master: Master,
+        check: Callable[[int], str | None] | None,
+    ) -> None:
         """Start ``master`` through ``hop``; a failure says what the hop said."""
-        errors = hop_errors_path(hop_master.control_path)
+        errors = self.hop_errors(hop_master.control_path, self._folder(True))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(errors, flags, 0o600)
         try:
-            offset = os.path.getsize(errors)
-        except FileNotFoundError:
-            offset = 0
+            os.fchmod(fd, 0o600)  # one an older fabric-mux left
+            offset = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
         try:
-            master.ensure(self.persist(master), answer=lambda: self.prompt_answers(master))
+            master.ensure(self.persist(master), self._answers(master), check)
         except MasterStartFailed as exc:
             # The hop's own master is up, so it let us in: what failed is the
             # way on from it to this host, and the forward's error says why.
@@ -327,6 +479,10 @@ class Route:
                 said + exc.stderr,
                 exc.note,
             ) from None
+        finally:
+            # The forward keeps writing to it while it runs; nobody reads it after.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(errors)
 
     def prompt_answers(self, master: Master) -> PromptAnswers | None:
         """Who answers the master's prompts: Fabric's secrets, then the user.

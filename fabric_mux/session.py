@@ -168,24 +168,18 @@ def open_session(
     flags: dict[str, Any],
     *,
     host: str,
-    revive: Callable[[], None],
+    revive: Callable[[], Master],
 ) -> Session:
     """Open a session on ``master``, waiting for one of its slots.
 
     The wait for a slot is bounded by the master's reply timeout. A dead or
-    stale master is brought back with ``revive`` and the open retried. A
-    refusal by the server lowers the slots to what it allows and is retried
-    with backoff: sshd also frees a closed session a moment after our side
-    sees it end.
+    stale master is brought back with ``revive``, which returns the master to
+    use from then on (another one when the route's rule says so: the user's
+    master gone, ours in its place), and the open retried. A refusal by the
+    server lowers the slots to what it allows and is retried with backoff:
+    sshd also frees a closed session a moment after our side sees it end.
     """
-    timeout = master.reply_timeout
-    slot = master.sessions.take(timeout)
-    if slot is None:
-        raise SessionRefused(
-            host,
-            f"no session slot came free in {timeout} s "
-            f"({master.sessions.used} of {master.sessions.limit} in use)",
-        )
+    slot = _slot(master, host)
     try:
         for delay in (*REFUSAL_BACKOFF, None):
             try:
@@ -194,7 +188,7 @@ def open_session(
                 # Gone (killed, or its persist time ran out): start anew.
                 if delay is None:
                     raise
-                revive()
+                master, slot = _revived(master, slot, revive, host)
                 continue
             except MasterNotResponding:
                 raise _why_no_answer(master, host) from None
@@ -206,11 +200,11 @@ def open_session(
                 client.close()
                 if delay is None:
                     raise
-                revive()
+                master, slot = _revived(master, slot, revive, host)
                 continue
             except RequestDenied as exc:
                 client.close()
-                if delay is None or not master.sessions.refused(slot, timeout):
+                if delay is None or not master.sessions.refused(slot, master.reply_timeout):
                     raise SessionRefused(host, exc.reason) from None
                 time.sleep(delay)
                 continue
@@ -226,6 +220,30 @@ def open_session(
         slot.release()
         raise
     raise AssertionError("unreachable")
+
+
+def _slot(master: Master, host: str) -> Slot:
+    """One of ``master``'s session slots, waiting at most its reply timeout."""
+    timeout = master.reply_timeout
+    slot = master.sessions.take(timeout)
+    if slot is None:
+        raise SessionRefused(
+            host,
+            f"no session slot came free in {timeout} s "
+            f"({master.sessions.used} of {master.sessions.limit} in use)",
+        )
+    return slot
+
+
+def _revived(
+    master: Master, slot: Slot, revive: Callable[[], Master], host: str
+) -> tuple[Master, Slot]:
+    """The master to use once ``revive`` has brought the route back, and a slot of it."""
+    revived = revive()
+    if revived is master:
+        return master, slot
+    slot.release()
+    return revived, _slot(revived, host)
 
 
 def _why_no_answer(master: Master, host: str) -> MasterNotResponding:

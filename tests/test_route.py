@@ -221,12 +221,12 @@ def test_proxyjump_values_openssh_refuses_are_refused(value: str) -> None:
 
 
 def test_proxy_command_goes_through_the_hops_socket_only() -> None:
-    command = proxy_command("/usr/bin/ssh", "bastion", "/run/fm/ab%c")
+    command = proxy_command("/usr/bin/ssh", "bastion", "/run/fm/ab%c", "/run/fm/e%c.err")
     assert command.startswith(
         "/usr/bin/ssh -F /dev/null -o ControlMaster=no -o ProxyCommand=false "
     )
     assert "-S /run/fm/ab%%c -W '[%h]:%p' bastion" in command  # ssh expands %h/%p, not our %
-    assert command.endswith("2>>/run/fm/ab%%c.err")
+    assert command.endswith("2>>/run/fm/e%%c.err")
 
 
 def test_closing_a_target_leaves_the_callers_gateway_alone(
