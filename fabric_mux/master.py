@@ -78,11 +78,11 @@ _LOCK_POLL = 0.05
 
 @contextlib.contextmanager
 def route_lock(
-    lock_path: str, host: str, control_path: str, wait: float = LOCK_WAIT
+    lock_path: str, host: str, control_path: str, wait: float | None = None
 ) -> Iterator[None]:
     """Hold the lock of the master at ``control_path`` across threads (a Lock) and
     processes (flock on ``lock_path``, which names the holder's pid), waiting at
-    most ``wait`` seconds.
+    most ``wait`` seconds (default :data:`LOCK_WAIT`).
 
     The lock file lives in the private control folder, whatever folder the
     master's socket is in: nobody else can make it first, or hold it. It is
@@ -92,6 +92,7 @@ def route_lock(
 
     :raises StartWaitTimedOut: when the other start did not end in time.
     """
+    wait = LOCK_WAIT if wait is None else wait
     deadline = time.monotonic() + wait
     thread_lock = current().route_lock(lock_path)
     if not thread_lock.acquire(timeout=wait):

@@ -10,16 +10,21 @@ run the second host's command on the first one's server.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fabrun import MUX_YAML, fab
 from test_user_masters import master_at, prepend, run_ssh
+from waiting import wait_until
 
 from fabric_mux import MuxConnection
+from fabric_mux.master import master_pids
 from fabric_mux.pytest_plugin import FleetFactory
 from fabric_mux.testing import Fleet
 
@@ -28,7 +33,7 @@ FABFILE = (
     "from fabric import task\n\n"
     "@task\n"
     "def where(c):\n"
-    "    c.run('echo \"ran-on $(echo $SSH_CONNECTION | cut -d\" \" -f4)\"')\n"
+    '    c.run(\'echo "ran-on $(echo $SSH_CONNECTION | cut -d" " -f4)"\')\n'
 )
 
 
@@ -40,7 +45,9 @@ def sockets() -> Iterator[Path]:
         yield folder
     finally:
         for path in folder.iterdir():
-            subprocess.run(["ssh", "-S", str(path), "-O", "exit", "x"], capture_output=True)
+            subprocess.run(
+                ["ssh", "-S", str(path), "-O", "exit", "x"], check=False, capture_output=True
+            )
         subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
@@ -50,8 +57,7 @@ def one_address(sshd_fleet: FleetFactory, sockets: Path) -> Fleet:
     fleet = sshd_fleet(2)
     prepend(
         fleet.ssh_config,
-        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%h\n"
-        "    ControlPersist 60\n",
+        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%h\n    ControlPersist 60\n",
     )
     return fleet
 
@@ -124,9 +130,10 @@ def test_the_users_master_of_another_host_at_the_path_is_left_to_it(
     assert one_address.logins() == {"host1": 1, "host2": 1}
     # host1 itself still rides it.
     same = MuxConnection("host1", config=config)
-    assert int(same.run("echo $SSH_CONNECTION", hide=True).stdout.split()[3]) == ports(
-        one_address
-    )["host1"]
+    assert (
+        int(same.run("echo $SSH_CONNECTION", hide=True).stdout.split()[3])
+        == ports(one_address)["host1"]
+    )
     assert same.control_path == f"{sockets}/cm-127.0.0.1"
     assert one_address.logins() == {"host1": 1, "host2": 1}
 
@@ -139,9 +146,10 @@ def test_a_master_whose_command_line_is_gone_is_ridden_only_where_the_path_names
     run_ssh(["ssh", "-F", str(one_address.ssh_config), "host1", "true"])
     config = one_address.fabric_config({"mux": {"control_dir": str(control_dir)}})
     c = MuxConnection("host2", config=config)
-    assert int(c.run("echo $SSH_CONNECTION", hide=True).stdout.split()[3]) == ports(one_address)[
-        "host2"
-    ]
+    assert (
+        int(c.run("echo $SSH_CONNECTION", hide=True).stdout.split()[3])
+        == ports(one_address)["host2"]
+    )
     assert "does not name the user or port" in caplog.text
     # Even host1 cannot tell it is its own: cm-%h names no user or port.
     first = MuxConnection("host1", config=config)
@@ -178,3 +186,71 @@ def test_a_user_master_that_dies_is_replaced_in_our_folder_not_at_their_path(
     run_ssh(["ssh", "-F", str(fleet.ssh_config), "-fN", "box-master"])
     assert master_at(path, fleet.servers[0])
     assert fleet.logins()["host1"] == 3
+
+
+#: A ProxyCommand that holds its connection back while ``GATE/hold`` exists
+#: (saying so with ``GATE/waiting``) until ``GATE/go`` appears: a slow login.
+GATED_RELAY = """
+import os, socket, sys, threading, time
+host, port, gate = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if os.path.exists(os.path.join(gate, "hold")):
+    open(os.path.join(gate, "waiting"), "w").close()
+    while not os.path.exists(os.path.join(gate, "go")):
+        time.sleep(0.02)
+peer = socket.create_connection((host, port))
+def up():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        peer.sendall(data)
+    peer.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    data = peer.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+
+def test_a_master_that_loses_the_path_to_the_users_own_is_ended(
+    sshd_fleet: FleetFactory, sockets: Path, control_dir: Path, tmp_path: Path
+) -> None:
+    fleet = sshd_fleet(1)
+    server = fleet.servers[0]
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    relay = tmp_path / "relay.py"
+    relay.write_text(GATED_RELAY)
+    prepend(
+        fleet.ssh_config,
+        f"Host slow\n    HostName 127.0.0.1\n    Port {server.port}\n"
+        f"    ProxyCommand {sys.executable} {relay} %h %p {gate}\n"
+        f"    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
+    )
+    config = fleet.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    c = MuxConnection("slow", config=config)
+    (gate / "hold").touch()
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(c.run("echo hi", hide=True)))
+    worker.start()
+    try:
+        assert wait_until((gate / "waiting").exists, 30)
+        (gate / "hold").unlink()
+        # The user's own master takes the path while ours is still logging in.
+        run_ssh(["ssh", "-F", str(fleet.ssh_config), "-fN", "-o", "ControlMaster=yes", "slow"])
+        path = next(p for p in sockets.iterdir() if stat.S_ISSOCK(p.lstat().st_mode))
+    finally:
+        (gate / "go").touch()
+        worker.join(60)
+    assert [result.stdout for result in outcome] == ["hi\n"]  # type: ignore[attr-defined]
+    assert c.control_path == str(path)
+    check = subprocess.run(
+        ["ssh", "-S", str(path), "-O", "check", "x"], check=False, capture_output=True, text=True
+    )
+    users = int(check.stderr.split("pid=")[1].split(")")[0])
+    assert c.master_pid == users
+    # Ours logged in too, and found the path taken: it is ended, not left behind.
+    assert server.logins() == 2
+    assert wait_until(lambda: not master_pids(str(path)), 30)

@@ -15,21 +15,25 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import fabric
 import pytest
 from fakes import FakeSshServer, fake_ssh_server
+from test_user_masters import master_at, prepend
 
 from devtools.accounts import TEST_USER, remove_account
 from fabric_mux import MuxConnection
+from fabric_mux import master as master_module
 from fabric_mux.exceptions import (
     ConfigChanged,
     ControlDirUnsafe,
     HostKeyFailed,
     MasterNotOurs,
     MasterStartFailed,
+    StartWaitTimedOut,
 )
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
@@ -587,3 +591,87 @@ def test_a_master_of_another_user_at_the_users_own_control_path_gets_nothing(
     assert not received.exists() or received.read_bytes() == b""
     assert fake_socket.exists()  # not removed: it is not ours to remove
     assert sshd.logins() == 0
+
+
+# -- 5. locks nobody else can take ------------------------------------------------------
+
+#: Takes a lock file's flock, writes its pid there, says so, and holds it until killed.
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, str(os.getpid()).encode())
+    print("locked", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def hold_lock(path: str, uid: int | None = None) -> subprocess.Popen[bytes]:
+    """A process (of ``uid``) holding the flock of ``path``."""
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    holder = subprocess.Popen(
+        [python, "-c", LOCK_HOLDER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        user=uid,
+        start_new_session=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    return holder
+
+
+def test_a_lock_another_user_holds_beside_the_users_socket_changes_nothing(
+    sshd_factory: SshdFactory, other_user: str, control_dir: Path
+) -> None:
+    """The user's ControlPath is in a folder everyone can write (as /tmp): another
+    user who makes and holds ``PATH.lock`` there neither fails nor holds up a start."""
+    folder = Path(tempfile.mkdtemp(prefix="fmt-", dir="/tmp"))
+    folder.chmod(0o1777)
+    server = sshd_factory()
+    prepend(
+        server.ssh_config,
+        f"Host *\n    ControlMaster auto\n    ControlPath {folder}/cm-%C\n    ControlPersist 60\n",
+    )
+    config = server.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    path = MuxConnection(server.alias, config=config).route().master().control_path
+    holder = hold_lock(path + ".lock", pwd.getpwnam(other_user).pw_uid)
+    try:
+        outcome: list[str] = []
+        worker = threading.Thread(
+            target=lambda: outcome.append(
+                MuxConnection(server.alias, config=config).run("echo hi", hide=True).stdout
+            ),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(60)
+        assert outcome == ["hi\n"]
+        assert server.logins() == 1
+        assert master_at(Path(path), server)
+        # Nothing of ours beside the user's socket.
+        name = Path(path).name
+        assert sorted(p.name for p in folder.iterdir()) == [name, f"{name}.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+        subprocess.run(["ssh", "-S", path, "-O", "exit", "x"], check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_start_waits_for_another_process_start_a_bounded_time(
+    sshd: SshServer, config: fabric.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = MuxConnection(sshd.alias, config=config).route().master().lock_path()
+    holder = hold_lock(lock)
+    monkeypatch.setattr(master_module, "LOCK_WAIT", 0.5)
+    try:
+        with pytest.raises(StartWaitTimedOut, match=rf"process {holder.pid}, which is starting"):
+            MuxConnection(sshd.alias, config=config).run("true")
+        assert sshd.logins() == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    MuxConnection(sshd.alias, config=config).run("true")
+    assert sshd.logins() == 1

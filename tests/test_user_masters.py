@@ -20,7 +20,7 @@ import fabric
 import pytest
 from fabrun import MUX_YAML, fab, run_fab
 
-from fabric_mux import MuxConnection
+from fabric_mux import MuxConnection, askpass
 from fabric_mux.cli import main as cli_main
 from fabric_mux.exceptions import AuthenticationFailed, UserMasterLeftAlone
 from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
@@ -312,3 +312,38 @@ def test_a_bastion_the_user_has_a_master_for_costs_no_login(
     assert c.run("echo hi", hide=True).stdout == "hi\n"
     assert fleet.logins()["bastion"] == 1
     assert fleet.logins()["host1"] == 1
+    # The forward's error log is ours (in our folder, 0600), and gone once started.
+    assert [p.name for p in sockets.iterdir()] == [
+        Path(str(c.route().hop().master().control_path)).name
+    ]  # type: ignore[union-attr]
+    assert not list(control_dir.glob("*.err"))
+
+
+def test_a_start_at_the_users_path_keeps_its_sockets_in_our_folder(
+    sshd_factory: SshdFactory,
+    sockets: Path,
+    control_dir: Path,
+    test_password: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The askpass socket of a master that starts at the user's path (a folder
+    others may read, such as /tmp) lives in fabric-mux's private folder."""
+    server = sshd_factory(aliases=("pw",), sshd_options=["PasswordAuthentication yes"])
+    prepend(server.ssh_config, f"Host pw\n    ControlMaster auto\n    ControlPath {sockets}/%C\n")
+    prepend(server.ssh_config, PASSWORD_ONLY)
+    bound: list[str] = []
+    enter = askpass.AskpassServer.__enter__
+
+    def spy(self: askpass.AskpassServer) -> askpass.AskpassServer:
+        bound.append(self.path)
+        return enter(self)
+
+    monkeypatch.setattr(askpass.AskpassServer, "__enter__", spy)
+    config = server.fabric_config(
+        {"mux": {"control_dir": str(control_dir)}, "connect_kwargs": {"password": test_password}}
+    )
+    c = MuxConnection("pw", config=config)
+    assert c.run("echo ok", hide=True).stdout == "ok\n"
+    assert c.control_path is not None and c.control_path.startswith(f"{sockets}/")
+    assert bound and all(os.path.dirname(path) == str(control_dir) for path in bound)
+    assert [p.name for p in sockets.iterdir()] == [Path(c.control_path).name]
