@@ -19,6 +19,7 @@ __all__ = [
     "control_socket_name",
     "expand_path",
     "fallback_options",
+    "is_control_socket_name",
     "master_argv",
     "master_identity",
     "max_control_path",
@@ -200,6 +201,14 @@ def control_socket_name(identity: str) -> str:
     80 bits of sha256: a collision would need 2**40 routes in one folder.
     """
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:20]
+
+
+_SOCKET_NAME = re.compile(r"[0-9a-f]{20}")
+
+
+def is_control_socket_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`control_socket_name` makes."""
+    return bool(_SOCKET_NAME.fullmatch(name))
 
 
 def resolved_values(resolved_config: str, keyword: str) -> list[str]:

@@ -19,7 +19,9 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import re
 import shlex
+import socket
 import stat
 import sys
 import time
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from fabric import Config
 
+from .argv import is_control_socket_name
 from .config import MuxConfig, mux_settings, project_folder
 from .controldir import default_control_dirs, find_control_dir
 from .exceptions import MasterNotOurs, MasterNotResponding, MuxError
@@ -112,8 +115,15 @@ def masters_in(folder: Path) -> Iterator[MasterInfo]:
     masters that fabric-mux rode or started (linked from there). Changes nothing."""
     if not folder.is_dir():
         return
-    ours = sorted(folder.iterdir())
     theirs = [Path(target) for target in UserMasterLinks(folder).paths().values()]
+    # Only what fabric-mux names its masters' sockets: a socket of the user's
+    # that happens to be in the folder (mux.control_path) is listed as theirs.
+    users = {os.path.realpath(path) for path in theirs}
+    ours = [
+        path
+        for path in sorted(folder.iterdir())
+        if is_control_socket_name(path.name) and os.path.realpath(path) not in users
+    ]
     # Asked all at once: a master that does not answer (stopped, or blocked at a
     # question of its own) costs one reply timeout in all, not one each.
     with ThreadPoolExecutor(max_workers=_AT_ONCE) as pool:
@@ -251,6 +261,7 @@ def _stop_all(folder: Path) -> int:
 
     with ThreadPoolExecutor(max_workers=_AT_ONCE) as pool:
         results = list(pool.map(stop, mine))
+    _clear_helper_sockets(folder)
     stopped = sum(1 for result in results if result is True)
     failed = [(row, result) for row, result in zip(mine, results) if isinstance(result, MuxError)]
     for row, error in failed:
@@ -259,6 +270,26 @@ def _stop_all(folder: Path) -> int:
     left = f"; left {yours} of your own alone (ssh -O exit HOST stops one)" if yours else ""
     print(f"stopped {stopped} master(s) in {folder}{left}")
     return 1 if failed else 0
+
+
+#: The sockets a master's start serves its prompts and keys on (see askpass, agent).
+_HELPER_SOCKET = re.compile(r"(askpass|agent)-[0-9a-f]{8}")
+
+
+def _clear_helper_sockets(folder: Path) -> None:
+    """Remove the askpass and agent sockets of starts that were killed: nothing
+    listens there any more. One that answers belongs to a start under way."""
+    for path in folder.iterdir():
+        if not _HELPER_SOCKET.fullmatch(path.name):
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            except OSError:
+                continue
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ password-only host run from cron, a bastion.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import tempfile
@@ -347,3 +348,36 @@ def test_a_start_at_the_users_path_keeps_its_sockets_in_our_folder(
     assert c.control_path is not None and c.control_path.startswith(f"{sockets}/")
     assert bound and all(os.path.dirname(path) == str(control_dir) for path in bound)
     assert [p.name for p in sockets.iterdir()] == [Path(c.control_path).name]
+
+
+def test_a_users_socket_inside_the_control_folder_is_theirs_to_stop(
+    sshd: SshServer, control_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A socket named with ``--mux-control-path`` that lies in the control folder is
+    listed once, as the user's, and ``stop --all`` leaves it alone."""
+    sock = control_dir / "mine"
+    ssh(sshd, "-fNM", "-S", str(sock), sshd.alias)
+    c = MuxConnection(sshd.alias, config=config_of(sshd, control_dir, control_path=str(sock)))
+    c.run("true")
+    folder = ["--control-dir", str(control_dir), "-F", str(sshd.ssh_config)]
+    assert cli_main([*folder, "list"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if str(c.master_pid) in line]
+    assert len(listed) == 1 and "(yours)" in listed[0]
+    assert cli_main([*folder, "stop", "--all"]) == 0
+    assert "stopped 0 master(s)" in capsys.readouterr().out
+    assert master_at(sock, sshd)
+    ssh(sshd, "-S", str(sock), "-O", "exit", sshd.alias)
+
+
+def test_the_sockets_of_a_killed_start_are_no_masters_and_are_cleared(
+    control_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A start killed while it served prompts leaves its askpass socket: not a
+    master, not listed as one; ``stop --all`` removes it."""
+    left = control_dir / "askpass-0123abcd"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(left))
+    assert cli_main(["--control-dir", str(control_dir), "list"]) == 0
+    assert "stale" not in capsys.readouterr().out
+    assert cli_main(["--control-dir", str(control_dir), "stop", "--all"]) == 0
+    assert not left.exists()
