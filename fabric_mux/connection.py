@@ -18,12 +18,13 @@ from invoke.context import Context
 
 from .argv import SshTarget
 from .config import MuxSettings, mux_settings
-from .exceptions import BadForward, MuxError, TransferNeedsSftp
+from .exceptions import BadForward, EnvNotSent, MuxError, TransferNeedsSftp
 from .fabricattrs import Defaults, FabricAttributes, Given
 from .master import ForwardSpec, Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
 from .route import Route
 from .runners import MuxRemote
+from .served import sends_env
 from .session import Session, open_session
 from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 from .upstream import set_attributes
@@ -176,6 +177,26 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     def master_forwards_agent(self) -> bool:
         """Whether the master forwards the agent, so sessions may ask for it (opens)."""
         return self.mux_master.forwards_agent
+
+    def check_env_sent(self, names: Sequence[str]) -> None:
+        """Make sure the master passes variables ``names`` of a session on to the
+        server (a master passes only what its SendEnv names: fabric-mux's own,
+        every name; the user's own, what their ssh_config says); opens.
+
+        :raises EnvNotSent: naming those it would drop.
+        """
+        master = self.mux_master
+        route = self._mux.route
+        patterns = route.send_env(master) if route is not None else None
+        dropped = [name for name in names if not sends_env(patterns, name)]
+        if dropped:
+            listed = " ".join(dropped)
+            raise EnvNotSent(
+                f"{self.original_host}: the master at {master.control_path} is your own, and "
+                f"its SendEnv does not pass {listed} on to the server: add `SendEnv {listed}` "
+                f"for {self.original_host} in your ssh_config (and restart that master), or "
+                "set inline_ssh_env to true; nothing ran"
+            )
 
     def _identity(self) -> tuple[Any, ...]:
         # Fabric compares (host, user, port) as read from ssh_config. The alias

@@ -50,13 +50,18 @@ WATCH_WINDOW = 64 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
+def check_env_names(env: dict[str, Any]) -> None:
+    """Refuse a name no shell could hold (sent inline or as a session's variable)."""
+    for name in env:
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"not a shell variable name: {name!r}")
+
+
 def remote_command(command: str, env: dict[str, Any]) -> str:
     """``command`` with ``env`` exported first, each value quoted once for the remote shell."""
     if not env:
         return command
-    for name in env:
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"not a shell variable name: {name!r}")
+    check_env_names(env)
     exports = " ".join(f"{name}={shlex.quote(str(value))}" for name, value in sorted(env.items()))
     return f"export {exports} && {command}"
 
@@ -213,6 +218,9 @@ class MuxRemote(Remote):  # type: ignore[misc]
         self, command: str | None, shell: str, env: dict[str, Any], timeout: Any = None
     ) -> None:
         text = self._command_line(command, env)
+        if env and not self.inline_env:
+            check_env_names(env)
+            self.context.check_env_sent(sorted(env))
         flags: dict[str, Any] = {
             "env": [] if self.inline_env else [f"{k}={v}" for k, v in sorted(env.items())],
             "agent": self.context.master_forwards_agent,

@@ -23,7 +23,7 @@ from fabrun import MUX_YAML, fab, run_fab
 
 from fabric_mux import MuxConnection, askpass
 from fabric_mux.cli import main as cli_main
-from fabric_mux.exceptions import AuthenticationFailed, UserMasterLeftAlone
+from fabric_mux.exceptions import AuthenticationFailed, EnvNotSent, UserMasterLeftAlone
 from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
 from fabric_mux.testing import SshServer
 
@@ -314,9 +314,9 @@ def test_a_bastion_the_user_has_a_master_for_costs_no_login(
     assert fleet.logins()["bastion"] == 1
     assert fleet.logins()["host1"] == 1
     # The forward's error log is ours (in our folder, 0600), and gone once started.
-    assert [p.name for p in sockets.iterdir()] == [
-        Path(str(c.route().hop().master().control_path)).name
-    ]  # type: ignore[union-attr]
+    hop = c.route().hop()
+    assert hop is not None
+    assert [p.name for p in sockets.iterdir()] == [Path(hop.master().control_path).name]
     assert not list(control_dir.glob("*.err"))
 
 
@@ -381,3 +381,33 @@ def test_the_sockets_of_a_killed_start_are_no_masters_and_are_cleared(
     assert "stale" not in capsys.readouterr().out
     assert cli_main(["--control-dir", str(control_dir), "stop", "--all"]) == 0
     assert not left.exists()
+
+
+def test_env_a_users_master_would_drop_is_refused_and_what_it_passes_arrives(
+    first_shape: SshServer, control_dir: Path
+) -> None:
+    """The server accepts ``FMUX_*`` (AcceptEnv); a master passes a session's
+    variables only where its SendEnv names them: fabric-mux's own name every
+    one, the user's what their ssh_config says."""
+    ssh(first_shape, "-fN", "myhost-master")
+    config = config_of(first_shape, control_dir)
+    c = MuxConnection("myhost", config=config, inline_ssh_env=False)
+    with pytest.raises(EnvNotSent, match=r"SendEnv FMUX_A"):
+        c.run("echo $FMUX_A", env={"FMUX_A": "sent"}, hide=True)
+    with pytest.raises(ValueError, match="not a shell variable name"):
+        c.run("true", env={"A B": "1"}, hide=True)
+    # Once their master passes it on, it arrives.
+    ssh(first_shape, "-O", "exit", "myhost")
+    prepend(first_shape.ssh_config, "Host myhost-master\n    SendEnv FMUX_*\n")
+    ssh(first_shape, "-fN", "myhost-master")
+    again = MuxConnection("myhost", config=config, inline_ssh_env=False)
+    said = again.run("echo $FMUX_A", env={"FMUX_A": "sent"}, hide=True).stdout
+    assert said == "sent\n"
+    # A master of fabric-mux's own passes it on.
+    own = MuxConnection(
+        "myhost",
+        config=config_of(first_shape, control_dir, user_masters=False),
+        inline_ssh_env=False,
+    )
+    assert own.run("echo $FMUX_A", env={"FMUX_A": "sent"}, hide=True).stdout == "sent\n"
+    assert first_shape.logins() == 3
