@@ -21,6 +21,14 @@ Which master a route uses (OpenSSH's rule, and stricter):
   key or a gateway from Fabric): a master of fabric-mux's own, named after
   OpenSSH's whole view of the connection.
 
+Other routes may name the same user path (``cm-%h`` for two hosts of one
+address, one ``mux.control_path`` for two hosts): a master there is handed
+only to the route it connects to (see :mod:`fabric_mux.served`); any other
+route gets a master of fabric-mux's own, with a one-line warning. A user's
+master that has gone is replaced at their path only where their ControlMaster
+says ``auto`` or ``yes``; else in fabric-mux's folder, leaving the path to
+their next ``ssh -fN``.
+
 Each hop of the chain is a route of its own, with its master (see
 :mod:`fabric_mux.hops`).
 """
