@@ -129,21 +129,24 @@ while True:
 """
 
 
+SILENT_NAME = "0" * 20
+
+
 def test_stop_all_goes_past_a_master_that_does_not_answer(
     sshd: SshServer, config: fabric.Config, control_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     c = MuxConnection(sshd.alias, config=config)
     c.run("true")
-    # Sorted before every hashed name: asked first.
+    # Named as our masters are, sorted before every other: asked first.
     silent = subprocess.Popen(
-        [sys.executable, "-c", SILENT, str(control_dir / "0-silent")],
+        [sys.executable, "-c", SILENT, str(control_dir / SILENT_NAME)],
         stdout=subprocess.PIPE,
         start_new_session=True,
     )
     try:
         assert silent.stdout is not None and silent.stdout.readline() == b"listening\n"
         code, out = cli(capsys, sshd, control_dir, "list")
-        assert code == 0 and "0-silent" in out and "frozen" in out
+        assert code == 0 and SILENT_NAME in out and "frozen" in out
         code, out = cli(capsys, sshd, control_dir, "stop", "--all")
         assert code == 1
         assert "stopped 1 master(s)" in out
