@@ -338,9 +338,13 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         state = self._mux
         route = state.route if state.route is not None else self.route()
         master = route.up()
-        if master is not state.master and state.held and state.master is not None:
-            state.master.release()
-            master.hold()
+        if master is not state.master:
+            if state.held and state.master is not None:
+                state.master.release()
+                state.held = False
+            if route.persist(master) == "1":
+                master.hold()  # it lives while held
+                state.held = True
         state.master = master
         return master
 
