@@ -32,6 +32,7 @@ __all__ = [
     "AuthenticationFailed",
     "BadConfig",
     "BadForward",
+    "BadHostList",
     "BadSshOption",
     "ConfigChanged",
     "ConnectFailed",
@@ -242,6 +243,15 @@ class BadConfig(MuxError, ValueError, Exit):  # type: ignore[misc]
     """A ``mux`` setting of the wrong kind (``persist: "ten minutes"``); the message
     names the key and what it takes. A ``ValueError``, and to ``fab`` an ``Exit``:
     one line, exit 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self._code = 1
+
+
+class BadHostList(MuxError, ValueError, Exit):  # type: ignore[misc]
+    """A host range that names no hosts as written (``web[a-c]``, ``web[3-1]``); the
+    message names it. A ``ValueError``, and to ``fab`` an ``Exit``: one line, exit 1."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

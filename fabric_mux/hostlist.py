@@ -1,0 +1,155 @@
+"""Host lists as fleet tools write them: ranges in, ranges out (pdsh, ClusterShell).
+
+``web[01-03,07].dc2`` names web01.dc2, web02.dc2, web03.dc2 and web07.dc2: a
+bracket holds numbers and ranges, comma-separated, and a range keeps the padding
+of its first number (``[08-10]``: 08, 09, 10). Several brackets multiply
+(``r[1-2]n[1-3]``: six hosts). A bracket that holds a colon is an IPv6 address
+(``deploy@[::1]:22``), not a range. :func:`fold` writes a list back the same way.
+Pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+
+from .exceptions import BadHostList
+
+__all__ = ["expand", "expand_all", "fold", "split_hosts"]
+
+_RANGE_ITEM = re.compile(r"(\d+)(?:-(\d+))?")
+#: The biggest range one bracket may name: a typo (``[1-1000000]``) is refused, not run.
+MAX_RANGE = 100_000
+
+
+def split_hosts(value: str) -> list[str]:
+    """A ``-H`` value (or a line of a host file) split on the commas outside
+    brackets; blank entries dropped (``web1,`` is ``web1``)."""
+    items, depth, start = [], 0, 0
+    for index, char in enumerate(value):
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            items.append(value[start:index])
+            start = index + 1
+    items.append(value[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def expand(pattern: str) -> list[str]:
+    """The hosts one pattern names, in its order.
+
+    :raises BadHostList: for a bracket that is neither a range nor an address
+        (``web[a-c]``, ``web[3-1]``, ``web[01-``), naming it.
+    """
+    parts: list[list[str]] = []
+    rest = pattern
+    while True:
+        opening = rest.find("[")
+        if opening < 0:
+            parts.append([rest])
+            break
+        closing = rest.find("]", opening)
+        if closing < 0:
+            raise _bad(pattern, "a [ with no ]")
+        inside = rest[opening + 1 : closing]
+        if ":" in inside:  # an IPv6 address: itself
+            parts.append([rest[: closing + 1]])
+        else:
+            parts.append([rest[:opening]])
+            parts.append(_numbers(inside, pattern))
+        rest = rest[closing + 1 :]
+    if "]" in parts[-1][0]:
+        raise _bad(pattern, "a ] with no [")
+    hosts = ["".join(combination) for combination in itertools.product(*parts)]
+    if len(hosts) > MAX_RANGE:
+        raise _bad(pattern, f"{len(hosts)} hosts, more than {MAX_RANGE}")
+    return hosts
+
+
+def _numbers(inside: str, pattern: str) -> list[str]:
+    """The numbers one bracket names, as text, padded as written."""
+    numbers: list[str] = []
+    for item in inside.split(","):
+        match = _RANGE_ITEM.fullmatch(item.strip())
+        if match is None:
+            raise _bad(pattern, f"[{inside}] is not numbers and ranges such as [01-10,12]")
+        first, last = match.group(1), match.group(2)
+        if last is None:
+            numbers.append(first)
+            continue
+        low, high = int(first), int(last)
+        if high < low:
+            raise _bad(pattern, f"the range {first}-{last} goes down")
+        if high - low >= MAX_RANGE:
+            raise _bad(pattern, f"the range {first}-{last} names more than {MAX_RANGE} hosts")
+        width = len(first) if first.startswith("0") else 0
+        numbers.extend(str(number).zfill(width) for number in range(low, high + 1))
+    return numbers
+
+
+def _bad(pattern: str, why: str) -> BadHostList:
+    return BadHostList(f"the host range {pattern!r} is not valid: {why}")
+
+
+def expand_all(patterns: Iterable[str]) -> list[str]:
+    """Every host the patterns name, in order, each once."""
+    return list(dict.fromkeys(host for pattern in patterns for host in expand(pattern)))
+
+
+_NUMBERS = re.compile(r"(\d+)")
+
+
+def fold(hosts: Sequence[str]) -> str:
+    """``hosts`` written short, as :func:`expand` reads it back: names that differ
+    in one number only gather into a bracket there (``web[01-03,07]``,
+    ``web[1-2].dc2``). Groups come in the order of their first host; a name with
+    no number, or an IPv6 address, stays as it is."""
+    shapes: dict[tuple[str, ...], list[list[str]]] = {}
+    for host in dict.fromkeys(hosts):
+        tokens = _NUMBERS.split(host)
+        shape = (host,) if "[" in host or len(tokens) == 1 else tuple(tokens[::2])
+        shapes.setdefault(shape, []).append(tokens)
+    out = []
+    for names in shapes.values():
+        if len(names) == 1:
+            out.append("".join(names[0]))
+            continue
+        # Gather on the number whose change leaves the fewest groups (the last on a tie).
+        positions = range(1, len(names[0]), 2)
+        position = min(reversed(positions), key=lambda at: len(_by_rest(names, at)))
+        for rest, numbers in _by_rest(names, position).items():
+            head, tail = "".join(rest[:position]), "".join(rest[position:])
+            if len(numbers) == 1:
+                out.append(f"{head}{numbers[0]}{tail}")
+            else:
+                out.append(f"{head}[{_runs(numbers)}]{tail}")
+    return ",".join(out)
+
+
+def _by_rest(names: list[list[str]], position: int) -> dict[tuple[str, ...], list[str]]:
+    """The numbers at ``position``, by the rest of each name (``position`` left out)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for tokens in names:
+        rest = (*tokens[:position], *tokens[position + 1 :])
+        groups.setdefault(rest, []).append(tokens[position])
+    return groups
+
+
+def _runs(numbers: Sequence[str]) -> str:
+    """``01,02,03,07`` as ``01-03,07``: runs of consecutive numbers of one width
+    (a padded run keeps its width; unpadded numbers run on across widths)."""
+    ordered = sorted(set(numbers), key=lambda text: (int(text), len(text)))
+    runs: list[list[str]] = []
+    for text in ordered:
+        if runs:
+            last = runs[-1][-1]
+            padded = last.startswith("0") or text.startswith("0")
+            if int(text) == int(last) + 1 and (len(text) == len(last) or not padded):
+                runs[-1].append(text)
+                continue
+        runs.append([text])
+    return ",".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)

@@ -1,0 +1,79 @@
+"""Host ranges: what pdsh and ClusterShell users write in ``-H`` and host files."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fabric_mux.exceptions import BadHostList
+from fabric_mux.hostlist import expand, expand_all, fold, split_hosts
+
+
+@pytest.mark.parametrize(
+    ("pattern", "hosts"),
+    [
+        ("web1", ["web1"]),
+        ("web[01-03]", ["web01", "web02", "web03"]),
+        ("web[1-3,7].dc2", ["web1.dc2", "web2.dc2", "web3.dc2", "web7.dc2"]),
+        ("web[08-10]", ["web08", "web09", "web10"]),
+        ("web[9-11]", ["web9", "web10", "web11"]),
+        ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
+        ("deploy@db[1-2]:2222", ["deploy@db1:2222", "deploy@db2:2222"]),
+        ("deploy@[::1]:2222", ["deploy@[::1]:2222"]),
+        ("[fe80::1]", ["[fe80::1]"]),
+        ("web[5]", ["web5"]),
+    ],
+)
+def test_ranges_expand(pattern: str, hosts: list[str]) -> None:
+    assert expand(pattern) == hosts
+
+
+@pytest.mark.parametrize(
+    ("pattern", "said"),
+    [
+        ("web[a-c]", "is not numbers and ranges"),
+        ("web[3-1]", "goes down"),
+        ("web[01-", "a [ with no ]"),
+        ("web]1", "a ] with no ["),
+        ("web[1-2,]", "is not numbers and ranges"),
+        ("web[]", "is not numbers and ranges"),
+        ("web[1-1000000]", "more than"),
+    ],
+)
+def test_a_bad_range_is_one_line_naming_it(pattern: str, said: str) -> None:
+    with pytest.raises(BadHostList, match=re.escape(said)) as raised:
+        expand(pattern)
+    assert repr(pattern) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_host_list_splits_on_commas_outside_brackets() -> None:
+    assert split_hosts("web[01-03,07],db1, ,db2,") == ["web[01-03,07]", "db1", "db2"]
+    assert split_hosts(",") == [] and split_hosts("") == []
+    assert expand_all(split_hosts("web[1-2],web2,db1")) == ["web1", "web2", "db1"]
+
+
+def test_fold_writes_ranges_back() -> None:
+    assert fold(["web01", "web02", "web03", "web07"]) == "web[01-03,07]"
+    assert fold(["web9", "web10", "web11", "db1"]) == "web[9-11],db1"
+    assert fold(["web09", "web10"]) == "web[09-10]"
+    assert fold(["a.dc2", "web1.dc2", "web2.dc2"]) == "a.dc2,web[1-2].dc2"
+    assert fold(["web1"]) == "web1" and fold([]) == ""
+    assert fold(["deploy@[::1]:22", "x"]) == "deploy@[::1]:22,x"
+    assert fold(["web1", "web01"]) == "web[1,01]"
+
+
+names = st.builds(
+    lambda prefix, number, width, suffix: f"{prefix}{str(number).zfill(width)}{suffix}",
+    st.sampled_from(["web", "db-", "r1n", "h"]),
+    st.integers(0, 300),
+    st.integers(0, 4),
+    st.sampled_from(["", ".dc2", "-a"]),
+)
+
+
+@given(st.lists(names, max_size=40))
+def test_fold_and_expand_name_the_same_hosts(hosts: list[str]) -> None:
+    assert sorted(expand_all(split_hosts(fold(hosts)))) == sorted(set(hosts))
