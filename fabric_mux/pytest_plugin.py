@@ -3,20 +3,25 @@
 Installed with fabric-mux (entry point ``pytest11``), so a test can simply ask
 for them::
 
-    def test_deploy(sshd, mux_config):
-        c = MuxConnection(sshd.alias, config=mux_config)
+    def test_deploy(mux_sshd, mux_config):
+        c = MuxConnection(mux_sshd.alias, config=mux_config)
         c.run("true")
-        assert sshd.logins() == 1
+        assert mux_sshd.logins() == 1
 
-``sshd`` is an :class:`~fabric_mux.testing.SshServer` on 127.0.0.1 with its own
-host key, client key, known_hosts, an ssh_config naming it ``fmux-test``, and
-a login counter. Override ``sshd_user`` to log in as another account (root
-only). Without an ``sshd`` on the machine the tests using it are skipped, or
-fail when the ``CI`` environment variable is set.
+``mux_sshd`` is an :class:`~fabric_mux.testing.SshServer` on 127.0.0.1 with its
+own host key, client key, known_hosts, an ssh_config naming it ``fmux-test``,
+and a login counter. Override ``mux_sshd_user`` to log in as another account
+(root only). Without an ``sshd`` on the machine the tests using it are skipped,
+or fail when the ``CI`` environment variable is set.
 
-``FMUX_OPENSSH=/opt/openssh-8.0 pytest`` runs every test with that OpenSSH:
-servers with its ``sbin/sshd``, clients from its ``bin``, put first on ``PATH``
-for the whole run.
+``FMUX_OPENSSH=/opt/openssh-8.0`` runs the servers (and, from the first
+fixture on, the clients found on ``PATH``) of that OpenSSH.
+
+The plugin costs nothing where its fixtures are not used: it imports only
+pytest when it loads (Fabric and the servers' code on a fixture's first use),
+adds no line to pytest's header, and reads ``FMUX_OPENSSH`` only when a
+fixture asks. ``sshd``, ``sshd_factory``, ``sshd_fleet`` and ``sshd_user`` are
+the fixtures' old names, kept for one release: each warns when used.
 """
 
 from __future__ import annotations
@@ -24,56 +29,30 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
-import fabric
 import pytest
 
-from .testing import (
-    OPENSSH_VARIABLE,
-    Fleet,
-    SshdNotFound,
-    SshServer,
-    ssh_fleet,
-    ssh_server,
-    use_openssh_from_environment,
-)
+if TYPE_CHECKING:
+    import fabric
+
+    from .testing import Fleet, SshdNotFound, SshServer
 
 __all__ = [
     "FleetFactory",
     "SshdFactory",
     "mux_config",
     "mux_control_dir",
-    "sshd",
-    "sshd_factory",
-    "sshd_fleet",
-    "sshd_user",
+    "mux_sshd",
+    "mux_sshd_factory",
+    "mux_sshd_fleet",
+    "mux_sshd_user",
 ]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """With ``FMUX_OPENSSH`` set, its clients come first on ``PATH`` for the run."""
-    try:
-        use_openssh_from_environment()
-    except SshdNotFound as error:
-        raise pytest.UsageError(str(error)) from None
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    """Which OpenSSH the run uses, as ``ssh -V`` says."""
-    where = os.environ.get(OPENSSH_VARIABLE) or "the system's"
-    try:
-        said = subprocess.run(
-            ["ssh", "-V"], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        ).stderr.strip()
-    except OSError as error:
-        said = f"no ssh: {error}"
-    return f"OpenSSH ({OPENSSH_VARIABLE}: {where}): {said}"
 
 
 class SshdFactory(Protocol):
@@ -89,23 +68,44 @@ class SshdFactory(Protocol):
     ) -> SshServer: ...
 
 
+class FleetFactory(Protocol):
+    """Start several servers in one ssh_config; every one is stopped when the test ends."""
+
+    def __call__(
+        self, count: int = ..., *, bastion: bool = ..., latency_ms: float | None = ...
+    ) -> Fleet: ...
+
+
 def _missing_sshd(error: SshdNotFound) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the sshd tests, but: {error}", pytrace=False)
     pytest.skip(f"no OpenSSH server: {error}")
 
 
+def _openssh_from_environment() -> None:
+    """``FMUX_OPENSSH``'s clients first on ``PATH`` (a wrong value fails the test
+    that asked for a server, not every test of the run)."""
+    from .testing import SshdNotFound, use_openssh_from_environment
+
+    try:
+        use_openssh_from_environment()
+    except SshdNotFound as error:
+        pytest.fail(str(error), pytrace=False)
+
+
 @pytest.fixture(scope="session")
-def sshd_user() -> str:
+def mux_sshd_user(sshd_user: str) -> str:
     """The account the servers let in: by default the current one."""
-    # Not getpass.getuser(): $USER may name someone else; sshd goes by the uid.
-    return pwd.getpwuid(os.geteuid()).pw_name
+    return sshd_user
 
 
 @pytest.fixture
-def sshd_factory(sshd_user: str) -> Iterator[SshdFactory]:
+def mux_sshd_factory(mux_sshd_user: str) -> Iterator[SshdFactory]:
     """Start servers with options of their own, e.g. ``sshd_options=["MaxSessions 2"]``,
     or behind a slow link: ``latency_ms=25`` (each way; ``server.relay`` counts round trips)."""
+    _openssh_from_environment()
+    from .testing import SshdNotFound, ssh_server
+
     with ExitStack() as stack:
 
         def start(
@@ -120,7 +120,7 @@ def sshd_factory(sshd_user: str) -> Iterator[SshdFactory]:
             stack.callback(shutil.rmtree, folder, ignore_errors=True)
             server = ssh_server(
                 Path(folder),
-                user=user or sshd_user,
+                user=user or mux_sshd_user,
                 aliases=aliases,
                 sshd_options=sshd_options,
                 latency_ms=latency_ms,
@@ -134,23 +134,18 @@ def sshd_factory(sshd_user: str) -> Iterator[SshdFactory]:
 
 
 @pytest.fixture
-def sshd(sshd_factory: SshdFactory) -> SshServer:
-    """A fresh server for :func:`sshd_user`, alias ``fmux-test``."""
-    return sshd_factory()
-
-
-class FleetFactory(Protocol):
-    """Start several servers in one ssh_config; every one is stopped when the test ends."""
-
-    def __call__(
-        self, count: int = ..., *, bastion: bool = ..., latency_ms: float | None = ...
-    ) -> Fleet: ...
+def mux_sshd(mux_sshd_factory: SshdFactory) -> SshServer:
+    """A fresh server for :func:`mux_sshd_user`, alias ``fmux-test``."""
+    return mux_sshd_factory()
 
 
 @pytest.fixture
-def sshd_fleet(sshd_user: str) -> Iterator[FleetFactory]:
-    """``sshd_fleet(3, bastion=True)``: servers ``host1``..``host3`` behind ``bastion``,
-    in one ssh_config (``fleet.ssh_config``, ``fleet.fabric_config()``)."""
+def mux_sshd_fleet(mux_sshd_user: str) -> Iterator[FleetFactory]:
+    """``mux_sshd_fleet(3, bastion=True)``: servers ``host1``..``host3`` behind
+    ``bastion``, in one ssh_config (``fleet.ssh_config``, ``fleet.fabric_config()``)."""
+    _openssh_from_environment()
+    from .testing import SshdNotFound, ssh_fleet
+
     with ExitStack() as stack:
 
         def start(
@@ -159,7 +154,7 @@ def sshd_fleet(sshd_user: str) -> Iterator[FleetFactory]:
             folder = tempfile.mkdtemp(prefix="fmf-", dir="/tmp")
             stack.callback(shutil.rmtree, folder, ignore_errors=True)
             fleet = ssh_fleet(
-                Path(folder), count, bastion=bastion, user=sshd_user, latency_ms=latency_ms
+                Path(folder), count, bastion=bastion, user=mux_sshd_user, latency_ms=latency_ms
             )
             try:
                 return stack.enter_context(fleet)
@@ -180,6 +175,46 @@ def mux_control_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def mux_config(sshd: SshServer, mux_control_dir: Path) -> fabric.Config:
-    """A Fabric config that reaches :func:`sshd`, sockets in :func:`mux_control_dir`."""
-    return sshd.fabric_config({"mux": {"control_dir": str(mux_control_dir)}})
+def mux_config(mux_sshd: SshServer, mux_control_dir: Path) -> fabric.Config:
+    """A Fabric config that reaches :func:`mux_sshd`, sockets in :func:`mux_control_dir`."""
+    return mux_sshd.fabric_config({"mux": {"control_dir": str(mux_control_dir)}})
+
+
+# -- the old names, for one release --------------------------------------------------------
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(
+        f"the {old} fixture of fabric-mux is {new} now; {old} goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def sshd_user() -> str:
+    """Deprecated name: override :func:`mux_sshd_user`. (Still read: an override of
+    this name keeps working for one release.)"""
+    # Not getpass.getuser(): $USER may name someone else; sshd goes by the uid.
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+@pytest.fixture
+def sshd_factory(mux_sshd_factory: SshdFactory) -> SshdFactory:
+    """Deprecated name of :func:`mux_sshd_factory`."""
+    _renamed("sshd_factory", "mux_sshd_factory")
+    return mux_sshd_factory
+
+
+@pytest.fixture
+def sshd(mux_sshd: SshServer) -> SshServer:
+    """Deprecated name of :func:`mux_sshd`."""
+    _renamed("sshd", "mux_sshd")
+    return mux_sshd
+
+
+@pytest.fixture
+def sshd_fleet(mux_sshd_fleet: FleetFactory) -> FleetFactory:
+    """Deprecated name of :func:`mux_sshd_fleet`."""
+    _renamed("sshd_fleet", "mux_sshd_fleet")
+    return mux_sshd_fleet

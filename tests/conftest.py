@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,37 @@ import pytest
 
 from devtools.accounts import TEST_USER, Account, lent_account
 from fabric_mux import askpass
+from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
+from fabric_mux.testing import (
+    OPENSSH_VARIABLE,
+    SshdNotFound,
+    SshServer,
+    use_openssh_from_environment,
+)
 
 # TEST_USER: the account that tests log in to when they run as root (its shell
 # starts fast; root's here runs pyenv). FMUX_TEST_USER names another, which
 # keeps a second run on the machine apart from the first.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``FMUX_OPENSSH`` set, its clients come first on ``PATH`` for the whole run."""
+    try:
+        use_openssh_from_environment()
+    except SshdNotFound as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which OpenSSH the run uses, as ``ssh -V`` says."""
+    where = os.environ.get(OPENSSH_VARIABLE) or "the system's"
+    try:
+        said = subprocess.run(
+            ["ssh", "-V"], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        ).stderr.strip()
+    except OSError as error:
+        said = f"no ssh: {error}"
+    return f"OpenSSH ({OPENSSH_VARIABLE}: {where}): {said}"
 
 
 @pytest.fixture(scope="session")
@@ -32,11 +60,34 @@ def test_account() -> Iterator[Account | None]:
 
 
 @pytest.fixture(scope="session")
-def sshd_user(test_account: Account | None) -> str:
+def mux_sshd_user(test_account: Account | None) -> str:
     """The account the servers let in: :func:`test_account`, or the current one."""
     if test_account is None:
         return pwd.getpwuid(os.geteuid()).pw_name
     return test_account.name
+
+
+# The suite's own short names for the plugin's fixtures.
+
+
+@pytest.fixture(scope="session")
+def sshd_user(mux_sshd_user: str) -> str:
+    return mux_sshd_user
+
+
+@pytest.fixture
+def sshd_factory(mux_sshd_factory: SshdFactory) -> SshdFactory:
+    return mux_sshd_factory
+
+
+@pytest.fixture
+def sshd(mux_sshd: SshServer) -> SshServer:
+    return mux_sshd
+
+
+@pytest.fixture
+def sshd_fleet(mux_sshd_fleet: FleetFactory) -> FleetFactory:
+    return mux_sshd_fleet
 
 
 @pytest.fixture
