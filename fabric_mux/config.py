@@ -96,13 +96,11 @@ def mux_settings(config: Any) -> MuxSettings:
     except AttributeError:
         given = {}
     if not isinstance(given, Mapping):
-        raise BadConfig(
-            f"fabric-mux: the mux config must be a mapping of keys, not {type(given).__name__}"
-        )
+        raise BadConfig(f"the mux config must be a mapping of keys, not {type(given).__name__}")
     unknown = set(given) - set(DEFAULTS)
     if unknown:
         raise BadConfig(
-            f"fabric-mux: unknown mux config keys: {', '.join(sorted(map(str, unknown)))} "
+            f"unknown mux config keys: {', '.join(sorted(map(str, unknown)))} "
             f"(known: {', '.join(DEFAULTS)})"
         )
     values = _Values({**DEFAULTS, **given})
@@ -143,7 +141,7 @@ class _Values:
         self._values = values
 
     def _bad(self, key: str, takes: str) -> BadConfig:
-        return BadConfig(f"fabric-mux: mux.{key} takes {takes}, not {self._values[key]!r}")
+        return BadConfig(f"mux.{key} takes {takes}, not {self._values[key]!r}")
 
     def flag(self, key: str) -> bool:
         value = self._values[key]

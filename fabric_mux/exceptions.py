@@ -230,23 +230,47 @@ class MasterLost(MuxError, SSHException):  # type: ignore[misc]
     """The master went away while a session was running."""
 
 
-class EmptyHostList(MuxError, Exit):  # type: ignore[misc]
-    """A host list (``-H @FILE``) named no host at all; ``fab`` prints the one-line
-    message and exits 1, as it does for invoke's ``Exit``."""
+class _SaidByFab(MuxError, Exit):
+    """A :class:`MuxError` that ``fab`` reports as it reports invoke's ``Exit``: it
+    prints ``message`` on one line and exits 1.
+
+    Like every :class:`MuxError`, ``str()`` is the bare reason: whoever prints it
+    says whose it is (``fabric-mux: ...``), once. invoke's ``Program`` is such a
+    printer, and it prints an ``Exit``'s ``message`` as it is: so ``message`` is
+    the line it prints, and ``reason`` the bare text.
+    """
+
+    reason: str
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self._code = 1  # Exit's: what fab exits with
 
+    @property
+    def message(self) -> str:
+        return f"fabric-mux: {self.reason}"
 
-class BadConfig(MuxError, ValueError, Exit):  # type: ignore[misc]
+    @message.setter
+    def message(self, value: str) -> None:
+        self.reason = value
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def _init_stock(self) -> None:
+        Exception.__init__(self, self.reason)
+
+
+class EmptyHostList(_SaidByFab):
+    """A run whose hosts name no host at all (``-H ""``, ``-H ,``, ``-H @FILE`` of
+    comments, a blank name among a task's hosts): never a run on this machine, as
+    Fabric makes of a run with no host. ``fab`` prints one line and exits 1."""
+
+
+class BadConfig(_SaidByFab, ValueError):
     """A ``mux`` setting of the wrong kind (``persist: "ten minutes"``); the message
     names the key and what it takes. A ``ValueError``, and to ``fab`` an ``Exit``:
     one line, exit 1."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self._code = 1
 
 
 class BadHostList(MuxError, ValueError, Exit):  # type: ignore[misc]

@@ -182,8 +182,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             # Fabric runs a task with no host on this machine: never what a
             # host list that came out empty meant.
             raise EmptyHostList(
-                f"fabric-mux: no hosts in {', '.join(files)} (only blank lines and comments): "
-                "nothing to run on"
+                f"no hosts in {', '.join(files)} (only blank lines and comments): nothing to run on"
             )
         normalized: list[dict[str, Any]] = super().normalize_hosts(expanded)
         return normalized

@@ -175,3 +175,15 @@ def test_list_shows_control_characters_of_a_route_as_text(
     assert code == 0
     assert "cfg\\e[2J\\e[Hgone\\r/ssh_config" in out
     assert "\x1b" not in out and "\r" not in out
+
+
+def test_a_bad_setting_is_said_once_as_fabric_muxs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "fabric.yaml").write_text("mux:\n  persist: ten minutes\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--control-dir", str(tmp_path), "list"]) == 1
+    assert capsys.readouterr().err == (
+        "fabric-mux: mux.persist takes seconds, a time as ControlPersist takes it (10m), "
+        "or yes/no, not 'ten minutes'\n"
+    )

@@ -12,6 +12,7 @@ import paramiko
 import pytest
 from fabric import SerialGroup
 from fabric.exceptions import GroupException
+from invoke.exceptions import Exit
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from fabric_mux import MuxConnection
@@ -39,6 +40,8 @@ def every_error() -> list[errors.MuxError]:
         errors.BadForward("port 70000"),
         errors.MasterLost("gone"),
         errors.OutOfDescriptors("none left"),
+        errors.BadConfig("mux.persist takes seconds"),
+        errors.EmptyHostList("no hosts in -H ''"),
         *(
             cls("h", ARGV, 255, "ssh said so", "a note")
             for cls in (
@@ -63,6 +66,17 @@ def test_every_error_pickles_and_copies_with_its_fields(error: errors.MuxError) 
         assert twin.__dict__ == error.__dict__
         if isinstance(error, OSError):
             assert (twin.errno, twin.strerror) == (error.errno, error.strerror)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "error", [errors.BadConfig("mux.persist takes seconds"), errors.EmptyHostList("no hosts")]
+)
+def test_what_fab_prints_says_whose_it_is_once(error: errors.MuxError) -> None:
+    # Every message is bare, and whoever prints it says it is fabric-mux's; for an
+    # Exit, fab prints its message as it is.
+    assert not str(error).startswith("fabric-mux")
+    assert error.message == f"fabric-mux: {error}"  # what invoke's Program prints
+    assert isinstance(error, Exit) and error.code == 1
 
 
 @pytest.mark.parametrize(
