@@ -168,14 +168,32 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         new_kwargs = dict(init_kwargs=connection_init_kwargs, run_state=self.run_state)
         return call.clone(into=MuxConnectionCall, with_=new_kwargs)
 
+    def expand_calls(self, calls: Any, apply_hosts: bool = True) -> Any:
+        """Fabric's, with an ``-H`` that names no host refused (see :func:`_named_hosts`)."""
+        if apply_hosts:
+            hosts = self.core[0].args.hosts
+            if hosts.value is not None:
+                # Fabric splits this text again: it gets the names without the blanks.
+                hosts.value = ",".join(_named_hosts(hosts.value))
+        return super().expand_calls(calls, apply_hosts)
+
     def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
-        """Fabric's, plus ``@FILE`` for the hosts listed in FILE (one a line; # comments)."""
+        """Fabric's, plus ``@FILE`` for the hosts listed in FILE (one a line; # comments).
+
+        A blank host name (from a task's ``hosts=[...]``: ``-H``'s blanks are
+        gone by now) is refused, as ssh would be asked to reach no host.
+        """
         expanded: list[Any] = []
         files: list[str] = []
         for value in hosts or []:
             if isinstance(value, str) and value.startswith("@"):
                 files.append(value[1:])
                 expanded.extend(_hosts_in(value[1:]))
+            elif _blank_host(value):
+                raise EmptyHostList(
+                    f"a blank host name among the task's hosts ({list(hosts)!r}): "
+                    "nothing to run on there"
+                )
             else:
                 expanded.append(value)
         if files and not expanded:
@@ -304,6 +322,27 @@ def _label(init_kwargs: dict[str, Any]) -> str:
     host = str(init_kwargs.get("host", "?"))
     user, port = init_kwargs.get("user"), init_kwargs.get("port")
     return f"{user + '@' if user else ''}{host}{f':{port}' if port else ''}"
+
+
+def _named_hosts(value: str) -> list[str]:
+    """The hosts an ``-H`` value names: blank entries dropped (``web1,,web2``, a
+    trailing comma), and the blanks around a name (``web1, web2``), which no host
+    name holds.
+
+    :raises EmptyHostList: it names none (``-H ""``, ``-H ,``: an empty
+        ``$HOSTS`` in a script). Fabric would run the task on this machine, or
+        fail a remote command with a traceback; neither is what it meant.
+    """
+    named = [host.strip() for host in value.split(",") if host.strip()]
+    if not named:
+        raise EmptyHostList(f"-H {value!r} names no host: nothing to run on")
+    return named
+
+
+def _blank_host(value: Any) -> bool:
+    """A task's host given as blank text, or as a dict whose ``host`` is."""
+    host = value.get("host") if isinstance(value, dict) else value
+    return isinstance(host, str) and not host.strip()
 
 
 def _hosts_in(path: str) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fabrun import fab, fab_argv, no_agent_env
+from fabrun import fab, fab_argv, no_agent_env, program
 from test_parallel import interrupt_when_all_arrive
 from waiting import wait_until
 
@@ -40,6 +40,10 @@ FABFILE = textwrap.dedent(
         # Where it runs: a host list with no host must not run it on this machine.
         with open(os.path.join(MEET, "ran-locally"), "w"):
             pass
+
+    @task(hosts=["{host}", " "])
+    def blank(c):
+        c.run(f"touch {{MEET}}/{{c.original_host}}")
     """
 )
 
@@ -55,10 +59,12 @@ def meeting_point() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
-def project(tmp_path: Path, control_dir: Path, meet: Path, yaml: str = "") -> Path:
+def project(
+    tmp_path: Path, control_dir: Path, meet: Path, yaml: str = "", host: str = "fmux-test"
+) -> Path:
     folder = tmp_path / "project"
-    folder.mkdir(exist_ok=True)
-    (folder / "fabfile.py").write_text(FABFILE.format(meet=str(meet)))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fabfile.py").write_text(FABFILE.format(meet=str(meet), host=host))
     (folder / "fabric.yaml").write_text(
         "tasks:\n  executor_class: fabric_mux.MuxExecutor\n"
         f"mux:\n  control_dir: {control_dir}\n{yaml}"
@@ -83,6 +89,77 @@ def test_a_host_file_with_no_hosts_is_a_one_line_error_and_runs_nothing(
         f"fabric-mux: no hosts in {listing} (only blank lines and comments): nothing to run on"
     )
     assert not (meeting_point / "ran-locally").exists()
+
+
+#: Every way of writing -H with no host in it (an empty $HOSTS in a script).
+NO_HOSTS = ["", ",", " , ", ",,"]
+
+
+def test_an_h_that_names_no_host_is_a_one_line_error_and_runs_nothing(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    # fab through fabric.yaml (parallel there too) and fabmux, each with and without -P.
+    plain = project(tmp_path / "plain", control_dir, meeting_point)
+    parallel = project(tmp_path / "parallel", control_dir, meeting_point, "  parallel: true\n")
+    runs = [
+        ("fab", plain, []),
+        ("fab", parallel, []),
+        ("fabmux", plain, []),
+        ("fabmux", plain, ["-P"]),
+    ]
+    command = ["--", "touch", str(meeting_point / "ran-remotely")]
+    for hosts in NO_HOSTS:
+        for name, folder, flags in runs:
+            # Stock fab reads no project fabric.yaml for a bare command (no fabfile
+            # loaded): its executor is Fabric's own there.
+            for task in (["here"], command) if name == "fabmux" else (["here"],):
+                done = fab(folder, sshd.ssh_config, hosts, *flags, *task, name=name)
+                said = (name, hosts, flags, task, done.stderr)
+                assert done.returncode == 1, said
+                assert done.stderr == f"fabric-mux: -H {hosts!r} names no host: nothing to run on\n"
+    assert list(meeting_point.iterdir()) == []  # neither here nor anywhere
+    assert sshd.logins() == 0
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_blank_names_beside_real_ones_are_dropped(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path, parallel: bool
+) -> None:
+    s1, s2 = sshd.routes(2, prefix="s")
+    folder = project(tmp_path, control_dir, meeting_point)
+    flags = ["-P"] if parallel else []
+    done = fab(folder, sshd.ssh_config, f"{s1},, {s2},", *flags, "mark", name="fabmux")
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in meeting_point.iterdir()) == sorted([s1, s2])
+
+
+@pytest.mark.parametrize(("name", "flags"), [("fab", []), ("fabmux", []), ("fabmux", ["-P"])])
+def test_a_blank_host_among_a_tasks_hosts_is_an_error(
+    sshd: SshServer,
+    control_dir: Path,
+    tmp_path: Path,
+    meeting_point: Path,
+    name: str,
+    flags: list[str],
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point, host=sshd.alias)
+    done = subprocess.run(
+        [program(name), "-S", str(sshd.ssh_config), *flags, "blank"],
+        cwd=folder,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"fabric-mux: a blank host name among the task's hosts (['{sshd.alias}', ' ']): "
+        "nothing to run on there\n"
+    )
+    assert list(meeting_point.iterdir()) == []
+    assert sshd.logins() == 0
 
 
 # -- each host's failure is its own --------------------------------------------------------
