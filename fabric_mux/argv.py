@@ -358,9 +358,14 @@ def connect_kwargs_options(connect_kwargs: Mapping[str, object]) -> tuple[str, .
 
 
 def ssh_options(values: Sequence[str] | str | None) -> tuple[str, ...]:
-    """``mux.ssh_options`` as a tuple of ``Key=value`` strings."""
+    """``mux.ssh_options`` as a tuple of ``Key=value`` strings.
+
+    Text (an environment variable's) is one option a line, each as ``ssh -o``
+    takes it: a value may hold spaces (``ProxyCommand=ssh -W %h:%p bastion``)
+    with no quoting, and a single line is one option, as it always was.
+    """
     if not values:
         return ()
     if isinstance(values, str):
-        return (values,)
+        return tuple(line.strip() for line in values.split("\n") if line.strip())
     return tuple(str(value) for value in values)

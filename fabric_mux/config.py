@@ -5,17 +5,27 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from fabric import Config
+from invoke.env import Environment
 from invoke.exceptions import CollectionNotFound
 from invoke.loader import FilesystemLoader
 
 from .argv import persist_value, ssh_options
 from .exceptions import BadConfig
+from .upstream import load_shell_env
 
-__all__ = ["DEFAULTS", "MuxConfig", "MuxSettings", "mux_settings", "project_folder"]
+__all__ = [
+    "DEFAULTS",
+    "MuxConfig",
+    "MuxSettings",
+    "checked_flag",
+    "load_environment",
+    "mux_settings",
+    "project_folder",
+]
 
 #: Every ``mux`` key with its default. ``fabric.yaml`` may set any subset.
 DEFAULTS: dict[str, Any] = {
@@ -103,7 +113,21 @@ def mux_settings(config: Any) -> MuxSettings:
             f"unknown mux config keys: {', '.join(sorted(map(str, unknown)))} "
             f"(known: {', '.join(DEFAULTS)})"
         )
-    values = _Values({**DEFAULTS, **given})
+    return _settings({**DEFAULTS, **given})
+
+
+def checked_flag(flag: str, key: str, value: str) -> str:
+    """``value``, given on the command line as ``flag`` for ``mux.KEY``, read as the
+    key reads it (in fabric.yaml or the environment).
+
+    :raises BadConfig: a value the key does not take; the message names the flag.
+    """
+    _settings({**DEFAULTS, key: value}, shown={key: flag})
+    return value
+
+
+def _settings(given: dict[str, Any], shown: Mapping[str, str] | None = None) -> MuxSettings:
+    values = _Values(given, shown)
     interval = values.number("server_alive_interval", minimum=0, empty=True)
     count = values.number("server_alive_count_max", minimum=1)
     return MuxSettings(
@@ -132,16 +156,24 @@ _NO = ("0", "no", "false", "off", "")
 _TIME = re.compile(r"(\d+[smhdw]?)+", re.IGNORECASE)
 
 
+def _blank(value: Any) -> bool:
+    """Unset: null, or text with nothing in it (``FABRIC_MUX_POOL_SIZE=``)."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 class _Values:
     """The ``mux`` values, each read as its key takes it; a wrong one is a
-    :class:`BadConfig` that names the key. Text is taken where it reads right,
-    as it comes from environment variables (``FABRIC_MUX_PARALLEL=yes``)."""
+    :class:`BadConfig` that names the key (or the flag it came from, ``shown``).
+    Every key takes text too, as environment variables give it
+    (``FABRIC_MUX_PARALLEL=yes``, ``FABRIC_MUX_PERSIST=10m``), read by the same rules."""
 
-    def __init__(self, values: dict[str, Any]) -> None:
+    def __init__(self, values: dict[str, Any], shown: Mapping[str, str] | None = None) -> None:
         self._values = values
+        self._shown = shown or {}
 
     def _bad(self, key: str, takes: str) -> BadConfig:
-        return BadConfig(f"mux.{key} takes {takes}, not {self._values[key]!r}")
+        name = self._shown.get(key, f"mux.{key}")
+        return BadConfig(f"{name} takes {takes}, not {self._values[key]!r}")
 
     def flag(self, key: str) -> bool:
         value = self._values[key]
@@ -154,7 +186,7 @@ class _Values:
     def number(self, key: str, *, minimum: int, empty: bool = False) -> int:
         """A whole number, at least ``minimum``; ``empty``: unset (None, false) is 0."""
         value = self._values[key]
-        if empty and (value is None or value is False):
+        if empty and (value is False or _blank(value)):
             return 0
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value)
@@ -166,21 +198,21 @@ class _Values:
 
     def width(self, key: str) -> int | None:
         """How many at once; None (unset) leaves it to fabric-mux."""
-        if self._values[key] is None:
+        if _blank(self._values[key]):
             return None
         return self.number(key, minimum=1)
 
     def seconds(self, key: str) -> float | None:
         value = self._values[key]
-        if value is None or value is False or value == 0:
+        if value is False or _blank(value):
             return None
         try:
             seconds = float(value)
         except (TypeError, ValueError):
             seconds = -1.0
-        if isinstance(value, bool) or not seconds > 0:
+        if isinstance(value, bool) or not seconds >= 0:
             raise self._bad(key, "a number of seconds (0 or null: no limit)")
-        return seconds
+        return seconds or None
 
     def persist(self, key: str) -> str:
         value = self._values[key]
@@ -210,12 +242,16 @@ class _Values:
         if value is None or value == "":
             return None
         if isinstance(value, bytes):
-            return os.fsdecode(value)
-        if isinstance(value, (str, os.PathLike)):
-            return os.fspath(value)
-        raise self._bad(key, "a path")
+            path = os.fsdecode(value)
+        elif isinstance(value, (str, os.PathLike)):
+            path = os.fspath(value)
+        else:
+            raise self._bad(key, "a path")
+        return path
 
     def options(self, key: str) -> tuple[str, ...]:
+        """A list of ssh options, or text of one option a line (as an environment
+        variable gives them): each as ``ssh -o`` takes it, spaces and all."""
         value = self._values[key]
         if value is None or isinstance(value, str):
             return ssh_options(value)
@@ -245,12 +281,47 @@ def project_folder(
 _ROOT_LACKS = frozenset({"_keypath", "_root"})
 
 
+class _MuxEnvironment(Environment):
+    """invoke's reader of ``FABRIC_*`` variables, with every ``mux`` key taken as
+    the text it is, for :func:`mux_settings` to read as it reads fabric.yaml.
+
+    invoke casts a variable by the type of the value it replaces: under a bool
+    any text but ``0`` is true (``FABRIC_MUX_ENABLED=false`` was on), under a
+    number ``int()`` fails on ``10m`` with a traceback, and a list takes no text
+    at all. It also maps only the keys the config has already, so a config
+    without ``mux`` defaults (stock fab's) would miss them.
+    """
+
+    def _crawl(self, key_path: list[str], env_vars: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        found = super()._crawl(key_path, env_vars)
+        if not key_path:
+            for key in DEFAULTS:
+                found.setdefault(self._to_env_var(["mux", key]), ["mux", key])
+        return found
+
+    def _path_set(self, key_path: Sequence[str], value: str) -> None:
+        if len(key_path) == 2 and key_path[0] == "mux":
+            self.data.setdefault("mux", {})[key_path[1]] = value
+        else:
+            super()._path_set(key_path, value)
+
+
+def load_environment(config: Any) -> None:
+    """``config.load_shell_env()`` (any invoke config), with the ``FABRIC_MUX_*``
+    variables read as :func:`mux_settings` reads fabric.yaml."""
+    load_shell_env(config, _MuxEnvironment)
+
+
 class MuxConfig(Config):  # type: ignore[misc]
     """Fabric's config with the ``mux`` subtree in its defaults.
 
-    With it, ``FABRIC_MUX_PERSIST=60`` style environment variables work too
-    (invoke maps only keys its defaults know). ``fabmux`` uses it.
+    With it, ``FABRIC_MUX_PERSIST=10m`` style environment variables work too,
+    read as fabric.yaml is (see :func:`load_environment`). ``fabmux`` and
+    ``fabric-mux`` use it.
     """
+
+    def load_shell_env(self) -> None:
+        load_environment(self)
 
     def __getattr__(self, key: str) -> Any:
         # invoke asks the root config for these two on every read of a section

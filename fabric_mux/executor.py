@@ -19,7 +19,7 @@ from fabric import Connection, Executor
 from fabric.tasks import ConnectionCall
 from invoke.exceptions import Exit
 
-from .config import mux_settings
+from .config import load_environment, mux_settings
 from .connection import MuxConnection
 from .exceptions import EmptyHostList, RunInterrupted
 from .upstream import host_config
@@ -206,6 +206,10 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         return normalized
 
     def execute(self, *tasks: Any) -> Any:
+        # invoke reads the environment only as each call starts: too late for
+        # what decides the whole run (FABRIC_MUX_PARALLEL). Read now, as
+        # fabric.yaml is read (stock fab's config has no mux defaults).
+        load_environment(self.config)
         try:
             if mux_settings(self.config).parallel:
                 return self._execute_in_parallel(tasks)
@@ -245,7 +249,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         for wave in _waves(expanded):
             first = wave[0]
             self.config.load_collection(self.collection.configuration(first.called_as))
-            self.config.load_shell_env()
+            load_environment(self.config)
             if not isinstance(first, MuxConnectionCall):
                 results[first.task] = self._run_call(first, direct)
                 continue

@@ -10,11 +10,18 @@ from fabric.main import Fab
 from invoke.parser.argument import Argument
 
 from . import __version__
-from .config import MuxConfig, project_folder
+from .config import MuxConfig, checked_flag, project_folder
 from .executor import MuxExecutor
 from .upstream import set_overrides
 
 __all__ = ["MuxFab", "make_program", "program"]
+
+#: The flags that give a ``mux`` key a value: the key, and the flag as its errors name it.
+_VALUE_FLAGS = {
+    "mux-persist": ("persist", "--mux-persist"),
+    "mux-control-path": ("control_path", "--mux-control-path"),
+    "pool-size": ("pool_size", "-z/--pool-size"),
+}
 
 
 class MuxFab(Fab):  # type: ignore[misc]
@@ -71,14 +78,13 @@ class MuxFab(Fab):  # type: ignore[misc]
         mux: dict[str, Any] = {}
         if self.args["no-mux"].value:
             mux["enabled"] = False
-        if self.args["mux-persist"].value is not None:
-            mux["persist"] = self.args["mux-persist"].value
-        if self.args["mux-control-path"].value is not None:
-            mux["control_path"] = self.args["mux-control-path"].value
         if self.args.parallel.value:
             mux["parallel"] = True
-        if self.args["pool-size"].value is not None:
-            mux["pool_size"] = int(self.args["pool-size"].value)
+        # Read as fabric.yaml's text is; a wrong one is one line naming the flag.
+        for flag, (key, shown) in _VALUE_FLAGS.items():
+            value = self.args[flag].value
+            if value is not None:
+                mux[key] = checked_flag(shown, key, value)
         if mux:
             set_overrides(self.config, "mux", mux)
 

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "RELIED_ON",
     "host_config",
+    "load_shell_env",
     "runtime_ssh_path",
     "set_attributes",
     "set_overrides",
@@ -39,6 +40,12 @@ RELIED_ON: tuple[tuple[str, str, str, str], ...] = (
     # The runtime ssh_config (fab -S) and command-line overrides.
     ("fabric.config", "Config", "_runtime_ssh_path", "the ssh_config given to ssh -F"),
     ("invoke.config", "Config", "_overrides", "fabmux's --mux-* flags"),
+    # load_shell_env: invoke's, with a reader of the environment of our own.
+    ("invoke.config", "Config", "_config", "reads FABRIC_MUX_* variables as text"),
+    ("invoke.config", "Config", "_env_prefix", "reads FABRIC_MUX_* variables as text"),
+    ("invoke.env", "Environment", "_crawl", "maps every FABRIC_MUX_* variable"),
+    ("invoke.env", "Environment", "_path_set", "keeps a FABRIC_MUX_* variable's text"),
+    ("invoke.env", "Environment", "_to_env_var", "names the FABRIC_MUX_* variables"),
     # host_config: invoke's clone, sharing the parsed ssh_config.
     ("invoke.config", "Config", "_clone_init_kwargs", "a parallel run's per-host configs"),
     ("invoke.config", "Config", "load_base_conf_files", "a parallel run's per-host configs"),
@@ -48,7 +55,16 @@ RELIED_ON: tuple[tuple[str, str, str, str], ...] = (
 
 #: Of :data:`RELIED_ON`, the ones that exist only on instances.
 INSTANCE_ATTRIBUTES = frozenset(
-    {"_timer", "_disowned", "_runtime_ssh_path", "_overrides", "_modifications", "_user_ssh_path"}
+    {
+        "_timer",
+        "_disowned",
+        "_runtime_ssh_path",
+        "_overrides",
+        "_modifications",
+        "_user_ssh_path",
+        "_config",
+        "_env_prefix",
+    }
 )
 
 #: The data levels invoke's ``Config.clone`` copies (invoke 2.2), in its order.
@@ -87,6 +103,15 @@ def host_config(config: Any) -> Any:
     for attr in ("_runtime_ssh_path", "_system_ssh_path", "_user_ssh_path"):
         new._set(attr, getattr(config, attr))
     return new
+
+
+def load_shell_env(config: Any, loader_class: type[Any]) -> None:
+    """invoke's ``Config.load_shell_env``, reading the environment with ``loader_class``
+    (an ``invoke.env.Environment``)."""
+    config.merge()
+    loader = loader_class(config=config._config, prefix=config._env_prefix)
+    config._set(_env=loader.load())
+    config.merge()
 
 
 def runtime_ssh_path(config: Any) -> str | None:

@@ -230,6 +230,8 @@ def test_fallbacks_respect_the_users_connect_timeout() -> None:
 def test_ssh_options_accepts_a_string_or_a_list() -> None:
     assert ssh_options(None) == ()
     assert ssh_options("Compression=yes") == ("Compression=yes",)
+    # Text is one option a line (FABRIC_MUX_SSH_OPTIONS), a value's spaces kept.
+    assert ssh_options("A=1\r\n\n ProxyCommand=nc %h %p \n") == ("A=1", "ProxyCommand=nc %h %p")
     assert ssh_options(["A=1", "B=2"]) == ("A=1", "B=2")
 
 

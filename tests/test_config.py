@@ -9,7 +9,8 @@ from fabric import Config
 from fabrun import fab
 
 from fabric_mux import MuxConnection
-from fabric_mux.config import DEFAULTS, MuxConfig, mux_settings
+from fabric_mux.cli import masters_in
+from fabric_mux.config import DEFAULTS, MuxConfig, checked_flag, load_environment, mux_settings
 from fabric_mux.exceptions import BadConfig
 from fabric_mux.testing import SshServer
 
@@ -111,7 +112,15 @@ def test_text_from_the_environment_reads_as_its_key_takes_it(
         ("FABRIC_MUX_PARALLEL", "yes"),
         ("FABRIC_MUX_POOL_SIZE", "8"),
         ("FABRIC_MUX_CONTROL_DIR", "/tmp/x"),
-        ("FABRIC_MUX_PREFIX", "0"),  # invoke reads a bool default's text itself
+        ("FABRIC_MUX_PREFIX", "0"),
+        ("FABRIC_MUX_ENABLED", "false"),  # invoke made any text but "0" true
+        ("FABRIC_MUX_USER_MASTERS", "off"),
+        ("FABRIC_MUX_PERSIST", "10m"),  # invoke: int("10m"), a traceback
+        ("FABRIC_MUX_CONNECT_TIMEOUT", " 20 "),
+        ("FABRIC_MUX_REPLY_TIMEOUT", "0"),  # no limit, as 0 is in fabric.yaml
+        ("FABRIC_MUX_MASTERS_AT_ONCE", ""),  # set but empty: unset
+        ("FABRIC_MUX_SSH_PATH", "/opt/ssh/bin/ssh"),
+        ("FABRIC_MUX_SSH_OPTIONS", "Compression=yes\n\n  ProxyCommand=nc %h %p  \n"),
     ):
         monkeypatch.setenv(name, value)
     config = MuxConfig()
@@ -119,6 +128,70 @@ def test_text_from_the_environment_reads_as_its_key_takes_it(
     settings = mux_settings(config)
     assert settings.parallel is True and settings.pool_size == 8
     assert settings.control_dir == "/tmp/x" and settings.prefix is False
+    assert settings.enabled is False and settings.user_masters is False
+    assert settings.persist == "10m" and settings.connect_timeout == 20
+    assert settings.reply_timeout is None and settings.masters_at_once is None
+    assert settings.ssh_path == "/opt/ssh/bin/ssh"
+    assert settings.ssh_options == ("Compression=yes", "ProxyCommand=nc %h %p")
+
+
+@pytest.mark.parametrize(
+    ("text", "persist"), [("10m", "10m"), ("no", "1"), ("yes", "yes"), ("0", "1"), ("90", "90")]
+)
+def test_persist_from_the_environment_is_persist_from_fabric_yaml(
+    monkeypatch: pytest.MonkeyPatch, text: str, persist: str
+) -> None:
+    monkeypatch.setenv("FABRIC_MUX_PERSIST", text)
+    config = MuxConfig()
+    config.load_shell_env()
+    assert mux_settings(config).persist == persist
+    assert mux_settings(Config(overrides={"mux": {"persist": text}})).persist == persist
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "takes"),
+    [
+        ("FABRIC_MUX_PERSIST", "bogus", "mux.persist takes seconds"),
+        ("FABRIC_MUX_CONNECT_TIMEOUT", "abc", "mux.connect_timeout takes a whole number"),
+        ("FABRIC_MUX_MAX_SESSIONS", "", "mux.max_sessions takes a whole number, 1 or more"),
+        ("FABRIC_MUX_ENABLED", "nope", "mux.enabled takes true or false"),
+        ("FABRIC_MUX_REPLY_TIMEOUT", "-1", "mux.reply_timeout takes a number of seconds"),
+    ],
+)
+def test_a_wrong_variable_is_the_one_line_error_of_fabric_yaml(
+    monkeypatch: pytest.MonkeyPatch, name: str, text: str, takes: str
+) -> None:
+    monkeypatch.setenv(name, text)
+    config = MuxConfig()
+    config.load_shell_env()  # no traceback of invoke's cast
+    with pytest.raises(BadConfig) as raised:
+        mux_settings(config)
+    message = str(raised.value)
+    assert message.startswith(takes) and message.endswith(f", not {text!r}"), message
+    assert "\n" not in message
+
+
+def test_a_config_without_mux_defaults_reads_the_variables_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Stock fab's config: invoke maps only the keys a config already has.
+    monkeypatch.setenv("FABRIC_MUX_PARALLEL", "1")
+    monkeypatch.setenv("FABRIC_MUX_SSH_OPTIONS", "Compression=yes")
+    monkeypatch.setenv("FABRIC_MUX_POOL_SIZE", "9")
+    config = Config(overrides={"mux": {"pool_size": 3}})
+    load_environment(config)
+    settings = mux_settings(config)
+    assert settings.parallel and settings.ssh_options == ("Compression=yes",)
+    assert settings.pool_size == 3  # the levels above the environment still win
+    assert config.run.echo is False  # invoke's own keys as before
+
+
+def test_a_flag_is_read_as_its_key_and_named_in_its_error() -> None:
+    assert checked_flag("-z/--pool-size", "pool_size", "4") == "4"
+    with pytest.raises(
+        BadConfig, match=r"^-z/--pool-size takes a whole number, 1 or more, not 'abc'$"
+    ):
+        checked_flag("-z/--pool-size", "pool_size", "abc")
 
 
 def test_fab_says_which_key_is_wrong_in_one_line_and_logs_in_nowhere(
@@ -165,3 +238,106 @@ def test_reading_a_section_asks_invoke_nothing_the_root_lacks(
     assert asked == ["run", "echo", "run"]
     with pytest.raises(AttributeError, match="No attribute or config key found for 'nothing'"):
         config.nothing  # noqa: B018
+
+
+# -- FABRIC_MUX_* variables in real runs --------------------------------------------------
+
+RUNS_FABFILE = """
+from fabric import task
+
+@task
+def kind(c):
+    print(type(c).__name__)
+
+@task
+def probe(c):
+    c.run('echo "$FMUX_PROBE:$FMUX_SECOND"')
+"""
+
+
+@pytest.fixture
+def env_project(tmp_path: Path, control_dir: Path) -> Path:
+    (tmp_path / "fabfile.py").write_text(RUNS_FABFILE)
+    (tmp_path / "fabric.yaml").write_text(
+        f"tasks:\n  executor_class: fabric_mux.MuxExecutor\nmux:\n  control_dir: {control_dir}\n"
+    )
+    return tmp_path
+
+
+def test_mux_enabled_false_in_the_environment_is_off(
+    env_project: Path, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FABRIC_MUX_ENABLED", "false")
+    for name in ("fab", "fabmux"):
+        done = fab(env_project, sshd.ssh_config, sshd.alias, "kind", name=name)
+        assert (done.returncode, done.stdout) == (0, "Connection\n"), done.stderr
+
+
+def test_mux_parallel_from_the_environment_makes_a_parallel_run(
+    env_project: Path, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = ",".join(sshd.routes(2, prefix="e"))
+    monkeypatch.setenv("FABRIC_MUX_PARALLEL", "1")
+    for name in ("fab", "fabmux"):
+        done = fab(env_project, sshd.ssh_config, hosts, "kind", name=name)
+        assert done.returncode == 0, done.stderr
+        assert "fabric-mux: kind on 2 hosts in parallel" in done.stderr, (name, done.stderr)
+
+
+def master_argv_in(control_dir: Path) -> list[str]:
+    """The argv of the one master in ``control_dir``."""
+    (info,) = [row for row in masters_in(control_dir) if row.alive]
+    assert info.pid is not None
+    return Path(f"/proc/{info.pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_mux_persist_and_ssh_options_from_the_environment_reach_the_master(
+    env_project: Path, sshd: SshServer, control_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FABRIC_MUX_PERSIST", "10m")
+    # One option a line; a value with spaces needs no quotes.
+    monkeypatch.setenv(
+        "FABRIC_MUX_SSH_OPTIONS", "SetEnv=FMUX_PROBE=42 FMUX_SECOND=43\nCompression=yes\n"
+    )
+    done = fab(env_project, sshd.ssh_config, sshd.alias, "probe", name="fabmux")
+    assert (done.returncode, done.stdout) == (0, "42:43\n"), done.stderr
+    argv = master_argv_in(control_dir)
+    assert "ControlPersist=10m" in argv
+    assert "Compression=yes" in argv and "SetEnv=FMUX_PROBE=42 FMUX_SECOND=43" in argv
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("FABRIC_MUX_PERSIST", "bogus", "mux.persist takes seconds, a time as ControlPersist "
+         "takes it (10m), or yes/no, not 'bogus'"),
+        ("FABRIC_MUX_CONNECT_TIMEOUT", "abc", "mux.connect_timeout takes a whole number, 0 or "
+         "more, not 'abc'"),
+    ],
+)  # fmt: skip
+def test_a_wrong_variable_is_one_line_and_logs_in_nowhere(
+    env_project: Path,
+    sshd: SshServer,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    text: str,
+    said: str,
+) -> None:
+    monkeypatch.setenv(name, text)
+    for program in ("fab", "fabmux"):
+        done = fab(env_project, sshd.ssh_config, sshd.alias, "kind", name=program)
+        assert (done.returncode, done.stderr) == (1, f"fabric-mux: {said}\n"), program
+    done = fab(env_project, sshd.ssh_config, sshd.alias, "-P", "kind", name="fabmux")
+    assert (done.returncode, done.stderr) == (1, f"fabric-mux: {said}\n")
+    assert sshd.logins() == 0
+
+
+def test_a_wrong_pool_size_flag_is_one_line(env_project: Path, sshd: SshServer) -> None:
+    for flag in ("-z", "--pool-size"):
+        done = fab(env_project, sshd.ssh_config, sshd.alias, "-P", flag, "abc", "kind",
+                   name="fabmux")  # fmt: skip
+        assert (done.returncode, done.stderr) == (
+            1,
+            "fabric-mux: -z/--pool-size takes a whole number, 1 or more, not 'abc'\n",
+        )
+    assert sshd.logins() == 0
