@@ -61,10 +61,13 @@ class SshTarget(NamedTuple):
 
 
 def quote_option_value(value: str) -> str:
-    """Quote a value for ssh's option parser, which splits on white space."""
+    """Quote a value for ssh's option parser, which splits on white space and, from
+    8.7, takes a single quote as the start of a quoted word. Between double quotes
+    both are plain text in every version; a double quote itself cannot be carried
+    (before 8.7 no escape works there): mux settings refuse one (BadConfig)."""
     if '"' in value:
         raise ValueError(f"ssh options cannot carry a double quote: {value!r}")
-    return f'"{value}"' if any(ch.isspace() for ch in value) else value
+    return f'"{value}"' if any(ch.isspace() or ch == "'" for ch in value) else value
 
 
 def target_args(target: SshTarget) -> list[str]:

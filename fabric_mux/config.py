@@ -247,6 +247,10 @@ class _Values:
             path = os.fspath(value)
         else:
             raise self._bad(key, "a path")
+        if '"' in path:
+            # ssh reads a path with spaces in an option (-o ControlPath=...) only
+            # between double quotes, and before 8.7 has no escape for one inside.
+            raise self._bad(key, "a path without a double quote (ssh's options cannot carry one)")
         return path
 
     def options(self, key: str) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ from .argv import (
     control_socket_name,
     master_identity,
     parse_resolved_config,
+    quote_option_value,
 )
 from .config import MuxSettings, mux_settings
 from .controldir import find_control_dir, prepare_control_dir
@@ -231,7 +232,8 @@ class Route:
 
     def _asking_control_path(self) -> SshTarget:
         """The target with ``mux.control_path`` as its ControlPath, for ``ssh -G``."""
-        option = f"ControlPath={self.settings.control_path}"
+        # Not control_path_option: ssh is to expand this path's % tokens.
+        option = f"ControlPath={quote_option_value(str(self.settings.control_path))}"
         return self.target._replace(options=(*self.target.options, option))
 
     def master(self, make_folder: bool = True) -> Master:

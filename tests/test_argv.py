@@ -84,6 +84,12 @@ def test_control_path_percent_and_space_are_escaped() -> None:
     assert 'ControlPath="/tmp/a b%%c/x"' in argv
 
 
+def test_a_single_quote_is_quoted_as_a_space_is() -> None:
+    # From 8.7 ssh's option parser takes a bare ' as the start of a quoted word.
+    assert quote_option_value("/tmp/it's") == '"/tmp/it\'s"'
+    assert quote_option_value("/tmp/plain") == "/tmp/plain"
+
+
 def test_double_quote_in_an_option_is_refused() -> None:
     with pytest.raises(ValueError, match="double quote"):
         quote_option_value('/tmp/a"b')

@@ -156,6 +156,7 @@ def test_persist_from_the_environment_is_persist_from_fabric_yaml(
         ("FABRIC_MUX_MAX_SESSIONS", "", "mux.max_sessions takes a whole number, 1 or more"),
         ("FABRIC_MUX_ENABLED", "nope", "mux.enabled takes true or false"),
         ("FABRIC_MUX_REPLY_TIMEOUT", "-1", "mux.reply_timeout takes a number of seconds"),
+        ("FABRIC_MUX_CONTROL_PATH", '/tmp/"s"', "mux.control_path takes a path without a"),
     ],
 )
 def test_a_wrong_variable_is_the_one_line_error_of_fabric_yaml(
@@ -192,6 +193,8 @@ def test_a_flag_is_read_as_its_key_and_named_in_its_error() -> None:
         BadConfig, match=r"^-z/--pool-size takes a whole number, 1 or more, not 'abc'$"
     ):
         checked_flag("-z/--pool-size", "pool_size", "abc")
+    with pytest.raises(BadConfig, match=r"^--mux-control-path takes a path without a double quote"):
+        checked_flag("--mux-control-path", "control_path", '/tmp/a"b')
 
 
 def test_fab_says_which_key_is_wrong_in_one_line_and_logs_in_nowhere(

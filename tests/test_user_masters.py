@@ -261,6 +261,51 @@ def test_mux_control_path_expands_ssh_tokens_and_starts_there(
     assert len(where) == len(os.path.expanduser("~/.fmux-test-")) + 40  # %C: a sha1
 
 
+def test_a_mux_control_path_with_a_space_works_end_to_end(
+    sshd: SshServer, sockets: Path, control_dir: Path, tmp_path: Path
+) -> None:
+    folder = sockets / "my sockets"
+    folder.mkdir(mode=0o700)
+    (tmp_path / "fabfile.py").write_text(FABFILE)
+    (tmp_path / "fabric.yaml").write_text(MUX_YAML.format(control_dir=control_dir))
+    path = f"{folder}/it's %h"  # a quote of the other kind is plain text too
+    for _ in range(2):  # started there, then ridden
+        done = fab(tmp_path, sshd.ssh_config, sshd.alias, "--mux-control-path", path, "t",
+                   name="fabmux")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("ran-on-")
+    assert master_at(folder / "it's 127.0.0.1", sshd)
+    assert sshd.logins() == 1
+    c = MuxConnection(sshd.alias, config=config_of(sshd, control_dir, control_path=path))
+    assert c.run("echo hi", hide=True).stdout == "hi\n"
+    assert c.control_path == f"{folder}/it's 127.0.0.1"
+    assert sshd.logins() == 1
+
+
+def test_a_control_path_with_a_double_quote_is_one_line_naming_the_key(
+    sshd: SshServer, sockets: Path, control_dir: Path, tmp_path: Path
+) -> None:
+    path = f'{sockets}/"quoted"'
+    (tmp_path / "fabfile.py").write_text(FABFILE)
+    (tmp_path / "fabric.yaml").write_text(MUX_YAML.format(control_dir=control_dir))
+    done = fab(tmp_path, sshd.ssh_config, sshd.alias, "--mux-control-path", path, "t",
+               name="fabmux")  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        1,
+        "fabric-mux: --mux-control-path takes a path without a double quote (ssh's options "
+        f"cannot carry one), not {path!r}\n",
+    )
+    with (tmp_path / "fabric.yaml").open("a") as yaml:
+        yaml.write(f"  control_path: '{path}'\n")
+    done = fab(tmp_path, sshd.ssh_config, sshd.alias, "t", name="fabmux")
+    assert (done.returncode, done.stderr) == (
+        1,
+        "fabric-mux: mux.control_path takes a path without a double quote (ssh's options "
+        f"cannot carry one), not {path!r}\n",
+    )
+    assert sshd.logins() == 0
+
+
 PASSWORD_ONLY = (
     "Host *\n    BatchMode no\n    PubkeyAuthentication no\n    PreferredAuthentications password\n"
 )
