@@ -22,6 +22,7 @@ from invoke.exceptions import Exit
 from .config import load_environment, mux_settings
 from .connection import MuxConnection
 from .exceptions import EmptyHostList, RunInterrupted
+from .screen import visible
 from .upstream import host_config
 
 if TYPE_CHECKING:
@@ -279,9 +280,10 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         """Ctrl-C in a parallel run: stop waiting on every host, and say where
         commands may still run (no signal crosses the mux protocol)."""
         if running:
+            hosts = visible(", ".join(running))
             sys.stderr.write(
-                "fabric-mux: interrupted; commands may still be running on "
-                f"{', '.join(running)} (only a pty carries Ctrl-C: run them with pty=True)\n"
+                f"fabric-mux: interrupted; commands may still be running on {hosts} "
+                "(only a pty carries Ctrl-C: run them with pty=True)\n"
             )
         self.run_state.interrupt()
 

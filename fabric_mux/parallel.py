@@ -21,6 +21,7 @@ from typing import IO, Any
 from invoke.exceptions import UnexpectedExit
 
 from .process import current
+from .screen import visible
 
 __all__ = ["HostReport", "Wave", "summary"]
 
@@ -160,7 +161,7 @@ class Wave:
                 f"{self._failed} failed, {len(self._running)} running, "
                 f"{time.monotonic() - self._began:.0f} s"
             )
-        current().screen.show_status(text, self.progress)
+        current().screen.show_status(visible(text), self.progress)
 
 
 def _reason(exc: BaseException) -> str:
@@ -176,7 +177,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def summary(reports: dict[str, HostReport], tasks: Sequence[str]) -> str:
-    """The run's last word: a line a host, and how many failed."""
+    """The run's last word: a line a host, and how many failed.
+
+    Host names and reasons come from elsewhere (a host file, a server's error
+    text): every line is shown as text (:func:`~fabric_mux.screen.visible`), so
+    that none can move the cursor over another host's line.
+    """
     if not reports:
         return ""
     width = max(len(host) for host in reports)
@@ -191,4 +197,4 @@ def summary(reports: dict[str, HostReport], tasks: Sequence[str]) -> str:
         lines.append(line)
     failed = sum(1 for report in reports.values() if not report.ok)
     lines.append(f"{failed} of {len(reports)} hosts failed" if failed else "every host ok")
-    return "\n".join(lines) + "\n"
+    return "".join(f"{visible(line)}\n" for line in lines)

@@ -15,6 +15,7 @@ from fabrun import fab, fab_argv, no_agent_env
 from waiting import wait_until
 
 from fabric_mux.group import MuxThreadingGroup
+from fabric_mux.parallel import HostReport, summary
 from fabric_mux.pytest_plugin import FleetFactory
 from fabric_mux.testing import SshServer
 
@@ -70,6 +71,14 @@ FABFILE = textwrap.dedent(
     def spoof(c):
         # A line that, on a terminal, would look like another host's.
         c.run("printf 'ok\\r[other] pwned\\n\\033[2K\\033[1G[other] also\\n'")
+
+    @task
+    def garble(c):
+        # A server's escape bytes in what a host's failure says.
+        if c.original_host.endswith("1"):
+            said = c.run("printf 'bad\\033[2J\\033[Hnews\\rX\\n' >&2; exit 3", warn=True, hide=True)
+            raise RuntimeError(said.stderr)
+        c.run("echo '" + chr(27) + "[2J'" + chr(13) + "; exit 4", hide=True)
 
     @task
     def long_line(c):
@@ -177,6 +186,23 @@ def test_a_failing_host_is_in_the_summary_and_the_exit_code_and_the_others_go_on
     assert "failed" in node2 and "in fail-on-host2: UnexpectedExit: 'exit 3' exited with 3" in node2
     assert "then skipped after" in node2
     assert "1 of 3 hosts failed" in summary
+
+
+def test_the_summary_shows_a_hosts_escape_bytes_as_text(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    node1, node2 = sshd.routes(2, prefix="node")
+    evil = "evil\x1b[31m\rX"  # a host file's line, say
+    folder = project(tmp_path, control_dir, meeting_point, 3)
+    done = run(folder, sshd.ssh_config, f"{node1},{node2},{evil}", "-P", "garble")
+    assert done.returncode == 1
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr, repr(done.stderr)
+    summary = done.stderr[done.stderr.index("fabric-mux: garble on 3 hosts") :].splitlines()
+    lines = {line.split()[0]: line for line in summary[1:4]}
+    assert "in garble: RuntimeError: bad\\e[2J\\e[Hnews" in lines[node1]
+    assert "in garble: UnexpectedExit: \"echo '\\x1b[2J'\\r; exit 4\" exited with 4" in lines[node2]
+    assert "in garble: MasterStartFailed: evil\\e[31m" in lines["evil\\e[31m\\rX"]
+    assert summary[-1] == "3 of 3 hosts failed"
 
 
 def test_the_pool_size_bounds_how_many_hosts_run_at_once(
@@ -331,3 +357,13 @@ def test_ctrl_c_in_a_parallel_run_does_not_wait_for_local_work(
     folder = project(tmp_path, control_dir, meeting_point, 2)
     done = interrupt_when_all_arrive(folder, sshd.ssh_config, hosts, "busy-here", meeting_point)
     assert done.returncode != 0  # and it ended well within the tasks' 120 s
+
+
+def test_every_summary_line_is_shown_as_text() -> None:
+    reports = {
+        "web\x1b[2J": HostReport("web\x1b[2J", 1.0, "deploy", "Exit: half\rdone\x07"),
+        "web2": HostReport("web2", 1.0),
+    }
+    said = summary(reports, ["deploy"])
+    assert "\x1b" not in said and "\r" not in said and "\x07" not in said
+    assert "web\\e[2J  failed" in said and "in deploy: Exit: half\\rdone\\x07" in said
