@@ -186,8 +186,17 @@ def _config(args: argparse.Namespace) -> Config:
     if args.control_dir is not None:
         config.load_overrides({"mux": {"control_dir": str(args.control_dir)}}, merge=False)
     config.merge()
-    config.load_ssh_config()
+    try:
+        config.load_ssh_config()
+    except OSError as exc:  # -F names no file that can be read (Fabric's own check)
+        raise _Usage(
+            f"cannot read the ssh_config file {args.ssh_config} (-F): {exc.strerror or exc}"
+        ) from None
     return config
+
+
+class _Usage(Exception):
+    """A command line that cannot work: one line, exit 2 (as argparse's errors)."""
 
 
 def _master(host: str, config: Config) -> Master:
@@ -335,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.folder = find_control_dir(mux_settings(args.config).control_dir)
         handler = {"list": _list, "check": _check, "stop": _stop}[args.command]
         return handler(args)
+    except _Usage as exc:
+        print(f"fabric-mux: {exc}", file=sys.stderr)
+        return 2
     except MuxError as exc:
         print(f"fabric-mux: {exc}", file=sys.stderr)
         return 1

@@ -187,3 +187,21 @@ def test_a_bad_setting_is_said_once_as_fabric_muxs(
         "fabric-mux: mux.persist takes seconds, a time as ControlPersist takes it (10m), "
         "or yes/no, not 'ten minutes'\n"
     )
+
+
+def test_an_ssh_config_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    program = Path(sys.executable).with_name("fabric-mux")
+    missing = tmp_path / "nonexistent"
+    for args in (["-F", str(missing), "check", "web1"], ["stop", "web1", "-F", str(missing)]):
+        proc = subprocess.run(
+            [str(program), "--control-dir", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (proc.returncode, proc.stdout, proc.stderr) == (
+            2,
+            "",
+            f"fabric-mux: cannot read the ssh_config file {missing} (-F): "
+            "No such file or directory\n",
+        )
