@@ -25,6 +25,7 @@ __all__ = [
     "HELPER",
     "OUR_DISPLAY",
     "SHELL_HELPER",
+    "USAGE",
     "helper_environment",
     "installed",
     "shell_main",
@@ -91,6 +92,16 @@ def helper_environment(socket_path: str, *, display: bool) -> dict[str, str]:
     return environment
 
 
+USAGE = f"""usage: {SHELL_HELPER} -c COMMAND
+
+The shell fabric-mux gives the children of an OpenSSH master it starts
+(ProxyCommand, LocalCommand, Match exec): COMMAND runs in your own shell
+(the $SHELL fabric-mux was started with, else /bin/sh), without the variables
+that let the master ask fabric-mux for secrets. ssh starts it; there is no
+need to run it by hand.
+"""
+
+
 def shell_main() -> NoReturn:
     """``$SHELL`` for a master's children: the user's shell, without the master's askpass.
 
@@ -99,6 +110,11 @@ def shell_main() -> NoReturn:
     user has a terminal, it asks through one that only relays to it; else it
     gets the user's own ``SSH_ASKPASS`` back, as their own ssh would.
     """
+    if sys.argv[1:] == ["--help"]:
+        # Only a person asks this (ssh always gives -c): every other argv,
+        # -h included (sh's hashall), goes to the shell as it is.
+        sys.stdout.write(USAGE)
+        sys.exit(0)
     shell = os.environ.get(ENV_SHELL) or ""
     relay = os.environ.get(ENV_CHILDREN)
     ours = os.environ.get(ENV_DISPLAY)

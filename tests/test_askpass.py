@@ -228,3 +228,17 @@ def test_the_childrens_shell_loads_nothing_but_itself() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.split()
     assert loaded == ["fabric_mux", "fabric_mux.childshell"]
+
+
+def test_the_childrens_shell_says_what_it_is_and_runs_commands_as_before() -> None:
+    program = str(Path(sys.executable).with_name("fabric-mux-shell"))
+    env = {"PATH": os.environ["PATH"], "FABRIC_MUX_SHELL": "/bin/sh", "SSH_ASKPASS": "ours"}
+    helped = subprocess.run([program, "--help"], capture_output=True, text=True, check=False)
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert helped.stdout.startswith("usage: fabric-mux-shell -c COMMAND\n")
+    # What ssh runs: the user's shell, with the command as it is (--help too).
+    ran = subprocess.run(
+        [program, "-c", 'echo "$0" "$1" --help "${SSH_ASKPASS-none}"', "x", "one"],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "x one --help none\n", "")
