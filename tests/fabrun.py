@@ -4,11 +4,38 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 MUX_YAML = "tasks:\n  executor_class: fabric_mux.MuxExecutor\nmux:\n  control_dir: {control_dir}\n"
+
+
+#: The signals the tests send to a child as a user's terminal would: Ctrl-C, a hangup.
+#: A job that a shell without job control starts in the background (``nohup
+#: pytest &``, ``setsid ... &``, some CI runners) has SIGINT ignored (and nohup
+#: SIGHUP too); children inherit that, and a Python started so never raises
+#: KeyboardInterrupt: a test would wait for an end that never comes.
+SENT_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+
+
+def default_signals() -> None:
+    """Give :data:`SENT_SIGNALS` their default action: in a forked child, before exec."""
+    for number in SENT_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
+
+
+def with_default_signals(argv: list[str]) -> list[str]:
+    """``argv``, run with :data:`SENT_SIGNALS` at their default action (an exec on
+    the way: no preexec_fn, which is unsafe in a process with threads)."""
+    reset = (
+        "import os, signal, sys\n"
+        f"for number in {[int(number) for number in SENT_SIGNALS]}:\n"
+        "    signal.signal(number, signal.SIG_DFL)\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    return [sys.executable, "-c", reset, *argv]
 
 
 def program(name: str = "fab") -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fabrun import fab, fab_argv, no_agent_env
+from fabrun import fab, fab_argv, no_agent_env, with_default_signals
 from waiting import wait_until
 
 from fabric_mux.group import MuxThreadingGroup
@@ -319,7 +319,7 @@ def interrupt_when_all_arrive(
     """Run ``task`` with -P, and Ctrl-C it once every host has reached it."""
     argv = fab_argv(ssh_config, ",".join(hosts), "-P", task, name="fabmux")
     child = subprocess.Popen(
-        argv,
+        with_default_signals(argv),
         cwd=folder,
         env=no_agent_env(),
         stdin=subprocess.DEVNULL,

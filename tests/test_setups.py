@@ -21,7 +21,7 @@ from typing import Any
 import fabric
 import pytest
 from conftest import Flag
-from fabrun import MUX_YAML, fab, fab_argv
+from fabrun import MUX_YAML, default_signals, fab, fab_argv, with_default_signals
 from waiting import process_gone, wait_until
 
 from fabric_mux import MuxConnection
@@ -81,6 +81,7 @@ def on_a_terminal_that_hangs_up(fleet: Fleet, control_dir: Path, host: str) -> i
     """Start ``host``'s master from a process on a pty, then hang the pty up; the pid."""
     pid, terminal = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes the launcher
+        default_signals()  # the hangup must be able to end it
         os.execv(
             sys.executable,
             [sys.executable, "-c", SPAWN, str(fleet.ssh_config), str(control_dir), host],
@@ -129,8 +130,8 @@ def test_ctrl_c_names_what_may_still_run_and_where(
 ) -> None:
     command = flag.waited_for("echo finished")
     child = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED, str(sshd.ssh_config), str(control_dir), sshd.alias,
-         command],
+        with_default_signals([sys.executable, "-c", INTERRUPTED, str(sshd.ssh_config),
+                              str(control_dir), sshd.alias, command]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -345,6 +346,7 @@ def test_ctrl_c_at_a_password_prompt_gives_the_terminal_back_whole(
     (tmp_path / "fabric.yaml").write_text(MUX_YAML.format(control_dir=control_dir))
     pid, terminal = pty.fork()
     if pid == 0:  # pragma: no cover - the child is the user's fabmux
+        default_signals()  # as a terminal's shell starts it: Ctrl-C interrupts
         os.chdir(tmp_path)
         argv = fab_argv(server.ssh_config, "pw", "t", name="fabmux")
         os.execv(argv[0], argv)
