@@ -104,7 +104,9 @@ def questions(argv: Sequence[str]) -> list[tuple[str, ...]]:
     ssh = shutil.which("ssh")
     if not hosts or ssh is None:
         return []
-    plain = [host for host in hosts.split(",") if host and not set(host) & set("@:[]/ ")]
+    # Named as the run names them: blanks around a name dropped (see executor._named_hosts).
+    names = (host.strip() for host in hosts.split(","))
+    plain = [host for host in names if host and not set(host) & set("@:[]/ ")]
     config = ["-F", ssh_config] if ssh_config else []
     return [(ssh, "-v", "-G", *config, "--", host) for host in dict.fromkeys(plain)][:MOST]
 

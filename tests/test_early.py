@@ -73,6 +73,12 @@ def test_what_is_guessed_from_the_command_line() -> None:
     ]
     for changes_the_questions in ("-i", "--list", "--no-mux", "-t", "--mux-control-path=x"):
         assert early.questions(["-H", "web", changes_the_questions, "k", "deploy"]) == []
+    # As the run names them: blanks around and between names dropped.
+    assert early.questions(["-H", " web, ,db ,", "deploy"]) == [
+        (SSH, "-v", "-G", "--", "web"),
+        (SSH, "-v", "-G", "--", "db"),
+    ]
+    assert early.questions(["-H", " , ", "deploy"]) == []
     assert early.questions(["deploy"]) == []
     assert early.questions(["-H"]) == []
     assert early.questions(["deploy", "--", "-H", "web"]) == []
