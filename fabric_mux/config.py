@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from fabric import Config
 from invoke.env import Environment
@@ -15,6 +15,8 @@ from invoke.loader import FilesystemLoader
 
 from .argv import persist_value, ssh_options
 from .exceptions import BadConfig
+from .places import default_failed_hosts
+from .rollout import BatchSize, Budget, parse_budget, parse_serial
 from .upstream import load_shell_env
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "mux_settings",
     "project_folder",
 ]
+
+T = TypeVar("T")
 
 #: Every ``mux`` key with its default. ``fabric.yaml`` may set any subset.
 DEFAULTS: dict[str, Any] = {
@@ -66,6 +70,20 @@ DEFAULTS: dict[str, Any] = {
     "pool_size": None,
     # In a parallel run or a MuxThreadingGroup, each output line starts with [host].
     "prefix": True,
+    # A rolling run (fabmux --serial): hosts in batches of this many, or a percentage, or
+    # a list of them for batch after batch ("1,10%,100%": a canary first). Implies parallel.
+    "serial": None,
+    # How many hosts may fail (a count, or a percentage of those started) before a parallel
+    # run stops starting tasks and batches (null: with batches, none may; else no limit).
+    "max_fail": None,
+    # In a parallel run, each task's output is shown once per distinct output, under the
+    # hosts that gave it (web[01-38,40]), when the task ends; nothing as it comes.
+    "gather": False,
+    # Write a JSON report of each parallel run here (null: none).
+    "report": None,
+    # Where a parallel run that had failures lists their hosts, for -H @FILE (null:
+    # $XDG_STATE_HOME/fabric-mux/failed-hosts; false: nowhere).
+    "failed_hosts": None,
 }
 
 
@@ -88,6 +106,12 @@ class MuxSettings(NamedTuple):
     parallel: bool
     pool_size: int | None
     prefix: bool
+    serial: tuple[BatchSize, ...] | None
+    max_fail: Budget | None
+    gather: bool
+    report: str | None
+    #: None: nowhere.
+    failed_hosts: str | None
 
     @property
     def persists(self) -> bool:
@@ -147,6 +171,11 @@ def _settings(given: dict[str, Any], shown: Mapping[str, str] | None = None) -> 
         parallel=values.flag("parallel"),
         pool_size=values.width("pool_size"),
         prefix=values.flag("prefix"),
+        serial=values.parsed("serial", parse_serial),
+        max_fail=values.parsed("max_fail", parse_budget),
+        gather=values.flag("gather"),
+        report=values.path("report"),
+        failed_hosts=values.failed_hosts("failed_hosts"),
     )
 
 
@@ -252,6 +281,21 @@ class _Values:
             # between double quotes, and before 8.7 has no escape for one inside.
             raise self._bad(key, "a path without a double quote (ssh's options cannot carry one)")
         return path
+
+    def parsed(self, key: str, parse: Callable[[Any], T]) -> T:
+        """``parse``'s reading of the value; its ValueError says what the key takes."""
+        try:
+            return parse(self._values[key])
+        except ValueError as exc:
+            raise self._bad(key, str(exc)) from None
+
+    def failed_hosts(self, key: str) -> str | None:
+        value = self._values[key]
+        if _blank(value):
+            return str(default_failed_hosts())
+        if value is False or (isinstance(value, str) and value.strip().lower() in _NO):
+            return None
+        return self.path(key)
 
     def options(self, key: str) -> tuple[str, ...]:
         """A list of ssh options, or text of one option a line (as an environment

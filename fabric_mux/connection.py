@@ -32,6 +32,8 @@ from .upstream import set_attributes
 if TYPE_CHECKING:
     from paramiko import SFTPClient
 
+    from .screen import LineSink
+
 __all__ = ["MuxConnection"]
 
 
@@ -70,6 +72,8 @@ class _MuxState:
     start_error: BaseException | None = None
     #: Put before each line of output, in a parallel run (``[web1] ``).
     output_prefix: str | None = None
+    #: Where the lines go instead of the screen (gathered output, see fabric_mux.gather).
+    output_sink: LineSink | None = None
 
     def fresh(self) -> _MuxState:
         """The same settings, holding nothing (for a forked child)."""
@@ -160,6 +164,16 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     @output_prefix.setter
     def output_prefix(self, prefix: str | None) -> None:
         self._mux.output_prefix = prefix
+
+    @property
+    def output_sink(self) -> LineSink | None:
+        """Where this connection's command output goes a whole line at a time,
+        instead of the screen (a parallel run's gathered output); None: the screen."""
+        return self._mux.output_sink
+
+    @output_sink.setter
+    def output_sink(self, sink: LineSink | None) -> None:
+        self._mux.output_sink = sink
 
     @property
     def control_path(self) -> str | None:

@@ -273,13 +273,9 @@ class BadConfig(_SaidByFab, ValueError):
     one line, exit 1."""
 
 
-class BadHostList(MuxError, ValueError, Exit):  # type: ignore[misc]
+class BadHostList(_SaidByFab, ValueError):
     """A host range that names no hosts as written (``web[a-c]``, ``web[3-1]``); the
     message names it. A ``ValueError``, and to ``fab`` an ``Exit``: one line, exit 1."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self._code = 1
 
 
 class RunInterrupted(MuxError):

@@ -10,9 +10,11 @@ and its task goes on as soon as that master is up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fabric import Connection, Executor
@@ -21,11 +23,13 @@ from invoke.exceptions import Exit
 
 from .config import load_environment, mux_settings
 from .connection import MuxConnection
-from .exceptions import EmptyHostList, RunInterrupted
+from .exceptions import EmptyHostList, MuxError, RunInterrupted
+from .hostlist import expand, expand_all, split_hosts
 from .screen import visible
 from .upstream import host_config
 
 if TYPE_CHECKING:
+    from .master import Master
     from .warmup import Starter
 
 __all__ = ["MuxConnectionCall", "MuxExecutor"]
@@ -127,11 +131,16 @@ class MuxConnectionCall(ConnectionCall):  # type: ignore[misc]
         settings = mux_settings(config)
         if not settings.enabled:
             connection = Connection(**dict(self.init_kwargs, config=config))
-        elif settings.parallel:
-            # This host's master starts now (or is found up), and its task
-            # goes on as soon as it is: no host waits for another's login.
+        elif settings.parallel or settings.serial:
+            # This host's master starts now (or is found up, started ahead of
+            # its batch), and its task goes on as soon as it is: no host waits
+            # for another's login.
             connection = MuxConnection(**dict(self.init_kwargs, config=config))
             run.opened.append(connection)
+            failure = run.failures.get(_key(self.init_kwargs))
+            if failure is not None:  # its start ahead failed: no second login
+                connection.remember_failure(failure)
+                raise failure
             run.starter(config).open(connection)
             run.check_interrupted()
             return connection
@@ -179,7 +188,8 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         return super().expand_calls(calls, apply_hosts)
 
     def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
-        """Fabric's, plus ``@FILE`` for the hosts listed in FILE (one a line; # comments).
+        """Fabric's, plus ``@FILE`` for the hosts listed in FILE (one a line; # comments),
+        and host ranges (``web[01-40]``) anywhere.
 
         A blank host name (from a task's ``hosts=[...]``: ``-H``'s blanks are
         gone by now) is refused, as ssh would be asked to reach no host.
@@ -195,6 +205,10 @@ class MuxExecutor(Executor):  # type: ignore[misc]
                     f"a blank host name among the task's hosts ({list(hosts)!r}): "
                     "nothing to run on there"
                 )
+            elif isinstance(value, str):
+                expanded.extend(expand(value.strip()))
+            elif isinstance(value, dict) and isinstance(value.get("host"), str):
+                expanded.extend(dict(value, host=host) for host in expand(value["host"]))
             else:
                 expanded.append(value)
         if files and not expanded:
@@ -212,7 +226,8 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         # fabric.yaml is read (stock fab's config has no mux defaults).
         load_environment(self.config)
         try:
-            if mux_settings(self.config).parallel:
+            settings = mux_settings(self.config)
+            if settings.parallel or settings.serial:
                 return self._execute_in_parallel(tasks)
             return super().execute(*tasks)
         finally:
@@ -221,12 +236,13 @@ class MuxExecutor(Executor):  # type: ignore[misc]
                 opened.pop().close()
 
     def _execute_in_parallel(self, tasks: tuple[Any, ...]) -> dict[Any, Any]:
-        """invoke's ``execute``, with each task's calls over its hosts run at once.
+        """invoke's ``execute``, with each task's calls over its hosts run at once,
+        batch by batch within the failure budget (see :mod:`fabric_mux.fleetrun`).
 
         Calls of one task for several hosts (consecutive, as ``fab`` expands
         them) are a wave; a call with no host (a pre- or post-task) runs alone.
         """
-        from .parallel import HostReport, Wave, summary
+        from .fleetrun import FleetRun
         from .warmup import descriptor_room
 
         settings = mux_settings(self.config)
@@ -244,37 +260,69 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         # Parallel hosts must not read our stdin at once: their prompts would
         # interleave (what a run asks, it asks through the master's askpass).
         self.config.run.in_stream = False
-        reports: dict[str, HostReport] = {}
-        results: dict[Any, Any] = {}
-        names: list[str] = []
-        for wave in _waves(expanded):
-            first = wave[0]
-            self.config.load_collection(self.collection.configuration(first.called_as))
+
+        def prepare(call: Any) -> None:
+            self.config.load_collection(self.collection.configuration(call.called_as))
             load_environment(self.config)
-            if not isinstance(first, MuxConnectionCall):
-                results[first.task] = self._run_call(first, direct)
-                continue
-            name = first.called_as or first.task.name
-            names.append(name)
-            by_host = {_label(call.init_kwargs): call for call in wave}
 
-            def work(host: str, by_host: dict[str, MuxConnectionCall] = by_host) -> Any:
-                return self._run_call(by_host[host], direct, parallel=True, prefix=settings.prefix)
+        def run_call(call: Any, prefix: str | None, sink: Any) -> Any:
+            parallel = isinstance(call, MuxConnectionCall)
+            return self._run_call(call, direct, parallel, prefix, sink)
 
+        fleet = FleetRun(
+            _waves(expanded),
+            settings,
+            label=lambda call: _label(call.init_kwargs),
+            run_call=run_call,
+            prepare=prepare,
+            prefetch=self._prefetch,
+            on_interrupt=self._interrupted,
             # Unless the user says otherwise, every host at once: a host
             # waiting on its login or its commands costs a thread and a few
             # descriptors, and the masters' starts are paced on their own.
-            width = settings.pool_size or descriptor_room()
-            wave_run = Wave(name, list(by_host), width, reports)
-            results[first.task] = wave_run.run(work, on_interrupt=self._interrupted)
-        said = summary(reports, names)
-        if said:
-            sys.stderr.write(said)
-            sys.stderr.flush()
-        failed = [report.host for report in reports.values() if not report.ok]
-        if failed:
+            width=settings.pool_size or descriptor_room(),
+        )
+        if not fleet.run(sys.argv):
             raise Exit(code=1)
-        return results
+        return fleet.results
+
+    def _prefetch(self, calls: Sequence[Any]) -> Callable[[], None]:
+        """Start the masters of ``calls``' hosts now, in the background (the next
+        batch's, while this one works). Returns what stops the masters this
+        started, should the run stop before those hosts run anything."""
+        if not calls:
+            return lambda: None
+        starter = self.run_state.starter(self.config)
+        started: list[Master] = []
+
+        def start(call: Any) -> None:
+            connection = MuxConnection(**dict(call.init_kwargs, config=host_config(self.config)))
+            self.run_state.opened.append(connection)  # closed when the run ends
+            try:
+                was_up = connection.route().master().alive() is not None
+                starter.open(connection)
+            except Exception as exc:  # the host's own: its task raises it, no new login
+                self.run_state.failures[_key(call.init_kwargs)] = exc
+                return
+            if not was_up:
+                started.append(connection.mux_master)
+
+        threads = [
+            threading.Thread(target=start, args=(call,), name="fabric-mux ahead", daemon=True)
+            for call in calls
+        ]
+        for thread in threads:
+            thread.start()
+
+        def stop_started() -> None:
+            for thread in threads:
+                thread.join()
+            for master in started:
+                if not master.users:
+                    with contextlib.suppress(MuxError, OSError):
+                        master.stop()
+
+        return stop_started
 
     def _interrupted(self, running: list[str]) -> None:
         """Ctrl-C in a parallel run: stop waiting on every host, and say where
@@ -288,13 +336,19 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         self.run_state.interrupt()
 
     def _run_call(
-        self, call: Any, direct: list[Any], parallel: bool = False, prefix: bool = False
+        self,
+        call: Any,
+        direct: list[Any],
+        parallel: bool = False,
+        prefix: str | None = None,
+        sink: Any = None,
     ) -> Any:
         # A config of its own for each host at once: invoke rebuilds a config
         # on every write, and other threads reading it meanwhile see it empty.
         context = call.make_context(host_config(self.config) if parallel else self.config)
-        if prefix and isinstance(context, MuxConnection):
-            context.output_prefix = f"[{_label(call.init_kwargs)}] "
+        if isinstance(context, MuxConnection):
+            context.output_prefix = prefix
+            context.output_sink = sink
         result = call.task(context, *call.args, **call.kwargs)
         if call in direct and call.autoprint:
             print(result)
@@ -331,15 +385,16 @@ def _label(init_kwargs: dict[str, Any]) -> str:
 
 
 def _named_hosts(value: str) -> list[str]:
-    """The hosts an ``-H`` value names: blank entries dropped (``web1,,web2``, a
+    """The hosts an ``-H`` value names: ranges expanded (``web[01-40]``, see
+    :mod:`fabric_mux.hostlist`), blank entries dropped (``web1,,web2``, a
     trailing comma), and the blanks around a name (``web1, web2``), which no host
-    name holds.
+    name holds. ``@FILE`` stays, for :meth:`MuxExecutor.normalize_hosts`.
 
     :raises EmptyHostList: it names none (``-H ""``, ``-H ,``: an empty
         ``$HOSTS`` in a script). Fabric would run the task on this machine, or
         fail a remote command with a traceback; neither is what it meant.
     """
-    named = [host.strip() for host in value.split(",") if host.strip()]
+    named = expand_all(split_hosts(value))
     if not named:
         raise EmptyHostList(f"-H {value!r} names no host: nothing to run on")
     return named
@@ -352,8 +407,9 @@ def _blank_host(value: Any) -> bool:
 
 
 def _hosts_in(path: str) -> list[str]:
-    """The hosts listed in a file: one a line, blank lines and ``#`` comments
-    skipped; UTF-8, with or without a byte-order mark."""
+    """The hosts listed in a file: one a line (or several, comma-separated, and
+    ranges: ``web[01-40]``), blank lines and ``#`` comments skipped; UTF-8, with
+    or without a byte-order mark."""
     try:
         with open(os.path.expanduser(path), "rb") as listing:
             data = listing.read()
@@ -370,5 +426,5 @@ def _hosts_in(path: str) -> list[str]:
             f"0x{data[exc.start]:02x}): save it as UTF-8",
             code=1,
         ) from None
-    hosts = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    return [host for host in hosts if host]
+    # A line may name several hosts, and ranges (web[01-40]), as -H does.
+    return expand_all(split_hosts(",".join(line.split("#", 1)[0] for line in text.splitlines())))

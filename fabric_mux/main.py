@@ -1,5 +1,6 @@
 """``fabmux``: the ``fab`` program with fabric-mux on, plus ``--no-mux``, ``--mux-persist``,
-``--mux-control-path``, ``-P``/``--parallel`` and ``-z``/``--pool-size``."""
+``--mux-control-path``, ``-P``/``--parallel``, ``-z``/``--pool-size``, and for fleets
+``--serial``, ``--max-fail``, ``--gather`` and ``--report``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ _VALUE_FLAGS = {
     "mux-persist": ("persist", "--mux-persist"),
     "mux-control-path": ("control_path", "--mux-control-path"),
     "pool-size": ("pool_size", "-z/--pool-size"),
+    "serial": ("serial", "--serial"),
+    "max-fail": ("max_fail", "--max-fail"),
+    "report": ("report", "--report"),
 }
 
 
@@ -50,6 +54,22 @@ class MuxFab(Fab):  # type: ignore[misc]
                 names=("pool-size", "z"),
                 help="With -P: at most this many hosts at a time (default: mux.pool_size).",
             ),
+            Argument(
+                names=("serial",),
+                help="A rolling run: all tasks on a batch of hosts, then the next: N hosts, "
+                "N%, or a list (1,10%,100%: a canary first). Implies -P.",
+            ),
+            Argument(
+                names=("max-fail",),
+                help="Hosts that may fail (N, or N% of those started) before the run starts "
+                "no more tasks or batches (with --serial, default 0).",
+            ),
+            Argument(
+                names=("gather",),
+                kind=bool,
+                help="With -P: each task's output once per distinct output, under its hosts.",
+            ),
+            Argument(names=("report",), help="Write a JSON report of the run to this file."),
         ]
 
     def load_collection(self) -> None:
@@ -80,6 +100,8 @@ class MuxFab(Fab):  # type: ignore[misc]
             mux["enabled"] = False
         if self.args.parallel.value:
             mux["parallel"] = True
+        if self.args.gather.value:
+            mux["gather"] = True
         # Read as fabric.yaml's text is; a wrong one is one line naming the flag.
         for flag, (key, shown) in _VALUE_FLAGS.items():
             value = self.args[flag].value

@@ -14,12 +14,14 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from invoke.exceptions import UnexpectedExit
 
+from .hostlist import fold
 from .process import current
 from .screen import visible
 
@@ -37,10 +39,28 @@ class HostReport:
     why: str = ""
     #: Tasks it did not run, after failing.
     skipped: list[str] = field(default_factory=list)
+    #: The batch it ran in (1 for the first); 0: it never started.
+    batch: int = 0
+    #: The exit code of the command it failed on, if a command failed.
+    exit_code: int | None = None
+    #: The end of what that command wrote to stderr (or the failure's own words).
+    stderr_tail: str = ""
+    #: Tasks it did not run because the run stopped (its failure budget spent).
+    stopped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.failed_in is None
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``failed``, ``stopped`` (ok, but the run stopped before its
+        last task) or ``not started``."""
+        if not self.ok:
+            return "failed"
+        if not self.batch:
+            return "not started"
+        return "stopped" if self.stopped else "ok"
 
 
 class Wave:
@@ -53,8 +73,11 @@ class Wave:
         pool_size: int,
         reports: dict[str, HostReport],
         progress: IO[str] | None = None,
+        label: str | None = None,
     ) -> None:
         self.task = task
+        #: What the progress line calls it (a rolling run: the task and its batch).
+        self.label = label or task
         self.hosts = list(hosts)
         self.pool_size = max(1, pool_size)
         self.reports = reports
@@ -103,6 +126,7 @@ class Wave:
                 report = self.reports[host]
                 report.failed_in = self.task
                 report.why = _reason(exc)
+                report.exit_code, report.stderr_tail = _details(exc)
                 with self._lock:
                     self._failed += 1
                 if not isinstance(exc, Exception):
@@ -157,7 +181,7 @@ class Wave:
     def _show(self) -> None:
         with self._lock:
             text = (
-                f"{self.task}: {self._done}/{len(self.hosts)} hosts done, "
+                f"{self.label}: {self._done}/{len(self.hosts)} hosts done, "
                 f"{self._failed} failed, {len(self._running)} running, "
                 f"{time.monotonic() - self._began:.0f} s"
             )
@@ -176,8 +200,27 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def summary(reports: dict[str, HostReport], tasks: Sequence[str]) -> str:
-    """The run's last word: a line a host, and how many failed.
+#: How much of a failed command's stderr a report keeps.
+STDERR_TAIL = 4096
+
+
+def _details(exc: BaseException) -> tuple[int | None, str]:
+    """A failure's exit code (a failed command's) and the end of its stderr (else
+    of its message)."""
+    if isinstance(exc, UnexpectedExit):
+        return exc.result.exited, (exc.result.stderr or "")[-STDERR_TAIL:]
+    return None, (str(exc) or type(exc).__name__)[-STDERR_TAIL:]
+
+
+def summary(
+    reports: Mapping[str, HostReport],
+    tasks: Sequence[str],
+    batches: Sequence[int] = (),
+    stopped: str = "",
+) -> str:
+    """The run's last word: the hosts of each outcome, folded (``web[01-38,40]``),
+    and how many failed. ``batches``: the sizes of a rolling run's batches;
+    ``stopped``: why the run stopped early.
 
     Host names and reasons come from elsewhere (a host file, a server's error
     text): every line is shown as text (:func:`~fabric_mux.screen.visible`), so
@@ -185,16 +228,34 @@ def summary(reports: dict[str, HostReport], tasks: Sequence[str]) -> str:
     """
     if not reports:
         return ""
-    width = max(len(host) for host in reports)
-    lines = [f"fabric-mux: {', '.join(tasks)} on {len(reports)} hosts in parallel"]
+    how = "in parallel"
+    if len(batches) > 1:
+        how += f", in {len(batches)} batches ({', '.join(map(str, batches))})"
+    lines = [f"fabric-mux: {', '.join(tasks)} on {len(reports)} hosts {how}"]
+    groups: dict[tuple[str, str], list[str]] = {}
     for report in reports.values():
-        state = "ok" if report.ok else "failed"
-        line = f"  {report.host:<{width}}  {state:<6}  {report.seconds:7.1f} s"
-        if not report.ok:
-            line += f"  in {report.failed_in}: {report.why}"
+        if report.status == "failed":
+            detail = f"in {report.failed_in}: {report.why}"
             if report.skipped:
-                line += f" (then skipped {', '.join(report.skipped)})"
-        lines.append(line)
-    failed = sum(1 for report in reports.values() if not report.ok)
-    lines.append(f"{failed} of {len(reports)} hosts failed" if failed else "every host ok")
+                detail += f" (then skipped {', '.join(report.skipped)})"
+        elif report.status == "stopped":
+            detail = f"did not run {', '.join(report.stopped)}"
+        else:
+            detail = ""
+        groups.setdefault((report.status, detail), []).append(report.host)
+    order = ("ok", "failed", "stopped", "not started")
+    for (status, detail), hosts in sorted(groups.items(), key=lambda item: order.index(item[0][0])):
+        line = f"  {status:<12} {fold(hosts)} ({len(hosts)})"
+        lines.append(f"{line}  {detail}" if detail else line)
+    if stopped:
+        lines.append(stopped)
+    counts = Counter(report.status for report in reports.values())
+    if counts["ok"] == len(reports):
+        lines.append("every host ok")
+    else:
+        said = [f"{counts['failed']} of {len(reports)} hosts failed"]
+        said += [
+            f"{counts[status]} {status}" for status in ("stopped", "not started") if counts[status]
+        ]
+        lines.append(", ".join(said))
     return "".join(f"{visible(line)}\n" for line in lines)

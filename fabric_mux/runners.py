@@ -35,7 +35,7 @@ from .descriptors import Descriptors, write_all
 from .exceptions import MasterLost, descriptor_errors
 from .process import current
 from .protocol import SessionInterrupted
-from .screen import LineWriter
+from .screen import LineSink, LineWriter
 
 log = logging.getLogger("fabric_mux")
 
@@ -345,25 +345,34 @@ class MuxRemote(Remote):  # type: ignore[misc]
             self._bells[0].ring()  # e.g. a watcher gave up: don't wait for the remote
             raise
 
+    def _lines_to(self) -> tuple[str, LineSink] | None:
+        """Where output goes a whole line at a time (several hosts at once): the
+        prefix of each line, and the screen or what gathers the host's lines;
+        None: as it comes, as invoke writes it."""
+        prefix, sink = self.context.output_prefix, self.context.output_sink
+        if not prefix and sink is None:
+            return None
+        return prefix or "", sink if sink is not None else current().screen
+
     def echo(self, command: str) -> None:
-        prefix = self.context.output_prefix
-        if not prefix:
+        lines = self._lines_to()
+        if lines is None:
             super().echo(command)
             return
         # In a parallel run the echoed command is marked with its host too.
+        prefix, sink = lines
         text = self.opts["echo_format"].format(command=command)
-        current().screen.write_lines(
-            sys.stdout, "".join(f"{prefix}{line}\n" for line in text.split("\n"))
-        )
+        sink.write_lines(sys.stdout, "".join(f"{prefix}{line}\n" for line in text.split("\n")))
 
     def write_our_output(self, stream: IO[str], string: str) -> None:
-        prefix = self.context.output_prefix
-        if not prefix:
+        lines = self._lines_to()
+        if lines is None:
             super().write_our_output(stream, string)
             return
         writer = self._lines.get(id(stream))
         if writer is None:
-            writer = self._lines[id(stream)] = LineWriter(prefix, stream, current().screen)
+            prefix, sink = lines
+            writer = self._lines[id(stream)] = LineWriter(prefix, stream, sink)
         writer.write(string)
 
     def respond(self, buffer_: list[str]) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import IO
+from typing import IO, Protocol
 
-__all__ = ["LineWriter", "Screen", "visible"]
+__all__ = ["LineSink", "LineWriter", "Screen", "visible"]
 
 
 class Screen:
@@ -83,6 +83,12 @@ def visible(line: str) -> str:
     return _UNSAFE.sub(_shown, line)
 
 
+class LineSink(Protocol):
+    """Where whole lines go: the :class:`Screen`, or what gathers a host's lines."""
+
+    def write_lines(self, stream: IO[str], text: str) -> None: ...
+
+
 class LineWriter:
     """Output of one host's stream, written a whole line at a time with ``prefix``.
 
@@ -91,7 +97,7 @@ class LineWriter:
     of any length costs time in proportion to its length.
     """
 
-    def __init__(self, prefix: str, stream: IO[str], screen: Screen) -> None:
+    def __init__(self, prefix: str, stream: IO[str], screen: LineSink) -> None:
         self.prefix = prefix
         self.stream = stream
         self.screen = screen

@@ -24,6 +24,7 @@ from .process import current
 if TYPE_CHECKING:
     from .master import Master
     from .protocol import MuxClient
+    from .screen import LineSink
     from .slots import Slot
 
 __all__ = ["Session", "SessionHost", "SessionOpener", "open_session"]
@@ -49,6 +50,9 @@ class SessionHost(SessionOpener, Protocol):
 
     @property
     def output_prefix(self) -> str | None: ...
+
+    @property
+    def output_sink(self) -> LineSink | None: ...
 
     @property
     def master_pid(self) -> int | None: ...

@@ -107,6 +107,13 @@ def remote_pty() -> None:
 
 
 @pytest.fixture(autouse=True)
+def own_state_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Parallel runs list failed hosts in $XDG_STATE_HOME: the test's own, not the
+    developer's (the programs the tests start inherit it)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+@pytest.fixture(autouse=True)
 def no_ssh_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's agent and its keys out of the tests."""
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)

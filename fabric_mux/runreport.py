@@ -1,0 +1,132 @@
+"""What a parallel run leaves behind: the list of hosts to run again, and its report.
+
+The failed-hosts file lists, one a line, every host that failed, stopped or
+never started, each with why in a ``#`` comment: ``-H @FILE`` reads it back and
+runs on exactly them. The JSON report (``--report FILE``) is the run as data,
+for CI and dashboards; its schema is :data:`SCHEMA`, described in the docs.
+
+Both are written whole or not at all (a new file renamed over the old), 0600:
+a host's error output may hold what others should not read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .parallel import HostReport
+from .screen import visible
+
+__all__ = ["SCHEMA", "RunRecord", "report_data", "write_failed_hosts", "write_report"]
+
+#: The report's format name and version; a new version only where a field changes.
+SCHEMA = "fabric-mux-run/1"
+
+
+@dataclass
+class RunRecord:
+    """What a run's report says of the run as a whole."""
+
+    command: Sequence[str]
+    started: float
+    ended: float = 0.0
+    tasks: list[str] = field(default_factory=list)
+    #: ``mux.serial`` as given (``["1", "10%"]``); empty for one batch.
+    serial: list[str] = field(default_factory=list)
+    #: The sizes of the batches the hosts were split into.
+    batches: list[int] = field(default_factory=list)
+    max_fail: str | None = None
+    #: Why the run stopped before its end (its failure budget); empty if it did not.
+    stopped: str = ""
+    interrupted: bool = False
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def report_data(record: RunRecord, reports: Iterable[HostReport]) -> dict[str, object]:
+    """The report as JSON-ready data."""
+    from . import __version__
+
+    hosts = [
+        {
+            "host": report.host,
+            "status": report.status,
+            "batch": report.batch or None,
+            "seconds": round(report.seconds, 3),
+            "failed_task": report.failed_in,
+            "exit_code": report.exit_code,
+            "reason": report.why or None,
+            "stderr_tail": report.stderr_tail or None,
+            "skipped": list(report.skipped),
+            "not_run": list(report.stopped),
+        }
+        for report in reports
+    ]
+    counts = {status: 0 for status in ("ok", "failed", "stopped", "not started")}
+    for host in hosts:
+        counts[str(host["status"])] += 1
+    return {
+        "schema": SCHEMA,
+        "fabric_mux": __version__,
+        "command": list(record.command),
+        "tasks": record.tasks,
+        "started": _when(record.started),
+        "ended": _when(record.ended),
+        "seconds": round(record.ended - record.started, 3),
+        "interrupted": record.interrupted,
+        "serial": record.serial,
+        "batches": record.batches,
+        "max_fail": record.max_fail,
+        "stopped": record.stopped or None,
+        "counts": counts,
+        "hosts": hosts,
+    }
+
+
+def write_report(path: str, record: RunRecord, reports: Iterable[HostReport]) -> Path:
+    """Write the JSON report to ``path``; the path written."""
+    text = json.dumps(report_data(record, reports), indent=2, ensure_ascii=False) + "\n"
+    return _replace(Path(os.path.expanduser(path)), text)
+
+
+def write_failed_hosts(path: str, reports: Iterable[HostReport]) -> Path:
+    """List the hosts of ``reports`` that are not ok in ``path`` (its folder made,
+    0700, if missing); the path written."""
+    lines = [f"# fabric-mux: hosts to run again ({_when(time.time())})\n"]
+    for report in reports:
+        if report.status == "ok":
+            continue
+        if report.status == "failed":
+            why = f"failed in {report.failed_in}: {report.why}"
+        elif report.status == "stopped":
+            why = f"stopped before {', '.join(report.stopped)}"
+        else:
+            why = "not started"
+        # Host names come from a host list; reasons from a server: shown as text.
+        lines.append(f"{visible(report.host)}  # {visible(why)}\n")
+    target = Path(os.path.expanduser(path))
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _replace(target, "".join(lines))
+
+
+def _replace(target: Path, text: str) -> Path:
+    """Write ``text`` to a new 0600 file beside ``target``, then rename it over it."""
+    landing = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+    fd = os.open(landing, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(landing, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(landing)
+        raise
+    return target.absolute()

@@ -1,0 +1,131 @@
+"""Rolling runs' decisions: batch sizes, the failure budget, the summary folded,
+gathered output's blocks, the report's data. (Against servers: test_fleet_ops.py.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fabric_mux.config import mux_settings
+from fabric_mux.exceptions import BadConfig
+from fabric_mux.gather import Gathered
+from fabric_mux.parallel import HostReport, summary
+from fabric_mux.rollout import BatchSize, Budget, batched, parse_budget, parse_serial
+from fabric_mux.runreport import RunRecord, report_data, write_failed_hosts
+
+
+@pytest.mark.parametrize(
+    ("given", "sizes"),
+    [
+        (None, None),
+        ("", None),
+        (5, (BatchSize(5),)),
+        ("5", (BatchSize(5),)),
+        ("20%", (BatchSize(20, True),)),
+        ("1,10%,100%", (BatchSize(1), BatchSize(10, True), BatchSize(100, True))),
+        ([1, "50%"], (BatchSize(1), BatchSize(50, True))),
+    ],
+)
+def test_serial_takes_ansibles_forms(given: object, sizes: object) -> None:
+    assert parse_serial(given) == sizes
+
+
+@pytest.mark.parametrize("given", [0, "0", "-1", "101%", "ten", "1,,2", [True], 1.5])
+def test_a_bad_serial_is_one_line_naming_the_key(given: object) -> None:
+    with pytest.raises(BadConfig, match=r"^mux\.serial takes a number of hosts a batch"):
+        mux_settings({"mux": {"serial": given}})
+
+
+def test_batches_repeat_the_last_size_and_percentages_round_down_to_one_at_least() -> None:
+    hosts = [f"h{n}" for n in range(1, 11)]
+    assert batched(hosts, None) == [hosts]
+    assert batched([], parse_serial(3)) == []
+    assert [len(b) for b in batched(hosts, parse_serial(3))] == [3, 3, 3, 1]
+    assert [len(b) for b in batched(hosts, parse_serial("1,25%,100%"))] == [1, 2, 7]
+    assert [len(b) for b in batched(hosts, parse_serial("5%"))] == [1] * 10
+    assert [h for b in batched(hosts, parse_serial("1,30%")) for h in b] == hosts  # in order
+
+
+def test_the_budget_counts_hosts_or_a_share_of_those_started() -> None:
+    assert parse_budget(None) is None and parse_budget("") is None
+    assert parse_budget("2") == Budget(2) and parse_budget("10%") == Budget(10, True)
+    assert not Budget(2).exceeded(2, 40) and Budget(2).exceeded(3, 40)
+    assert not Budget(0, True).exceeded(0, 5) and Budget(0).exceeded(1, 1)
+    # A canary of one that fails is over any percentage short of 100%.
+    assert Budget(10, True).exceeded(1, 1)
+    assert not Budget(10, True).exceeded(4, 40) and Budget(10, True).exceeded(5, 40)
+    with pytest.raises(BadConfig, match=r"^mux\.max_fail takes a number of hosts"):
+        mux_settings({"mux": {"max_fail": "many"}})
+
+
+def test_the_summary_folds_hosts_by_outcome() -> None:
+    reports = {f"web{n:02d}": HostReport(f"web{n:02d}", 1.0, batch=1) for n in range(1, 9)}
+    reports["web03"].failed_in, reports["web03"].why = "deploy", "UnexpectedExit: 'x' exited with 1"
+    reports["web04"].stopped = ["restart"]
+    for n in (7, 8):
+        reports[f"web{n:02d}"].batch = 0
+    said = summary(reports, ["deploy", "restart"], [6, 2], "the run stopped: 1 of 6 ...")
+    assert said.splitlines() == [
+        "fabric-mux: deploy, restart on 8 hosts in parallel, in 2 batches (6, 2)",
+        "  ok           web[01-02,05-06] (4)",
+        "  failed       web03 (1)  in deploy: UnexpectedExit: 'x' exited with 1",
+        "  stopped      web04 (1)  did not run restart",
+        "  not started  web[07-08] (2)",
+        "the run stopped: 1 of 6 ...",
+        "1 of 8 hosts failed, 1 stopped, 2 not started",
+    ]
+
+
+def test_gathered_output_is_one_block_a_distinct_output() -> None:
+    gathered = Gathered()
+    for n in range(1, 6):
+        sink = gathered.host(f"web{n}")
+        sink.write_lines(sys.stdout, "up 3 days\n" if n != 4 else "down\n")
+        if n == 5:
+            sink.write_lines(sys.stderr, "warning\n")
+    gathered.host("web6")  # printed nothing: not shown
+    out, err = io.StringIO(), io.StringIO()
+    gathered.show(out, err, [f"web{n}" for n in range(1, 7)])
+    rule = "-" * 15
+    assert out.getvalue().splitlines() == [
+        rule, "web[1-3] (3)", rule, "up 3 days",
+        rule, "web4 (1)", rule, "down",
+        rule, "web5 (1)", rule, "up 3 days",
+    ]  # fmt: skip
+    assert err.getvalue() == "warning\n"
+
+
+def test_the_report_and_the_failed_hosts_file(tmp_path: Path) -> None:
+    reports = [
+        HostReport("web1", 1.5, batch=1),
+        HostReport("web2", 0.5, "deploy", "Exit: no", batch=1, exit_code=3, stderr_tail="boom"),
+        HostReport("web\x1b[2J3", batch=0),
+    ]
+    data = report_data(RunRecord(["fabmux", "-P"], 100.0, 102.5, ["deploy"]), reports)
+    assert data["schema"] == "fabric-mux-run/1" and data["seconds"] == 2.5
+    assert data["counts"] == {"ok": 1, "failed": 1, "stopped": 0, "not started": 1}
+    hosts = json.loads(json.dumps(data))["hosts"]
+    assert hosts[1] == {
+        "host": "web2",
+        "status": "failed",
+        "batch": 1,
+        "seconds": 0.5,
+        "failed_task": "deploy",
+        "exit_code": 3,
+        "reason": "Exit: no",
+        "stderr_tail": "boom",
+        "skipped": [],
+        "not_run": [],
+    }
+    written = write_failed_hosts(str(tmp_path / "state" / "failed"), reports)
+    lines = written.read_text().splitlines()
+    assert [line.split("#")[0].strip() for line in lines if not line.startswith("#")] == [
+        "web2",
+        "web\\e[2J3",
+    ]
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
