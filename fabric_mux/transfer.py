@@ -4,11 +4,14 @@ One remote ``/bin/sh`` command does the whole transfer: it resolves the path
 (relative to the remote home, a folder target gets the file's name), moves the
 bytes, sets the mode, and reports on stderr, after a NUL, the size and the
 absolute path that Fabric's ``Result`` and the size check need. So a transfer
-costs one session (about two round trips) and one session slot, where SFTP
-cost a session, a stat, the data, a stat and a chmod.
+costs one session and one session slot (a get about two round trips, a put
+three: OpenSSH sends a session's stdin only once the command has started),
+where SFTP cost a session, a stat, the data, a stat and a chmod.
 
-A real local file's own descriptor is the session's stdin (put) or stdout
-(get): its bytes never pass through Python. File-like objects are pumped.
+No byte of a file ever travels in a command line or an environment variable:
+the server shows every process's arguments to all of its users. A real local
+file's own descriptor is the session's stdin (put) or stdout (get): its bytes
+never pass through Python. File-like objects are pumped.
 A get lands in a file beside its target, renamed over it once whole: a
 failed get leaves the old file as it was. Bytes that the account's login
 shell prints before every command (a ``.bashrc`` that echoes) are left out:
@@ -67,7 +70,8 @@ _FOLDER = b"\0fabric-mux-folder"
 
 #: $1 the remote path as given (may be empty), $2 the local name (joined to a
 #: folder as posixpath.join joins, as Fabric does: an absolute name wins), $3 the mode or
-#: empty, $4 ``-`` for the bytes on stdin, or ``=`` and the bytes as a printf format.
+#: empty. The bytes come on stdin, never in the command line: a remote process's
+#: arguments are there for every user of the server to read (ps, /proc).
 #: Reports the absolute path, then wc's count of what landed.
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
@@ -77,9 +81,7 @@ elif [ -d "$r" ]; then
   case $2 in /*) r=$2 ;; *) r=${r%/}/$2 ;; esac
 fi
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
-if [ "$4" = - ]; then cat > "$r" || exit
-else printf "${4#=}" > "$r" || exit
-fi
+cat > "$r" || exit
 [ -z "$3" ] || chmod "$3" -- "$r" || exit
 printf '\0fabric-mux %s\0' "$r" >&2
 exec wc -c < "$r" >&2"""
@@ -126,31 +128,6 @@ _REMOTE_ERRORS = (
     ("Disk quota exceeded", errno.EDQUOT),
     ("Read-only file system", errno.EROFS),
 )
-
-
-#: Bytes a put carries inside its command, as a printf format, rather than on
-#: stdin: OpenSSH sends a session's stdin only once the server has confirmed
-#: the command, a round trip later. Encoded, they stay well under Linux's
-#: 128 KiB limit on one argument.
-INLINE_LIMIT = 48 * 1024
-
-# Each byte as printf's format carries it: printable ASCII as it is (but % and
-# backslash), the rest as \ooo; a leading "-" too, lest printf take it for an option.
-_FORMAT = [chr(b) if 0x20 <= b < 0x7F and b not in b"%\\" else f"\\{b:03o}" for b in range(256)]
-
-
-def printf_format(data: bytes) -> str:
-    """``data`` as a POSIX printf format that prints exactly it (NULs included)."""
-    text = "".join(map(_FORMAT.__getitem__, data))
-    return "\\055" + text[1:] if text.startswith("-") else text
-
-
-def _inline(data: bytes) -> str | None:
-    """The ``$4`` that carries ``data`` in the command, or None if too big for it."""
-    if len(data) > INLINE_LIMIT:
-        return None
-    encoded = printf_format(data)
-    return "=" + encoded if len(encoded) <= INLINE_LIMIT else None
 
 
 def _command(script: str, *args: str) -> str:
@@ -210,38 +187,20 @@ def put(
         mode = f"{stat.S_IMODE(os.stat(local_path).st_mode):o}"
     report_to = progress_callback(progress, local_base or "upload")
 
-    def command(source: str) -> str:
-        return _command(PUT_SCRIPT, str(remote or ""), local_base, mode, source)
-
+    command = _command(PUT_SCRIPT, str(remote or ""), local_base, mode)
     with ExitStack() as stack:
         if is_file_like:
             pointer = local.tell()
             stack.callback(local.seek, pointer)
             local.seek(0)
-            source = _FileLikeSource(local)
-            head = source.peek(INLINE_LIMIT + 1)
-            inline = _inline(head) if source.done else None
-            if inline is not None:
-                report, _ = _run(opener, command(inline))
-                sent = len(head)
-            else:
-                report, sent = _run(opener, command("-"), source=source, progress=report_to)
+            report, sent = _run(opener, command, source=_FileLikeSource(local), progress=report_to)
             if report_to:
                 report_to(sent, sent)
         else:
-            stream = stack.enter_context(open(local_path, "rb"))
-            size = os.fstat(stream.fileno()).st_size
-            inline = _inline(stream.read()) if size <= INLINE_LIMIT else None
-            if inline is not None:
-                report, _ = _run(opener, command(inline))
-                if report_to:
-                    report_to(size, size)
-            else:
-                stream.seek(0)
-                where = stream.fileno()
-                with _polling(report_to, size, lambda: os.lseek(where, 0, os.SEEK_CUR)):
-                    report, _ = _run(opener, command("-"), stdin=where)
-            sent = size
+            where = stack.enter_context(open(local_path, "rb")).fileno()
+            sent = os.fstat(where).st_size
+            with _polling(report_to, sent, lambda: os.lseek(where, 0, os.SEEK_CUR)):
+                report, _ = _run(opener, command, stdin=where)
     if not report.started:
         raise TransferNeedsSftp(report.errors)
     if report.into_folder:
@@ -528,23 +487,17 @@ class _FileLikeSource:
     def __init__(self, stream: IO[Any]) -> None:
         self._stream = stream
         self._pending = b""
-        self.done = False
+        self._done = False
 
     def _read(self, size: int) -> bytes:
         chunk = self._stream.read(size)
         if not chunk:
-            self.done = True
+            self._done = True
             return b""
         return chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
 
-    def peek(self, size: int) -> bytes:
-        """Up to ``size`` bytes from the start, kept to be sent (``done`` if that was all)."""
-        while len(self._pending) < size and not self.done:
-            self._pending += self._read(size - len(self._pending))
-        return self._pending
-
     def take(self) -> bytes:
-        if not self._pending and not self.done:
+        if not self._pending and not self._done:
             self._pending = self._read(_CHUNK)
         return self._pending
 

@@ -107,7 +107,8 @@ def test_put_and_get_cost_a_bare_session(
     assert cost(server, c, lambda: c.get("fmux-rt/f.bin", str(tmp_path / "b.bin"))) == BARE_SESSION
     stream = io.BytesIO(b"y" * 10_000)
     assert cost(server, c, lambda: c.put(stream, "fmux-rt/g.bin")) == BARE_SESSION
-    # A file too big to ride in the command streams through the same one session.
+    # One session whatever the size: a put's bytes always follow on stdin (a round
+    # trip more on the wire, once the command has started; the relay sees it).
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(200_000))
     assert cost(server, c, lambda: c.put(str(big), "fmux-rt/big.bin")) == BARE_SESSION

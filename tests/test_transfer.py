@@ -3,26 +3,31 @@ same connection: same Result, same files, same modes, same errors."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
+import pwd
+import secrets
 import stat
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import fabric
 import pytest
+from conftest import Flag
 from fabric.transfer import Result, Transfer
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from fabric_mux import MuxConnection
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
-from fabric_mux.transfer import INLINE_LIMIT, _AfterMarker, printf_format
+from fabric_mux.transfer import _AfterMarker
 
 #: Remote folders of this run (runs of the suite may share an account).
 OURS, STOCK = f"fmux-ours-{os.getpid()}", f"fmux-stock-{os.getpid()}"
@@ -276,25 +281,121 @@ def test_text_that_is_not_ascii_arrives_as_utf8(c: MuxConnection) -> None:
     assert c.run(f"cat {OURS}/utf8.txt", hide=True).stdout == "é€\n"
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.binary(max_size=300))
-def test_printf_format_prints_exactly_the_bytes(data: bytes) -> None:
-    shown = subprocess.run(
-        ["/bin/sh", "-c", 'printf "$1"', "sh", printf_format(data)], capture_output=True, check=True
-    )
-    assert shown.stdout == data
-
-
-def test_small_puts_ride_in_the_command_and_big_ones_on_stdin(
-    c: MuxConnection, tmp_path: Path
+def test_no_byte_of_a_put_is_in_the_command_it_runs(
+    c: MuxConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for size in (INLINE_LIMIT // 4, INLINE_LIMIT * 2):
-        local = tmp_path / f"{size}.bin"
-        local.write_bytes(os.urandom(size))
-        c.put(str(local), f"{OURS}/{size}.bin")
-        back = tmp_path / f"{size}.back"
-        c.get(f"{OURS}/{size}.bin", str(back))
-        assert back.read_bytes() == local.read_bytes()
+    # Every size, small ones most of all: no file is ever written into a command line.
+    secret = secrets.token_hex(16)
+    commands: list[str] = []
+    opened = c.open_session
+
+    def recording(command: str, fds: Sequence[int], **flags: Any) -> Any:
+        commands.append(command)
+        return opened(command, fds, **flags)
+
+    monkeypatch.setattr(c, "open_session", recording)
+    for size in (len(secret), 10_000, 48 * 1024, 200_000):
+        data = (secret * (size // len(secret) + 1))[:size].encode()
+        local = tmp_path / f"{size}.txt"
+        local.write_bytes(data)
+        c.put(str(local), f"{OURS}/{size}.txt")
+        c.put(io.BytesIO(data), f"{OURS}/{size}.bytes")
+        c.put(io.StringIO(data.decode()), f"{OURS}/{size}.text")
+        for suffix in ("txt", "bytes", "text"):
+            assert remote_state(c, f"{OURS}/{size}.{suffix}")[1] == data.decode()
+    assert len(commands) == 12 + 12  # the puts, and the reads back
+    assert not [command for command in commands if secret in command]
+
+
+def _processes_showing(secrets_: Sequence[bytes]) -> list[str]:
+    """Every process of this machine whose command line or environment holds one of
+    ``secrets_`` (the servers run here; as root, every process can be read)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        for part in ("cmdline", "environ"):
+            try:
+                shown = Path(entry.path, part).read_bytes()
+            except OSError:
+                continue  # ended meanwhile
+            if any(secret in shown for secret in secrets_):
+                found.append(f"{entry.name}/{part}: {shown[:200]!r}")
+    return found
+
+
+def test_no_byte_of_a_put_shows_in_any_process_while_it_runs(
+    c: MuxConnection, sshd: SshServer, flag: Flag
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can read every process's environment")  # CI runs as root
+    in_file, in_object = secrets.token_hex(16).encode(), secrets.token_hex(16).encode()
+    local = flag.path.parent / "secret.txt"
+    local.write_bytes(b"top secret: " + in_file + b"\n")
+    local.chmod(0o600)
+    # The puts go into fifos: each remote command waits at the fifo's open, its
+    # command line and environment in /proc, until the test reads the fifo.
+    user = pwd.getpwnam(sshd.user)
+    fifos = [flag.path.parent / f"fifo{n}" for n in range(4)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+        os.chown(fifo, user.pw_uid, user.pw_gid)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.005):
+            seen.extend(_processes_showing([in_file, in_object]))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    puts = [threading.Thread(target=c.put, args=(str(local), str(fifo))) for fifo in fifos[:3]] + [
+        threading.Thread(target=c.put, args=(io.BytesIO(in_object), str(fifos[3])))
+    ]
+    try:
+        for put in puts:
+            put.start()
+        assert wait_until(lambda: _remote_commands_naming(fifos), deadline=30)
+        seen.extend(_processes_showing([in_file, in_object]))
+        received = [_serve_fifo(fifo) for fifo in fifos]
+        for put in puts:
+            put.join(timeout=60)
+        seen.extend(_processes_showing([in_file, in_object]))
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == []
+    assert received == [local.read_bytes()] * 3 + [in_object]
+
+
+def _remote_commands_naming(fifos: Sequence[Path]) -> bool:
+    """Whether, for each of ``fifos``, a process names it in its command line: the
+    remote command is there, held at the fifo's open."""
+    shown = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                shown.append(Path(entry.path, "cmdline").read_bytes())
+    return all(any(str(fifo).encode() in line for line in shown) for fifo in fifos)
+
+
+def _serve_fifo(fifo: Path) -> bytes:
+    """Read what a put writes into ``fifo``, then write it back for the put's own
+    count of what landed (``wc -c`` opens it again); what was read."""
+    data = fifo.read_bytes()
+    fifo.write_bytes(data)
+    return data
+
+
+def test_a_small_put_reports_its_progress_once_whole(c: MuxConnection, tmp_path: Path) -> None:
+    local = tmp_path / "small.txt"
+    local.write_bytes(b"x" * 100)
+    seen: list[tuple[int, int]] = []
+    c.put(str(local), f"{OURS}/small.txt", progress=lambda done, total: seen.append((done, total)))
+    c.put(io.BytesIO(b"y" * 50), f"{OURS}/small.bin", progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (50, 50)
+    assert (100, 100) in seen
+    assert all(done <= total for done, total in seen if total)
 
 
 def test_a_failed_get_leaves_the_old_file_whole_and_nothing_beside_it(
