@@ -11,12 +11,18 @@ where SFTP cost a session, a stat, the data, a stat and a chmod.
 No byte of a file ever travels in a command line or an environment variable:
 the server shows every process's arguments to all of its users. A real local
 file's own descriptor is the session's stdin (put) or stdout (get): its bytes
-never pass through Python. File-like objects are pumped.
-A get lands in a file beside its target, renamed over it once whole: a
-failed get leaves the old file as it was. Bytes that the account's login
-shell prints before every command (a ``.bashrc`` that echoes) are left out:
-from a landed file, once found out; from bytes pumped to a file-like object,
-as they come, since they come before a marker the get's command prints.
+never pass through Python. File-like objects are pumped. A get into a file
+lands as :mod:`~fabric_mux.landing` says (a failed get leaves the old file
+as it was).
+
+Bytes that the account's login shell prints before every command (a
+``.bashrc`` that echoes) are left out, in the same session, by a random
+marker that the get's command prints: into a file, after the file's bytes,
+so that what landed is [shell's][file's][marker]; the marker's place, less the
+size that ``ls`` reported, tells how much came first (cut off: a copy, only
+then), and the size asked again after reading catches a file that changed.
+Pumped to a file-like object or a fifo, before the file's bytes, and what
+comes before it is dropped as it comes.
 Where the account has no shell to run the command (``ForceCommand
 internal-sftp``), :class:`~fabric_mux.exceptions.TransferNeedsSftp` says so,
 and the connection lets SFTP do it.
@@ -24,7 +30,6 @@ and the connection lets SFTP do it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -32,7 +37,6 @@ import posixpath
 import secrets
 import select
 import shlex
-import shutil
 import stat
 import string
 import sys
@@ -46,6 +50,7 @@ from fabric.transfer import Result
 
 from .descriptors import Descriptors, write_all
 from .exceptions import TransferNeedsSftp
+from .landing import Landing, landing_for
 from .session import SessionOpener
 
 __all__ = ["ProgressBar", "get", "progress_callback", "put", "remote_home"]
@@ -63,6 +68,7 @@ _CHUNK = 65536
 _STARTED = b"\0fabric-mux-started"
 _DONE = b"\0fabric-mux "
 _FOLDER = b"\0fabric-mux-folder"
+_AFTER = b"\0fabric-mux-after "
 
 # Each script writes its report to stderr before its last step, which it
 # execs (no fork for cat or wc): after a NUL, "fabric-mux PATH", a NUL, then
@@ -94,10 +100,28 @@ case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 m=$(ls -ldnL -- "$r") || exit
 printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
 """
-GET_SCRIPT = _GET_REPORT + 'exec cat -- "$r"\n'
-#: GET_SCRIPT that first writes $2 between NULs to stdout: what comes before it is
-#: the login shell's (see :class:`_AfterMarker`). A shell that echoes the command
-#: line it runs echoes $2, but never between NULs: no command line holds a NUL.
+#: A get into a file: $2 a token. After the bytes, reports the ``ls -l`` line again (a
+#: size that changed while cat read fails the get) and, for a file whose size says 0
+#: (/proc), a count of what it reads; then writes the token between NULs to stdout:
+#: what lands is [what the login shell printed][the file][marker], and the marker's
+#: place tells how much came first.
+GET_FILE_SCRIPT = (
+    _GET_REPORT
+    + r"""cat -- "$r" || exit
+t=$2
+a=$(ls -ldnL -- "$r") || exit
+set -f
+set -- $m
+c=
+[ "$5" != 0 ] || c=$(wc -c < "$r") || exit
+printf '\0fabric-mux-after %s\0%s\0' "$a" "$c" >&2
+printf '\0%s\0' "$t"
+"""
+)
+#: A get pumped through Python: $2 a token, written between NULs to stdout first:
+#: what comes before it is the login shell's (see :class:`_AfterMarker`). A shell that
+#: echoes the command line it runs echoes $2, but never between NULs: no command line
+#: holds a NUL.
 GET_MARKED_SCRIPT = _GET_REPORT + 'printf \'\\0%s\\0\' "$2"\nexec cat -- "$r"\n'
 
 #: Reports the remote home (where a session starts) as a path.
@@ -141,6 +165,13 @@ class _Report:
     def __init__(self, stderr: bytes, status: int | None) -> None:
         self.started = _STARTED in stderr
         self.into_folder = _FOLDER in stderr
+        stderr, tag, rest = stderr.partition(_AFTER)
+        again, _, rest = rest.partition(b"\0")
+        count, _, rest = rest.partition(b"\0")
+        stderr += rest
+        #: A file get's size once read (and, for a size of 0, a count of what it read).
+        self.size_after = _size_shown(again) if tag else None
+        self.count = int(count) if count.strip().isdigit() else None
         before, done, after = stderr.replace(_STARTED, b"").partition(_DONE)
         path, _, rest = after.partition(b"\0")
         detail, _, later = rest.partition(b"\0")
@@ -156,9 +187,15 @@ class _Report:
         words = detail.split()
         if len(words) == 1 and words[0].isdigit():  # put: wc's count
             self.size = int(words[0])
-        elif len(words) >= 5 and words[4].isdigit():  # get: ls -l
+        elif _size_shown(detail) is not None:  # get: ls -l
             self.mode = words[0][:10].decode("ascii", "replace")
-            self.size = int(words[4])
+            self.size = _size_shown(detail)
+
+
+def _size_shown(line: bytes) -> int | None:
+    """The size in an ``ls -l`` line."""
+    words = line.split()
+    return int(words[4]) if len(words) >= 5 and words[4].isdigit() else None
 
 
 def put(
@@ -242,19 +279,19 @@ def get(
             report_to(got, got)
         _got_all(opener, report, remote, got)
     else:
-        with _beside(local_path) as landing:
+        with landing_for(local_path) as landing:
             if landing is None:  # /dev/null, a fifo: written as it comes
-                report, got = _into(opener, str(remote), local_path, report_to)
-                _got_all(opener, report, remote, got)
+                fd = os.open(local_path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    report = _pumped_into(opener, str(remote), fd, report_to)
+                finally:
+                    os.close(fd)
             else:
-                report, got = _into(opener, str(remote), landing.path, report_to)
-                if report.ok and report.size is not None and got > report.size:
-                    got = landing.drop_head(got - report.size, _login_output(opener))
-                if not report.ok or (report.size is not None and got < report.size):
-                    landing.check_room(got)
-                _got_all(opener, report, remote, got)
-                mode = _mode_bits(report.mode) if preserve_mode and report.mode else None
-                landing.finish(mode)
+                if landing.readable:
+                    report = _into_file(opener, str(remote), landing, report_to)
+                else:  # what lands cannot be read back to be checked
+                    report = _pumped_into(opener, str(remote), landing.fd, report_to)
+                landing.finish(_mode_bits(report.mode) if preserve_mode and report.mode else None)
     return Result(
         orig_remote=remote,
         remote=report.path,
@@ -264,7 +301,7 @@ def get(
     )
 
 
-def _got_all(opener: Transferring, report: _Report, remote: Any, got: int) -> None:
+def _got_all(opener: SessionOpener, report: _Report, remote: Any, got: int) -> None:
     """Raise what a get that did not bring the whole file raises, as stock does."""
     if not report.started:
         raise TransferNeedsSftp(report.errors)
@@ -273,24 +310,54 @@ def _got_all(opener: Transferring, report: _Report, remote: Any, got: int) -> No
         raise OSError(f"size mismatch in get!  {got} != {report.size}")
 
 
-def _into(
-    opener: SessionOpener, remote: str, path: str, progress: Progress | None
-) -> tuple[_Report, int]:
-    """Run a get whose stdout is the file at ``path`` itself (opened, not truncated).
+def _into_file(
+    opener: Transferring, remote: str, landing: Landing, progress: Progress | None
+) -> _Report:
+    """Run a get whose stdout is the landing file itself: the master writes the bytes
+    into it, none pass through Python. Leaves it holding just the file's bytes."""
+    token = secrets.token_hex(16)
+    marker = b"\0" + token.encode() + b"\0"
+    fd = landing.fd
 
-    What is not a regular file (``/dev/null``, a fifo, a terminal) has no
-    offset to count by: the bytes are pumped.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return _pumped_get(opener, remote, lambda chunk: write_all(fd, chunk), progress)
-        command = _command(GET_SCRIPT, remote)
-        with _polling(progress, None, lambda: os.lseek(fd, 0, os.SEEK_CUR)):
-            report, _ = _run(opener, command, stdout=fd)
-        return report, os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our offset
-    finally:
-        os.close(fd)
+    def position() -> int:  # what has landed, less the marker that comes last
+        return max(0, os.lseek(fd, 0, os.SEEK_CUR) - len(marker))
+
+    with _polling(progress, None, position, final=False):
+        report, _ = _run(opener, _command(GET_FILE_SCRIPT, remote, token), stdout=fd)
+    landed = os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our offset
+    end = landed - len(marker)
+    whole = end >= 0 and os.pread(fd, len(marker), end) == marker
+    if not report.ok or not whole:
+        landing.check_room(landed)
+    if not report.started:
+        raise TransferNeedsSftp(report.errors)
+    _check(opener.original_host, report, remote)
+    size = report.size
+    if size is None or not whole:
+        raise OSError(f"size mismatch in get!  {landed} != {size}")
+    for read in (report.size_after, report.count):
+        # The file changed while cat read it, or reads as more than its size says.
+        if read is not None and read != size:
+            raise OSError(f"size mismatch in get!  {read} != {size}")
+    if end < size:
+        raise OSError(f"size mismatch in get!  {end} != {size}")
+    if end > size:  # the login shell printed first (a .bashrc that echoes)
+        landing.drop_head(end - size, size)
+    landing.truncate(size)
+    if progress:
+        progress(size, size)
+    return report
+
+
+def _pumped_into(opener: Transferring, remote: str, fd: int, progress: Progress | None) -> _Report:
+    """Run a get whose bytes are pumped into ``fd``: what is not a regular file
+    (``/dev/null``, a fifo, a terminal) has no offset to count by, and a file we may
+    only write cannot be read back."""
+    report, got = _pumped_get(opener, remote, lambda chunk: write_all(fd, chunk), progress)
+    if progress:
+        progress(got, got)
+    _got_all(opener, report, remote, got)
+    return report
 
 
 def _pumped_get(
@@ -335,90 +402,6 @@ class _AfterMarker:
                 return
         self.sink(chunk)
         self.passed += len(chunk)
-
-
-class _Landing:
-    """A file made beside a get's target, renamed over it once the get is whole:
-    a get that fails leaves the old file as it was, and no half file."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        folder, name = os.path.split(target)
-        while True:
-            self.path = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.fabric-mux")
-            try:
-                # 0666 less the umask, as open() gives a new file (no umask read,
-                # which would change it for every thread a moment).
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            except FileExistsError:
-                continue
-            os.close(fd)
-            return
-
-    def drop_head(self, extra: int, login_output: bytes) -> int:
-        """Take away the ``extra`` bytes before the file's own, if they are what the
-        account's login shell prints for any command (a ``.bashrc`` that echoes);
-        the bytes left. Otherwise nothing changes, and the size check fails."""
-        with open(self.path, "rb") as landed:
-            if len(login_output) != extra or landed.read(extra) != login_output:
-                return os.fstat(landed.fileno()).st_size
-            with open(self.path + ".tail", "wb") as tail:
-                shutil.copyfileobj(landed, tail, _CHUNK * 16)
-        os.replace(self.path + ".tail", self.path)
-        return os.stat(self.path).st_size
-
-    def check_room(self, landed: int) -> None:
-        """Say so if a full local disk is why a get ended short: the master only
-        stops writing, and the session ends with no word of why."""
-        folder = os.statvfs(os.path.dirname(self.path))
-        if folder.f_bavail == 0:
-            raise OSError(
-                errno.ENOSPC,
-                f"no space left on the local disk for the get ({landed} bytes landed); "
-                f"{self.target} is as it was",
-                self.target,
-            )
-
-    def finish(self, mode: int | None) -> None:
-        """Give it ``mode`` (else the old file's; a new file keeps what open() gave
-        it) and put it in place."""
-        if mode is None:
-            with contextlib.suppress(FileNotFoundError):
-                mode = stat.S_IMODE(os.stat(self.target).st_mode)
-        if mode is not None:
-            os.chmod(self.path, mode)
-        os.replace(self.path, self.target)
-
-    def discard(self) -> None:
-        for path in (self.path, self.path + ".tail"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
-
-@contextmanager
-def _beside(path: str) -> Iterator[_Landing | None]:
-    """A landing beside ``path`` if it is (or will be) a regular file; else None,
-    and bytes go to ``path`` itself. A symbolic link is followed, as open() would."""
-    real = os.path.realpath(path)
-    try:
-        regular = stat.S_ISREG(os.stat(real).st_mode)
-    except FileNotFoundError:
-        regular = True
-    if not regular:
-        yield None
-        return
-    landing = _Landing(real)
-    try:
-        yield landing
-    finally:
-        landing.discard()  # nothing left once renamed into place
-
-
-def _login_output(opener: SessionOpener) -> bytes:
-    """What the account's login shell prints to stdout before any command runs."""
-    said: list[bytes] = []
-    report, _ = _run(opener, "exit 0", sink=said.append)
-    return b"".join(said) if report.status == 0 else b""
 
 
 def remote_home(opener: SessionOpener) -> str:
@@ -605,9 +588,13 @@ def _pump(
 
 @contextmanager
 def _polling(
-    callback: Progress | None, total: int | None, position: Callable[[], int]
+    callback: Progress | None,
+    total: int | None,
+    position: Callable[[], int],
+    final: bool = True,
 ) -> Iterator[None]:
-    """Report a transfer that Python does not see, by polling how far it got."""
+    """Report a transfer that Python does not see, by polling how far it got; with
+    ``final``, once more when it ends (else the caller says when it is whole)."""
     if callback is None:
         yield
         return
@@ -627,8 +614,9 @@ def _polling(
     finally:
         done.set()
         thread.join()
-    final = position()
-    callback(final, total if total is not None else final)
+    if final:
+        at = position()
+        callback(at, total if total is not None else at)
 
 
 class ProgressBar:

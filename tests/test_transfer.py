@@ -448,6 +448,31 @@ def test_get_brings_the_exact_bytes_when_the_login_shell_prints_first(
     assert server.logins() == 1
 
 
+@pytest.mark.parametrize("size", [0, 1, 300_000])
+def test_get_into_a_file_takes_one_session_when_the_login_shell_prints_anew_each_time(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path, size: int
+) -> None:
+    # As a .bashrc that prints the time: what comes first differs at every login.
+    banner = 'ForceCommand printf "Welcome, session %s at %s\\n" "$$" "$(date +%N)"; '
+    server = sshd_factory(sshd_options=[banner + 'eval "$SSH_ORIGINAL_COMMAND"'])
+    config = server.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    c = MuxConnection(server.alias, config=config)
+    data = os.urandom(size)
+    c.put(io.BytesIO(data), f"/tmp/{OURS}-anew.bin")
+    said = [c.run("true", hide=True).stdout for _ in range(2)]
+    assert said[0] != said[1] and said[0].startswith("Welcome, session ")
+    requests = c.mux_master.requests
+    try:
+        for local in ("got.bin", "got.bin"):  # a new file, then one replaced
+            before = requests.copy()
+            got = c.get(f"/tmp/{OURS}-anew.bin", str(tmp_path / local))
+            assert requests - before == {"new session": 1}
+            assert Path(got.local).read_bytes() == data
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["got.bin"]
+    finally:
+        c.run(f"rm -f /tmp/{OURS}-anew.bin", hide=True)
+
+
 @given(
     head=st.binary(max_size=200),
     data=st.binary(max_size=300),
