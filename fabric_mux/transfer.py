@@ -12,8 +12,9 @@ No byte of a file ever travels in a command line or an environment variable:
 the server shows every process's arguments to all of its users. A real local
 file's own descriptor is the session's stdin (put) or stdout (get): its bytes
 never pass through Python. File-like objects are pumped. A get into a file
-lands as :mod:`~fabric_mux.landing` says (a failed get leaves the old file
-as it was).
+lands where :mod:`~fabric_mux.landing` says: a new private file that takes
+the old one's place once whole, or, where a new file could not keep what the
+old one had, the old file itself.
 
 Bytes that the account's login shell prints before every command (a
 ``.bashrc`` that echoes) are left out, in the same session, by a random

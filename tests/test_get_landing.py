@@ -1,0 +1,456 @@
+"""How a get takes the place of the local file it replaces: privately while it fills,
+keeping the old file's owner, group, mode and extended attributes, in place where a new
+file could not keep them, and nothing left behind by a process killed in the middle.
+
+The servers run on this machine, so a remote file can be a fifo that the test feeds:
+a get is then held in the middle of its transfer for as long as the test needs.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fabric
+import pytest
+from waiting import wait_until
+
+import fabric_mux
+from fabric_mux import MuxConnection, landing
+from fabric_mux.testing import SshServer
+
+#: The remote folder of this run (runs of the suite may share an account).
+DIR = f"fmux-landing-{os.getpid()}"
+
+OLD, NEW = b"the old bytes\n" * 100, b"the new bytes\n"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")  # CI runs as root
+
+
+@pytest.fixture
+def c(sshd: SshServer, config: fabric.Config) -> Iterator[MuxConnection]:
+    connection = MuxConnection(sshd.alias, config=config)
+    connection.run(f"rm -rf {DIR} && mkdir {DIR} && printf 'the new bytes\\n' > {DIR}/new.txt")
+    connection.run(f"chmod 604 {DIR}/new.txt")
+    yield connection
+    connection.run(f"rm -rf {DIR}", hide=True)
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder every account can reach, for files the server's account shares with
+    the test (fifos), and for local targets owned by others."""
+    folder = Path(tempfile.mkdtemp(prefix="fml-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def old_file(
+    path: Path, mode: int = 0o644, owner: str | None = None, group: str | None = None
+) -> int:
+    """Make ``path`` the old file, holding :data:`OLD`; its inode."""
+    path.write_bytes(OLD)
+    path.chmod(mode)
+    os.chown(
+        path,
+        pwd.getpwnam(owner).pw_uid if owner else -1,
+        grp.getgrnam(group).gr_gid if group else -1,
+    )
+    return path.stat().st_ino
+
+
+# -- privately, and nothing left behind ---------------------------------------------------
+
+
+class Feeder:
+    """A remote file that is a fifo the test writes into: a get of it lasts until
+    :meth:`end`, which removes it (the get then fails: the file is gone)."""
+
+    def __init__(self, folder: Path, user: str) -> None:
+        self.path = folder / "remote.fifo"
+        os.mkfifo(self.path)
+        account = pwd.getpwnam(user)
+        os.chown(self.path, account.pw_uid, account.pw_gid)
+        # Read and write: opening does not wait for the get's cat to open it.
+        self._fd = os.open(self.path, os.O_RDWR)
+
+    def feed(self, data: bytes) -> None:
+        os.write(self._fd, data)
+
+    def end(self) -> None:
+        if self._fd >= 0:
+            self.path.unlink()
+            os.close(self._fd)  # cat reads to the end, then finds the file gone
+            self._fd = -1
+
+
+@pytest.fixture
+def feeder(shared: Path, sshd: SshServer) -> Iterator[Feeder]:
+    fifo = Feeder(shared, sshd.user)
+    try:
+        yield fifo
+    finally:
+        fifo.end()
+
+
+def landing_of(pid: int | str, folder: Path, target: Path) -> Path | None:
+    """The file process ``pid`` has open in ``folder`` with bytes in it, other than
+    ``target``: where its get lands (through /proc, which sees it named or not)."""
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        try:
+            name = os.readlink(fd)
+            shown = fd.stat()
+        except OSError:
+            continue
+        if (
+            name.startswith(f"{folder}/")
+            and stat.S_ISREG(shown.st_mode)
+            and shown.st_ino != target.stat().st_ino
+            and shown.st_size > 0
+        ):
+            return fd
+    return None
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named"])
+def test_a_get_lands_in_a_private_file_while_it_fills(
+    c: MuxConnection,
+    shared: Path,
+    feeder: Feeder,
+    monkeypatch: pytest.MonkeyPatch,
+    unnamed: bool,
+) -> None:
+    if not unnamed:  # as on a system or file system without unnamed files
+        monkeypatch.setattr(landing, "UNNAMED", 0)
+    target = shared / "kept.txt"
+    inode = old_file(target, 0o644)
+    failed: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            c.get(str(feeder.path), str(target))
+        except OSError as error:
+            failed.append(error)
+
+    getting = threading.Thread(target=get)
+    getting.start()
+    try:
+        feeder.feed(b"a secret\n" * 1000)
+        assert wait_until(lambda: landing_of("self", shared, target) is not None, deadline=30)
+        filling = landing_of("self", shared, target)
+        assert filling is not None
+        assert stat.S_IMODE(filling.stat().st_mode) == 0o600
+        beside = sorted(p.name for p in shared.iterdir())
+        if unnamed:
+            assert beside == ["kept.txt", "remote.fifo"]  # it has no name yet
+        else:
+            assert len(beside) == 3 and beside[0].startswith(".kept.txt.")
+            assert stat.S_IMODE((shared / beside[0]).stat().st_mode) == 0o600
+    finally:
+        feeder.end()
+        getting.join(timeout=60)
+    assert [type(error) for error in failed] == [FileNotFoundError]
+    assert target.read_bytes() == OLD and target.stat().st_ino == inode
+    assert sorted(p.name for p in shared.iterdir()) == ["kept.txt"]
+
+
+KILLED_GET = textwrap.dedent(
+    """
+    import sys
+    import fabric
+    from fabric_mux import MuxConnection, landing
+    ssh_config, control_dir, alias, remote, local = sys.argv[1:6]
+    config = fabric.Config(runtime_ssh_path=ssh_config,
+                           overrides={"mux": {"control_dir": control_dir}})
+    MuxConnection(alias, config=config).get(remote, local)
+    """
+)
+
+
+def test_a_get_killed_in_the_middle_leaves_the_old_file_whole_and_nothing_beside_it(
+    c: MuxConnection, sshd: SshServer, control_dir: Path, shared: Path, feeder: Feeder
+) -> None:
+    c.run("true")  # the master is up: the child rides it
+    target = shared / "kept.txt"
+    inode = old_file(target, 0o640)
+    where = [str(sshd.ssh_config), str(control_dir), sshd.alias]
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_GET, *where, str(feeder.path), str(target)]
+    )
+    try:
+        feeder.feed(os.urandom(60_000))
+        assert wait_until(lambda: landing_of(child.pid, shared, target) is not None, deadline=30)
+    finally:
+        child.kill()
+        child.wait()
+    assert sorted(p.name for p in shared.iterdir()) == ["kept.txt", "remote.fifo"]
+    assert target.read_bytes() == OLD and target.stat().st_ino == inode
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+# -- what the replaced file keeps ------------------------------------------------------------
+
+
+@needs_root
+@pytest.mark.parametrize("preserve_mode", [False, True])
+def test_root_replacing_another_accounts_file_keeps_its_owner_group_and_mode(
+    c: MuxConnection, shared: Path, preserve_mode: bool
+) -> None:
+    target = shared / "theirs.txt"
+    inode = old_file(target, 0o640, owner="nobody", group="nogroup")
+    c.get(f"{DIR}/new.txt", str(target), preserve_mode=preserve_mode)
+    assert target.read_bytes() == NEW
+    assert target.stat().st_ino != inode  # replaced whole, not written in place
+    shown = target.stat()
+    assert (pwd.getpwuid(shown.st_uid).pw_name, grp.getgrgid(shown.st_gid).gr_name) == (
+        "nobody",
+        "nogroup",
+    )
+    # With preserve_mode, the remote file's mode, as stock; else the old file's.
+    assert stat.S_IMODE(shown.st_mode) == (0o604 if preserve_mode else 0o640)
+
+
+def posix_acl(mode: int, user: int, user_perm: int) -> bytes:
+    """``system.posix_acl_access`` as Linux stores it: ``mode``'s entries plus one for
+    ``user``."""
+    entries = [
+        (0x01, (mode >> 6) & 7, 0xFFFFFFFF),  # ACL_USER_OBJ
+        (0x02, user_perm, user),  # ACL_USER
+        (0x04, (mode >> 3) & 7, 0xFFFFFFFF),  # ACL_GROUP_OBJ
+        (0x10, (mode >> 3) & 7, 0xFFFFFFFF),  # ACL_MASK
+        (0x20, mode & 7, 0xFFFFFFFF),  # ACL_OTHER
+    ]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def test_extended_attributes_and_the_acl_are_kept(c: MuxConnection, shared: Path) -> None:
+    target = shared / "tagged.txt"
+    inode = old_file(target, 0o640)
+    os.setxattr(target, "user.origin", b"deploy 42")
+    acl = posix_acl(0o640, pwd.getpwnam("nobody").pw_uid, 4)
+    os.setxattr(target, "system.posix_acl_access", acl)
+    c.get(f"{DIR}/new.txt", str(target), preserve_mode=False)
+    assert target.read_bytes() == NEW and target.stat().st_ino != inode
+    assert os.getxattr(target, "user.origin") == b"deploy 42"
+    assert os.getxattr(target, "system.posix_acl_access") == acl
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+# -- written in place ------------------------------------------------------------------
+
+
+def test_a_file_with_other_hard_links_is_written_in_place(c: MuxConnection, shared: Path) -> None:
+    target = shared / "linked.txt"
+    inode = old_file(target, 0o640)
+    os.link(target, shared / "other-name.txt")
+    c.get(f"{DIR}/new.txt", str(target), preserve_mode=False)
+    assert target.read_bytes() == (shared / "other-name.txt").read_bytes() == NEW
+    assert target.stat().st_ino == inode
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in shared.iterdir()) == ["linked.txt", "other-name.txt"]
+
+
+def test_a_failed_get_in_place_leaves_the_file_truncated_as_stock_does(
+    c: MuxConnection, shared: Path
+) -> None:
+    target = shared / "linked.txt"
+    inode = old_file(target)
+    os.link(target, shared / "other-name.txt")
+    # ls says 0 bytes, cat sends more: the get fails its size check after the bytes came.
+    with pytest.raises(OSError, match="size mismatch in get"):
+        c.get("/proc/version", str(target))
+    assert OLD not in target.read_bytes() and target.stat().st_ino == inode
+    assert sorted(p.name for p in shared.iterdir()) == ["linked.txt", "other-name.txt"]
+
+
+@needs_root
+def test_a_file_in_a_folder_that_takes_no_new_file_is_written_in_place(
+    c: MuxConnection, shared: Path
+) -> None:
+    target = shared / "kept.txt"
+    inode = old_file(target, 0o640)
+    # Immutable: not even root makes a file in it; its files can still be written.
+    subprocess.run(["chattr", "+i", str(shared)], check=True)
+    c.get(f"{DIR}/new.txt", str(target))
+    assert target.read_bytes() == NEW and target.stat().st_ino == inode
+    assert stat.S_IMODE(target.stat().st_mode) == 0o604  # preserve_mode: chmod, as stock
+
+
+# -- as an account that is not root ----------------------------------------------------------
+
+#: A get as another local account: with a master of its own (a master serves its own
+#: uid only), logged in with a copy of the server's client key; stopped at the end.
+GET_AS = textwrap.dedent(
+    """
+    import json, sys
+    import fabric
+    from fabric_mux import MuxConnection, landing
+    ssh_config, control_dir, alias, remote, local = sys.argv[1:6]
+    config = fabric.Config(runtime_ssh_path=ssh_config,
+                           overrides={"mux": {"control_dir": control_dir}})
+    c = MuxConnection(alias, config=config)
+    try:
+        c.get(remote, local, preserve_mode=False)
+        print(json.dumps({"error": None}))
+    except OSError as error:
+        print(json.dumps({"error": type(error).__name__, "said": str(error)}))
+    finally:
+        c.mux_master.stop()
+    """
+)
+
+OTHER = "nobody"
+
+
+@pytest.fixture
+def get_as_other(
+    sshd: SshServer, c: MuxConnection, shared: Path
+) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``get(remote, local, groups=())``: a get run by :data:`OTHER` (with those extra
+    groups), from the server ``c`` reaches; what it raised, if anything."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can run a get as another account")
+    account = pwd.getpwnam(OTHER)
+    home = Path(tempfile.mkdtemp(prefix="fmo-", dir="/tmp"))
+    try:
+        key = home / "key"
+        shutil.copyfile(sshd.client_key, key)
+        key.chmod(0o600)
+        known_hosts = home / "known_hosts"
+        shutil.copyfile(sshd.known_hosts, known_hosts)
+        ssh_config = home / "ssh_config"
+        ssh_config.write_text(
+            sshd.ssh_config.read_text()
+            .replace(str(sshd.client_key), str(key))
+            .replace(str(sshd.known_hosts), str(known_hosts))
+        )
+        for made in (home, key, known_hosts, ssh_config):
+            os.chown(made, account.pw_uid, account.pw_gid)
+        python, path = _python_for(account)
+        where = [str(ssh_config), str(home / "c"), sshd.alias]
+
+        def get(remote: str, local: Path, groups: tuple[int, ...] = ()) -> dict[str, Any]:
+            ran = subprocess.run(
+                [python, "-c", GET_AS, *where, remote, str(local)],
+                user=account.pw_uid,
+                group=account.pw_gid,
+                extra_groups=list(groups),
+                env={"HOME": str(home), "PATH": os.environ["PATH"], "PYTHONPATH": path},
+                cwd=home,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            assert ran.returncode == 0, ran.stderr
+            result: dict[str, Any] = json.loads(ran.stdout)
+            return result
+
+        yield get
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _python_for(account: pwd.struct_passwd) -> tuple[str, str]:
+    """A Python that ``account`` can run and import fabric-mux with, and its
+    ``PYTHONPATH``: this one, else the system's with this one's packages (this
+    one may live where the account cannot reach, e.g. under /root)."""
+    path = os.pathsep.join(
+        [str(Path(fabric_mux.__file__).parents[1]), sysconfig.get_paths()["purelib"]]
+    )
+    for python in (sys.executable, "/usr/bin/python3"):
+        try:
+            tried = subprocess.run(
+                [python, "-c", "import fabric_mux, fabric"],
+                user=account.pw_uid,
+                group=account.pw_gid,
+                env={"PYTHONPATH": path},
+                cwd="/",
+                capture_output=True,
+                check=False,
+            )
+        except PermissionError:
+            continue  # not a program the account may run
+        if tried.returncode == 0:
+            return python, path
+    pytest.fail(f"no Python that {account.pw_name} can run imports fabric-mux")
+
+
+def test_a_file_in_a_folder_the_account_cannot_write_is_written_in_place(
+    get_as_other: Callable[..., dict[str, Any]], shared: Path
+) -> None:
+    target = shared / "theirs.txt"  # the folder is root's, 0755
+    inode = old_file(target, 0o640, owner=OTHER)
+    assert get_as_other(f"{DIR}/new.txt", target) == {"error": None}
+    assert target.read_bytes() == NEW and target.stat().st_ino == inode
+    assert target.stat().st_uid == pwd.getpwnam(OTHER).pw_uid
+
+
+def test_a_file_the_account_may_only_write_is_written_in_place(
+    get_as_other: Callable[..., dict[str, Any]], shared: Path
+) -> None:
+    target = shared / "write-only.txt"
+    inode = old_file(target, 0o200, owner=OTHER)
+    assert get_as_other(f"{DIR}/new.txt", target) == {"error": None}
+    target.chmod(0o600)
+    assert target.read_bytes() == NEW and target.stat().st_ino == inode
+
+
+def test_another_owner_that_cannot_be_kept_means_writing_in_place(
+    get_as_other: Callable[..., dict[str, Any]], shared: Path
+) -> None:
+    folder = shared / "theirs"
+    folder.mkdir()
+    shutil.chown(folder, OTHER)  # the account may make files here
+    target = folder / "roots.txt"
+    inode = old_file(target, 0o666)  # root's, writable by all
+    assert get_as_other(f"{DIR}/new.txt", target) == {"error": None}
+    assert target.read_bytes() == NEW and target.stat().st_ino == inode
+    assert target.stat().st_uid == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["roots.txt"]
+
+
+def test_a_group_of_the_accounts_own_is_kept_on_a_new_file(
+    get_as_other: Callable[..., dict[str, Any]], shared: Path
+) -> None:
+    folder = shared / "theirs"
+    folder.mkdir()
+    shutil.chown(folder, OTHER)
+    group = grp.getgrnam("users").gr_gid
+    target = folder / "shared.txt"
+    inode = old_file(target, 0o640, owner=OTHER, group="users")
+    assert get_as_other(f"{DIR}/new.txt", target, groups=(group,)) == {"error": None}
+    assert target.read_bytes() == NEW and target.stat().st_ino != inode
+    shown = target.stat()
+    assert (shown.st_uid, shown.st_gid) == (pwd.getpwnam(OTHER).pw_uid, group)
+    assert stat.S_IMODE(shown.st_mode) == 0o640
+
+
+def test_a_new_files_mode_is_known_without_setting_the_umask(tmp_path: Path) -> None:
+    before = os.umask(0o027)
+    try:
+        # From /proc, and as elsewhere, by making a file and looking.
+        assert landing._new_file_mode(str(tmp_path)) == 0o640
+        assert landing._mode_of_a_new_file(str(tmp_path)) == 0o640
+    finally:
+        os.umask(before)
+    assert list(tmp_path.iterdir()) == []
