@@ -69,6 +69,7 @@ _CHUNK = 65536
 _STARTED = b"\0fabric-mux-started"
 _DONE = b"\0fabric-mux "
 _FOLDER = b"\0fabric-mux-folder"
+_COUNT = b"\0fabric-mux-count "
 _AFTER = b"\0fabric-mux-after "
 
 # Each script writes its report to stderr before its last step, which it
@@ -101,22 +102,20 @@ case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 m=$(ls -ldnL -- "$r") || exit
 printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
 """
-#: A get into a file: $2 a token. After the bytes, reports the ``ls -l`` line again (a
-#: size that changed while cat read fails the get) and, for a file whose size says 0
-#: (/proc), a count of what it reads; then writes the token between NULs to stdout:
-#: what lands is [what the login shell printed][the file][marker], and the marker's
-#: place tells how much came first.
+#: A get into a file: $2 a token, written between NULs to stdout after the file's
+#: bytes (at once: a fork first would cost a round trip now and then), so that what
+#: lands is [what the login shell printed][the file][marker]. Then reports, for a
+#: file whose size says 0 (/proc), a count of what it reads, and last the ``ls -l``
+#: line again: a size that changed while cat read fails the get.
 GET_FILE_SCRIPT = (
     _GET_REPORT
     + r"""cat -- "$r" || exit
-t=$2
-a=$(ls -ldnL -- "$r") || exit
+printf '\0%s\0' "$2"
 set -f
 set -- $m
-c=
-[ "$5" != 0 ] || c=$(wc -c < "$r") || exit
-printf '\0fabric-mux-after %s\0%s\0' "$a" "$c" >&2
-printf '\0%s\0' "$t"
+[ "$5" != 0 ] || printf '\0fabric-mux-count %s\0' "$(wc -c < "$r")" >&2
+printf '\0fabric-mux-after ' >&2
+exec ls -ldnL -- "$r" >&2
 """
 )
 #: A get pumped through Python: $2 a token, written between NULs to stdout first:
@@ -166,13 +165,16 @@ class _Report:
     def __init__(self, stderr: bytes, status: int | None) -> None:
         self.started = _STARTED in stderr
         self.into_folder = _FOLDER in stderr
-        stderr, tag, rest = stderr.partition(_AFTER)
-        again, _, rest = rest.partition(b"\0")
+        # A file get's last words: the size once read, and, for a size of 0, a
+        # count of what it reads (ls's own words, if it failed, are errors).
+        stderr, tag, again = stderr.partition(_AFTER)
+        self.size_after = _size_shown(again) if tag else None
+        if self.size_after is None:
+            stderr += again
+        stderr, tag, rest = stderr.partition(_COUNT)
         count, _, rest = rest.partition(b"\0")
         stderr += rest
-        #: A file get's size once read (and, for a size of 0, a count of what it read).
-        self.size_after = _size_shown(again) if tag else None
-        self.count = int(count) if count.strip().isdigit() else None
+        self.count = int(count) if tag and count.strip().isdigit() else None
         before, done, after = stderr.replace(_STARTED, b"").partition(_DONE)
         path, _, rest = after.partition(b"\0")
         detail, _, later = rest.partition(b"\0")

@@ -173,6 +173,39 @@ def test_a_get_lands_in_a_private_file_while_it_fills(
     assert sorted(p.name for p in shared.iterdir()) == ["kept.txt"]
 
 
+def test_a_file_that_changes_while_it_is_read_fails_the_get_as_stock_does(
+    c: MuxConnection, shared: Path, feeder: Feeder
+) -> None:
+    target = shared / "kept.txt"
+    inode = old_file(target)
+    (shared / "grown.txt").write_bytes(b"grown")
+    remote = shared / "remote.link"  # the fifo while the get starts, then a file of 5 bytes
+    remote.symlink_to(feeder.path)
+    failed: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            c.get(str(remote), str(target))
+        except OSError as error:
+            failed.append(error)
+
+    getting = threading.Thread(target=get)
+    getting.start()
+    try:
+        feeder.feed(b"x" * 1000)
+        # Bytes landed: cat has the fifo open, and reads on while the name changes.
+        assert wait_until(lambda: landing_of("self", shared, target) is not None, deadline=30)
+        (shared / "new.link").symlink_to(shared / "grown.txt")
+        os.replace(shared / "new.link", remote)
+    finally:
+        feeder.end()
+        getting.join(timeout=60)
+    # ls said 0 bytes first, then 5: not taken for what the login shell printed.
+    assert [str(error) for error in failed] == ["size mismatch in get!  5 != 0"]
+    assert target.read_bytes() == OLD and target.stat().st_ino == inode
+    assert sorted(p.name for p in shared.iterdir()) == ["grown.txt", "kept.txt", "remote.link"]
+
+
 KILLED_GET = textwrap.dedent(
     """
     import sys
