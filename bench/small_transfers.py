@@ -61,10 +61,13 @@ def run(bench: Bench, repeat: int) -> tuple[list[Section], list[Check]]:
     bench.measure(section, repeat * 3, warmup=1)
     floor, sp, mp, sg, mg, sf, mf, sgf, mgf = variants
     promise = ("≤ 1.5", lambda v: v <= 1.5) if bench.rtt_ms else ("", None)
+    # A put's bytes go on stdin, which OpenSSH sends once the command has started:
+    # three round trips to the bare session's two.
+    put_promise = ("≤ 1.75", lambda v: v <= 1.75) if bench.rtt_ms else ("", None)
     return [section], [
-        Check("g. mux put ÷ bare session", mp, floor, *promise),
+        Check("g. mux put ÷ bare session", mp, floor, *put_promise),
         Check("g. mux get ÷ bare session", mg, floor, *promise),
-        Check("g. mux put of a BytesIO ÷ bare session", mf, floor, *promise),
+        Check("g. mux put of a BytesIO ÷ bare session", mf, floor, *put_promise),
         Check("g. mux get into a BytesIO ÷ bare session", mgf, floor, *promise),
         Check("g. stock put ÷ mux put", sp, mp),
         Check("g. stock get ÷ mux get", sg, mg),
