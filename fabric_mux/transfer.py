@@ -72,9 +72,9 @@ _FOLDER = b"\0fabric-mux-folder"
 _COUNT = b"\0fabric-mux-count "
 _AFTER = b"\0fabric-mux-after "
 
-# Each script writes its report to stderr before its last step, which it
-# execs (no fork for cat or wc): after a NUL, "fabric-mux PATH", a NUL, then
-# what the last step or ls says. Success is that report and exit status 0.
+# Each script writes its report to stderr: after a NUL, "fabric-mux PATH", a
+# NUL, then what ls or the last step says (exec'd: no fork for it). Success is
+# that report and exit status 0.
 
 #: $1 the remote path as given (may be empty), $2 the local name (joined to a
 #: folder as posixpath.join joins, as Fabric does: an absolute name wins), $3 the mode or
@@ -314,7 +314,7 @@ def _got_all(opener: SessionOpener, report: _Report, remote: Any, got: int) -> N
 
 
 def _into_file(
-    opener: Transferring, remote: str, landing: Landing, progress: Progress | None
+    opener: SessionOpener, remote: str, landing: Landing, progress: Progress | None
 ) -> _Report:
     """Run a get whose stdout is the landing file itself: the master writes the bytes
     into it, none pass through Python. Leaves it holding just the file's bytes."""
@@ -352,7 +352,7 @@ def _into_file(
     return report
 
 
-def _pumped_into(opener: Transferring, remote: str, fd: int, progress: Progress | None) -> _Report:
+def _pumped_into(opener: SessionOpener, remote: str, fd: int, progress: Progress | None) -> _Report:
     """Run a get whose bytes are pumped into ``fd``: what is not a regular file
     (``/dev/null``, a fifo, a terminal) has no offset to count by, and a file we may
     only write cannot be read back."""
