@@ -105,15 +105,16 @@ printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
 #: A get into a file: $2 a token, written between NULs to stdout after the file's
 #: bytes (at once: a fork first would cost a round trip now and then), so that what
 #: lands is [what the login shell printed][the file][marker]. Then reports, for a
-#: file whose size says 0 (/proc), a count of what it reads, and last the ``ls -l``
-#: line again: a size that changed while cat read fails the get.
+#: regular file whose size says 0 (/proc), a count of what it reads (a fifo would
+#: wait for another writer), and last the ``ls -l`` line again: a size that changed
+#: while cat read fails the get.
 GET_FILE_SCRIPT = (
     _GET_REPORT
     + r"""cat -- "$r" || exit
 printf '\0%s\0' "$2"
 set -f
 set -- $m
-[ "$5" != 0 ] || printf '\0fabric-mux-count %s\0' "$(wc -c < "$r")" >&2
+[ "$5" != 0 ] || [ ! -f "$r" ] || printf '\0fabric-mux-count %s\0' "$(wc -c < "$r")" >&2
 printf '\0fabric-mux-after ' >&2
 exec ls -ldnL -- "$r" >&2
 """
@@ -342,7 +343,9 @@ def _into_file(
         # The file changed while cat read it, or reads as more than its size says.
         if read is not None and read != size:
             raise OSError(f"size mismatch in get!  {read} != {size}")
-    if end < size:
+    if end < size or (end > size and not report.mode.startswith("-")):
+        # Short; or more than a fifo's or device's size says, which tells nothing of
+        # what the login shell printed: stock's size check fails such a get too.
         raise OSError(f"size mismatch in get!  {end} != {size}")
     if end > size:  # the login shell printed first (a .bashrc that echoes)
         landing.drop_head(end - size, size)

@@ -95,10 +95,12 @@ class Feeder:
     def feed(self, data: bytes) -> None:
         os.write(self._fd, data)
 
-    def end(self) -> None:
+    def end(self, remove: bool = True) -> None:
+        """Close it: cat reads to the end; then, with ``remove``, finds the file gone."""
         if self._fd >= 0:
-            self.path.unlink()
-            os.close(self._fd)  # cat reads to the end, then finds the file gone
+            if remove:
+                self.path.unlink()
+            os.close(self._fd)
             self._fd = -1
 
 
@@ -204,6 +206,34 @@ def test_a_file_that_changes_while_it_is_read_fails_the_get_as_stock_does(
     assert [str(error) for error in failed] == ["size mismatch in get!  5 != 0"]
     assert target.read_bytes() == OLD and target.stat().st_ino == inode
     assert sorted(p.name for p in shared.iterdir()) == ["grown.txt", "kept.txt", "remote.link"]
+
+
+def test_a_remote_fifo_fails_its_size_check_as_stock_does(
+    c: MuxConnection, shared: Path, feeder: Feeder
+) -> None:
+    target = shared / "kept.txt"
+    inode = old_file(target)
+    failed: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            c.get(str(feeder.path), str(target))
+        except OSError as error:
+            failed.append(error)
+
+    getting = threading.Thread(target=get)
+    getting.start()
+    try:
+        feeder.feed(b"from a fifo\n")
+        assert wait_until(lambda: landing_of("self", shared, target) is not None, deadline=30)
+    finally:
+        feeder.end(remove=False)  # the fifo stays, with no writer: nothing to wait for
+        getting.join(timeout=60)
+    assert not getting.is_alive()
+    # ls says 0 bytes; what came is not taken for what the login shell printed.
+    assert [str(error) for error in failed] == ["size mismatch in get!  12 != 0"]
+    assert target.read_bytes() == OLD and target.stat().st_ino == inode
+    assert sorted(p.name for p in shared.iterdir()) == ["kept.txt", "remote.fifo"]
 
 
 KILLED_GET = textwrap.dedent(
