@@ -1,47 +1,37 @@
 """``inv bench fleet``: ``fabmux -P`` over 32 to 500 hosts behind a slow link, cold
 and warm, against OpenSSH's own floor and stock Fabric with a thread a host.
 
-Up to :data:`SERVERS` real sshd servers, each behind a
-:class:`~fabric_mux.relay.LatencyRelay` adding a 50 ms round trip. A run of N
-hosts spreads N aliases over them, each a distinct route (its own
-``HostKeyAlias``): its own master and its own login, as distinct hosts would
-have. Every row runs in a process of its own, as a user would run it; each is
-measured :data:`TRIES` times and the best is kept (the machine is shared).
-Logins are counted on the servers' logs.
+The hosts are :class:`~bench.fleetbase.Fleet`'s: real sshd servers behind relays
+adding a 50 ms round trip, each host a distinct route. Every row runs in a process
+of its own, as a user would run it; each is measured :data:`~bench.fleetbase.TRIES`
+times and the best is kept (the machine is shared). Logins are counted on the
+servers' logs.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabric_mux.master import master_pids
-from fabric_mux.testing import ssh_server
 
 from .common import (
     byte_compile_package,
-    clean_env,
     console_script,
     memory,
     no_agent,
     reap_orphans,
     reaping,
-    remote_user,
     scratch,
     stop_masters,
     unwinding_on_signals,
 )
+from .fleetbase import RTT_MS, SERVERS, TRIES, Fleet, Row, Size, timing
 from .report import commit, machine, software
 
 __all__ = ["RESULTS", "SIZES", "run_fleet"]
@@ -49,222 +39,9 @@ __all__ = ["RESULTS", "SIZES", "run_fleet"]
 RESULTS = Path(__file__).with_name("results-fleet.md")
 #: Hosts of each run.
 SIZES = (32, 128, 500)
-#: sshd servers at most; more hosts than this share them, a route each.
-SERVERS = 32
-#: The round trip the relays add, in ms.
-RTT_MS = 50
-#: Samples a row; the best is reported.
-TRIES = 2
-#: Seconds a run may take before it is ended and shown as not finished.
-GIVE_UP = 300.0
 #: The OpenSSH builds compared: a label, and the folder whose bin/ and sbin/ hold
 #: its ssh and sshd (None: the system's).
 OPENSSH: dict[str, str | None] = {"9.2": None, "10.5": "/opt/openssh-10.5"}
-
-FABFILE = """\
-import sys
-from concurrent.futures import ThreadPoolExecutor
-
-from fabric import Connection, task
-
-
-def two_runs(c):
-    c.run("true", hide=True)
-    c.run("true", hide=True)
-
-
-@task
-def fleet(c):
-    two_runs(c)
-
-
-@task
-def stock(c, names):
-    # Stock Fabric fans out as ThreadingGroup does: a Connection (a login) a thread.
-    connections = [Connection(host, config=c.config) for host in names.split(",")]
-
-    def one(connection):
-        try:
-            two_runs(connection)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(len(connections)) as pool:
-        list(pool.map(one, connections))
-"""
-
-
-@dataclass
-class Row:
-    label: str
-    samples: list[float] = field(default_factory=list)
-    logins: list[int] = field(default_factory=list)
-
-    @property
-    def best(self) -> float | None:
-        return min(self.samples) if self.samples else None
-
-
-@dataclass
-class Size:
-    hosts: int
-    rows: dict[str, Row]
-    notes: list[str] = field(default_factory=list)
-
-
-class Fleet:
-    """The servers, one ssh_config naming every host, and the project folder."""
-
-    def __init__(self, stack: ExitStack, openssh: str | None, hosts: int) -> None:
-        self.openssh = openssh
-        self.env = clean_env()
-        if openssh:
-            self.env["PATH"] = f"{openssh}/bin:{self.env.get('PATH', '')}"
-        self.ssh = f"{openssh}/bin/ssh" if openssh else "ssh"
-        user = remote_user()
-        folder = scratch(stack, "fmb-fleet-")
-        folder.chmod(0o755)  # the remote account reads its authorized_keys below it
-        sshd = f"{openssh}/sbin/sshd" if openssh else None
-        self.servers = [
-            stack.enter_context(
-                ssh_server(
-                    folder / f"s{n}",
-                    user=user,
-                    aliases=(f"srv{n}",),
-                    sshd_path=sshd,
-                    latency_ms=RTT_MS / 2,
-                    sshd_options=["MaxStartups 200"],
-                )
-            )
-            for n in range(1, min(SERVERS, hosts) + 1)
-        ]
-        # One key for the whole fleet, as a user has: stock Fabric adds every
-        # IdentityFile it meets to the config its threads share, and a server
-        # offered many wrong keys ends the login (MaxAuthTries).
-        key = self.servers[0].client_key
-        for server in self.servers[1:]:
-            (server.directory / "authorized_keys").write_bytes(
-                key.with_name(key.name + ".pub").read_bytes()
-            )
-        self.hosts = [f"fl{n}" for n in range(1, hosts + 1)]
-        known = folder / "known_hosts"
-        blocks = []
-        keys = []
-        for index, host in enumerate(self.hosts):
-            server = self.servers[index % len(self.servers)]
-            assert server.relay is not None
-            keys.append(
-                f"{host} {server.known_hosts.read_text().splitlines()[0].split(None, 1)[1]}"
-            )
-            blocks.append(
-                f"Host {host}\n    HostName 127.0.0.1\n    Port {server.relay.port}\n"
-                f"    HostKeyAlias {host}\n    User {server.user}\n"
-            )
-        known.write_text("\n".join(keys) + "\n")
-        self.ssh_config = folder / "ssh_config"
-        self.ssh_config.write_text(
-            "".join(blocks) + f"Host *\n    IdentityFile {key}\n    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {known}\n    GlobalKnownHostsFile /dev/null\n"
-            "    StrictHostKeyChecking yes\n    BatchMode yes\n"
-        )
-        #: The last run's peak resident memory, in bytes.
-        self.peak = 0
-        self.project = folder / "project"
-        self.project.mkdir()
-        (self.project / "fabfile.py").write_text(FABFILE)
-
-    def logins(self) -> int:
-        return sum(server.logins() for server in self.servers)
-
-    def settle(self, before: int) -> None:
-        """Wait (at most 5 s, untimed) for the servers to end what the last sample opened."""
-        deadline = time.monotonic() + 5
-        while self.processes() > before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        reap_orphans()
-
-    def processes(self) -> int:
-        return sum(server.processes() for server in self.servers)
-
-    def run(self, argv: list[str], extra_env: dict[str, str] | None = None) -> float:
-        """Seconds ``argv`` took in the project folder; it must succeed."""
-        env = {**self.env, **(extra_env or {})}
-        with tempfile.TemporaryFile() as errors:
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                argv,
-                cwd=self.project,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-            )
-            timer = threading.Timer(GIVE_UP, proc.kill)
-            timer.start()
-            _, status, usage = os.wait4(proc.pid, 0)
-            timer.cancel()
-            seconds = time.perf_counter() - start
-            if seconds >= GIVE_UP:
-                return math.inf  # shown as not finished
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            self.peak = usage.ru_maxrss * 1024
-            if proc.returncode != 0:
-                errors.seek(0)
-                said = errors.read().decode("utf-8", "replace").strip()[-2000:]
-                raise RuntimeError(f"{argv[:6]}... exited with {proc.returncode}: {said}")
-        return seconds
-
-    def floor(self) -> float:
-        """Every host's ``ssh HOST true`` started at once: OpenSSH's own floor."""
-        start = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                [self.ssh, "-F", str(self.ssh_config), host, "true"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=self.env,
-            )
-            for host in self.hosts
-        ]
-        failed = [p for p in procs if p.wait() != 0]
-        seconds = time.perf_counter() - start
-        if failed:
-            raise RuntimeError(f"{len(failed)} ssh failed: {failed[0].stderr.read()!r}")  # type: ignore[union-attr]
-        for proc in procs:
-            proc.stderr.close()  # type: ignore[union-attr]
-        return seconds
-
-    def alone(self, folder: Path) -> float:
-        """The task's work with OpenSSH alone, every host at once: a master
-        (``ssh -fNM -S``), then the task's two commands over it (``ssh -S``).
-        The masters are left up in ``folder``, for the caller to end."""
-        base = [self.ssh, "-F", str(self.ssh_config)]
-
-        def one(host: str) -> None:
-            socket = str(folder / host)
-            for argv in (
-                [*base, "-fNM", "-S", socket, host],
-                [*base, "-S", socket, host, "true"],
-                [*base, "-S", socket, host, "true"],
-            ):
-                # stderr to a file: a -f master keeps a pipe open for as long as it lives.
-                with tempfile.TemporaryFile() as errors:
-                    done = subprocess.run(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=errors,
-                        check=False,
-                    )
-                    if done.returncode != 0:
-                        errors.seek(0)
-                        raise RuntimeError(f"{argv} failed: {errors.read()!r}")
-
-        start = time.perf_counter()
-        with ThreadPoolExecutor(len(self.hosts)) as pool:
-            list(pool.map(one, self.hosts))
-        return time.perf_counter() - start
 
 
 def run_fleet(sizes: Sequence[int] = SIZES, openssh: Sequence[str] = tuple(OPENSSH)) -> str:
@@ -331,10 +108,7 @@ def _size(stack: ExitStack, openssh: str | None, count: int, label: str) -> Size
     idle = fleet.processes()  # the servers' own, with no connection
 
     def sample(key: str, action: Callable[[], float]) -> None:
-        before, processes = fleet.logins(), fleet.processes()
-        rows[key].samples.append(action())
-        rows[key].logins.append(fleet.logins() - before)
-        fleet.settle(processes)
+        fleet.sample(rows[key], action)
 
     def cold(folder: Path) -> float:
         argv = [fabmux, "-S", cfg, "-H", hosts, "-P", "fleet"]
@@ -405,11 +179,7 @@ def _report(
         for size in flat:
             row = size.rows[key]
             best = row.best
-            text = "n/a" if best is None else f"{best:.2f} s"
-            if best is not None and math.isinf(best):
-                text = f"did not finish in {GIVE_UP:.0f} s"
-            if row.logins:
-                text += f" ({statistics.median(row.logins):g} logins)"
+            text = timing(row)
             if best is None or math.isinf(best):
                 pass
             elif key == "alone":
