@@ -17,6 +17,9 @@ from invoke.tasks import task
 
 from bench.demo import run_demo
 from bench.fleet import OPENSSH, SIZES, run_fleet
+from bench.fleetbase import TRIES
+from bench.peers import SIZES as PEER_SIZES
+from bench.peers import run_peers
 from bench.run import DEFAULT_REPEAT, SECTIONS, run_bench
 
 
@@ -106,9 +109,9 @@ def demo(c: Context) -> None:
 def bench(c: Context, repeat: int = DEFAULT_REPEAT, only: str = SECTIONS, rtt: float = 0) -> None:
     """Stock Fabric vs fabric-mux vs raw OpenSSH; a full run writes bench/results*.md.
 
-    ``inv bench fleet`` runs the fleet scenario instead (the task below).
+    ``inv bench fleet`` and ``inv bench peers`` run those scenarios instead (the tasks below).
     """
-    if _next_task("bench") == "fleet":
+    if _next_task("bench") in ("fleet", "peers"):
         return
     sys.stdout.write(run_bench(repeat=repeat, only=only, rtt_ms=rtt))
 
@@ -126,6 +129,19 @@ def fleet(
     OpenSSH's floor and stock threads; a full run writes bench/results-fleet.md."""
     counts = [int(size) for size in sizes.split(",")]
     sys.stdout.write(run_fleet(counts, openssh.split(",")))
+
+
+@task(
+    help={
+        "sizes": f"Hosts of each run (default {','.join(map(str, PEER_SIZES))}).",
+        "tries": f"Tries a row, the best shown (default {TRIES}).",
+    },
+)
+def peers(c: Context, sizes: str = ",".join(map(str, PEER_SIZES)), tries: int = TRIES) -> None:
+    """`inv bench peers`: the fleet's work at 50 ms with fabmux -P, stock fab, parallel-ssh,
+    pyinfra and Ansible, cold and warm; a full run writes bench/results-peers.md."""
+    counts = [int(size) for size in sizes.split(",")]
+    sys.stdout.write(run_peers(counts, tries))
 
 
 def _next_task(name: str) -> str | None:

@@ -82,6 +82,8 @@ class Row:
     logins: list[int] = field(default_factory=list)
     #: The logins a try should make, when the row checks them.
     expected: int | None = None
+    #: Why the row has no more tries, in a word or two (the notes say more).
+    failure: str | None = None
 
     @property
     def best(self) -> float | None:
@@ -98,6 +100,8 @@ class Size:
 def timing(row: Row) -> str:
     """A row's cell before its ratios: its best time and its logins a try."""
     best = row.best
+    if row.failure and best is None:
+        return row.failure
     if best is None:
         return "n/a"
     text = f"did not finish in {GIVE_UP:.0f} s" if math.isinf(best) else f"{best:.2f} s"
@@ -199,9 +203,11 @@ class Fleet:
         """One try of ``row``: its seconds and the logins it made, then the servers
         left to settle."""
         before, processes = self.logins(), self.processes()
-        row.samples.append(action())
-        row.logins.append(self.logins() - before)
-        self.settle(processes)
+        try:
+            row.samples.append(action())
+            row.logins.append(self.logins() - before)
+        finally:
+            self.settle(processes)
 
     def run(self, argv: list[str], extra_env: dict[str, str] | None = None) -> float:
         """Seconds ``argv`` took in the project folder; it must succeed.
