@@ -245,6 +245,7 @@ class Fleet:
     def floor(self) -> float:
         """Every host's ``ssh HOST true`` started at once: OpenSSH's own floor."""
         start = time.perf_counter()
+        deadline = start + GIVE_UP
         procs = [
             subprocess.Popen(
                 [self.ssh, "-F", str(self.ssh_config), host, "true"],
@@ -255,7 +256,14 @@ class Fleet:
             )
             for host in self.hosts
         ]
-        failed = [p for p in procs if p.wait() != 0]
+        try:
+            failed = [p for p in procs if p.wait(max(0.0, deadline - time.perf_counter())) != 0]
+        except subprocess.TimeoutExpired:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+                proc.stderr.close()  # type: ignore[union-attr]
+            return math.inf
         seconds = time.perf_counter() - start
         if failed:
             raise RuntimeError(f"{len(failed)} ssh failed: {failed[0].stderr.read()!r}")  # type: ignore[union-attr]
@@ -268,6 +276,7 @@ class Fleet:
         (``ssh -fNM -S``), then the task's two commands over it (``ssh -S``).
         The masters are left up in ``folder``, for the caller to end."""
         base = [self.ssh, "-F", str(self.ssh_config)]
+        deadline = time.perf_counter() + GIVE_UP
 
         def one(host: str) -> None:
             socket = str(folder / host)
@@ -284,14 +293,18 @@ class Fleet:
                         stdout=subprocess.DEVNULL,
                         stderr=errors,
                         check=False,
+                        timeout=max(0.0, deadline - time.perf_counter()),
                     )
                     if done.returncode != 0:
                         errors.seek(0)
                         raise RuntimeError(f"{argv} failed: {errors.read()!r}")
 
         start = time.perf_counter()
-        with ThreadPoolExecutor(len(self.hosts)) as pool:
-            list(pool.map(one, self.hosts))
+        try:
+            with ThreadPoolExecutor(len(self.hosts)) as pool:
+                list(pool.map(one, self.hosts))
+        except subprocess.TimeoutExpired:
+            return math.inf
         return time.perf_counter() - start
 
 

@@ -119,7 +119,9 @@ def _size(stack: ExitStack, peers: Peers, count: int, tries: int) -> Size:
     rows = size.rows
     for key, _, peer in TOOLS:
         if peer in peers.missing:
-            rows[key].failure = "missing (see the notes)"
+            for name in (key, f"{key}-warm"):
+                if name in rows:
+                    rows[name].failure = "missing (see the notes)"
             size.notes.append(f"{peer} is not installed: {peers.missing[peer]}")
     files = _write_files(fleet)
     cfg, hosts, n = str(fleet.ssh_config), ",".join(fleet.hosts), str(count)
@@ -171,10 +173,15 @@ def _size(stack: ExitStack, peers: Peers, count: int, tries: int) -> Size:
                 folder = scratch(local, "fmb-pc-")
                 local.callback(stop_masters, folder)
                 attempt(key, partial(run, folder))
-                if attempt_number == tries - 1 and not rows[key].failure:
-                    # The last cold run left every master up: warm runs follow it.
-                    for _ in range(tries):
-                        attempt(f"{key}-warm", partial(run, folder))
+                if attempt_number < tries - 1:
+                    continue
+                cold = rows[key]
+                if cold.failure or not cold.samples or math.isinf(cold.samples[-1]):
+                    rows[f"{key}-warm"].failure = rows[f"{key}-warm"].failure or "no cold run"
+                    continue
+                # The last cold run left every master up: warm runs follow it.
+                for _ in range(tries):
+                    attempt(f"{key}-warm", partial(run, folder))
     return size
 
 
@@ -235,7 +242,8 @@ def _report(measured: Sequence[Size], peers: Peers, load: list[float], tries: in
         f"- Software: {software()}; the peers, in a virtualenv of their own:"
         f" {peers.software() or 'none installed'}",
         f"- Method: `inv bench peers`, {time.strftime('%Y-%m-%d %H:%M %Z')}; each row a"
-        f" process of its own, as many at once as hosts; the best of {tries} tries a row,"
+        " process of its own, working on every host at once (its parallelism the number"
+        f" of hosts); the best of {tries} tries a row,"
         " logins counted on the servers' logs at each try; masters and ControlPersist"
         f" sockets stopped between rows; load average {load[0]:.2f} at the start,"
         f" {load[1]:.2f} at the end",
