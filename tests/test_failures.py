@@ -23,6 +23,7 @@ from invoke.watchers import Responder
 
 from fabric_mux import MuxConnection, process
 from fabric_mux.exceptions import (
+    BadConfig,
     BadForward,
     ControlDirUnusable,
     ForwardFailed,
@@ -215,7 +216,6 @@ def test_running_out_of_descriptors_is_clear_and_leaks_none(
 @pytest.mark.parametrize(
     ("folder", "why"),
     [
-        ('/tmp/fmux"quote', "double quote"),
         (b"/tmp/fmux-\xff", "not valid UTF-8"),
         ("/proc/fmux-cannot-be", "cannot be made"),
         ("/etc/hostname/fmux", "cannot be made: /etc/hostname is not a folder"),
@@ -228,6 +228,15 @@ def test_an_unusable_control_folder_says_what_to_change(
     with pytest.raises(ControlDirUnusable, match=why):
         MuxConnection(sshd.alias, config=config).run("true")
     assert not os.path.lexists(os.fsdecode(folder))
+    assert sshd.logins() == 0
+
+
+def test_a_control_folder_with_a_double_quote_is_a_bad_setting(sshd: SshServer) -> None:
+    """ssh's options cannot carry it: refused as the setting is read, before anything."""
+    config = sshd.fabric_config({"mux": {"control_dir": '/tmp/fmux"quote'}})
+    with pytest.raises(BadConfig, match="mux.control_dir takes a path without a double quote"):
+        MuxConnection(sshd.alias, config=config).run("true")
+    assert not os.path.lexists('/tmp/fmux"quote')
     assert sshd.logins() == 0
 
 
