@@ -234,7 +234,7 @@ def test_an_unusable_control_folder_says_what_to_change(
 def test_a_control_folder_with_a_double_quote_is_a_bad_setting(sshd: SshServer) -> None:
     """ssh's options cannot carry it: refused as the setting is read, before anything."""
     config = sshd.fabric_config({"mux": {"control_dir": '/tmp/fmux"quote'}})
-    with pytest.raises(BadConfig, match="mux.control_dir takes a path without a double quote"):
+    with pytest.raises(BadConfig, match=r"mux\.control_dir takes a path without a double quote"):
         MuxConnection(sshd.alias, config=config).run("true")
     assert not os.path.lexists('/tmp/fmux"quote')
     assert sshd.logins() == 0
