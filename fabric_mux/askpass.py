@@ -513,11 +513,23 @@ def asking(directory: Path, answers: PromptAnswers, *, display: bool = False) ->
         yield Asking(environment, servers)
 
 
+USAGE = f"""usage: {HELPER} PROMPT
+
+The askpass helper of the OpenSSH masters that fabric-mux starts: ssh runs it
+with a prompt, and it prints the answer that fabric-mux's askpass server gives
+(over the socket in ${ENV_SOCKET}), or exits 1 for none. Not for use by hand."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """The helper ssh runs: print the answer to the prompt, or exit 1 for none."""
     args = sys.argv[1:] if argv is None else argv
     path = os.environ.get(ENV_SOCKET)
     if not path:
+        # Not run by a master of ours: a person asking what this is. (Under a
+        # master, "--help" is a prompt like any other, which a server could send.)
+        if args in (["--help"], ["-h"]):
+            print(USAGE)
+            return 0
         print(f"{HELPER}: {ENV_SOCKET} is not set", file=sys.stderr)
         return 1
     hint = os.environ.get("SSH_ASKPASS_PROMPT", "")
