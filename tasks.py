@@ -1,4 +1,5 @@
-"""Developer tasks: ``inv test``, ``inv lint``, ``inv matrix``, ``inv demo``, ``inv bench``.
+"""Developer tasks: ``inv test``, ``inv lint``, ``inv matrix``, ``inv dist``, ``inv demo``,
+``inv bench``.
 
 Commands run from argv lists, never through a shell.
 """
@@ -7,8 +8,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 from invoke.context import Context
@@ -21,6 +25,8 @@ from bench.fleetbase import TRIES
 from bench.peers import SIZES as PEER_SIZES
 from bench.peers import run_peers
 from bench.run import DEFAULT_REPEAT, SECTIONS, run_bench
+from devtools.matrix import COMBINATIONS
+from devtools.matrix import run as run_combination
 
 
 def _run(argv: list[str]) -> int:
@@ -60,14 +66,20 @@ def openssh_prefixes(versions: str = "") -> list[Path]:
 
 @task(
     help={
-        "versions": "Comma-separated versions (default: every build in /opt), e.g. 8.0,10.5.",
+        "versions": "Comma-separated OpenSSH versions (default: every build in /opt), e.g. "
+        "8.0,10.5.",
+        "deps": "Comma-separated dependency combinations (default: all of them: "
+        + ", ".join(c.name for c in COMBINATIONS)
+        + "); 'none' for none.",
         "args": "Extra pytest arguments, e.g. --args='-x tests/test_askpass.py'.",
     }
 )
-def matrix(c: Context, versions: str = "", args: str = "") -> None:
+def matrix(c: Context, versions: str = "", deps: str = "", args: str = "") -> None:
     """The suite once with the system's OpenSSH, then once with each build in /opt
-    (FMUX_OPENSSH=PREFIX); a line a run at the end. Install the builds first:
-    ``../shared/openssh/install``."""
+    (FMUX_OPENSSH=PREFIX); then the tests where versions differ with each
+    combination of Python, fabric, invoke and paramiko at the edges of the
+    package's ranges (devtools.matrix); a line a run at the end. Install the
+    OpenSSH builds first: ``../shared/openssh/install``."""
     prefixes = openssh_prefixes(versions)
     if not prefixes:
         raise Exit(f"no OpenSSH build under {OPENSSH_BUILDS}: run ../shared/openssh/install")
@@ -78,10 +90,43 @@ def matrix(c: Context, versions: str = "", args: str = "") -> None:
         label = prefix.name if prefix else "the system's OpenSSH"
         print(f"$ FMUX_OPENSSH={prefix or ''} {shlex.join(argv)}", flush=True)
         runs.append((label, subprocess.run(argv, env=env, check=False).returncode))
+    known = {combination.name: combination for combination in COMBINATIONS}
+    names = list(known) if not deps else [] if deps == "none" else deps.split(",")
+    for name in names:
+        if name not in known:
+            raise Exit(f"no dependency combination {name!r} (known: {', '.join(known)})")
+        runs.append((str(known[name]), run_combination(known[name], shlex.split(args))))
     for label, code in runs:
         print(f"{label}: {'passed' if code == 0 else f'failed (exit {code})'}")
     if any(code for _, code in runs):
         raise Exit(code=1)
+
+
+@task
+def dist(c: Context) -> None:
+    """Build the sdist and the wheel, check them (twine --strict), and collect the
+    whole suite from the unpacked sdist, then run its quick tests there: what a
+    packager does with it."""
+    shutil.rmtree("dist", ignore_errors=True)
+    for argv in (
+        [sys.executable, "-m", "build", "--outdir", "dist", "."],
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, Path("dist").iterdir())],
+    ):
+        if _run(argv):
+            raise Exit(code=1)
+    (sdist,) = Path("dist").glob("*.tar.gz")
+    with tempfile.TemporaryDirectory(prefix="fabric-mux-sdist-") as scratch:
+        with tarfile.open(sdist) as archive:
+            archive.extractall(scratch, filter="data")
+        (tree,) = Path(scratch).iterdir()
+        quick = ["tests/test_argv.py", "tests/test_hostlist.py", "tests/test_rollout.py"]
+        for argv in (
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *quick],
+        ):
+            print(f"$ (in the sdist) {shlex.join(argv)}", flush=True)
+            if subprocess.run(argv, cwd=tree, check=False).returncode:
+                raise Exit(f"the suite does not run from the sdist {sdist}", code=1)
 
 
 @task
