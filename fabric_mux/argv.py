@@ -58,6 +58,10 @@ class SshTarget(NamedTuple):
     identity_files: tuple[str, ...] = ()
     connect_timeout: int | None = None
     options: tuple[str, ...] = ()
+    #: Another ssh command line's words as they stand (its options and destination,
+    #: in their order: the first value of each keyword wins), for ``ssh -G`` to
+    #: read as that command's ssh did; the fields above are then unused.
+    words: tuple[str, ...] = ()
 
 
 def quote_option_value(value: str) -> str:
@@ -90,6 +94,8 @@ def target_args(target: SshTarget) -> list[str]:
 
 def config_query_argv(ssh: str, target: SshTarget) -> list[str]:
     """``ssh -G``: OpenSSH's own resolution of the target's configuration."""
+    if target.words:
+        return [ssh, "-G", *target.words]
     return [ssh, "-G", *target_args(target), "--", target.destination]
 
 

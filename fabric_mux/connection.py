@@ -201,7 +201,15 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         """
         master = self.mux_master
         route = self._mux.route
-        patterns = route.send_env(master) if route is not None else None
+        patterns, known = route.env_passed(master) if route is not None else (None, True)
+        if not known:
+            raise EnvNotSent(
+                f"{self.original_host}: the master at {master.control_path} is your own, "
+                "started by an ssh command that rewrote its command line: which variables "
+                f"it passes on (its SendEnv) cannot be told, so {' '.join(names)} are not "
+                "sent: set inline_ssh_env to true, or start that master with ssh -fN; "
+                "nothing ran"
+            )
         dropped = [name for name in names if not sends_env(patterns, name)]
         if dropped:
             listed = " ".join(dropped)

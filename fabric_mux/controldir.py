@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -17,6 +18,7 @@ __all__ = [
     "default_control_dirs",
     "find_control_dir",
     "prepare_control_dir",
+    "user_locks",
 ]
 
 log = logging.getLogger("fabric_mux")
@@ -219,3 +221,13 @@ def _cannot_make(folder: Path, part: Path, exc: OSError) -> ControlDirUnusable:
         f"control_dir {folder} cannot be made: {part}: {why}; set mux.control_dir to a "
         "folder you can write"
     )
+
+
+def user_locks() -> Path:
+    """The folder of the locks of starts at the user's own paths: one for every
+    fabric-mux process of this account, whatever its control folder, at
+    ``~/.ssh/fabric-mux/locks`` (the home the account database names, not
+    ``$HOME``, which cron and sudo set otherwise), made private if missing."""
+    home = pwd.getpwuid(os.geteuid()).pw_dir
+    folder = prepare_control_dir(os.path.join(home, ".ssh", "fabric-mux", "locks"))
+    return folder

@@ -10,11 +10,12 @@ host behind it. Pure functions: no I/O.
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import NamedTuple
 from urllib.parse import unquote
 
-__all__ = ["JumpHop", "jump_hops", "proxy_command"]
+__all__ = ["JumpHop", "jump_hops", "proxy_command", "without_log"]
 
 
 class JumpHop(NamedTuple):
@@ -93,3 +94,16 @@ def proxy_command(ssh: str, hop: str, hop_control_path: str, errors: str) -> str
         f"-o LogLevel=ERROR -S {quoted(hop_control_path)} -W '[%h]:%p' {quoted(hop)} "
         f"2>>{quoted(errors)}"
     )
+
+
+#: The end of :func:`proxy_command`'s command: where its errors go.
+_LOG = re.compile(r" 2>>(?:'[^']*'|[^ ']+)$")
+
+
+def without_log(command: str) -> str:
+    """``command`` without :func:`proxy_command`'s log file: two ProxyCommands
+    through one hop's master that only log elsewhere (another control folder)
+    take the same way."""
+    if " -W '[%h]:%p' " in command and "-o ProxyCommand=false" in command:
+        return _LOG.sub("", command)
+    return command

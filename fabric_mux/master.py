@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -33,6 +34,7 @@ from .argv import (
     quote_option_value,
     resolved_values,
 )
+from .controldir import user_locks
 from .exceptions import (
     AuthenticationFailed,
     BadForward,
@@ -103,7 +105,8 @@ def route_lock(
             with descriptor_errors("the route's lock"):
                 fd = os.open(lock_path, flags, 0o600)
             try:
-                if not _flock_until(fd, deadline):
+                said = functools.partial(_say_waiting, host, fd, control_path)
+                if not _flock_until(fd, deadline, said):
                     raise _still_starting(host, control_path, wait, _holder(fd))
                 try:
                     at_path = os.stat(lock_path).st_ino
@@ -127,16 +130,30 @@ def route_lock(
         thread_lock.release()
 
 
-def _flock_until(fd: int, deadline: float) -> bool:
-    """Take ``fd``'s flock; False if another process still holds it at ``deadline``."""
+def _flock_until(fd: int, deadline: float, waiting: Callable[[], object]) -> bool:
+    """Take ``fd``'s flock; False if another process still holds it at ``deadline``.
+    ``waiting`` is called once, if it has to wait."""
+    said = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
+            if not said:
+                waiting()
+                said = True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(_LOCK_POLL)
+
+
+def _say_waiting(host: str, fd: int, control_path: str) -> None:
+    log.info(
+        "%s: waiting for process %s, which is starting the master at %s",
+        host,
+        _holder(fd),
+        control_path,
+    )
 
 
 def _holder(fd: int) -> int | None:
@@ -435,8 +452,12 @@ class Master:
         return pid
 
     def lock_path(self) -> str:
-        """The lock file of starts of this master, in the private folder."""
-        return str(self._private_folder() / f"{control_socket_name(self.control_path)}.lock")
+        """The lock file of starts of this master: in the private folder for a
+        master of ours; for one at the user's path, in the one folder every
+        fabric-mux process of this user shares, whatever its control folder
+        (cron's and a terminal's differ), so that no two start there at once."""
+        folder = user_locks() if self.users else self._private_folder()
+        return str(folder / f"{control_socket_name(self.control_path)}.lock")
 
     def _check_view(self) -> None:
         """Make sure, just before starting, that OpenSSH's view is still the one the
@@ -542,19 +563,27 @@ class Master:
         """
         pid = self.alive()
         seen = process_argv(pid) if pid is not None else None
+        # Any other master with our very command line has no socket: a loser of
+        # this race, or of an earlier one (another control folder's start).
+        self._end_ours(argv, keep=pid)
         if pid is not None and (seen is None or seen == argv):
             self.served[pid] = Served(self.endpoint, None)
             log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
             return pid
-        for loser in processes_running(argv, os.geteuid()):
-            if loser != pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(loser, signal.SIGTERM)
-                log.info("%s: ended master pid %d, which had no socket", self.host, loser)
         if pid is None:
             raise MasterStartFailed(self.host, argv, 0, stderr or "the master did not answer")
         log.info("%s: another master (pid %d) took %s first", self.host, pid, self.control_path)
         return pid
+
+    def _end_ours(self, argv: list[str], keep: int | None) -> None:
+        """End every process of ours running ``argv`` (this master's command line)
+        but ``keep``: masters logged in with no socket, which nothing else could
+        see or stop."""
+        for loser in processes_running(argv, os.geteuid()):
+            if loser != keep:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(loser, signal.SIGTERM)
+                log.info("%s: ended master pid %d, which had no socket", self.host, loser)
 
     def _private_folder(self) -> Path:
         if self.private_dir is None:
@@ -645,10 +674,12 @@ class Master:
         wanted = starts.end(proc)
         returncode = proc.wait()
         if not wanted:
-            # Ctrl-C came while it logged in: a master that came up anyway
-            # would otherwise stay for its whole persist time.
+            # Ctrl-C came while it logged in: a master of ours that came up anyway
+            # would otherwise stay for its whole persist time. Found by its
+            # command line, never by the path: the user's own master may have
+            # taken that meanwhile.
             if returncode == 0:
-                stop_socket(self.control_path)
+                self._end_ours(argv, keep=None)
             raise RunInterrupted(f"{self.host}: interrupted (Ctrl-C) while its master started")
         return returncode
 
@@ -848,7 +879,7 @@ def _naming_the_master(exc: MasterNotResponding, path: str) -> MasterNotRespondi
 def stop_socket(path: str) -> bool:
     """End the master listening on ``path``, or clear a stale socket.
 
-    Also removes the hop error log beside it. True if a master was running.
+    True if a master was running.
     """
     try:
         client = MuxClient(path, timeout=5)
@@ -872,7 +903,6 @@ def stop_socket(path: str) -> bool:
         finally:
             client.close()
         stopped = True
-    for leftover in (path, path + ".err"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(leftover)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     return stopped

@@ -22,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -30,6 +31,8 @@ __all__ = [
     "parent_pid",
     "peer_credentials",
     "process_argv",
+    "process_cwd",
+    "process_started",
     "processes_running",
     "processes_with_argument",
     "user_name",
@@ -161,6 +164,63 @@ def process_argv(pid: int, platform: str = sys.platform) -> list[str] | None:
         return _procargs(pid)
     lines = _ps("-ww", "-o", "command=", "-p", str(pid))
     return lines[0].split() if lines and lines[0].strip() else None
+
+
+def process_cwd(pid: int, platform: str = sys.platform) -> str | None:
+    """Process ``pid``'s working folder (where its relative paths point); None if
+    it cannot be told."""
+    if platform.startswith("linux"):
+        try:
+            return os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return None
+    return _lsof_cwd(pid)
+
+
+def _lsof_cwd(pid: int) -> str | None:
+    """macOS and the BSDs: ``lsof``'s ``cwd`` line for ``pid``."""
+    try:
+        done = subprocess.run(
+            ["lsof", "-a", "-d", "cwd", "-Fn", "-p", str(pid)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return None
+    for line in done.stdout.decode("utf-8", "surrogateescape").splitlines():
+        if line.startswith("n/"):
+            return line[1:]
+    return None
+
+
+def process_started(pid: int, platform: str = sys.platform) -> float | None:
+    """When process ``pid`` started (seconds since the epoch); None if it cannot be told."""
+    if platform.startswith("linux"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                text = stat.read().decode("ascii", "replace")
+            with open("/proc/stat", "rb") as machine:
+                boot = next(int(line.split()[1]) for line in machine if line.startswith(b"btime "))
+        except (OSError, StopIteration, ValueError):
+            return None
+        ticks = int(text[text.rindex(")") + 2 :].split()[19])  # field 22: starttime
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    lines = _ps("-o", "etime=", "-p", str(pid))
+    elapsed = _elapsed(lines[0]) if lines else None
+    return None if elapsed is None else time.time() - elapsed
+
+
+def _elapsed(text: str) -> float | None:
+    """``ps``'s ``etime`` (``[[dd-]hh:]mm:ss``) in seconds."""
+    days, _, clock = text.strip().rpartition("-")
+    parts = clock.split(":")
+    if not all(part.isdigit() for part in parts) or not 2 <= len(parts) <= 3:
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds + (int(days) * 86400 if days.isdigit() else 0)
 
 
 def _words(raw: bytes) -> list[str]:

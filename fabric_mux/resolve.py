@@ -43,7 +43,7 @@ from .places import KEPT
 from .process import current
 from .version import ssh_version
 
-__all__ = ["KEPT", "find_ssh", "forget", "resolve_config"]
+__all__ = ["KEPT", "changed_since", "find_ssh", "forget", "resolve_config"]
 
 log = logging.getLogger("fabric_mux")
 
@@ -303,6 +303,18 @@ def _keep(folder: Path, argv: Sequence[str], text: str, stamps: Sequence[_Stamp]
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+
+
+def changed_since(ssh: str, target: SshTarget, since: float) -> bool | None:
+    """Whether a file or folder that ``ssh -G`` read for ``target`` (asked just
+    before, with :func:`resolve_config`) changed after ``since`` (seconds since
+    the epoch); None when that cannot be told (its config ran a ``Match exec``,
+    whose answers are never kept)."""
+    with current().resolved_lock:
+        known: _Answer | None = current().resolved.get(tuple(config_query_argv(ssh, target)))
+    if known is None:
+        return None
+    return any(stamp.mtime_ns > since * 1e9 for stamp in known.stamps if stamp.inode >= 0)
 
 
 def forget() -> None:

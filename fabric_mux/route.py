@@ -58,10 +58,19 @@ from .controldir import find_control_dir, prepare_control_dir
 from .exceptions import MasterStartFailed, MuxError, ServesAnotherRoute
 from .hops import jump_hops, proxy_command
 from .master import Master
-from .peers import process_argv
+from .peers import process_argv, process_cwd, process_started
 from .process import current
-from .resolve import find_ssh, resolve_config
-from .served import Endpoint, Served, send_env_of, served_by, ssh_command_target, unnamed_part
+from .resolve import changed_since, find_ssh, resolve_config
+from .served import (
+    TITLE,
+    Endpoint,
+    Served,
+    config_file_of,
+    rewritten_title,
+    send_env_of,
+    ssh_command_words,
+    unnamed_part,
+)
 from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 
 if TYPE_CHECKING:
@@ -70,6 +79,11 @@ if TYPE_CHECKING:
 __all__ = ["Route", "UserMasterLinks", "as_route", "user_master_links"]
 
 log = logging.getLogger("fabric_mux")
+
+#: Seconds of doubt in a process's start time (Linux gives the boot time to the second).
+_CLOCK_SLACK = 1.0
+#: Jump hosts of jump hosts followed, at most.
+_MOST_HOPS = 8
 
 
 class Route:
@@ -253,6 +267,7 @@ class Route:
         master = Master.at_user_path(
             self.ssh, self.target, path, self.resolved(), None, **self._master_settings()
         )
+        master.endpoint = self.endpoint()  # its hops resolved: what a start there serves
         pid = master.alive()
         if pid is not None:
             serves = self.serving(master, pid)
@@ -292,8 +307,25 @@ class Route:
     # -- which route a master serves (see fabric_mux.served) ----------------------
 
     def endpoint(self) -> Endpoint:
-        """Where this route's sessions land."""
-        return Endpoint.of(self.view())
+        """Where this route's sessions land, and how its server is verified."""
+        return self._endpoint_of(self.resolved(), self.target.config_file, self.host)
+
+    def _endpoint_of(
+        self, resolved: str, config_file: str | None, alias: str, depth: int = 0
+    ) -> Endpoint:
+        """The :class:`~fabric_mux.served.Endpoint` of ``alias``'s ``ssh -G``
+        answer, each ProxyJump hop resolved as that ssh resolves it (with its
+        ``-F`` file), hops of hops too (a ProxyJump naming the host itself is
+        ignored, as ssh does)."""
+        view = parse_resolved_config(resolved)
+        hops = []
+        for jump in jump_hops(view.get("proxyjump", "none")):
+            if jump.host == alias or depth >= _MOST_HOPS:
+                continue
+            hop = SshTarget(jump.host, jump.user, jump.port, config_file)
+            text = resolve_config(self.ssh, hop, keep_in=self._kept())
+            hops.append(self._endpoint_of(text, config_file, jump.host, depth + 1))
+        return Endpoint.of(view, hops)
 
     def serving(self, master: Master, pid: int) -> str | None:
         """None if the master ``pid`` at ``master``'s path (the user's, which other
@@ -303,35 +335,50 @@ class Route:
         if served is None:
             served = master.served.setdefault(pid, self._learn(pid))
         if served.endpoint is None:
-            part = self._unnamed_part(master.control_path)
-            if part is None:
+            part = self._unnamed_part(master.control_path) if served.unknown == TITLE else None
+            if served.unknown == TITLE and part is None:
                 return None
-            return (
-                "cannot be told apart from another route's (its ssh rewrote its command "
-                f"line, and the ControlPath does not name the {part}; %C names them all)"
-            )
+            why = f"the ControlPath does not name the {part}" if part else served.unknown
+            return f"cannot be told apart from another route's ({why})"
         if served.endpoint in (self.endpoint(), self._start_endpoint()):
             return None
+        mine = self.endpoint()
+        if served.endpoint[:4] == mine[:4]:
+            return "checks its server's host key by other rules (StrictHostKeyChecking...)"
         return f"connects to {served.endpoint.describe()}"
 
-    def send_env(self, master: Master) -> tuple[str, ...] | None:
-        """The SendEnv patterns of the master this route rides (None: every name)."""
+    def env_passed(self, master: Master) -> tuple[tuple[str, ...] | None, bool]:
+        """The SendEnv patterns of the master this route rides (None: every name),
+        and whether they are known (not for a master whose command line is gone)."""
         served = master.served.get(master.pid) if master.pid is not None else None
-        if served is None or served.endpoint is None:
-            return send_env_of(master.resolved) if master.users else None
-        return served.send_env
+        if served is None:
+            return (None, True) if not master.users else ((), False)
+        return served.send_env, served.endpoint is not None
 
     def _learn(self, pid: int) -> Served:
         """What master ``pid`` serves, from ``ssh -G`` of its command line."""
         argv = process_argv(pid)
-        target = ssh_command_target(argv) if argv else None
-        if target is None:
-            return Served(None, None)
+        if argv is not None and rewritten_title(argv, self._user_path()):
+            return Served(None, None, TITLE)
+        words = ssh_command_words(argv, process_cwd(pid)) if argv else None
+        if words is None:
+            return Served(None, None, "its command line cannot be read")
+        target = SshTarget("", words=words)
         try:
-            return served_by(resolve_config(self.ssh, target, keep_in=self._kept()))
+            resolved = resolve_config(self.ssh, target, keep_in=self._kept())
         except MuxError as exc:
             log.debug("%s: cannot read what master %d connects to: %s", self.host, pid, exc)
-            return Served(None, None)
+            return Served(None, None, "ssh -G cannot read its command line")
+        started = process_started(pid)
+        if started is None or changed_since(self.ssh, target, started + _CLOCK_SLACK):
+            # Its ssh read its ssh_config when it started: another version then.
+            # (A file changed within the slack of the start's time, which /proc
+            # gives to the second, counts as read: a change minutes later, as an
+            # edit after the morning's master is, does not.)
+            return Served(None, None, "its ssh_config changed since it started")
+        destination = parse_resolved_config(resolved).get("host", "")
+        endpoint = self._endpoint_of(resolved, config_file_of(words), destination)
+        return Served(endpoint, send_env_of(resolved))
 
     def _start_endpoint(self) -> Endpoint | None:
         """Where a master that fabric-mux starts for this route through a hop of
@@ -339,7 +386,11 @@ class Route:
         if self.hop() is None:
             return None
         there = resolve_config(self.ssh, self._target_there(False), keep_in=self._kept())
-        return Endpoint.of(parse_resolved_config(there))
+        return self._endpoint_of(there, self.target.config_file, self.host)
+
+    def _user_path(self) -> str:
+        mine = self.user_socket()
+        return mine[0] if mine else ""
 
     def _unnamed_part(self, path: str) -> str | None:
         target = self._asking_control_path() if self.settings.control_path else self.target
@@ -452,8 +503,13 @@ class Route:
 
     def hop_errors(self, hop_path: str, folder: Path) -> str:
         """Where the ProxyCommand through the hop's master at ``hop_path`` writes its
-        errors for this route: a file of ours (0600) in our private folder."""
-        return str(folder / f"{control_socket_name(hop_path + chr(10) + repr(self.target))}.err")
+        errors for this route: a file of ours (0600) in our private folder, named
+        after the hop and where this route lands (not after the alias or a
+        timeout: the file is in the master's command line, and so in what its
+        socket is named after)."""
+        where = self.endpoint()
+        name = control_socket_name(f"{hop_path}\n{where.user}@{where.hostname}:{where.port}")
+        return str(folder / f"{name}.err")
 
     def _start_through(
         self,

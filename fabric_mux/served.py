@@ -5,150 +5,194 @@ A control path that several routes can name (the user's ``ControlPath
 hosts) may hold a master of another route: OpenSSH alone would run the
 command there. fabric-mux hands a master only to the route it connects to,
 judged by its :class:`Endpoint`: the account, the host name and port ssh
-connects to, and the way there (ProxyJump or ProxyCommand).
+connects to, the way there (each jump host resolved as that ssh resolves it,
+or the ProxyCommand), and the rules its server's host key is checked by.
 
 What a master connects to is learned, in order:
 
 - a master this process started serves the route it was started for;
 - a master whose command line stands (one started with ``-f`` or in the
-  foreground, fabric-mux's own included): ``ssh -G`` of that command line;
+  foreground, fabric-mux's own included): ``ssh -G`` of that command line, its
+  words in their order, relative paths from its working folder; unless a file
+  that ``ssh -G`` read changed after the master started (it may have read
+  another version then): then it cannot be told;
 - a master started by an ``ssh`` client with ``ControlMaster auto`` and
   ``ControlPersist`` rewrote its command line (``ssh: PATH [mux]``): then the
   path itself must name the route (:func:`unnamed_part`), as ``%C`` or
-  ``%r@%h:%p`` do (and ``%j`` for a route through a jump host).
+  ``%r@%h:%p`` do, and the route must be direct (no token names a ProxyCommand,
+  nor a jump host's own settings). Its host-key rules cannot be read: they are
+  taken to be the user's ssh_config's, which made it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from .argv import SshTarget, parse_resolved_config, resolved_values
+from .argv import SshTarget, resolved_values
+from .hops import without_log
 
 __all__ = [
+    "HOST_KEY_RULES",
     "Endpoint",
     "Served",
+    "config_file_of",
     "rewritten_title",
+    "send_env_of",
     "sends_env",
-    "ssh_command_target",
+    "ssh_command_words",
     "unnamed_part",
 ]
 
+#: The ``ssh -G`` keywords that decide how the server's host key is checked.
+HOST_KEY_RULES = (
+    "stricthostkeychecking",
+    "userknownhostsfile",
+    "globalknownhostsfile",
+    "hostkeyalias",
+    "hostkeyalgorithms",
+    "knownhostscommand",
+    "checkhostip",
+    "verifyhostkeydns",
+)
+
 
 class Endpoint(NamedTuple):
-    """Where a session lands: as whom, on which host name and port, which way."""
+    """Where a session lands, and how its server is verified."""
 
     user: str
     hostname: str
     port: str
-    #: ``jump HOPS``, ``command COMMAND``, or empty for a direct connection.
+    #: ``jump`` and each hop's own endpoint, ``command`` and the ProxyCommand
+    #: (fabric-mux's own log file left out), or empty for a direct connection.
     way: str
+    #: The host-key rules (:data:`HOST_KEY_RULES`), as ``ssh -G`` says them.
+    keys: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def of(cls, view: Mapping[str, str]) -> Endpoint:
-        """The endpoint of a parsed ``ssh -G`` answer."""
+    def of(cls, view: Mapping[str, str], hops: Sequence[Endpoint] = ()) -> Endpoint:
+        """The endpoint of a parsed ``ssh -G`` answer; ``hops``: its ProxyJump's
+        hops, each resolved as that ssh resolves it."""
         jump = view.get("proxyjump", "none")
         command = view.get("proxycommand", "none")
-        way = (
-            f"jump {jump}" if jump != "none" else f"command {command}" if command != "none" else ""
+        if jump != "none":
+            way = "jump " + (" > ".join(hop.full() for hop in hops) if hops else jump)
+        elif command != "none":
+            way = f"command {without_log(command)}"
+        else:
+            way = ""
+        keys = tuple((key, view.get(key, "")) for key in HOST_KEY_RULES)
+        return cls(
+            view.get("user", ""), view.get("hostname", ""), view.get("port", "22"), way, keys
         )
-        return cls(view.get("user", ""), view.get("hostname", ""), view.get("port", "22"), way)
+
+    def full(self) -> str:
+        """Everything that tells it apart, as text."""
+        return f"{self.user}@{self.hostname}:{self.port} [{self.way}] {self.keys}"
 
     def describe(self) -> str:
-        """``user@host:port``, and the way there if not direct."""
+        """``user@host:port``, and how it gets there if not directly. (Not a
+        ProxyCommand's words: they may hold a secret.)"""
         where = f"{self.user}@{self.hostname}:{self.port}"
         if self.way.startswith("jump "):
-            return f"{where} via {self.way[5:]}"
+            hops = self.way[5:].split(" > ")
+            return f"{where} via {' > '.join(hop.split(' [', 1)[0] for hop in hops)}"
         if self.way:
-            return f"{where} through ProxyCommand {self.way[8:]}"
+            return f"{where} through a ProxyCommand"
         return where
 
 
 class Served(NamedTuple):
     """What a master process was found to serve."""
 
-    #: None: it cannot be told (see :func:`unnamed_part`).
+    #: None: it cannot be told; ``unknown`` says why.
     endpoint: Endpoint | None
     #: The master's SendEnv patterns (ssh passes a session's variables only for
     #: names they match); None: every name (fabric-mux's own masters).
     send_env: tuple[str, ...] | None
+    #: Why the endpoint cannot be told: empty where it can; :data:`TITLE` where
+    #: the command line is gone (the path may still name the route).
+    unknown: str = ""
 
+
+#: :attr:`Served.unknown` of a master whose command line ssh rewrote.
+TITLE = "its ssh rewrote its command line"
 
 #: ssh's options that take an argument (OpenSSH 8.0 to 10.x, ``ssh.c``'s getopt string).
 _WITH_ARGUMENT = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
 #: Its options that take none.
-_FLAGS = frozenset("1246afgkMNnqsTtVvXxYyACGK")
+_FLAGS = frozenset("1246AaCfGgKkMNnqsTtVvXxYyZ")
+#: Of them, what ``ssh -G`` must not be given: a log file it would write, a
+#: control command or query instead of the configuration, the version.
+_LEFT_OUT = frozenset("EOQWGV")
 
 
-def ssh_command_target(argv: Sequence[str]) -> SshTarget | None:
-    """The :class:`SshTarget` whose ``ssh -G`` shows what the ssh command line
-    ``argv`` connects to: its destination, and its ``-F``, ``-l``, ``-p``, ``-J``
-    and ``-o`` options (the others cannot change the endpoint); None if ``argv``
-    is not an ssh command line that names a destination.
-
-    Parsed as ssh parses it: options may come after the destination too, and
-    what follows the destination's options is the remote command.
+def ssh_command_words(argv: Sequence[str], cwd: str | None) -> tuple[str, ...] | None:
+    """The words of the ssh command line ``argv`` that ``ssh -G`` needs to see what
+    it connects to: its options and destination in their order (ssh keeps the
+    first value it meets of each keyword, the destination's ``user@`` first of
+    all), without its remote command and without what would make ``ssh -G`` do
+    something else (:data:`_LEFT_OUT`). A relative ``-F`` is taken from ``cwd``,
+    the process's working folder. None if ``argv`` is not an ssh command line
+    that names a destination, or a relative ``-F`` has no known folder.
     """
-    if not argv or not argv[0].rsplit("/", 1)[-1].startswith("ssh"):
+    if not argv or not os.path.basename(argv[0]).startswith("ssh"):
         return None
-    words = list(argv[1:])
-    destination: str | None = None
-    config_file: str | None = None
-    user: str | None = None
-    port: int | None = None
-    options: list[str] = []
+    words: list[str] = []
+    rest = list(argv[1:])
+    destination = False
     index = 0
-    while index < len(words):
-        word = words[index]
+    while index < len(rest):
+        word = rest[index]
         index += 1
         if word == "--":
-            if destination is None and index < len(words):
-                destination = words[index]
+            if not destination and index < len(rest):
+                words += ["--", rest[index]]
+                destination = True
             break
         if not word.startswith("-") or word == "-":
-            if destination is not None:
+            if destination:
                 break  # the remote command
-            destination = word
+            words.append(word)
+            destination = True
             continue
         letters = word[1:]
         while letters:
             letter, letters = letters[0], letters[1:]
             if letter in _FLAGS:
+                if letter not in _LEFT_OUT:
+                    words.append(f"-{letter}")  # in its place: -A before -o ForwardAgent=no
                 continue
             if letter not in _WITH_ARGUMENT:
                 return None  # not an option ssh knows: not ssh's command line
             if not letters:
-                if index >= len(words):
+                if index >= len(rest):
                     return None
-                letters, index = words[index], index + 1
+                letters, index = rest[index], index + 1
             value, letters = letters, ""
-            if letter == "F":
-                config_file = value
-            elif letter == "l":
-                user = value
-            elif letter == "p":
-                if not value.isdigit():
+            if letter == "F" and value != "none" and not os.path.isabs(value):
+                if cwd is None:
                     return None
-                port = int(value)
-            elif letter == "J":
-                options.append(f"ProxyJump={value}")
-            elif letter == "o":
-                options.append(value)
-    if not destination:
-        return None
-    return SshTarget(destination, user, port, config_file, options=tuple(options))
+                value = os.path.join(cwd, value)
+            if letter not in _LEFT_OUT:
+                words += [f"-{letter}", value]
+    return tuple(words) if destination else None
+
+
+def config_file_of(words: Sequence[str]) -> str | None:
+    """The ``-F`` file a command line's words name (the first one, as ssh takes)."""
+    for flag, value in zip(words, words[1:]):
+        if flag == "-F":
+            return value
+    return None
 
 
 def rewritten_title(argv: Sequence[str], path: str) -> bool:
     """Whether ``argv`` is the title a backgrounded ``ControlPersist`` master
     gives itself (``ssh: PATH [mux]``): its own command line is gone."""
     return len(argv) == 1 and argv[0] == f"ssh: {path} [mux]"
-
-
-def served_by(resolved: str) -> Served:
-    """What a master serves, from ``ssh -G`` of its command line."""
-    return Served(Endpoint.of(parse_resolved_config(resolved)), send_env_of(resolved))
 
 
 def send_env_of(resolved: str) -> tuple[str, ...]:
@@ -180,20 +224,19 @@ def unnamed_part(
     -G`` expands it) does not name (``user or port``); None if it names them
     all, so that no master of another route can be at ``path``.
 
-    Each part is changed in turn (the user, the port, the host name, and the
-    jump host for a route that goes through one) and the path asked again with
-    ``control_path_of``: a part whose change leaves the path as it was is not
-    in it.
+    Each part is changed in turn (the user, the port, the host name) and the
+    path asked again with ``control_path_of``: a part whose change leaves the
+    path as it was is not in it. A way through a ProxyCommand or a jump host is
+    never named whole: no token holds a ProxyCommand, and ``%j`` (``%C``'s part
+    of it) is the jump host's name, not where another ssh_config takes it.
     """
+    if Endpoint.of(view).way:
+        return "way there, which no token names whole (a ProxyCommand, a jump host's settings)"
     port = view.get("port", "22")
     changes: list[tuple[str, SshTarget]] = [
         ("user", target._replace(user=_PROBE_USER)),
         ("port", target._replace(port=1 if port != "1" else 2)),
         ("host name", target._replace(options=(f"HostName={_PROBE_HOST}", *target.options))),
     ]
-    if Endpoint.of(view).way:
-        changes.append(
-            ("jump host", target._replace(options=(f"ProxyJump={_PROBE_HOST}", *target.options)))
-        )
     unnamed = [part for part, changed in changes if control_path_of(changed) == path]
     return " or ".join(unnamed) or None

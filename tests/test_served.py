@@ -1,0 +1,393 @@
+"""What a master at a shared path connects to, read as its own ssh reads it: the
+order of its command line's words, its working folder, when it started, its way
+there and its host-key rules. Each case is a config a user has, against real
+servers; the task must land where its host says, as the account it says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import fabric
+import pytest
+from test_shared_paths import GATED_RELAY, one_address, ports, sockets  # noqa: F401
+from test_user_masters import prepend, run_ssh
+from waiting import wait_until
+
+from fabric_mux import MuxConnection
+from fabric_mux.exceptions import EnvNotSent, RunInterrupted
+from fabric_mux.master import master_pids
+from fabric_mux.process import MasterStarts
+from fabric_mux.pytest_plugin import FleetFactory
+from fabric_mux.served import ssh_command_words
+from fabric_mux.testing import Fleet
+
+
+def landed(c: MuxConnection) -> tuple[str, int]:
+    """As whom, and on which server's port, a command of ``c`` runs."""
+    said = c.run('echo "$(id -un) $SSH_CONNECTION"', hide=True).stdout.split()
+    return said[0], int(said[4])
+
+
+def config(fleet: Fleet, control_dir: Path) -> fabric.Config:
+    return fleet.fabric_config({"mux": {"control_dir": str(control_dir)}})
+
+
+# -- the command line read as ssh reads it ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["ssh", "-fN", "web"], ("-f", "-N", "web")),
+        (["ssh", "root@web", "-l", "bob", "uptime"], ("root@web", "-l", "bob")),
+        (["ssh", "-p2", "-oUser=x", "--", "web", "ls"], ("-p", "2", "-o", "User=x", "--", "web")),
+        (["ssh", "-E", "log", "-O", "check", "-F", "cfg", "w"], ("-F", "/here/cfg", "w")),
+        (["/usr/bin/ssh", "-GV", "-Z", "web"], ("-Z", "web")),
+        (["ssh", "-F", "cfg"], None),
+        (["sshd", "-D"], None),
+        (["python3", "x.py"], None),
+        (["ssh", "-%", "web"], None),
+    ],
+)
+def test_a_command_line_keeps_its_order_and_its_folder(
+    argv: list[str], words: tuple[str, ...] | None
+) -> None:
+    assert ssh_command_words(argv, "/here") == words
+    if words and any(word.startswith("/here") for word in words):
+        assert ssh_command_words(argv, None) is None  # a relative -F with no known folder
+
+
+# -- first value wins -----------------------------------------------------------------------
+
+
+def test_the_first_user_and_port_of_a_masters_command_line_are_the_ones_it_used(
+    one_address: Fleet,  # noqa: F811
+    control_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``ssh root@host1 -l fmuxtest``: ssh logs in as root (the destination's user
+    comes first). Read in another order, it would look like the user's own."""
+    user = one_address.servers[0].user
+    run_ssh(["ssh", "-F", str(one_address.ssh_config), "-fN", "root@host1", "-l", user])
+    c = MuxConnection("host1", config=config(one_address, control_dir))
+    assert landed(c) == (user, ports(one_address)["host1"])
+    assert c.control_path is not None and c.control_path.startswith(str(control_dir))
+    assert "connects to root@127.0.0.1" in caplog.text
+
+
+def test_a_relative_config_file_is_the_one_in_the_masters_folder(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fleet = sshd_fleet(2)
+    common = fleet.ssh_config.read_text().split("Host *", 1)[1]
+    for name, server in (("a", fleet.servers[0]), ("b", fleet.servers[1])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ssh_config").write_text(
+            f"Host web\n    HostName 127.0.0.1\n    Port {server.port}\n    User {server.user}\n"
+            f"    ControlMaster auto\n    ControlPath {sockets}/cm-%h\n"
+            f"Host *{common}"
+        )
+    subprocess.run(
+        ["ssh", "-F", "ssh_config", "-fN", "web"],
+        cwd=tmp_path / "a",
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+    # fab -S ssh_config, run from b: b's file, not a's, though the words are the same.
+    monkeypatch.chdir(tmp_path / "b")
+    settings = fabric.Config(
+        runtime_ssh_path="ssh_config", overrides={"mux": {"control_dir": str(control_dir)}}
+    )
+    assert landed(MuxConnection("web", config=settings))[1] == fleet.servers[1].port
+    assert fleet.logins() == {"host1": 1, "host2": 1}
+
+
+def test_a_config_edited_after_the_master_started_makes_it_unknown(
+    one_address: Fleet,  # noqa: F811
+    control_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run_ssh(["ssh", "-F", str(one_address.ssh_config), "-fN", "host1"])
+    # host1 moved to the other server's port, later in the day (its file's time says so).
+    text = one_address.ssh_config.read_text()
+    moved = text.replace(
+        f"Port {ports(one_address)['host1']}\n", f"Port {ports(one_address)['host2']}\n", 1
+    )
+    one_address.ssh_config.write_text(moved)
+    later = time.time() + 60
+    os.utime(one_address.ssh_config, (later, later))
+    c = MuxConnection("host1", config=config(one_address, control_dir))
+    assert landed(c)[1] == ports(one_address)["host2"]
+    assert "its ssh_config changed since it started" in caplog.text
+
+
+# -- host-key rules --------------------------------------------------------------------------
+
+
+def test_a_master_that_checks_no_host_key_is_not_ridden_by_a_route_that_does(
+    one_address: Fleet,  # noqa: F811
+    control_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lax = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    run_ssh(["ssh", "-F", str(one_address.ssh_config), "-fN", *lax, "host1"])
+    c = MuxConnection("host1", config=config(one_address, control_dir))
+    c.run("true")
+    assert c.control_path is not None and c.control_path.startswith(str(control_dir))
+    assert "checks its server's host key by other rules" in caplog.text
+    assert one_address.logins()["host1"] == 2
+
+
+# -- the way there ---------------------------------------------------------------------------
+
+
+def test_two_proxycommands_to_one_address_are_two_routes_whatever_the_path_names(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``prod-db`` and ``stage-db``: one HostName, Port and User, each through its own
+    ProxyCommand to another site. ``%C`` (with ``%j`` from 9.6) does not tell them
+    apart: no token names a ProxyCommand."""
+    fleet = sshd_fleet(2)
+    relay = tmp_path / "relay.py"
+    relay.write_text(GATED_RELAY)
+    blocks = ""
+    for name, server in (("prod-db", fleet.servers[0]), ("stage-db", fleet.servers[1])):
+        blocks += (
+            f"Host {name}\n    HostName db.internal\n    Port 22\n    User {server.user}\n"
+            f"    HostKeyAlias [127.0.0.1]:{server.port}\n"
+            f"    ProxyCommand {sys.executable} {relay} 127.0.0.1 {server.port} {tmp_path}\n"
+        )
+    prepend(
+        fleet.ssh_config,
+        f"{blocks}Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n"
+        "    ControlPersist 60\n",
+    )
+    run_ssh(["ssh", "-F", str(fleet.ssh_config), "prod-db", "true"])
+    c = MuxConnection("stage-db", config=config(fleet, control_dir))
+    assert landed(c)[1] == fleet.servers[1].port  # stage's server, through stage's way
+    assert fleet.logins() == {"host1": 1, "host2": 1}
+    said = [line for line in caplog.text.splitlines() if "using a master" in line]
+    assert said and str(relay) not in said[0]  # a ProxyCommand's words are not shown
+
+
+def test_the_same_bastion_alias_in_two_config_files_is_two_ways(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """a.conf and b.conf both say ``Host db: ProxyJump bastion``, and each file's
+    ``bastion`` is another server: the jump host is resolved in the master's own file."""
+    fleet = sshd_fleet(3)
+    target, site_a, site_b = fleet.servers
+    common = fleet.ssh_config.read_text().split("Host *", 1)[1]
+    files = {}
+    for name, jump in (("a", site_a), ("b", site_b)):
+        files[name] = tmp_path / f"{name}.conf"
+        files[name].write_text(
+            f"Host db\n    HostName 127.0.0.1\n    Port {target.port}\n    User {target.user}\n"
+            f"    ProxyJump bastion\n"
+            f"Host bastion\n    HostName 127.0.0.1\n    Port {jump.port}\n    User {jump.user}\n"
+            f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%h-%p-%r\n"
+            f"    ControlPersist 60\n{common}"
+        )
+    run_ssh(["ssh", "-F", str(files["a"]), "-fN", "db"])
+    assert fleet.logins() == {"host1": 1, "host2": 1, "host3": 0}
+    b = MuxConnection(
+        "db",
+        config=fabric.Config(
+            runtime_ssh_path=str(files["b"]), overrides={"mux": {"control_dir": str(control_dir)}}
+        ),
+    )
+    b.run("true")
+    # Through b's bastion: a login there, and one more at the target.
+    assert fleet.logins() == {"host1": 2, "host2": 1, "host3": 1}
+    assert "connects to" in caplog.text and "via" in caplog.text
+
+
+# -- environment --------------------------------------------------------------------------------
+
+
+def test_env_for_a_master_whose_command_line_is_gone_is_refused(
+    one_address: Fleet,  # noqa: F811
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+) -> None:
+    """Ridden where its path names the route (``%C``), but its SendEnv cannot be
+    read: variables sent as a session's own would be dropped without a word."""
+    prepend(one_address.ssh_config, f"Host host1\n    ControlPath {sockets}/cm-%C\n")
+    run_ssh(["ssh", "-F", str(one_address.ssh_config), "host1", "true"])
+    c = MuxConnection("host1", config=config(one_address, control_dir), inline_ssh_env=False)
+    c.run("true")
+    assert c.control_path is not None and c.control_path.startswith(f"{sockets}/cm-")
+    with pytest.raises(EnvNotSent, match="cannot be told"):
+        c.run("echo $FMUX_A", env={"FMUX_A": "1"}, hide=True)
+    assert one_address.logins()["host1"] == 1
+
+
+# -- starts that race ------------------------------------------------------------------------
+
+
+def test_ctrl_c_as_a_start_that_lost_the_path_ends_leaves_the_users_master_alone(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fleet = sshd_fleet(1)
+    server = fleet.servers[0]
+    (tmp_path / "relay.py").write_text(GATED_RELAY)
+    prepend(
+        fleet.ssh_config,
+        f"Host slow\n    HostName 127.0.0.1\n    Port {server.port}\n"
+        f"    ProxyCommand {sys.executable} {tmp_path / 'relay.py'} %h %p {tmp_path}\n"
+        f"    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
+    )
+    c = MuxConnection("slow", config=config(fleet, control_dir))
+    (tmp_path / "hold").touch()
+    # Ctrl-C lands as the login ends: the start is no longer wanted.
+    monkeypatch.setattr(MasterStarts, "end", lambda self, proc: False)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.run("true")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        assert wait_until((tmp_path / "waiting").exists, 30)
+        (tmp_path / "hold").unlink()
+        run_ssh(["ssh", "-F", str(fleet.ssh_config), "-fN", "-o", "ControlMaster=yes", "slow"])
+    finally:
+        (tmp_path / "go").touch()
+        worker.join(60)
+    assert [type(exc) for exc in outcome] == [RunInterrupted]
+    path = next(sockets.iterdir())
+    done = subprocess.run(
+        ["ssh", "-S", str(path), "-O", "check", "x"], capture_output=True, check=False
+    )
+    assert done.returncode == 0  # the user's master is still up
+    assert wait_until(lambda: not master_pids(str(path)), 30)  # ours is not
+
+
+WAITING_CLIENT = textwrap.dedent(
+    """
+    import logging, sys
+    import fabric
+    from fabric_mux import MuxConnection
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    mux = {"mux": {"control_dir": sys.argv[2]}}
+    config = fabric.Config(runtime_ssh_path=sys.argv[1], overrides=mux)
+    c = MuxConnection(sys.argv[3], config=config)
+    print(c.run("echo hi", hide=True).stdout, end="")
+    print(c.control_path, file=sys.stderr)
+    """
+)
+
+
+def test_two_control_folders_start_at_one_user_path_one_at_a_time(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """cron's control folder and a terminal's differ: their starts at the user's
+    path still take turns, and the second rides the first's master."""
+    fleet = sshd_fleet(1)
+    server = fleet.servers[0]
+    (tmp_path / "relay.py").write_text(GATED_RELAY)
+    prepend(
+        fleet.ssh_config,
+        f"Host slow\n    HostName 127.0.0.1\n    Port {server.port}\n"
+        f"    ProxyCommand {sys.executable} {tmp_path / 'relay.py'} %h %p {tmp_path}\n"
+        f"    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
+    )
+    (tmp_path / "hold").touch()
+    clients = []
+    for name in ("cron", "terminal"):
+        folder = tmp_path / name
+        clients.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WAITING_CLIENT, str(fleet.ssh_config), str(folder), "slow"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        if name == "cron":
+            assert wait_until((tmp_path / "waiting").exists, 30)
+    second = clients[1]
+    assert second.stderr is not None
+    said = second.stderr.readline()  # it waits for the first, or (before) starts its own
+    (tmp_path / "go").touch()
+    outputs = [client.communicate(timeout=60)[0] for client in clients]
+    assert outputs == ["hi\n", "hi\n"]
+    assert "waiting for process" in said
+    assert server.logins() == 1
+
+
+# -- bastions ------------------------------------------------------------------------------
+
+
+def test_aliases_and_timeouts_behind_a_bastion_share_one_master(
+    sshd_fleet: FleetFactory, control_dir: Path
+) -> None:
+    fleet = sshd_fleet(1, bastion=True)
+    fleet.ssh_config.write_text(
+        fleet.ssh_config.read_text().replace("Host host1\n", "Host host1 host1b\n", 1)
+    )
+    settings = config(fleet, control_dir)
+    paths = set()
+    for c in (
+        MuxConnection("host1", config=settings),
+        MuxConnection("host1b", config=settings),
+        MuxConnection("host1", connect_timeout=7, config=settings),
+    ):
+        c.run("true")
+        paths.add(c.control_path)
+    assert len(paths) == 1
+    assert fleet.logins() == {"host1": 1, "bastion": 1}
+
+
+def test_a_master_started_at_the_users_path_through_a_bastion_is_ridden_from_another_folder(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+    tmp_path: Path,
+) -> None:
+    fleet = sshd_fleet(1, bastion=True)
+    prepend(
+        fleet.ssh_config,
+        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
+    )
+    first = MuxConnection("host1", config=config(fleet, control_dir))
+    first.run("true")
+    # Another process, with another control folder: it knows the master only by
+    # its command line, whose ProxyCommand logs into the first folder.
+    elsewhere = tmp_path / "elsewhere"
+    argv = [sys.executable, "-c", WAITING_CLIENT, str(fleet.ssh_config), str(elsewhere), "host1"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout == "hi\n"
+    assert done.stderr.splitlines()[-1] == first.control_path
+    assert fleet.logins()["host1"] == 1
