@@ -171,6 +171,9 @@ def _still_starting(host: str, path: str, wait: float, pid: int | None) -> Start
     )
 
 
+#: What ssh says when it finds its ControlPath taken as it is about to listen there.
+_LOST = "disabling multiplexing"
+
 #: Seconds before the first retry of a transient connect failure; doubled each time.
 RETRY_FIRST_DELAY = 0.25
 
@@ -563,10 +566,13 @@ class Master:
         """
         pid = self.alive()
         seen = process_argv(pid) if pid is not None else None
-        # Any other master with our very command line has no socket: a loser of
-        # this race, or of an earlier one (another control folder's start).
-        self._end_ours(argv, keep=pid)
-        if pid is not None and (seen is None or seen == argv):
+        ours = pid is not None and (seen is None or seen == argv)
+        if not ours or _LOST in stderr:
+            # Another master took the path while ours logged in: ours, logged in
+            # with no socket, is ended. (Only then is every process looked at:
+            # a fleet's starts would each read all of /proc otherwise.)
+            self._end_ours(argv, keep=pid if ours else None)
+        if ours and pid is not None:
             self.served[pid] = Served(self.endpoint, None)
             log.info("started master pid %d for %s at %s", pid, self.host, self.control_path)
             return pid

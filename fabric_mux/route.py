@@ -118,6 +118,7 @@ class Route:
         self.connect_timeout = config.timeouts.connect or self.settings.connect_timeout
         self._resolved: str | None = None
         self._hop: tuple[Route | None, str | None] | None = None
+        self._endpoint: Endpoint | None = None
 
     @classmethod
     def for_host(
@@ -308,7 +309,9 @@ class Route:
 
     def endpoint(self) -> Endpoint:
         """Where this route's sessions land, and how its server is verified."""
-        return self._endpoint_of(self.resolved(), self.target.config_file, self.host)
+        if self._endpoint is None:
+            self._endpoint = self._endpoint_of(self.resolved(), self.target.config_file, self.host)
+        return self._endpoint
 
     def _endpoint_of(
         self, resolved: str, config_file: str | None, alias: str, depth: int = 0
