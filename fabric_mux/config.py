@@ -21,6 +21,8 @@ from .upstream import load_shell_env
 
 __all__ = [
     "DEFAULTS",
+    "KEYS",
+    "Key",
     "MuxConfig",
     "MuxSettings",
     "checked_flag",
@@ -31,60 +33,188 @@ __all__ = [
 
 T = TypeVar("T")
 
+
+class Key(NamedTuple):
+    """One ``mux`` key: the configuration reference is made from these."""
+
+    name: str
+    default: Any
+    #: What it takes, as its error says it (``BadConfig``), in reST.
+    takes: str
+    #: What it does, in reST.
+    meaning: str
+
+    @property
+    def variable(self) -> str:
+        """The environment variable that sets it for one run."""
+        return f"FABRIC_MUX_{self.name.upper()}"
+
+
+#: Every ``mux`` key, in the order the reference lists them.
+KEYS: tuple[Key, ...] = (
+    Key(
+        "enabled",
+        True,
+        "true or false",
+        "``fab`` with ``MuxExecutor`` hands tasks a ``MuxConnection``; ``false`` gives plain "
+        "Fabric connections back (``fabmux --no-mux``).",
+    ),
+    Key(
+        "control_dir",
+        None,
+        "a path, or null",
+        "The folder of the control sockets; created 0700, and refused if others can write to "
+        "it or it is not yours (see :ref:`control-folder`). ``null``: "
+        "``$XDG_RUNTIME_DIR/fabric-mux``, else ``~/.ssh/fabric-mux``. Spaces are fine; a "
+        "double quote is refused (ssh's options cannot carry one).",
+    ),
+    Key(
+        "user_masters",
+        True,
+        "true or false",
+        "Ride (and start, for ``ControlMaster auto``) the masters at the ControlPath your "
+        "ssh_config gives a host, when the connection is the one a bare ``ssh HOST`` makes "
+        "(see :doc:`/howto/own-controlmaster`). ``false``: fabric-mux's own masters only.",
+    ),
+    Key(
+        "control_path",
+        None,
+        "a path, or null",
+        "A control socket to ride for every host, as ``ssh -S`` does (``fabmux "
+        "--mux-control-path``): ``%`` tokens and ``~`` as in ssh's ControlPath; a master is "
+        "started there if none answers. The master there serves only the route it connects "
+        "to. Spaces are fine; a double quote is refused. ``null``: see ``user_masters``.",
+    ),
+    Key(
+        "persist",
+        600,
+        "seconds, a time as ControlPersist takes it (``10m``, ``1h30m``), or yes/no",
+        "``ControlPersist``: how long a master stays up after its last session (``fabmux "
+        "--mux-persist``). ``0`` or ``false``: the master ends when the connection closes "
+        "(and a second after a crash).",
+    ),
+    Key("ssh_path", "ssh", "a program's name or path", "The OpenSSH client to run."),
+    Key(
+        "ssh_options",
+        [],
+        "a list of ``Key=value`` ssh options, or text of one option a line",
+        'Extra ``-o`` options for the master, e.g. ``["Compression=yes"]``; each as '
+        "``ssh -o`` takes it, spaces and all, with no quoting.",
+    ),
+    Key(
+        "max_sessions",
+        10,
+        "a whole number, 1 or more",
+        "Sessions this process opens at once on one master (sshd's ``MaxSessions`` "
+        "default); more wait their turn.",
+    ),
+    Key(
+        "server_alive_interval",
+        15,
+        "a whole number of seconds, or null",
+        "``ServerAliveInterval`` for masters, over ssh_config's: a frozen server fails "
+        "sessions instead of hanging them. ``null`` or ``0``: leave ssh_config's or ssh's.",
+    ),
+    Key(
+        "server_alive_count_max",
+        3,
+        "a whole number, 1 or more",
+        "``ServerAliveCountMax`` for masters.",
+    ),
+    Key(
+        "connect_timeout",
+        10,
+        "a whole number of seconds, or null",
+        "``ConnectTimeout`` for starting a master, where neither Fabric (``fab -t``) nor "
+        "ssh_config sets one. ``null`` or ``0``: none.",
+    ),
+    Key(
+        "reply_timeout",
+        30,
+        "a number of seconds, or null",
+        "Seconds to wait for the master to answer a request (a session open, a forward). "
+        "``null`` or ``0``: no limit.",
+    ),
+    Key(
+        "connect_retries",
+        2,
+        "a whole number, 0 or more",
+        "Retries, with backoff, of a master start whose connection was refused or reset. "
+        "Authentication, host-key and timeout failures, and starts through a ProxyCommand "
+        "of yours, are never retried.",
+    ),
+    Key(
+        "masters_at_once",
+        None,
+        "a whole number, 1 or more, or null",
+        "Masters a ``fab`` run or a ``MuxThreadingGroup`` starts at the same time. ``null``: "
+        "32 at first, one more for each login that completes, halved by a timeout or a "
+        "refused connection, and at most 8 at once through one door (a server's address, "
+        "or your ProxyCommand), below sshd's default ``MaxStartups 10:30:100``.",
+    ),
+    Key(
+        "parallel",
+        False,
+        "true or false",
+        "``fab`` runs each task on all hosts at once, tasks in order (``fabmux -P``).",
+    ),
+    Key(
+        "pool_size",
+        None,
+        "a whole number, 1 or more, or null",
+        "Hosts a parallel run works on at the same time (``fabmux -z``). ``null``: all of "
+        "them, as file descriptors allow.",
+    ),
+    Key(
+        "prefix",
+        True,
+        "true or false",
+        "In a parallel run or a ``MuxThreadingGroup``, each output line starts with "
+        "``[host]``. ``false`` leaves the lines bare.",
+    ),
+    Key(
+        "serial",
+        None,
+        "a number of hosts a batch, a percentage (``20%``), or a list of them "
+        "(``1,10%,100%``), or null",
+        "A rolling run (``fabmux --serial``): every task on a batch of hosts, then on the "
+        "next; a list gives batch after batch, its last size repeated (``1,10%,100%``: a "
+        "canary first). Implies ``parallel``. ``null``: one batch.",
+    ),
+    Key(
+        "max_fail",
+        None,
+        "a number of hosts (0 or more) or a percentage (0% to 100%), or null",
+        "The failure budget (``fabmux --max-fail``): hosts that may fail, a number or a "
+        "percentage of those started, before no task or batch starts any more. ``null``: "
+        "with ``serial``, 0; else no limit.",
+    ),
+    Key(
+        "gather",
+        False,
+        "true or false",
+        "In a parallel run, each task's output is shown once per distinct output, under the "
+        "hosts that gave it (``web[01-38,40]``), when the task ends (``fabmux --gather``).",
+    ),
+    Key(
+        "report",
+        None,
+        "a path, or null",
+        "Write a JSON report of each parallel run to this file (``fabmux --report``; see "
+        ":doc:`/reference/report`). ``null``: none.",
+    ),
+    Key(
+        "failed_hosts",
+        None,
+        "a path, null or false",
+        "Where a parallel run that had failures lists their hosts, for ``-H @FILE``. "
+        "``null``: ``$XDG_STATE_HOME/fabric-mux/failed-hosts`` (else "
+        "``~/.local/state/fabric-mux/failed-hosts``); ``false``: nowhere.",
+    ),
+)
+
 #: Every ``mux`` key with its default. ``fabric.yaml`` may set any subset.
-DEFAULTS: dict[str, Any] = {
-    # fab hands tasks a MuxConnection (False: plain fabric.Connection).
-    "enabled": True,
-    # Folder of the control sockets (None: $XDG_RUNTIME_DIR/fabric-mux or ~/.ssh/fabric-mux).
-    "control_dir": None,
-    # Ride (or, with ControlMaster auto, start) the master at the ControlPath that the
-    # user's ssh_config names for a host, where the connection is the one a bare
-    # `ssh HOST` makes (False: always a master of fabric-mux's own).
-    "user_masters": True,
-    # A control socket to ride, as `ssh -S PATH` does (ssh's % tokens and ~ expanded):
-    # the master there decides the user, host and settings. None: see user_masters.
-    "control_path": None,
-    # ControlPersist seconds after the last session; 0/False: only while this process holds it.
-    "persist": 600,
-    # The OpenSSH client to run.
-    "ssh_path": "ssh",
-    # Extra "-o Key=value" options for the master, e.g. ["Compression=yes"].
-    "ssh_options": [],
-    # Sessions this process opens at once on one master (sshd's MaxSessions is 10).
-    "max_sessions": 10,
-    # Keep-alives for masters, over ssh_config's (None: leave ssh_config's or ssh's value).
-    "server_alive_interval": 15,
-    "server_alive_count_max": 3,
-    # ConnectTimeout for starting a master when neither Fabric nor ssh_config sets one.
-    "connect_timeout": 10,
-    # Seconds to wait for the master to answer a request (a session open, a forward).
-    "reply_timeout": 30,
-    # Retries, with backoff, of a master start whose connection was refused or reset.
-    "connect_retries": 2,
-    # Masters a run (fab, a MuxThreadingGroup) starts at the same time (null: as many as
-    # keep logins completing, see fabric_mux.warmup).
-    "masters_at_once": None,
-    # fab runs each task on all hosts at once (fabmux -P), tasks in order.
-    "parallel": False,
-    # Hosts a parallel run works on at the same time (fabmux -z; null: all of them).
-    "pool_size": None,
-    # In a parallel run or a MuxThreadingGroup, each output line starts with [host].
-    "prefix": True,
-    # A rolling run (fabmux --serial): hosts in batches of this many, or a percentage, or
-    # a list of them for batch after batch ("1,10%,100%": a canary first). Implies parallel.
-    "serial": None,
-    # How many hosts may fail (a count, or a percentage of those started) before a parallel
-    # run stops starting tasks and batches (null: with batches, none may; else no limit).
-    "max_fail": None,
-    # In a parallel run, each task's output is shown once per distinct output, under the
-    # hosts that gave it (web[01-38,40]), when the task ends; nothing as it comes.
-    "gather": False,
-    # Write a JSON report of each parallel run here (null: none).
-    "report": None,
-    # Where a parallel run that had failures lists their hosts, for -H @FILE (null:
-    # $XDG_STATE_HOME/fabric-mux/failed-hosts; false: nowhere).
-    "failed_hosts": None,
-}
+DEFAULTS: dict[str, Any] = {key.name: key.default for key in KEYS}
 
 
 class MuxSettings(NamedTuple):
