@@ -40,7 +40,7 @@ from .master import Master, alive_pid, master_pids, stop_socket
 from .route import Route, UserMasterLinks
 from .screen import visible
 
-__all__ = ["MasterInfo", "main", "masters_in"]
+__all__ = ["MasterInfo", "main", "masters_in", "parser"]
 
 
 @dataclass(frozen=True)
@@ -301,19 +301,25 @@ def _clear_helper_sockets(folder: Path) -> None:
                 continue
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser(default_dir: str | None = None) -> argparse.ArgumentParser:
+    """The ``fabric-mux`` command line; ``default_dir``: how ``--help`` names the
+    default control folder (None: the one this machine would use)."""
+    if default_dir is None:
+        default_dir = str(default_control_dirs()[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--control-dir",
         type=Path,
         default=argparse.SUPPRESS,
+        metavar="DIR",
         help="folder of the control sockets (default: mux.control_dir from fabric.yaml or "
-        f"FABRIC_MUX_CONTROL_DIR, else {default_control_dirs()[0]})",
+        f"FABRIC_MUX_CONTROL_DIR, else {default_dir})",
     )
     common.add_argument(
         "-F",
         "--ssh-config",
         default=argparse.SUPPRESS,
+        metavar="FILE",
         help="ssh_config file, as given to fab -S",
     )
     parser = argparse.ArgumentParser(
@@ -328,15 +334,15 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check", parents=[common], help="is HOST's master running? (exit 0 if so)"
     )
-    check.add_argument("host")
+    check.add_argument("host", metavar="HOST")
     stop = commands.add_parser("stop", parents=[common], help="end HOST's master, or --all")
-    stop.add_argument("host", nargs="?")
+    stop.add_argument("host", nargs="?", metavar="HOST")
     stop.add_argument("--all", action="store_true", help="every master in the folder")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     args.control_dir = getattr(args, "control_dir", None)
     args.ssh_config = getattr(args, "ssh_config", None)
     try:

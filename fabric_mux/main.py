@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from fabric import __version__ as fabric_version
 from fabric.main import Fab
@@ -15,16 +15,35 @@ from .config import MuxConfig, checked_flag, project_folder
 from .executor import MuxExecutor
 from .upstream import set_overrides
 
-__all__ = ["MuxFab", "make_program", "program"]
+__all__ = ["SWITCHES", "VALUE_FLAGS", "MuxFab", "ValueFlag", "make_program", "program"]
 
-#: The flags that give a ``mux`` key a value: the key, and the flag as its errors name it.
-_VALUE_FLAGS = {
-    "mux-persist": ("persist", "--mux-persist"),
-    "mux-control-path": ("control_path", "--mux-control-path"),
-    "pool-size": ("pool_size", "-z/--pool-size"),
-    "serial": ("serial", "--serial"),
-    "max-fail": ("max_fail", "--max-fail"),
-    "report": ("report", "--report"),
+
+class ValueFlag(NamedTuple):
+    """A flag that gives a ``mux`` key a value."""
+
+    #: The ``mux`` key it sets.
+    key: str
+    #: The flag as its errors name it.
+    shown: str
+    #: What it takes, as the docs name its value (``--serial N|N%|LIST``).
+    value: str
+
+
+#: The flags that give a ``mux`` key a value, by invoke's name for them.
+VALUE_FLAGS = {
+    "mux-persist": ValueFlag("persist", "--mux-persist", "SECONDS"),
+    "mux-control-path": ValueFlag("control_path", "--mux-control-path", "PATH"),
+    "pool-size": ValueFlag("pool_size", "-z/--pool-size", "N"),
+    "serial": ValueFlag("serial", "--serial", "N|N%|LIST"),
+    "max-fail": ValueFlag("max_fail", "--max-fail", "N|N%"),
+    "report": ValueFlag("report", "--report", "FILE"),
+}
+
+#: The flags that switch a ``mux`` key: the key, and the value they give it.
+SWITCHES = {
+    "no-mux": ("enabled", False),
+    "parallel": ("parallel", True),
+    "gather": ("gather", True),
 }
 
 
@@ -96,14 +115,11 @@ class MuxFab(Fab):  # type: ignore[misc]
     def update_config(self) -> None:
         super().update_config()
         mux: dict[str, Any] = {}
-        if self.args["no-mux"].value:
-            mux["enabled"] = False
-        if self.args.parallel.value:
-            mux["parallel"] = True
-        if self.args.gather.value:
-            mux["gather"] = True
+        for flag, (key, switched) in SWITCHES.items():
+            if self.args[flag].value:
+                mux[key] = switched
         # Read as fabric.yaml's text is; a wrong one is one line naming the flag.
-        for flag, (key, shown) in _VALUE_FLAGS.items():
+        for flag, (key, shown, _) in VALUE_FLAGS.items():
             value = self.args[flag].value
             if value is not None:
                 mux[key] = checked_flag(shown, key, value)
