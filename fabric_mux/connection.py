@@ -158,7 +158,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     @property
     def output_prefix(self) -> str | None:
         """What each line of this connection's command output starts with, when
-        several hosts print at once (``[web1] ``); None: output as it comes."""
+        several hosts print at once (``"[web1] "``); None: output as it comes."""
         return self._mux.output_prefix
 
     @output_prefix.setter
@@ -440,8 +440,8 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         """Forward ``local_host:local_port`` to ``remote_host:remote_port`` seen from the server.
 
         The master is listening when the block starts, and stops when it ends
-        (also on an exception). A busy port raises :class:`ForwardFailed` at
-        once. Yields the local port (the one chosen, for ``local_port=0``).
+        (also on an exception). A busy port raises
+        :class:`~fabric_mux.exceptions.ForwardFailed` at once. Yields the local port (the one chosen, for ``local_port=0``).
         ``localhost`` listens on 127.0.0.1 only, as stock Fabric does: a port
         busy there is busy, whatever ``::1`` has.
         """

@@ -26,7 +26,8 @@ __all__ = ["LatencyRelay"]
 
 
 class LatencyRelay:
-    """Relay 127.0.0.1:``port`` to ``target_host``:``target_port``, ``delay`` seconds each way.
+    """Relay 127.0.0.1:``port`` to ``target_host``:``target_port``, ``delay`` seconds each way,
+    in order, bandwidth untouched.
 
     A context manager; :meth:`start` and :meth:`close` do the same by hand.
     """
@@ -59,6 +60,7 @@ class LatencyRelay:
         self.close()
 
     def start(self) -> LatencyRelay:
+        """Start listening (on :attr:`port`) and relaying; returns the relay."""
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:

@@ -112,8 +112,8 @@ class SshServer:
     :ivar host: the address it listens on, ``127.0.0.1``.
     :ivar port: the port it listens on.
     :ivar user: the account that logs in.
-    :ivar alias: the first host alias defined in :attr:`ssh_config`.
-    :ivar aliases: every host alias defined in :attr:`ssh_config`.
+    :ivar alias: the first host alias defined in ``ssh_config``.
+    :ivar aliases: every host alias defined in ``ssh_config``.
     :ivar directory: the server's folder.
     :ivar ssh_config: a client configuration for ``ssh -F``.
     :ivar known_hosts: holds this server's host key for ``[127.0.0.1]:PORT``.
@@ -209,7 +209,7 @@ class SshServer:
         return names
 
     def fabric_config(self, overrides: dict[str, Any] | None = None) -> fabric.Config:
-        """A :class:`fabric.Config` that reads :attr:`ssh_config` and nothing else.
+        """A :class:`fabric.Config` that reads ``ssh_config`` and nothing else.
 
         :param overrides: passed on as the config's ``overrides`` level.
         """
@@ -415,7 +415,7 @@ class Fleet(NamedTuple):
     ssh_config: Path
 
     def fabric_config(self, overrides: dict[str, Any] | None = None) -> fabric.Config:
-        """A :class:`fabric.Config` that reads :attr:`ssh_config` and nothing else."""
+        """A :class:`fabric.Config` that reads ``ssh_config`` and nothing else."""
         return fabric.Config(runtime_ssh_path=str(self.ssh_config), overrides=overrides or {})
 
     def logins(self) -> dict[str, int]:
