@@ -320,7 +320,7 @@ def parser(default_dir: str | None = None) -> argparse.ArgumentParser:
         "--ssh-config",
         default=argparse.SUPPRESS,
         metavar="FILE",
-        help="ssh_config file, as given to fab -S",
+        help="the ssh_config file, as given to fab -S",
     )
     parser = argparse.ArgumentParser(
         prog="fabric-mux",

@@ -306,12 +306,15 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
 
     @property
     def is_connected(self) -> bool:
+        """Whether the connection is open and its master answers."""
         state = self._mux
         return state.opened and state.master is not None and state.master.alive() is not None
 
     @property
     def mux_master(self) -> Master:
-        """The route's :class:`~fabric_mux.master.Master` (opens the connection)."""
+        """The route's :class:`~fabric_mux.master.Master` (opens the connection): its
+        ``control_path``, its ``pid``, and in ``requests`` what this process has asked of
+        it (new sessions, alive checks, forwards), by kind."""
         state = self._mux
         if state.opened and state.master is not None:
             return state.master
@@ -441,7 +444,8 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
 
         The master is listening when the block starts, and stops when it ends
         (also on an exception). A busy port raises
-        :class:`~fabric_mux.exceptions.ForwardFailed` at once. Yields the local port (the one chosen, for ``local_port=0``).
+        :class:`~fabric_mux.exceptions.ForwardFailed` at once. Yields the local
+        port (the one chosen, for ``local_port=0``).
         ``localhost`` listens on 127.0.0.1 only, as stock Fabric does: a port
         busy there is busy, whatever ``::1`` has.
         """

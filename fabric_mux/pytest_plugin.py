@@ -61,19 +61,36 @@ class SshdFactory(Protocol):
     def __call__(
         self,
         *,
-        sshd_options: Sequence[str] = ...,
-        aliases: Sequence[str] = ...,
-        user: str | None = ...,
-        latency_ms: float | None = ...,
-    ) -> SshServer: ...
+        sshd_options: Sequence[str] = (),
+        aliases: Sequence[str] = ("fmux-test",),
+        user: str | None = None,
+        latency_ms: float | None = None,
+    ) -> SshServer:
+        """A new server on 127.0.0.1.
+
+        :param sshd_options: sshd_config lines of its own (``"MaxSessions 2"``).
+        :param aliases: the host names its ssh_config gives it.
+        :param user: the account that logs in (default: :func:`mux_sshd_user`).
+        :param latency_ms: reach it through a :class:`~fabric_mux.relay.LatencyRelay`
+            adding this many milliseconds each way.
+        """
+        ...
 
 
 class FleetFactory(Protocol):
     """Start several servers in one ssh_config; every one is stopped when the test ends."""
 
     def __call__(
-        self, count: int = ..., *, bastion: bool = ..., latency_ms: float | None = ...
-    ) -> Fleet: ...
+        self, count: int = 3, *, bastion: bool = False, latency_ms: float | None = None
+    ) -> Fleet:
+        """``count`` new servers, ``host1``, ``host2``... in one ssh_config.
+
+        :param bastion: reach them through one more server, ``bastion``
+            (``ProxyJump bastion``), the only one reached directly.
+        :param latency_ms: put each server behind a relay adding this many
+            milliseconds each way.
+        """
+        ...
 
 
 def _missing_sshd(error: SshdNotFound) -> NoReturn:
@@ -141,7 +158,7 @@ def mux_sshd(mux_sshd_factory: SshdFactory) -> SshServer:
 
 @pytest.fixture
 def mux_sshd_fleet(mux_sshd_user: str) -> Iterator[FleetFactory]:
-    """``mux_sshd_fleet(3, bastion=True)``: servers ``host1``..``host3`` behind
+    """``mux_sshd_fleet(3, bastion=True)``: servers ``host1`` to ``host3`` behind
     ``bastion``, in one ssh_config (``fleet.ssh_config``, ``fleet.fabric_config()``)."""
     _openssh_from_environment()
     from .testing import SshdNotFound, ssh_fleet

@@ -408,10 +408,13 @@ class Fleet(NamedTuple):
 
     #: The hosts' aliases: ``host1``, ``host2``...
     hosts: tuple[str, ...]
+    #: Their servers, in the same order.
     servers: tuple[SshServer, ...]
     #: The bastion's alias (``bastion``) when the hosts are behind one.
     bastion: str | None
+    #: The bastion's server, if any.
     bastion_server: SshServer | None
+    #: The ssh_config naming them all, as a ``~/.ssh/config`` would.
     ssh_config: Path
 
     def fabric_config(self, overrides: dict[str, Any] | None = None) -> fabric.Config:
