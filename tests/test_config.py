@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from fabric import Config
@@ -10,7 +12,14 @@ from fabrun import fab
 
 from fabric_mux import MuxConnection
 from fabric_mux.cli import masters_in
-from fabric_mux.config import DEFAULTS, MuxConfig, checked_flag, load_environment, mux_settings
+from fabric_mux.config import (
+    DEFAULTS,
+    KEYS,
+    MuxConfig,
+    checked_flag,
+    load_environment,
+    mux_settings,
+)
 from fabric_mux.exceptions import BadConfig
 from fabric_mux.testing import SshServer
 
@@ -23,6 +32,33 @@ def test_defaults_when_the_config_has_no_mux_subtree() -> None:
     assert settings.max_sessions == 10
     assert settings.server_alive == (15, 3)
     assert settings.control_dir is None
+
+
+def _reference_text() -> ModuleType:
+    """docs/_ext/reftext.py: the reST the site's configuration reference is made of."""
+    path = Path(__file__).parent.parent / "docs" / "_ext" / "reftext.py"
+    spec = importlib.util.spec_from_file_location("reftext", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_key_has_a_meaning_in_the_reference() -> None:
+    """The configuration reference is made from KEYS: every key of DEFAULTS is there
+    once, with what it takes, its variable and a meaning, and the page shows them."""
+    assert [key.name for key in KEYS] == list(DEFAULTS)
+    for key in KEYS:
+        assert key.takes.strip(), key.name
+        assert key.meaning.strip().endswith("."), key.name
+        assert key.variable == f"FABRIC_MUX_{key.name.upper()}"
+    text = "\n".join(_reference_text().config_reference())
+    for key in KEYS:
+        assert text.count(f".. confval:: mux.{key.name}\n") == 1
+        assert f":Environment: ``{key.variable}``" in text
+        assert key.meaning.split()[0] in text
+    page = Path(__file__).parent.parent / "docs" / "reference" / "configuration.rst"
+    assert ".. mux-config::" in page.read_text()
 
 
 def test_given_keys_override_defaults() -> None:
