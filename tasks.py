@@ -1,5 +1,5 @@
 """Developer tasks: ``inv test``, ``inv lint``, ``inv matrix``, ``inv dist``, ``inv demo``,
-``inv bench``.
+``inv bench``, ``inv docs``.
 
 Commands run from argv lists, never through a shell.
 """
@@ -135,6 +135,35 @@ def lint(c: Context) -> None:
     failed = [shlex.join(argv) for argv in commands if _run(argv) != 0]
     if failed:
         raise Exit(f"lint failed: {', '.join(failed)}", code=1)
+
+
+#: Where ``inv docs`` builds the site.
+DOCS_HTML = Path("docs/_build/html")
+#: A fresh build (-E), warnings as errors (-W, all of them: --keep-going), every
+#: reference checked (-n).
+SPHINX_FLAGS = ["-b", "html", "-E", "-W", "--keep-going", "-n", "-q"]
+
+
+def docs_commands(python: str = sys.executable) -> list[list[str]]:
+    """The site's build, then the check of every link inside it."""
+    return [
+        [python, "-m", "sphinx", *SPHINX_FLAGS, "docs", str(DOCS_HTML)],
+        [python, "docs/check_links.py", str(DOCS_HTML)],
+    ]
+
+
+@task
+def docs(c: Context) -> None:
+    """Build the site (docs/_build/html), warnings as errors; check its links.
+
+    Needs the docs extra (pip install -e '.[docs]'). Links to other sites are not
+    fetched: ``python3 docs/check_links.py -v`` lists them. CI runs the same.
+    """
+    for argv in docs_commands():
+        code = _run(argv)
+        if code:
+            raise Exit(code=code)
+    print(f"the site: {(DOCS_HTML / 'index.html').absolute()}")
 
 
 @task
