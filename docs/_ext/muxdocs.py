@@ -29,7 +29,9 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
+import sysconfig
 import types
 from typing import Any
 
@@ -37,6 +39,7 @@ import reftext
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import make_refnode
 
 #: Where each outside package's API pages are, by top-level module.
 _SITES = {
@@ -147,22 +150,52 @@ def _type_checking_names(module: str) -> dict[str, str]:
     return names
 
 
-def _qualified(target: str, module: str | None) -> str:
-    """``target`` as the module it was written in names it (``Path``: ``pathlib.Path``)."""
-    head = target.split(".")[0]
-    if not module or head in ("fabric_mux", "builtins"):
-        return target
+def _named_in(module: str, head: str) -> str | None:
+    """What ``head`` names in ``module`` (imported, or imported for annotations only)."""
     try:
         namespace = vars(importlib.import_module(module))
     except ImportError:
-        return target
+        return None
     value = namespace.get(head)
     if value is not None and hasattr(value, "__module__") and hasattr(value, "__qualname__"):
-        return f"{value.__module__}.{value.__qualname__}" + target[len(head) :]
+        return f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, types.ModuleType):
-        return value.__name__ + target[len(head) :]
-    found = _type_checking_names(module).get(head)
-    return found + target[len(head) :] if found else target
+        return value.__name__
+    return _type_checking_names(module).get(head)
+
+
+def _qualified(target: str, module: str | None) -> str:
+    """``target`` as the module it was written in names it (``Path``: ``pathlib.Path``).
+
+    An annotation that Python could not evaluate (``Config | None`` before 3.10) may
+    come with the page's module rather than its own: then a name that the package's
+    modules agree on is taken.
+    """
+    head, rest = target.split(".")[0], target[len(target.split(".")[0]) :]
+    if head in ("fabric_mux", "builtins"):
+        return target
+    found = _named_in(module, head) if module else None
+    if found is None:
+        ours = [name for name in sys.modules if name.startswith("fabric_mux")]
+        meanings = {_named_in(name, head) for name in ours} - {None}
+        found = meanings.pop() if len(meanings) == 1 else None
+    return found + rest if found else target
+
+
+@functools.cache
+def _stdlib(top: str) -> bool:
+    """Whether ``top`` is a module of Python's own library."""
+    names = getattr(sys, "stdlib_module_names", None)  # Python 3.10 and later
+    if names is not None:
+        return top in names
+    if top in sys.builtin_module_names:
+        return True
+    try:
+        where = getattr(importlib.import_module(top), "__file__", None) or ""
+    except ImportError:
+        return False
+    library = sysconfig.get_paths()["stdlib"]
+    return where.startswith(library + os.sep) and "site-packages" not in where
 
 
 def _outside_url(target: str) -> str | None:
@@ -174,7 +207,7 @@ def _outside_url(target: str) -> str | None:
             return _PYTHON.format(page="exceptions", name=name)
         return None
     top = module.split(".")[0]
-    if top in sys.stdlib_module_names:
+    if _stdlib(top):
         return _PYTHON.format(page=module, name=target)
     if top not in _SITES:
         return None
@@ -187,7 +220,8 @@ def _outside_url(target: str) -> str | None:
 def _reference(app: Sphinx, env: Any, node: Any, contnode: nodes.Element) -> nodes.Element | None:
     """Resolve what the Python domain could not: a name as its module imports it, a
     name re-exported elsewhere, a name of Fabric, invoke, paramiko or Python's own
-    library; an internal name of fabric-mux is shown as its name, with no link."""
+    library, a fixture named as a function; an internal name of fabric-mux is shown as
+    its name, with no link."""
     if node.get("refdomain") != "py":
         return None
     target = node["reftarget"]
@@ -201,6 +235,10 @@ def _reference(app: Sphinx, env: Any, node: Any, contnode: nodes.Element) -> nod
             )
             if found is not None:
                 return found  # type: ignore[no-any-return]
+    fixture = env.get_domain("std").objects.get(("fixture", target.rpartition(".")[2]))
+    if fixture is not None and (canonical or "").startswith("fabric_mux.pytest_plugin."):
+        docname, label = fixture
+        return make_refnode(app.builder, node["refdoc"], docname, label, contnode)
     url = _outside_url(canonical or qualified)
     if url is not None:
         reference = nodes.reference("", "", internal=False, refuri=url, reftitle=target)
