@@ -159,6 +159,9 @@ def docs(c: Context) -> None:
     Needs the docs extra (pip install -e '.[docs]'). Links to other sites are not
     fetched: ``python3 docs/check_links.py -v`` lists them. CI runs the same.
     """
+    # From nothing: viewcode keeps a source page that is newer than its module, even
+    # where the page's anchors no longer match what the reference links to.
+    shutil.rmtree(DOCS_HTML.parent, ignore_errors=True)
     for argv in docs_commands():
         code = _run(argv)
         if code:
