@@ -288,6 +288,8 @@ _HELPER_SOCKET = re.compile(r"(askpass|agent)-[0-9a-f]{8}")
 def _clear_helper_sockets(folder: Path) -> None:
     """Remove the askpass and agent sockets of starts that were killed: nothing
     listens there any more. One that answers belongs to a start under way."""
+    if not folder.is_dir():
+        return
     for path in folder.iterdir():
         if not _HELPER_SOCKET.fullmatch(path.name):
             continue

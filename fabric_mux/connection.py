@@ -175,6 +175,13 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     def output_sink(self, sink: LineSink | None) -> None:
         self._mux.output_sink = sink
 
+    def show_output(self, prefix: str | None, sink: LineSink | None) -> None:
+        """Set :attr:`output_prefix` and :attr:`output_sink` at once. (A method, not
+        two assignments: an assignment to a Context goes through invoke's config
+        proxy first, a good part of a millisecond, on every host of a fleet.)"""
+        state = self._mux
+        state.output_prefix, state.output_sink = prefix, sink
+
     @property
     def control_path(self) -> str | None:
         """Path of the master's control socket, once opened."""

@@ -347,8 +347,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         # on every write, and other threads reading it meanwhile see it empty.
         context = call.make_context(host_config(self.config) if parallel else self.config)
         if isinstance(context, MuxConnection):
-            context.output_prefix = prefix
-            context.output_sink = sink
+            context.show_output(prefix, sink)
         result = call.task(context, *call.args, **call.kwargs)
         if call in direct and call.autoprint:
             print(result)
