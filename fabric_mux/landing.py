@@ -1,12 +1,19 @@
 """Where a get's bytes land on this machine, and how they take the target's place.
 
-A get into a regular file writes into a new file in the target's folder,
-made 0600 (nobody else can read it while it fills) and given the old file's
-owner, group and extended attributes (its ACL among them), then renamed over
-the target only once whole and checked: a failed get leaves the old file as
-it was. On Linux that new file has no name (``O_TMPFILE``) until it is whole,
-so a process killed in the middle of a get leaves nothing behind; where the
-system or the file system has no such files, it is a named
+The target's folder is opened once, by the kernel's own lookup of the path (as
+stock's ``open()`` looks it up: ``fs.protected_symlinks`` applies on the way),
+and all that follows is done relative to that open folder: a folder renamed, or
+swapped for a link, while the get runs cannot send the file anywhere else.
+
+The old file is opened as stock's ``open(target, "wb")`` opens it, less the
+truncation, so that the kernel says yes or no as it does to stock (write
+permission, ``fs.protected_regular``). A get into it then writes into a new
+file in the same folder, made 0600 (nobody else can read it while it fills) and
+given the old file's owner, group and extended attributes (its ACL among them),
+then renamed over the target only once whole and checked: a failed get leaves
+the old file as it was. On Linux that new file has no name (``O_TMPFILE``) until
+it is whole, so a process killed in the middle of a get leaves nothing behind;
+where the system or the file system has no such files, it is a named
 ``.NAME.XXXXXXXX.fabric-mux`` beside the target.
 
 A new file cannot always keep all that the old one had. Then the get writes
@@ -14,6 +21,11 @@ into the old file itself, as stock Fabric does (truncated, then written; a
 failed get leaves it short): when the folder is not writable, when the file
 has other hard links (they would keep the old bytes), or when its owner, its
 group or one of its extended attributes cannot be given to a new file.
+
+A target that is a symbolic link is opened through the link by the kernel, as
+stock opens it (the kernel decides whether the link may be followed), and
+written in place; so is anything that is not a regular file (a fifo,
+``/dev/null``), as its bytes come.
 """
 
 from __future__ import annotations
@@ -31,6 +43,13 @@ __all__ = ["Landing", "landing_for"]
 #: ``O_TMPFILE`` where the platform has it; 0 where not (then landing files are named).
 UNNAMED = getattr(os, "O_TMPFILE", 0)
 
+# A folder opened only to be looked in: no read permission needed, as for open().
+_FOLDER = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+
+# Stock's open(target, "wb"); and the same, to read back what landed.
+_STOCK = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_STOCK_READABLE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
 # What a file system or kernel without O_TMPFILE answers (EISDIR: a kernel that
 # predates it sees only the O_DIRECTORY in it).
 _NO_UNNAMED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
@@ -46,27 +65,34 @@ _CHUNK = 1024 * 1024
 
 
 class Landing:
-    """The descriptor a get into a regular file writes to (:attr:`fd`), and what
-    puts it in place; made by :func:`landing_for`."""
+    """The descriptor a get writes to (:attr:`fd`), and what puts it in place;
+    made by :func:`landing_for`."""
 
     def __init__(
         self,
         fd: int,
         target: str,
         *,
-        name: str | None = None,
+        folder: int = -1,
+        name: str = "",
+        landing_name: str | None = None,
         old: os.stat_result | None = None,
         in_place: bool = False,
+        streams: bool = False,
         readable: bool = True,
     ) -> None:
         self.fd = fd
-        #: The file the get is for (links resolved).
+        #: The file the get is for, as the user named it.
         self.target = target
         #: False: the bytes go into the target itself.
-        self.replaces = not in_place
+        self.replaces = not in_place and not streams
+        #: True: not a regular file (a fifo, a device): written as the bytes come.
+        self.streams = streams
         #: Whether what landed can be read back (a file we may only write cannot).
-        self.readable = readable
-        self._name = name  # a named landing file, removed unless renamed into place
+        self.readable = readable and not streams
+        self._folder = folder  # the target's folder, open; the caller's to close
+        self._name = name  # the target's name in it
+        self._landing_name = landing_name  # a named landing file, removed unless renamed
         self._old = old
 
     def drop_head(self, head: int, size: int) -> None:
@@ -102,6 +128,8 @@ class Landing:
     def finish(self, mode: int | None) -> None:
         """Give it ``mode`` (None: the old file's, or what open() gives a new one) and
         put it in place, whole."""
+        if self.streams:
+            return
         if not self.replaces:
             # Stock chmods after writing; only a change needs the file to be ours.
             if mode is not None and mode != stat.S_IMODE(os.fstat(self.fd).st_mode):
@@ -111,94 +139,162 @@ class Landing:
             if self._old is not None:
                 mode = stat.S_IMODE(self._old.st_mode)
             else:
-                mode = _new_file_mode(os.path.dirname(self.target))
+                mode = _new_file_mode(self._folder)
         os.fchmod(self.fd, mode)
-        if self._name is None:
-            if self._old is None and _linked(self.fd, self.target):
+        if self._landing_name is None:
+            if self._old is None and _linked(self.fd, self._folder, self._name):
                 return  # a new file: its name is its place
-            self._name = _link_beside(self.fd, self.target)
-        os.replace(self._name, self.target)
-        self._name = None
+            self._landing_name = _link_beside(self.fd, self._folder, self._name)
+        os.replace(self._landing_name, self._name, src_dir_fd=self._folder, dst_dir_fd=self._folder)
+        self._landing_name = None
 
     def close(self) -> None:
         """Let go of it; a landing file not put in place is gone with it."""
-        if self._name is not None:
+        if self._landing_name is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._name)
-            self._name = None
+                os.unlink(self._landing_name, dir_fd=self._folder)
+            self._landing_name = None
         os.close(self.fd)
 
 
 @contextmanager
-def landing_for(path: str) -> Iterator[Landing | None]:
-    """Where a get into ``path`` writes, if it is (or will be) a regular file; else
-    None, and the bytes go to ``path`` itself. A symbolic link is followed, as
-    open() would; a landing not put in place is removed when the block ends."""
-    target = os.path.realpath(path)
+def landing_for(path: str) -> Iterator[Landing]:
+    """Where a get into ``path`` writes; what was not put in place is removed when
+    the block ends. ``path`` is absolute; its folder is looked up once, here."""
+    folder_path, name = os.path.split(path)
+    if not name:
+        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    with _naming(path):
+        folder = os.open(folder_path, _FOLDER)
     try:
-        old: os.stat_result | None = os.stat(target)
-    except FileNotFoundError:
-        old = None
-    if old is not None and not stat.S_ISREG(old.st_mode):
-        yield None
-        return
-    landing = _landing(target, old)
-    try:
-        yield landing
+        landing = _landing(folder, name, path)
+        try:
+            yield landing
+        finally:
+            landing.close()
     finally:
-        landing.close()
+        os.close(folder)
 
 
-def _landing(target: str, old: os.stat_result | None) -> Landing:
+def _landing(folder: int, name: str, target: str) -> Landing:
     """A new file that will keep what the old one had, else the old file itself."""
-    if old is not None and old.st_nlink > 1:
-        return _in_place(target)  # its other names would keep the old bytes
-    folder, name = os.path.split(target)
+    with _naming(target):
+        try:
+            shown = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return _new_landing(folder, name, target, None)
+        if stat.S_ISLNK(shown.st_mode):
+            return _through_link(folder, name, target)
+        if not stat.S_ISREG(shown.st_mode):
+            return _streamed(os.open(name, _STOCK, 0o666, dir_fd=folder), target)
+        try:
+            old_fd, readable = _open_old(folder, name)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            return _through_link(folder, name, target)  # it became a link meanwhile
+        old = os.fstat(old_fd)
+        if not stat.S_ISREG(old.st_mode):  # it became a fifo meanwhile: as stock opens it
+            os.close(old_fd)
+            return _streamed(os.open(name, _STOCK, 0o666, dir_fd=folder), target)
+    if old.st_nlink > 1:
+        return _in_place(old_fd, target, readable)  # its other names would keep the old bytes
     try:
-        fd, landing_name = _new_file(folder, name)
+        landing = _new_landing(folder, name, target, old)
     except OSError as error:
-        if old is None or error.errno not in _FOLDER_CLOSED:
-            raise OSError(error.errno, error.strerror, target) from None
-        return _in_place(target)
-    landing = Landing(fd, target, name=landing_name, old=old)
-    if old is not None and not _carried_over(fd, old, target):
+        if error.errno not in _FOLDER_CLOSED:
+            os.close(old_fd)
+            raise
+        return _in_place(old_fd, target, readable)
+    if not _carried_over(landing.fd, old_fd, old):
         landing.close()
-        return _in_place(target)
+        return _in_place(old_fd, target, readable)
+    os.close(old_fd)
     return landing
 
 
-def _new_file(folder: str, name: str) -> tuple[int, str | None]:
+@contextmanager
+def _naming(target: str) -> Iterator[None]:
+    """Errors name the target as the user gave it."""
+    try:
+        yield
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, target) from None
+
+
+def _open_old(folder: int, name: str) -> tuple[int, bool]:
+    """The old file opened as stock's ``open(target, "wb")`` opens it, but neither
+    truncated nor followed if a link: read and write if we may, else write only."""
+    flags = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, os.O_RDWR | flags, 0o666, dir_fd=folder), True
+    except PermissionError:
+        return os.open(name, os.O_WRONLY | flags, 0o666, dir_fd=folder), False
+
+
+def _new_landing(folder: int, name: str, target: str, old: os.stat_result | None) -> Landing:
+    """A new file in ``folder`` for the get into ``name``, to take its place."""
+    with _naming(target):
+        fd, landing_name = _new_file(folder, name)
+    return Landing(fd, target, folder=folder, name=name, landing_name=landing_name, old=old)
+
+
+def _through_link(folder: int, name: str, target: str) -> Landing:
+    """The file a link names, opened through the link by the kernel as stock opens
+    it (``fs.protected_symlinks`` decides whether it may be followed), written in
+    place. Read and write where it is, or will be, a regular file we may read."""
+    try:
+        shown: os.stat_result | None = os.stat(name, dir_fd=folder)
+    except OSError:
+        shown = None  # a dangling link (open() makes what it names), or one not to follow
+    fd = -1
+    if shown is None or stat.S_ISREG(shown.st_mode):
+        with contextlib.suppress(PermissionError):
+            fd = os.open(name, _STOCK_READABLE, 0o666, dir_fd=folder)
+    readable = fd >= 0
+    if fd < 0:  # not a fifo: opened for reading too, it would never wait for a reader
+        fd = os.open(name, _STOCK, 0o666, dir_fd=folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return _streamed(fd, target)
+    return Landing(fd, target, in_place=True, readable=readable)
+
+
+def _streamed(fd: int, target: str) -> Landing:
+    return Landing(fd, target, streams=True)
+
+
+def _in_place(fd: int, target: str, readable: bool) -> Landing:
+    """The old file itself, truncated as stock's ``open(target, "wb")`` does."""
+    os.ftruncate(fd, 0)
+    return Landing(fd, target, in_place=True, readable=readable)
+
+
+def _new_file(folder: int, name: str) -> tuple[int, str | None]:
     """A new 0600 file in ``folder``: its descriptor, and its name (None: it has none)."""
     # Linked in later through /proc/self/fd: without /proc it could not be.
     if UNNAMED and os.path.isdir("/proc/self/fd"):
         try:
-            return os.open(folder, UNNAMED | os.O_RDWR | os.O_CLOEXEC, 0o600), None
+            return os.open(".", UNNAMED | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=folder), None
         except OSError as error:
             if error.errno not in _NO_UNNAMED:
                 raise
     while True:
-        path = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.fabric-mux")
+        landing_name = _beside(name)
         try:
-            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            return os.open(path, flags, 0o600), path
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(landing_name, flags, 0o600, dir_fd=folder), landing_name
         except FileExistsError:
             continue
 
 
-def _in_place(target: str) -> Landing:
-    """The target itself, truncated as stock's ``open(target, "wb")`` does (no new inode)."""
-    flags = os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        return Landing(os.open(target, os.O_RDWR | flags), target, in_place=True)
-    except PermissionError:
-        # Writable, not readable: what lands cannot be read back (the bytes are pumped).
-        fd = os.open(target, os.O_WRONLY | flags)
-        return Landing(fd, target, in_place=True, readable=False)
+def _beside(name: str) -> str:
+    """A name for a landing file beside ``name`` (within NAME_MAX)."""
+    return f".{name[:200]}.{secrets.token_hex(4)}.fabric-mux"
 
 
-def _carried_over(fd: int, old: os.stat_result, path: str) -> bool:
+def _carried_over(fd: int, old_fd: int, old: os.stat_result) -> bool:
     """Give the new file at ``fd`` the owner, group and extended attributes of the
-    old file at ``path``; False if any of them cannot be."""
+    old file at ``old_fd``; False if any of them cannot be."""
     mine = os.fstat(fd)
     uid = old.st_uid if old.st_uid != mine.st_uid else -1
     gid = old.st_gid if old.st_gid != mine.st_gid else -1
@@ -207,7 +303,7 @@ def _carried_over(fd: int, old: os.stat_result, path: str) -> bool:
             # Root can; a user can give a group of theirs. Before any mode: a chown
             # may clear the set-id bits.
             os.fchown(fd, uid, gid)
-        for name, value in _attributes(path):
+        for name, value in _attributes(old_fd):
             if _attribute(fd, name) != value:
                 os.setxattr(fd, name, value)
     except OSError:  # EPERM, EINVAL (an id that cannot be mapped), ENOTSUP...
@@ -217,17 +313,18 @@ def _carried_over(fd: int, old: os.stat_result, path: str) -> bool:
     return True
 
 
-def _attributes(path: str) -> list[tuple[str, bytes]]:
-    """The extended attributes of ``path`` that a new file is to keep (ACLs are some)."""
+def _attributes(fd: int) -> list[tuple[str, bytes]]:
+    """The extended attributes of the file at ``fd`` that a new file is to keep
+    (ACLs are some)."""
     if not hasattr(os, "listxattr"):
         return []  # not Linux: none are carried over
     try:
-        names = os.listxattr(path)
+        names = os.listxattr(fd)
     except OSError as error:
         if error.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return []
         raise
-    return [(name, os.getxattr(path, name)) for name in names if name not in _NOT_CARRIED]
+    return [(name, os.getxattr(fd, name)) for name in names if name not in _NOT_CARRIED]
 
 
 def _attribute(fd: int, name: str) -> bytes | None:
@@ -237,13 +334,14 @@ def _attribute(fd: int, name: str) -> bytes | None:
         return None
 
 
-def _linked(fd: int, path: str) -> bool:
-    """Give the unnamed file at ``fd`` the name ``path``; False if that name is taken."""
+def _linked(fd: int, folder: int, name: str) -> bool:
+    """Give the unnamed file at ``fd`` the name ``name`` in ``folder``; False if that
+    name is taken."""
     # linkat() with AT_SYMLINK_FOLLOW on /proc's link to it; os.link calls plain link(),
     # which does not follow, unless it is given a folder to start from.
     fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.link(str(fd), path, src_dir_fd=fds, follow_symlinks=True)
+        os.link(str(fd), name, src_dir_fd=fds, dst_dir_fd=folder, follow_symlinks=True)
     except FileExistsError:
         return False
     finally:
@@ -251,16 +349,15 @@ def _linked(fd: int, path: str) -> bool:
     return True
 
 
-def _link_beside(fd: int, target: str) -> str:
-    """Give the unnamed file at ``fd`` a name of its own beside ``target``: that name."""
-    folder, name = os.path.split(target)
+def _link_beside(fd: int, folder: int, name: str) -> str:
+    """Give the unnamed file at ``fd`` a name of its own beside ``name``: that name."""
     while True:
-        path = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.fabric-mux")
-        if _linked(fd, path):
-            return path
+        landing_name = _beside(name)
+        if _linked(fd, folder, landing_name):
+            return landing_name
 
 
-def _new_file_mode(folder: str) -> int:
+def _new_file_mode(folder: int) -> int:
     """The mode open() gives a new file in ``folder``: 0666 less the umask, read
     without setting it (``os.umask`` would change it a moment for every thread)."""
     with contextlib.suppress(OSError, ValueError):
@@ -271,12 +368,13 @@ def _new_file_mode(folder: str) -> int:
     return _mode_of_a_new_file(folder)  # no /proc, or a kernel before 4.7
 
 
-def _mode_of_a_new_file(folder: str) -> int:
+def _mode_of_a_new_file(folder: int) -> int:
     """The mode of an empty file made in ``folder`` with 0666, removed at once."""
-    path = os.path.join(folder, f".fabric-mux-mode.{secrets.token_hex(4)}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    name = f".fabric-mux-mode.{secrets.token_hex(4)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o666, dir_fd=folder)
     try:
         return stat.S_IMODE(os.fstat(fd).st_mode)
     finally:
         os.close(fd)
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder)

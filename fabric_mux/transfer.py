@@ -284,18 +284,11 @@ def get(
         _got_all(opener, report, remote, got)
     else:
         with landing_for(local_path) as landing:
-            if landing is None:  # /dev/null, a fifo: written as it comes
-                fd = os.open(local_path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    report = _pumped_into(opener, str(remote), fd, report_to)
-                finally:
-                    os.close(fd)
-            else:
-                if landing.readable:
-                    report = _into_file(opener, str(remote), landing, report_to)
-                else:  # what lands cannot be read back to be checked
-                    report = _pumped_into(opener, str(remote), landing.fd, report_to)
-                landing.finish(_mode_bits(report.mode) if preserve_mode and report.mode else None)
+            if landing.readable:
+                report = _into_file(opener, str(remote), landing, report_to)
+            else:  # /dev/null, a fifo, or a file we may only write: as the bytes come
+                report = _pumped_into(opener, str(remote), landing.fd, report_to)
+            landing.finish(_mode_bits(report.mode) if preserve_mode and report.mode else None)
     return Result(
         orig_remote=remote,
         remote=report.path,

@@ -22,21 +22,28 @@ import tempfile
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import fabric
 import pytest
+from conftest import Flag
+from fabric.transfer import Transfer
 from waiting import wait_until
 
 import fabric_mux
 from fabric_mux import MuxConnection, landing
+from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
 
 #: The remote folder of this run (runs of the suite may share an account).
 DIR = f"fmux-landing-{os.getpid()}"
 
 OLD, NEW = b"the old bytes\n" * 100, b"the new bytes\n"
+
+#: Another local account, for files and folders of a user's.
+OTHER = "nobody"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")  # CI runs as root
 
@@ -270,6 +277,143 @@ def test_a_get_killed_in_the_middle_leaves_the_old_file_whole_and_nothing_beside
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
 
 
+# -- where the target is ------------------------------------------------------------------
+
+
+def as_account(name: str, *argv: str, cwd: Path) -> None:
+    """Run ``argv`` as the account ``name`` (what that user would do meanwhile)."""
+    account = pwd.getpwnam(name)
+    subprocess.run(argv, user=account.pw_uid, group=account.pw_gid, cwd=cwd, check=True)
+
+
+@needs_root
+def test_a_folder_swapped_for_a_link_mid_get_cannot_send_the_file_elsewhere(
+    sshd_factory: SshdFactory, control_dir: Path, shared: Path, flag: Flag
+) -> None:
+    # The get's remote command says it runs, then waits for the flag.
+    says = shared / "says"
+    says.mkdir()
+    held = says / "held"
+    hold = f"touch {held}; {flag.waited_for()}"
+    server = sshd_factory(
+        sshd_options=[
+            f'ForceCommand case "$SSH_ORIGINAL_COMMAND" in *fmux-held*) {hold} ;; esac; '
+            'eval "$SSH_ORIGINAL_COMMAND"'
+        ]
+    )
+    c = MuxConnection(
+        server.alias, config=server.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    )
+    shutil.chown(says, server.user)
+    remote = shared / "fmux-held.bin"
+    remote.write_bytes(NEW)
+    remote.chmod(0o644)
+    roots = shared / "roots"  # a folder of root's, with a file of root's
+    roots.mkdir()
+    roots_file = roots / "victim"
+    inode = old_file(roots_file, 0o600)
+    home = shared / "home"  # a folder of the user's: the get's target is in it
+    home.mkdir()
+    (home / "sub").mkdir()
+    for made in (home, home / "sub"):
+        shutil.chown(made, OTHER, "nogroup")
+    old_file(home / "sub" / "victim", 0o644, owner=OTHER)
+    failed: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            c.get(str(remote), str(home / "sub" / "victim"))
+        except OSError as error:
+            failed.append(error)
+
+    getting = threading.Thread(target=get)
+    getting.start()
+    try:
+        assert wait_until(held.exists, deadline=30)  # the landing is made, the bytes wait
+        as_account(OTHER, "sh", "-c", f"mv sub sub.old && ln -s {roots} sub", cwd=home)
+    finally:
+        flag.raise_()
+        getting.join(timeout=60)
+    assert failed == []
+    assert roots_file.read_bytes() == OLD and roots_file.stat().st_ino == inode
+    assert roots_file.stat().st_uid == 0 and sorted(p.name for p in roots.iterdir()) == ["victim"]
+    # It landed in the folder it was meant for, wherever that folder now is.
+    assert (home / "sub.old" / "victim").read_bytes() == NEW
+    assert (home / "sub.old" / "victim").stat().st_uid == pwd.getpwnam(OTHER).pw_uid
+
+
+@contextmanager
+def kernel_setting(name: str, value: str) -> Iterator[bool]:
+    """Set the sysctl ``name`` to ``value`` for the block, then back; whether it
+    could be set (a container may not let even root)."""
+    path = Path("/proc/sys", *name.split("."))
+    before = path.read_text().strip()
+    try:
+        path.write_text(value)
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        path.write_text(before)
+
+
+def outcome(get: Callable[..., Any], remote: str, local: Path) -> str:
+    try:
+        get(remote, str(local))
+    except OSError as error:
+        return type(error).__name__
+    return "done"
+
+
+@needs_root
+def test_a_link_planted_in_a_sticky_folder_is_followed_only_as_the_kernel_lets_stock(
+    c: MuxConnection, shared: Path
+) -> None:
+    sticky = shared / "tmp"  # as /tmp: everyone may make files, root owns it
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    victim = shared / "shadow"
+    inode = old_file(victim, 0o600)
+    planted = sticky / "report.txt"
+    planted.symlink_to(victim)
+    os.lchown(planted, pwd.getpwnam(OTHER).pw_uid, -1)  # the user's link
+    with kernel_setting("fs.protected_symlinks", "1") as protected:
+        stock = outcome(Transfer(c).get, f"{DIR}/new.txt", planted)
+        if stock == "done":
+            old_file(victim, 0o600)
+        ours = outcome(c.get, f"{DIR}/new.txt", planted)
+    # Whatever the kernel lets stock's open() do, and nothing more: the link is
+    # followed by the kernel, never by a path resolved beforehand.
+    assert ours == stock
+    if protected:
+        assert ours == "PermissionError"
+        assert victim.read_bytes() == OLD
+    assert victim.stat().st_ino == inode and victim.stat().st_uid == 0
+    assert planted.is_symlink()
+
+
+@needs_root
+def test_another_accounts_file_in_a_sticky_folder_is_refused_as_the_kernel_refuses_stock(
+    c: MuxConnection, shared: Path
+) -> None:
+    sticky = shared / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "report.txt"  # a file the user made where root's get will go
+    inode = old_file(planted, 0o666, owner=OTHER)
+    with kernel_setting("fs.protected_regular", "1") as protected:
+        stock = outcome(Transfer(c).get, f"{DIR}/new.txt", planted)
+        if stock == "done":  # not refused: the old bytes back, for ours
+            old_file(planted, 0o666, owner=OTHER)
+        ours = outcome(c.get, f"{DIR}/new.txt", planted)
+    assert ours == stock
+    if protected:
+        assert ours == "PermissionError"
+        assert planted.read_bytes() == OLD and planted.stat().st_ino == inode
+
+
 # -- what the replaced file keeps ------------------------------------------------------------
 
 
@@ -381,8 +525,6 @@ GET_AS = textwrap.dedent(
     """
 )
 
-OTHER = "nobody"
-
 
 @pytest.fixture
 def get_as_other(
@@ -492,6 +634,18 @@ def test_another_owner_that_cannot_be_kept_means_writing_in_place(
     assert sorted(p.name for p in folder.iterdir()) == ["roots.txt"]
 
 
+def test_a_file_the_account_may_not_write_is_refused_as_stock_refuses_it(
+    get_as_other: Callable[..., dict[str, Any]], shared: Path
+) -> None:
+    folder = shared / "theirs"
+    folder.mkdir()
+    shutil.chown(folder, OTHER)  # the account could make a new file here
+    target = folder / "read-only.txt"
+    inode = old_file(target, 0o444, owner=OTHER, group="nogroup")  # a new file could keep all
+    assert get_as_other(f"{DIR}/new.txt", target)["error"] == "PermissionError"
+    assert target.read_bytes() == OLD and target.stat().st_ino == inode
+
+
 def test_a_group_of_the_accounts_own_is_kept_on_a_new_file(
     get_as_other: Callable[..., dict[str, Any]], shared: Path
 ) -> None:
@@ -510,10 +664,12 @@ def test_a_group_of_the_accounts_own_is_kept_on_a_new_file(
 
 def test_a_new_files_mode_is_known_without_setting_the_umask(tmp_path: Path) -> None:
     before = os.umask(0o027)
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         # From /proc, and as elsewhere, by making a file and looking.
-        assert landing._new_file_mode(str(tmp_path)) == 0o640
-        assert landing._mode_of_a_new_file(str(tmp_path)) == 0o640
+        assert landing._new_file_mode(folder) == 0o640
+        assert landing._mode_of_a_new_file(folder) == 0o640
     finally:
         os.umask(before)
+        os.close(folder)
     assert list(tmp_path.iterdir()) == []

@@ -420,13 +420,21 @@ def test_a_failed_get_leaves_the_old_file_whole_and_nothing_beside_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]
 
 
-def test_get_through_a_link_replaces_the_file_it_names(c: MuxConnection, tmp_path: Path) -> None:
+def test_get_through_a_link_writes_the_file_it_names_as_stock_does(
+    c: MuxConnection, tmp_path: Path
+) -> None:
     c.run(f"printf 'new\\n' > {OURS}/new.txt", hide=True)
     (tmp_path / "real.txt").write_text("old\n")
+    inode = (tmp_path / "real.txt").stat().st_ino
     (tmp_path / "link.txt").symlink_to("real.txt")
     c.get(f"{OURS}/new.txt", str(tmp_path / "link.txt"))
     assert (tmp_path / "link.txt").is_symlink()
+    # Opened through the link by the kernel, and written in place.
     assert (tmp_path / "real.txt").read_text() == "new\n"
+    assert (tmp_path / "real.txt").stat().st_ino == inode
+    (tmp_path / "gone.txt").symlink_to("made.txt")  # a link to nothing: open() makes it
+    c.get(f"{OURS}/new.txt", str(tmp_path / "gone.txt"))
+    assert (tmp_path / "made.txt").read_text() == "new\n"
 
 
 def test_get_brings_the_exact_bytes_when_the_login_shell_prints_first(
