@@ -61,8 +61,6 @@ _FOLDER_CLOSED = {errno.EACCES, errno.EPERM}
 # never inherit what the old program was allowed.
 _NOT_CARRIED = {"security.capability"}
 
-_CHUNK = 1024 * 1024
-
 
 class Landing:
     """The descriptor a get writes to (:attr:`fd`), and what puts it in place;
@@ -94,23 +92,6 @@ class Landing:
         self._name = name  # the target's name in it
         self._landing_name = landing_name  # a named landing file, removed unless renamed
         self._old = old
-
-    def drop_head(self, head: int, size: int) -> None:
-        """Move the ``size`` bytes found after ``head`` others to the start: what the
-        login shell printed before the command ran (a copy, in this rare case only)."""
-        moved = 0
-        while moved < size:
-            chunk = os.pread(self.fd, min(_CHUNK, size - moved), head + moved)
-            if not chunk:
-                break
-            view = memoryview(chunk)
-            while view:
-                written = os.pwrite(self.fd, view, moved)
-                view = view[written:]
-                moved += written
-
-    def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
 
     def check_room(self, landed: int) -> None:
         """Say so if a full local disk is why a get ended short: the master only

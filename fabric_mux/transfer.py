@@ -16,14 +16,11 @@ lands where :mod:`~fabric_mux.landing` says: a new private file that takes
 the old one's place once whole, or, where a new file could not keep what the
 old one had, the old file itself.
 
-Bytes that the account's login shell prints before every command (a
-``.bashrc`` that echoes) are left out, in the same session, by a random
-marker that the get's command prints: into a file, after the file's bytes,
-so that what landed is [shell's][file's][marker]; the marker's place, less the
-size that ``ls`` reported, tells how much came first (cut off: a copy, only
-then), and the size asked again after reading catches a file that changed.
-Pumped to a file-like object or a fifo, before the file's bytes, and what
-comes before it is dropped as it comes.
+What the account's login shell prints to the same stdout (before the command,
+after it, or among the bytes from a job it left in the background) is told
+apart, in the same session, by a random marker that the get's command prints
+(see :mod:`~fabric_mux.marked`): a get never succeeds with bytes that are not
+the file's. The size asked again after reading catches a file that changed.
 Where the account has no shell to run the command (``ForceCommand
 internal-sftp``), :class:`~fabric_mux.exceptions.TransferNeedsSftp` says so,
 and the connection lets SFTP do it.
@@ -32,6 +29,7 @@ and the connection lets SFTP do it.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import posixpath
@@ -52,6 +50,7 @@ from fabric.transfer import Result
 from .descriptors import Descriptors, write_all
 from .exceptions import TransferNeedsSftp
 from .landing import Landing, landing_for
+from .marked import Between, find, marker, move_to_start
 from .session import SessionOpener
 
 __all__ = ["ProgressBar", "get", "progress_callback", "put", "remote_home"]
@@ -69,7 +68,7 @@ _CHUNK = 65536
 _STARTED = b"\0fabric-mux-started"
 _DONE = b"\0fabric-mux "
 _FOLDER = b"\0fabric-mux-folder"
-_COUNT = b"\0fabric-mux-count "
+_SUM = b"\0fabric-mux-sum "
 _AFTER = b"\0fabric-mux-after "
 
 # Each script writes its report to stderr: after a NUL, "fabric-mux PATH", a
@@ -104,26 +103,32 @@ printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
 """
 #: A get into a file: $2 a token, written between NULs to stdout after the file's
 #: bytes (at once: a fork first would cost a round trip now and then), so that what
-#: lands is [what the login shell printed][the file][marker]. Then reports, for a
-#: regular file whose size says 0 (/proc), a count of what it reads (a fifo would
-#: wait for another writer), and last the ``ls -l`` line again: a size that changed
-#: while cat read fails the get.
+#: lands is [the file][marker], with whatever the login shell printed around it or
+#: in it. Meanwhile, for a regular file (never a fifo: it would take its bytes), a
+#: job of its own reports its POSIX cksum, which says whether bytes found before
+#: the marker beyond the size are all at the head. Last, the ``ls -l`` line again:
+#: a size that changed while cat read fails the get.
 GET_FILE_SCRIPT = (
     _GET_REPORT
-    + r"""cat -- "$r" || exit
-printf '\0%s\0' "$2"
-set -f
-set -- $m
-[ "$5" != 0 ] || [ ! -f "$r" ] || printf '\0fabric-mux-count %s\0' "$(wc -c < "$r")" >&2
+    + r"""t=$2
+{ [ -f "$r" ] && [ -r "$r" ] && s=$(cksum < "$r") && printf '\0fabric-mux-sum %s\0' "$s"; } >&2 &
+cat -- "$r" || exit
+printf '\0%s\0' "$t"
 printf '\0fabric-mux-after ' >&2
 exec ls -ldnL -- "$r" >&2
 """
 )
-#: A get pumped through Python: $2 a token, written between NULs to stdout first:
-#: what comes before it is the login shell's (see :class:`_AfterMarker`). A shell that
-#: echoes the command line it runs echoes $2, but never between NULs: no command line
-#: holds a NUL.
-GET_MARKED_SCRIPT = _GET_REPORT + 'printf \'\\0%s\\0\' "$2"\nexec cat -- "$r"\n'
+#: A get pumped through Python: $2 a token, written between NULs to stdout before
+#: the file's bytes and after them: only what lies between is the file's (see
+#: :class:`~fabric_mux.marked.Between`). A shell that echoes the command line it
+#: runs echoes $2, but never between NULs: no command line holds a NUL.
+GET_MARKED_SCRIPT = (
+    _GET_REPORT
+    + r"""printf '\0%s\0' "$2"
+cat -- "$r" || exit
+printf '\0%s\0' "$2"
+"""
+)
 
 #: Reports the remote home (where a session starts) as a path.
 HOME_SCRIPT = r"""printf '\0fabric-mux-started' >&2
@@ -166,16 +171,18 @@ class _Report:
     def __init__(self, stderr: bytes, status: int | None) -> None:
         self.started = _STARTED in stderr
         self.into_folder = _FOLDER in stderr
-        # A file get's last words: the size once read, and, for a size of 0, a
-        # count of what it reads (ls's own words, if it failed, are errors).
+        # A file get's cksum, from a job of its own: one write, which may come
+        # anywhere, even between the words of another report; taken out first.
+        stderr, tag, rest = stderr.partition(_SUM)
+        summed, _, rest = rest.partition(b"\0")
+        stderr += rest
+        #: A get's POSIX cksum of the remote file, and its length, if reported.
+        self.sum = _sum_shown(summed) if tag else None
+        # Its last words: the size once read (ls's own words, if it failed, are errors).
         stderr, tag, again = stderr.partition(_AFTER)
         self.size_after = _size_shown(again) if tag else None
         if self.size_after is None:
             stderr += again
-        stderr, tag, rest = stderr.partition(_COUNT)
-        count, _, rest = rest.partition(b"\0")
-        stderr += rest
-        self.count = int(count) if tag and count.strip().isdigit() else None
         before, done, after = stderr.replace(_STARTED, b"").partition(_DONE)
         path, _, rest = after.partition(b"\0")
         detail, _, later = rest.partition(b"\0")
@@ -199,7 +206,21 @@ class _Report:
 def _size_shown(line: bytes) -> int | None:
     """The size in an ``ls -l`` line."""
     words = line.split()
-    return int(words[4]) if len(words) >= 5 and words[4].isdigit() else None
+    if len(words) < 5:
+        return None
+    if words[0][:1] in (b"c", b"b"):
+        # A device: ls shows its numbers where the size goes. stat() says 0, and
+        # SFTP reads it to its end, as this get does (/dev/null: no bytes).
+        return 0
+    return int(words[4]) if words[4].isdigit() else None
+
+
+def _sum_shown(line: bytes) -> tuple[int, int] | None:
+    """The CRC and length in what ``cksum`` says of its stdin."""
+    words = line.split()
+    if len(words) == 2 and all(word.isdigit() for word in words):
+        return int(words[0]), int(words[1])
+    return None
 
 
 def put(
@@ -278,16 +299,14 @@ def get(
         local_path = _local_target(opener, remote, local)
     report_to = progress_callback(progress, remote_name or "download")
     if is_file_like:
-        report, got = _pumped_get(opener, str(remote), local.write, report_to)
-        if report_to:
-            report_to(got, got)
-        _got_all(opener, report, remote, got)
+        report = _pumped_into(opener, str(remote), local.write, report_to)
     else:
         with landing_for(local_path) as landing:
             if landing.readable:
                 report = _into_file(opener, str(remote), landing, report_to)
             else:  # /dev/null, a fifo, or a file we may only write: as the bytes come
-                report = _pumped_into(opener, str(remote), landing.fd, report_to)
+                sink = functools.partial(write_all, landing.fd)
+                report = _pumped_into(opener, str(remote), sink, report_to)
             landing.finish(_mode_bits(report.mode) if preserve_mode and report.mode else None)
     return Result(
         orig_remote=remote,
@@ -298,13 +317,9 @@ def get(
     )
 
 
-def _got_all(opener: SessionOpener, report: _Report, remote: Any, got: int) -> None:
-    """Raise what a get that did not bring the whole file raises, as stock does."""
-    if not report.started:
-        raise TransferNeedsSftp(report.errors)
-    _check(opener.original_host, report, str(remote))
-    if report.size is not None and got != report.size:
-        raise OSError(f"size mismatch in get!  {got} != {report.size}")
+def _mismatch(got: int | None, size: int | None) -> OSError:
+    """What stock raises for a get that did not bring the file's bytes."""
+    return OSError(f"size mismatch in get!  {got} != {size}")
 
 
 def _into_file(
@@ -313,94 +328,73 @@ def _into_file(
     """Run a get whose stdout is the landing file itself: the master writes the bytes
     into it, none pass through Python. Leaves it holding just the file's bytes."""
     token = secrets.token_hex(16)
-    marker = b"\0" + token.encode() + b"\0"
+    mark = marker(token)
     fd = landing.fd
 
     def position() -> int:  # what has landed, less the marker that comes last
-        return max(0, os.lseek(fd, 0, os.SEEK_CUR) - len(marker))
+        return max(0, os.lseek(fd, 0, os.SEEK_CUR) - len(mark))
 
     with _polling(progress, None, position, final=False):
         report, _ = _run(opener, _command(GET_FILE_SCRIPT, remote, token), stdout=fd)
     landed = os.lseek(fd, 0, os.SEEK_CUR)  # the master wrote through our offset
-    end = landed - len(marker)
-    whole = end >= 0 and os.pread(fd, len(marker), end) == marker
-    if not report.ok or not whole:
+    size = report.size
+    # Nothing printed before the marker: it is right after the size's worth of bytes.
+    end = find(fd, mark, size, landed) if size is not None else -1
+    if not report.ok or end < 0:
         landing.check_room(landed)
     if not report.started:
         raise TransferNeedsSftp(report.errors)
     _check(opener.original_host, report, remote)
-    size = report.size
-    if size is None or not whole:
-        raise OSError(f"size mismatch in get!  {landed} != {size}")
-    for read in (report.size_after, report.count):
-        # The file changed while cat read it, or reads as more than its size says.
+    if size is None:
+        raise OSError(errno.EIO, f"{opener.original_host}: {remote} has no size to check", remote)
+    for read in (report.size_after, report.sum[1] if report.sum else None):
+        # The file changed while cat read it, or reads as other than its size says.
         if read is not None and read != size:
-            raise OSError(f"size mismatch in get!  {read} != {size}")
-    if end < size or (end > size and not report.mode.startswith("-")):
-        # Short; or more than a fifo's or device's size says, which tells nothing of
-        # what the login shell printed: stock's size check fails such a get too.
-        raise OSError(f"size mismatch in get!  {end} != {size}")
-    if end > size:  # the login shell printed first (a .bashrc that echoes)
-        landing.drop_head(end - size, size)
-    landing.truncate(size)
+            raise _mismatch(read, size)
+    if end < 0:  # fewer bytes than the size
+        end = find(fd, mark, 0, landed)
+        raise _mismatch(end if end >= 0 else landed, size)
+    if end > size and not _all_before(fd, end - size, size, report):
+        raise _mismatch(end, size)
+    os.ftruncate(fd, size)  # what came after the marker is not the file's
     if progress:
         progress(size, size)
     return report
 
 
-def _pumped_into(opener: SessionOpener, remote: str, fd: int, progress: Progress | None) -> _Report:
-    """Run a get whose bytes are pumped into ``fd``: what is not a regular file
-    (``/dev/null``, a fifo, a terminal) has no offset to count by, and a file we may
-    only write cannot be read back."""
-    report, got = _pumped_get(opener, remote, lambda chunk: write_all(fd, chunk), progress)
-    if progress:
-        progress(got, got)
-    _got_all(opener, report, remote, got)
-    return report
+def _all_before(fd: int, head: int, size: int, report: _Report) -> bool:
+    """Whether the ``head`` bytes too many all came before the file's (a login shell
+    that greets): then they are taken off, and the rest checked by the remote's cksum.
+    False if they may be anywhere else (a job the login shell left printing)."""
+    if report.sum is None or not report.mode.startswith("-"):
+        # A fifo's or a device's bytes cannot be summed again: the extra bytes could
+        # be anywhere, and stock's size check fails such a get too.
+        return False
+    return move_to_start(fd, head, size) == report.sum[0]
 
 
-def _pumped_get(
+def _pumped_into(
     opener: SessionOpener, remote: str, sink: Callable[[bytes], object], progress: Progress | None
-) -> tuple[_Report, int]:
-    """Run a get whose bytes pass through Python to ``sink``; its report, and the
-    bytes passed on. What the login shell prints first never reaches ``sink``:
-    it comes before a marker that no shell can have printed (random, a get, and
-    between NULs, which no hex digit of it is: it cannot begin inside what came first)."""
+) -> _Report:
+    """Run a get whose bytes pass through Python to ``sink``: a file-like object, or
+    what has no offset to count by (``/dev/null``, a fifo, a terminal) or cannot be
+    read back (a file we may only write). What the login shell prints before, after
+    (never passed on) or among them (a size mismatch) is told apart by a marker
+    printed on both sides of them."""
     token = secrets.token_hex(16)
-    into = _AfterMarker(b"\0" + token.encode() + b"\0", sink)
-    # Progress counts what was passed on, not the marker or what came before it.
+    into = Between(marker(token), sink)
+    # Progress counts what was passed on, not the markers or what came around them.
     passed = (lambda _pumped, total: progress(into.passed, total)) if progress else None
     command = _command(GET_MARKED_SCRIPT, remote, token)
     report, _ = _run(opener, command, sink=into.write, progress=passed)
-    return report, into.passed
-
-
-class _AfterMarker:
-    """A sink that passes on to ``sink`` only what comes after ``marker``."""
-
-    def __init__(self, marker: bytes, sink: Callable[[bytes], object]) -> None:
-        self.marker = marker
-        self.sink = sink
-        self._head = b""
-        self._found = False
-        #: Bytes passed on.
-        self.passed = 0
-
-    def write(self, chunk: bytes) -> None:
-        if not self._found:
-            head = self._head + chunk
-            at = head.find(self.marker)
-            if at < 0:
-                # Only the end could begin the marker; what is before it is dropped.
-                self._head = head[-(len(self.marker) - 1) :]
-                return
-            self._found = True
-            self._head = b""
-            chunk = head[at + len(self.marker) :]
-            if not chunk:
-                return
-        self.sink(chunk)
-        self.passed += len(chunk)
+    if progress:
+        progress(into.passed, into.passed)
+    if not report.started:
+        raise TransferNeedsSftp(report.errors)
+    _check(opener.original_host, report, remote)
+    if not into.ended or (report.size is not None and into.passed != report.size):
+        raise _mismatch(into.passed, report.size)
+    return report
 
 
 def remote_home(opener: SessionOpener) -> str:

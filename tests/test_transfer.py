@@ -9,8 +9,10 @@ import io
 import os
 import pwd
 import secrets
+import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,9 +27,9 @@ from hypothesis import strategies as st
 from waiting import wait_until
 
 from fabric_mux import MuxConnection
+from fabric_mux.marked import Between, Cksum
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.testing import SshServer
-from fabric_mux.transfer import _AfterMarker
 
 #: Remote folders of this run (runs of the suite may share an account).
 OURS, STOCK = f"fmux-ours-{os.getpid()}", f"fmux-stock-{os.getpid()}"
@@ -484,40 +486,53 @@ def test_get_into_a_file_takes_one_session_when_the_login_shell_prints_anew_each
 @given(
     head=st.binary(max_size=200),
     data=st.binary(max_size=300),
-    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=8),
+    tail=st.binary(max_size=100),
+    cuts=st.lists(st.integers(min_value=0, max_value=700), max_size=8),
 )
-def test_what_comes_before_the_marker_is_dropped_however_the_bytes_are_cut(
-    head: bytes, data: bytes, cuts: list[int]
+def test_only_what_comes_between_the_markers_is_passed_on_however_the_bytes_are_cut(
+    head: bytes, data: bytes, tail: bytes, cuts: list[int]
 ) -> None:
     marker = b"\0" + b"0123456789abcdef" * 2 + b"\0"
-    # What came first may end with any part of it, and the data may hold it again.
-    stream = head.replace(marker, b"") + marker + data
+    # What came first may end with any part of it; what comes after, begin with any.
+    data = data.replace(marker, b"")
+    stream = head.replace(marker, b"") + marker + data + marker + tail
     passed: list[bytes] = []
-    into = _AfterMarker(marker, passed.append)
+    into = Between(marker, passed.append)
     edges = sorted({0, len(stream), *(cut for cut in cuts if cut < len(stream))})
     for start, end in zip(edges, edges[1:]):
         into.write(stream[start:end])
     assert b"".join(passed) == data
-    assert into.passed == len(data)
+    assert into.passed == len(data) and into.ended
     assert all(passed)  # no empty writes
 
 
 def test_what_came_first_may_end_with_the_token_itself() -> None:
     # A shell that prints the command line it runs, with no newline after it.
     token = b"0123456789abcdef" * 2
+    marker = b"\0" + token + b"\0"
     passed: list[bytes] = []
-    into = _AfterMarker(b"\0" + token + b"\0", passed.append)
-    into.write(b"/bin/sh -c '...' sh /etc/motd " + token + b"\0" + token + b"\0" + b"data")
+    into = Between(marker, passed.append)
+    into.write(b"/bin/sh -c '...' sh /etc/motd " + token + marker + b"data" + marker + b"bye\n")
     assert passed == [b"data"]
 
 
 def test_without_the_marker_nothing_is_passed_on() -> None:
     passed: list[bytes] = []
-    into = _AfterMarker(b"markermarker", passed.append)
+    into = Between(b"markermarker", passed.append)
     for chunk in (b"cat: /nope: No such file", b"marker", b"marke"):
         into.write(chunk)
     assert passed == []
-    assert into.passed == 0
+    assert into.passed == 0 and not into.ended
+
+
+@pytest.mark.parametrize("size", [0, 1, 12, 255, 256, 65536, 1_000_003])
+def test_the_checksum_is_posix_cksum(size: int) -> None:
+    data = os.urandom(size)
+    said = subprocess.run(["cksum"], input=data, capture_output=True, check=True).stdout.split()
+    summed = Cksum()
+    for start in range(0, size, 4099):  # in pieces, as the bytes are moved
+        summed.update(data[start : start + 4099])
+    assert [summed.value(), size] == [int(said[0]), int(said[1])]
 
 
 @pytest.mark.parametrize(
@@ -548,6 +563,103 @@ def test_get_into_a_file_like_object_brings_the_exact_bytes_when_the_login_shell
     finally:
         c.run(f"rm -f /tmp/{OURS}-banner-fo.bin", hide=True)
     assert server.logins() == 1
+
+
+def _server_whose_login_shell(
+    sshd_factory: SshdFactory, control_dir: Path, login_shell: str
+) -> MuxConnection:
+    """A connection to a server whose every command first runs ``login_shell``, as an
+    account's shell start-up does."""
+    server = sshd_factory(
+        sshd_options=[f'ForceCommand {login_shell}; eval "$SSH_ORIGINAL_COMMAND"']
+    )
+    return MuxConnection(
+        server.alias, config=server.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    )
+
+
+@pytest.fixture
+def noisy(sshd_user: str) -> Iterator[Path]:
+    """A folder the server's account writes in: the flags a login shell's job and
+    the get's command use to take turns."""
+    folder = Path(tempfile.mkdtemp(prefix="fmn-", dir="/tmp"))
+    folder.chmod(0o755)
+    shutil.chown(folder, sshd_user)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("into", ["file", "file-like"])
+def test_a_get_never_succeeds_with_what_a_login_shells_job_printed_among_the_bytes(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path, noisy: Path, into: str
+) -> None:
+    # The login shell leaves a job that prints once the get's bytes are half sent
+    # (as `(sleep 1; echo 'update available') &` in a .bashrc would, given time);
+    # cat is made to wait at half way until it has printed.
+    half, printed = noisy / "half", noisy / "printed"
+    job = (
+        f"(while [ ! -e {half} ]; do sleep 0.02; done; echo 'update available'; touch {printed}) &"
+    )
+    bin_ = noisy / "bin"
+    bin_.mkdir()
+    (bin_ / "cat").write_text(
+        "#!/bin/sh\n"
+        'head -c 100000 "$2"\n'
+        f"touch {half}\n"
+        f"while [ ! -e {printed} ]; do sleep 0.02; done\n"
+        'exec tail -c +100001 "$2"\n'
+    )
+    (bin_ / "cat").chmod(0o755)
+    login_shell = (
+        f'case "$SSH_ORIGINAL_COMMAND" in *fmux-noisy*) PATH={bin_}:$PATH; export PATH; '
+        f"{job} ;; esac"
+    )
+    c = _server_whose_login_shell(sshd_factory, control_dir, login_shell)
+    data = os.urandom(300_000)
+    remote = noisy / "fmux-noisy.bin"
+    remote.write_bytes(data)
+    remote.chmod(0o644)
+    local = tmp_path / "kept.bin"
+    local.write_bytes(b"the old bytes\n")
+    with pytest.raises(OSError, match=r"^size mismatch in get!  300017 != 300000$"):
+        c.get(str(remote), str(local) if into == "file" else io.BytesIO())
+    assert printed.exists()  # it printed among the bytes, not after them
+    assert local.read_bytes() == b"the old bytes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin"]
+
+
+@pytest.mark.parametrize("size", [0, 6, 300_000])
+def test_get_brings_the_exact_bytes_when_the_login_shell_prints_after_the_command(
+    sshd_factory: SshdFactory, control_dir: Path, tmp_path: Path, size: int
+) -> None:
+    c = _server_whose_login_shell(sshd_factory, control_dir, "trap 'echo bye' EXIT")
+    data = os.urandom(size)
+    c.put(io.BytesIO(data), f"/tmp/{OURS}-bye.bin")
+    try:
+        assert c.run("true", hide=True).stdout == "bye\n"
+        for local in ("got.bin", "got.bin"):  # a new file, then one replaced
+            got = c.get(f"/tmp/{OURS}-bye.bin", str(tmp_path / local))
+            assert Path(got.local).read_bytes() == data
+        into = io.BytesIO()
+        c.get(f"/tmp/{OURS}-bye.bin", into)
+        assert into.getvalue() == data
+        assert _get_through_a_fifo(c, f"/tmp/{OURS}-bye.bin", tmp_path / "fifo") == data
+    finally:
+        c.run(f"rm -f /tmp/{OURS}-bye.bin", hide=True)
+
+
+def test_a_get_of_a_device_reads_it_to_its_end_as_stock_does(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    for get, name in ((Transfer(c).get, "stock"), (c.get, "ours")):
+        got = get("/dev/null", str(tmp_path / name))
+        assert Path(got.local).read_bytes() == b""
+    assert (tmp_path / "ours").stat().st_mode == (tmp_path / "stock").stat().st_mode
+    into = io.BytesIO(b"")
+    c.get("/dev/null", into)
+    assert into.getvalue() == b""
 
 
 def test_relative_paths_follow_the_sftp_sessions_folder_as_stock_does(
