@@ -38,6 +38,8 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .keeping import carried_over
+
 __all__ = ["Landing", "landing_for"]
 
 #: ``O_TMPFILE`` where the platform has it; 0 where not (then landing files are named).
@@ -56,10 +58,6 @@ _NO_UNNAMED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
 
 # A folder where no new file can be made: the old file is written in place.
 _FOLDER_CLOSED = {errno.EACCES, errno.EPERM}
-
-# The kernel drops a file's capabilities whenever it is written to: new bytes
-# never inherit what the old program was allowed.
-_NOT_CARRIED = {"security.capability"}
 
 
 class Landing:
@@ -187,7 +185,7 @@ def _landing(folder: int, name: str, target: str) -> Landing:
             os.close(old_fd)
             raise
         return _in_place(old_fd, target, readable)
-    if not _carried_over(landing.fd, old_fd, old):
+    if not carried_over(landing.fd, old_fd, old):
         landing.close()
         return _in_place(old_fd, target, readable)
     os.close(old_fd)
@@ -271,48 +269,6 @@ def _new_file(folder: int, name: str) -> tuple[int, str | None]:
 def _beside(name: str) -> str:
     """A name for a landing file beside ``name`` (within NAME_MAX)."""
     return f".{name[:200]}.{secrets.token_hex(4)}.fabric-mux"
-
-
-def _carried_over(fd: int, old_fd: int, old: os.stat_result) -> bool:
-    """Give the new file at ``fd`` the owner, group and extended attributes of the
-    old file at ``old_fd``; False if any of them cannot be."""
-    mine = os.fstat(fd)
-    uid = old.st_uid if old.st_uid != mine.st_uid else -1
-    gid = old.st_gid if old.st_gid != mine.st_gid else -1
-    try:
-        if uid != -1 or gid != -1:
-            # Root can; a user can give a group of theirs. Before any mode: a chown
-            # may clear the set-id bits.
-            os.fchown(fd, uid, gid)
-        for name, value in _attributes(old_fd):
-            if _attribute(fd, name) != value:
-                os.setxattr(fd, name, value)
-    except OSError:  # EPERM, EINVAL (an id that cannot be mapped), ENOTSUP...
-        return False
-    # An ACL copied over set the old file's permissions: private again while it fills.
-    os.fchmod(fd, 0o600)
-    return True
-
-
-def _attributes(fd: int) -> list[tuple[str, bytes]]:
-    """The extended attributes of the file at ``fd`` that a new file is to keep
-    (ACLs are some)."""
-    if not hasattr(os, "listxattr"):
-        return []  # not Linux: none are carried over
-    try:
-        names = os.listxattr(fd)
-    except OSError as error:
-        if error.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return []
-        raise
-    return [(name, os.getxattr(fd, name)) for name in names if name not in _NOT_CARRIED]
-
-
-def _attribute(fd: int, name: str) -> bytes | None:
-    try:
-        return os.getxattr(fd, name)
-    except OSError:
-        return None
 
 
 def _linked(fd: int, folder: int, name: str) -> bool:
