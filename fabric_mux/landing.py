@@ -38,7 +38,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .keeping import carried_over
+from .keeping import as_written, carried_over
 
 __all__ = ["Landing", "landing_for"]
 
@@ -116,7 +116,7 @@ class Landing:
             return
         if mode is None:
             if self._old is not None:
-                mode = stat.S_IMODE(self._old.st_mode)
+                mode = as_written(self._old)
             else:
                 mode = _new_file_mode(self._folder)
         os.fchmod(self.fd, mode)
@@ -295,14 +295,21 @@ def _link_beside(fd: int, folder: int, name: str) -> str:
 
 
 def _new_file_mode(folder: int) -> int:
-    """The mode open() gives a new file in ``folder``: 0666 less the umask, read
-    without setting it (``os.umask`` would change it a moment for every thread)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    return _mode_of_a_new_file(folder)  # no /proc, or a kernel before 4.7
+    """The mode open() gives a new file in ``folder``: 0666 less the umask, or what
+    the folder's default ACL says (the landing file has that ACL already: this mode
+    makes it the one open() gives). Asked of the kernel, with a file made to see."""
+    if UNNAMED:
+        try:
+            fd = os.open(".", UNNAMED | os.O_RDWR | os.O_CLOEXEC, 0o666, dir_fd=folder)
+        except OSError as error:
+            if error.errno not in _NO_UNNAMED:
+                raise
+        else:
+            try:
+                return stat.S_IMODE(os.fstat(fd).st_mode)
+            finally:
+                os.close(fd)
+    return _mode_of_a_new_file(folder)
 
 
 def _mode_of_a_new_file(folder: int) -> int:

@@ -75,12 +75,12 @@ def old_file(
 ) -> int:
     """Make ``path`` the old file, holding :data:`OLD`; its inode."""
     path.write_bytes(OLD)
-    path.chmod(mode)
     os.chown(
         path,
         pwd.getpwnam(owner).pw_uid if owner else -1,
         grp.getgrnam(group).gr_gid if group else -1,
     )
+    path.chmod(mode)  # after chown, which takes set-user-ID and set-group-ID away
     return path.stat().st_ino
 
 
@@ -462,6 +462,52 @@ def test_extended_attributes_and_the_acl_are_kept(c: MuxConnection, shared: Path
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
 
 
+def default_acl(folder: Path) -> None:
+    """Give ``folder`` a default ACL: new files get rw- for :data:`OTHER` and nothing
+    for others, whatever the umask."""
+    acl = posix_acl(0o750, pwd.getpwnam(OTHER).pw_uid, 6)
+    os.setxattr(folder, "system.posix_acl_default", acl)
+
+
+def acl_of(path: Path) -> bytes | None:
+    try:
+        return os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("preserve_mode", [False, True])
+def test_a_new_file_under_a_default_acl_gets_what_stock_gets(
+    c: MuxConnection, shared: Path, preserve_mode: bool
+) -> None:
+    default_acl(shared)
+    for get, name in ((Transfer(c).get, "stock.txt"), (c.get, "ours.txt")):
+        get(f"{DIR}/new.txt", str(shared / name), preserve_mode=preserve_mode)
+    stock, ours = shared / "stock.txt", shared / "ours.txt"
+    assert ours.read_bytes() == NEW
+    # The ACL open() gives, and its mode (0640 here, 0604 with preserve_mode), not
+    # the umask's 0644.
+    assert stat.S_IMODE(ours.stat().st_mode) == stat.S_IMODE(stock.stat().st_mode)
+    assert acl_of(ours) == acl_of(stock) is not None
+
+
+@pytest.mark.parametrize("preserve_mode", [False, True])
+def test_a_replaced_file_gets_no_acl_it_did_not_have(
+    c: MuxConnection, shared: Path, preserve_mode: bool
+) -> None:
+    default_acl(shared)
+    for name in ("stock.txt", "ours.txt"):
+        old_file(shared / name, 0o640)
+        os.removexattr(shared / name, "system.posix_acl_access")  # made before the ACL
+    inode = (shared / "ours.txt").stat().st_ino
+    Transfer(c).get(f"{DIR}/new.txt", str(shared / "stock.txt"), preserve_mode=preserve_mode)
+    c.get(f"{DIR}/new.txt", str(shared / "ours.txt"), preserve_mode=preserve_mode)
+    stock, ours = shared / "stock.txt", shared / "ours.txt"
+    assert ours.read_bytes() == NEW and ours.stat().st_ino != inode  # replaced
+    assert os.listxattr(ours) == os.listxattr(stock) == []
+    assert stat.S_IMODE(ours.stat().st_mode) == stat.S_IMODE(stock.stat().st_mode)
+
+
 # -- written in place ------------------------------------------------------------------
 
 
@@ -662,11 +708,40 @@ def test_a_group_of_the_accounts_own_is_kept_on_a_new_file(
     assert stat.S_IMODE(shown.st_mode) == 0o640
 
 
+@pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o6755, 0o2745], ids=oct)
+def test_set_ids_go_as_a_write_by_the_account_takes_them_from_stocks_file(
+    get_as_other: Callable[..., dict[str, Any]], shared: Path, mode: int
+) -> None:
+    folder = shared / "theirs"
+    folder.mkdir()
+    shutil.chown(folder, OTHER)
+    target, stocks = folder / "tool", folder / "stocks-tool"
+    for made in (target, stocks):
+        old_file(made, mode, owner=OTHER, group="nogroup")
+        assert stat.S_IMODE(made.stat().st_mode) == mode
+    inode = target.stat().st_ino
+    # What the kernel leaves of the mode when the account writes the file, as
+    # stock's open(local, "wb") does: set-user-ID goes; set-group-ID too, unless
+    # the group may not run it and is the account's own (2745 stays).
+    as_account(OTHER, "sh", "-c", f"printf new > {stocks}", cwd=folder)
+    assert get_as_other(f"{DIR}/new.txt", target) == {"error": None}  # preserve_mode=False
+    assert target.read_bytes() == NEW and target.stat().st_ino != inode  # replaced
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(stocks.stat().st_mode)
+
+
+@needs_root
+def test_roots_write_keeps_set_ids_as_the_kernel_does(c: MuxConnection, shared: Path) -> None:
+    target = shared / "tool"
+    old_file(target, 0o6755)
+    c.get(f"{DIR}/new.txt", str(target), preserve_mode=False)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o6755  # CAP_FSETID: kept on a write
+
+
 def test_a_new_files_mode_is_known_without_setting_the_umask(tmp_path: Path) -> None:
     before = os.umask(0o027)
     folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        # From /proc, and as elsewhere, by making a file and looking.
+        # From a file with no name, and as elsewhere, from one made and removed.
         assert landing._new_file_mode(folder) == 0o640
         assert landing._mode_of_a_new_file(folder) == 0o640
     finally:
