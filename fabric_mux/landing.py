@@ -19,8 +19,11 @@ where the system or the file system has no such files, it is a named
 A new file cannot always keep all that the old one had. Then the get writes
 into the old file itself, as stock Fabric does (truncated, then written; a
 failed get leaves it short): when the folder is not writable, when the file
-has other hard links (they would keep the old bytes), or when its owner, its
-group or one of its extended attributes cannot be given to a new file.
+has other hard links (they would keep the old bytes), when its owner, its
+group or one of its extended attributes cannot be given to a new file, or
+when it is a mount point (a file bind-mounted over it, as a container's
+``/etc/resolv.conf``), which cannot be renamed over. Errors name the target,
+never a landing file.
 
 A target that is a symbolic link is opened through the link by the kernel, as
 stock opens it (the kernel decides whether the link may be followed), and
@@ -59,6 +62,8 @@ _NO_UNNAMED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
 # A folder where no new file can be made: the old file is written in place.
 _FOLDER_CLOSED = {errno.EACCES, errno.EPERM}
 
+_CHUNK = 1024 * 1024
+
 
 class Landing:
     """The descriptor a get writes to (:attr:`fd`), and what puts it in place;
@@ -73,6 +78,7 @@ class Landing:
         name: str = "",
         landing_name: str | None = None,
         old: os.stat_result | None = None,
+        old_fd: int = -1,
         in_place: bool = False,
         streams: bool = False,
         readable: bool = True,
@@ -90,13 +96,17 @@ class Landing:
         self._name = name  # the target's name in it
         self._landing_name = landing_name  # a named landing file, removed unless renamed
         self._old = old
+        self._old_fd = old_fd  # the old file, opened as stock opens it
 
     def check_room(self, landed: int) -> None:
         """Say so if a full local disk is why a get ended short: the master only
         stops writing, and the session ends with no word of why."""
         if os.fstatvfs(self.fd).f_bavail != 0:
             return
-        left = "is as it was" if self.replaces else "holds what landed"
+        if not self.replaces:
+            left = "holds what landed"
+        else:
+            left = "is as it was" if self._old is not None else "was not made"
         raise OSError(
             errno.ENOSPC,
             f"no space left on the local disk for the get ({landed} bytes landed); "
@@ -109,17 +119,27 @@ class Landing:
         put it in place, whole."""
         if self.streams:
             return
-        if not self.replaces:
-            # Stock chmods after writing; only a change needs the file to be ours.
-            if mode is not None and mode != stat.S_IMODE(os.fstat(self.fd).st_mode):
+        with _naming(self.target):  # never a landing file's name
+            if not self.replaces:
+                _change_mode(self.fd, mode)
+                return
+            if mode is not None:
                 os.fchmod(self.fd, mode)
-            return
-        if mode is None:
-            if self._old is not None:
-                mode = as_written(self._old)
+            elif self._old is not None:
+                os.fchmod(self.fd, as_written(self._old))
             else:
-                mode = _new_file_mode(self._folder)
-        os.fchmod(self.fd, mode)
+                os.fchmod(self.fd, _new_file_mode(self._folder))
+            try:
+                self._put_in_place()
+            except OSError as error:
+                if error.errno != errno.EBUSY or self._old_fd < 0:
+                    raise
+                # A mount point with one file system on both sides (a file bind-mounted
+                # over the target) is not to be renamed over: written, as stock writes it.
+                _copy(self.fd, self._old_fd)
+                _change_mode(self._old_fd, mode)
+
+    def _put_in_place(self) -> None:
         if self._landing_name is None:
             if self._old is None and _linked(self.fd, self._folder, self._name):
                 return  # a new file: its name is its place
@@ -133,7 +153,32 @@ class Landing:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._landing_name, dir_fd=self._folder)
             self._landing_name = None
+        if self._old_fd >= 0:
+            os.close(self._old_fd)
+            self._old_fd = -1
         os.close(self.fd)
+
+
+def _change_mode(fd: int, mode: int | None) -> None:
+    """What stock does to the file it wrote in place: a chmod with ``mode``, if given."""
+    # Only a change needs the file to be ours.
+    if mode is not None and mode != stat.S_IMODE(os.fstat(fd).st_mode):
+        os.fchmod(fd, mode)
+
+
+def _copy(source: int, into: int) -> None:
+    """Make the file at ``into`` hold what the file at ``source`` holds."""
+    os.ftruncate(into, 0)
+    offset = 0
+    while True:
+        chunk = os.pread(source, _CHUNK, offset)
+        if not chunk:
+            return
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(into, view, offset)
+            view = view[written:]
+            offset += written
 
 
 @contextmanager
@@ -178,6 +223,8 @@ def _landing(folder: int, name: str, target: str) -> Landing:
             return _streamed(os.open(name, _STOCK, 0o666, dir_fd=folder), target)
     if old.st_nlink > 1:
         return _in_place(old_fd, target, readable)  # its other names would keep the old bytes
+    if old.st_dev != os.fstat(folder).st_dev:
+        return _in_place(old_fd, target, readable)  # a mount point: not to be renamed over
     try:
         landing = _new_landing(folder, name, target, old)
     except OSError as error:
@@ -188,7 +235,7 @@ def _landing(folder: int, name: str, target: str) -> Landing:
     if not carried_over(landing.fd, old_fd, old):
         landing.close()
         return _in_place(old_fd, target, readable)
-    os.close(old_fd)
+    landing._old_fd = old_fd  # for a mount point that only a rename finds
     return landing
 
 

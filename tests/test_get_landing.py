@@ -8,6 +8,7 @@ a get is then held in the middle of its transfer for as long as the test needs.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -286,28 +287,68 @@ def as_account(name: str, *argv: str, cwd: Path) -> None:
     subprocess.run(argv, user=account.pw_uid, group=account.pw_gid, cwd=cwd, check=True)
 
 
-@needs_root
-def test_a_folder_swapped_for_a_link_mid_get_cannot_send_the_file_elsewhere(
-    sshd_factory: SshdFactory, control_dir: Path, shared: Path, flag: Flag
-) -> None:
+class Held:
+    """A get whose remote command, once running (its landing made), waits for the
+    test's word before it sends a byte: :meth:`start` it, do what is to happen
+    meanwhile, then :meth:`end` it."""
+
+    def __init__(self, c: MuxConnection, remote: Path, held: Path, flag: Flag) -> None:
+        self.c = c
+        #: The remote file: :data:`NEW`.
+        self.remote = remote
+        self._held = held
+        self._flag = flag
+        self._getting: threading.Thread | None = None
+        #: What the get raised.
+        self.failed: list[OSError] = []
+
+    def start(self, local: Path) -> None:
+        def get() -> None:
+            try:
+                self.c.get(str(self.remote), str(local))
+            except OSError as error:
+                self.failed.append(error)
+
+        self._getting = threading.Thread(target=get)
+        self._getting.start()
+        assert wait_until(self._held.exists, deadline=30)
+
+    def end(self) -> None:
+        self._flag.raise_()
+        if self._getting is not None:
+            self._getting.join(timeout=60)
+
+
+@pytest.fixture
+def held(sshd_factory: SshdFactory, control_dir: Path, shared: Path, flag: Flag) -> Iterator[Held]:
     # The get's remote command says it runs, then waits for the flag.
     says = shared / "says"
     says.mkdir()
-    held = says / "held"
-    hold = f"touch {held}; {flag.waited_for()}"
+    hold = f"touch {says / 'held'}; {flag.waited_for()}"
     server = sshd_factory(
         sshd_options=[
             f'ForceCommand case "$SSH_ORIGINAL_COMMAND" in *fmux-held*) {hold} ;; esac; '
             'eval "$SSH_ORIGINAL_COMMAND"'
         ]
     )
+    shutil.chown(says, server.user)
     c = MuxConnection(
         server.alias, config=server.fabric_config({"mux": {"control_dir": str(control_dir)}})
     )
-    shutil.chown(says, server.user)
     remote = shared / "fmux-held.bin"
     remote.write_bytes(NEW)
     remote.chmod(0o644)
+    getting = Held(c, remote, says / "held", flag)
+    try:
+        yield getting
+    finally:
+        getting.end()
+
+
+@needs_root
+def test_a_folder_swapped_for_a_link_mid_get_cannot_send_the_file_elsewhere(
+    held: Held, shared: Path
+) -> None:
     roots = shared / "roots"  # a folder of root's, with a file of root's
     roots.mkdir()
     roots_file = roots / "victim"
@@ -318,23 +359,12 @@ def test_a_folder_swapped_for_a_link_mid_get_cannot_send_the_file_elsewhere(
     for made in (home, home / "sub"):
         shutil.chown(made, OTHER, "nogroup")
     old_file(home / "sub" / "victim", 0o644, owner=OTHER)
-    failed: list[BaseException] = []
-
-    def get() -> None:
-        try:
-            c.get(str(remote), str(home / "sub" / "victim"))
-        except OSError as error:
-            failed.append(error)
-
-    getting = threading.Thread(target=get)
-    getting.start()
     try:
-        assert wait_until(held.exists, deadline=30)  # the landing is made, the bytes wait
+        held.start(home / "sub" / "victim")  # the landing is made, the bytes wait
         as_account(OTHER, "sh", "-c", f"mv sub sub.old && ln -s {roots} sub", cwd=home)
     finally:
-        flag.raise_()
-        getting.join(timeout=60)
-    assert failed == []
+        held.end()
+    assert held.failed == []
     assert roots_file.read_bytes() == OLD and roots_file.stat().st_ino == inode
     assert roots_file.stat().st_uid == 0 and sorted(p.name for p in roots.iterdir()) == ["victim"]
     # It landed in the folder it was meant for, wherever that folder now is.
@@ -546,6 +576,61 @@ def test_a_file_in_a_folder_that_takes_no_new_file_is_written_in_place(
     c.get(f"{DIR}/new.txt", str(target))
     assert target.read_bytes() == NEW and target.stat().st_ino == inode
     assert stat.S_IMODE(target.stat().st_mode) == 0o604  # preserve_mode: chmod, as stock
+
+
+@contextmanager
+def mounted(*argv: str) -> Iterator[None]:
+    """``mount ARGV...`` for the block; its target is unmounted however it ends."""
+    subprocess.run(["mount", *argv], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", argv[-1]], check=False)
+
+
+@needs_root
+@pytest.mark.parametrize("across", [False, True], ids=["one file system", "another"])
+def test_a_file_bind_mounted_over_the_target_is_written_in_place(
+    c: MuxConnection, shared: Path, across: bool
+) -> None:
+    # As a container's /etc/resolv.conf, or a Kubernetes subPath: not to be renamed over.
+    source_folder = shared / "source"
+    source_folder.mkdir()
+    with contextlib.ExitStack() as stack:
+        if across:  # its own file system: the file and its folder differ in st_dev
+            stack.enter_context(
+                mounted("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(source_folder))
+            )
+        source, target = source_folder / "resolv.conf", shared / "resolv.conf"
+        inode = old_file(source, 0o644)
+        target.write_bytes(b"covered\n")
+        stack.enter_context(mounted("--bind", str(source), str(target)))
+        c.get(f"{DIR}/new.txt", str(target), preserve_mode=False)
+        assert target.read_bytes() == source.read_bytes() == NEW
+        assert target.stat().st_ino == inode
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        assert sorted(p.name for p in shared.iterdir()) == ["resolv.conf", "source"]
+
+
+@needs_root
+def test_an_error_names_the_target_never_a_landing_file(held: Held, shared: Path) -> None:
+    folder = shared / "folder"
+    folder.mkdir()
+    target = folder / "kept.txt"
+    inode = old_file(target)
+    try:
+        held.start(target)
+        # Nothing can be named in it now: the finished file cannot take its place.
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    finally:
+        held.end()
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+    assert [(type(error), error.filename) for error in held.failed] == [
+        (PermissionError, str(target))
+    ]
+    assert "fabric-mux" not in str(held.failed[0])
+    assert target.read_bytes() == OLD and target.stat().st_ino == inode
+    assert sorted(p.name for p in folder.iterdir()) == ["kept.txt"]
 
 
 # -- as an account that is not root ----------------------------------------------------------

@@ -696,8 +696,9 @@ def test_a_new_file_from_get_has_the_mode_open_gives_without_preserve_mode(
     assert stat.S_IMODE(os.stat(got.local).st_mode) == 0o640
 
 
+@pytest.mark.parametrize("old", [True, False], ids=["replaced", "new"])
 def test_a_get_onto_a_full_disk_says_so_and_leaves_the_old_file(
-    c: MuxConnection, tmp_path: Path
+    c: MuxConnection, tmp_path: Path, old: bool
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small file system")  # CI runs as root
@@ -706,13 +707,17 @@ def test_a_get_onto_a_full_disk_says_so_and_leaves_the_old_file(
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
     try:
         local = small / "kept.txt"
-        local.write_bytes(b"old\n")
+        if old:
+            local.write_bytes(b"old\n")
         c.run(f"head -c 300000 /dev/zero > {OURS}/big.bin", hide=True)
         with pytest.raises(OSError) as raised:
             c.get(f"{OURS}/big.bin", str(local))
         assert raised.value.errno == errno.ENOSPC
         assert "no space left on the local disk" in str(raised.value)
-        assert local.read_bytes() == b"old\n"
-        assert [p.name for p in small.iterdir()] == ["kept.txt"]
+        said = "is as it was" if old else "was not made"
+        assert str(raised.value.strerror).endswith(f"; {local} {said}")
+        assert [p.name for p in small.iterdir()] == (["kept.txt"] if old else [])
+        if old:
+            assert local.read_bytes() == b"old\n"
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
