@@ -79,7 +79,9 @@ _AFTER = b"\0fabric-mux-after "
 #: folder as posixpath.join joins, as Fabric does: an absolute name wins), $3 the mode or
 #: empty. The bytes come on stdin, never in the command line: a remote process's
 #: arguments are there for every user of the server to read (ps, /proc).
-#: Reports the absolute path, then wc's count of what landed.
+#: A new file is made 0600 (nobody else reads it while it fills), then given $3, or,
+#: as SFTP gives a new file, 0666 less the umask (chmod's ``=rw`` with no "who" is
+#: masked by it). Reports the absolute path, then wc's count of what landed.
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
 if [ -z "$r" ]; then r=$2
@@ -88,8 +90,11 @@ elif [ -d "$r" ]; then
   case $2 in /*) r=$2 ;; *) r=${r%/}/$2 ;; esac
 fi
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
-cat > "$r" || exit
-[ -z "$3" ] || chmod "$3" -- "$r" || exit
+[ -e "$r" ] || n=1
+(umask 077 && exec cat > "$r") || exit
+if [ -n "$3" ]; then chmod "$3" -- "$r" || exit
+elif [ -n "$n" ]; then chmod =rw -- "$r" || exit
+fi
 printf '\0fabric-mux %s\0' "$r" >&2
 exec wc -c < "$r" >&2"""
 

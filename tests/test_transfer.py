@@ -130,6 +130,59 @@ def test_a_named_file_like_object_into_a_folder_lands_where_stock_puts_it(
     c.run(f"rm -f /tmp/{OURS}-flo-absolute /tmp/{STOCK}-flo-absolute", hide=True)
 
 
+class HaltingHalfway(io.BytesIO):
+    """Bytes whose second half is read only once :attr:`go` is set."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.half = len(data) // 2
+        self.go = threading.Event()
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() < self.half:
+            return super().read(self.half - self.tell())
+        assert self.go.wait(60)
+        return super().read(size)
+
+
+def test_a_new_remote_file_is_private_while_a_put_fills_it(c: MuxConnection, noisy: Path) -> None:
+    # The server runs here: its files are ours to look at.
+    data = os.urandom(200_000)
+    filling = HaltingHalfway(data)
+    remote = noisy / "filling.bin"
+    putting = threading.Thread(target=c.put, args=(filling, str(remote)))
+    putting.start()
+    try:
+        assert wait_until(lambda: remote.exists() and remote.stat().st_size > 0, deadline=30)
+        assert stat.S_IMODE(remote.stat().st_mode) == 0o600
+    finally:
+        filling.go.set()
+        putting.join(timeout=60)
+    assert remote.read_bytes() == data
+    # Then the mode SFTP gives a new file (a file-like object's is not preserved).
+    Transfer(c).put(io.BytesIO(data), str(noisy / "stock.bin"))
+    assert remote.stat().st_mode == (noisy / "stock.bin").stat().st_mode
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_put_without_preserve_mode_leaves_the_mode_stock_leaves(
+    c: MuxConnection, tmp_path: Path, existing: bool
+) -> None:
+    local = tmp_path / "tool.sh"
+    local.write_text("#!/bin/sh\n")
+    local.chmod(0o750)
+    modes = []
+    for put, folder in ((Transfer(c).put, STOCK), (c.put, OURS)):
+        if existing:
+            c.run(f"touch {folder}/tool.sh && chmod 604 {folder}/tool.sh", hide=True)
+        put(str(local), f"{folder}/tool.sh", preserve_mode=False)
+        modes.append(remote_state(c, f"{folder}/tool.sh"))
+    assert modes[0] == modes[1]
+    # The old file's mode, or the remote umask's for a new one: never the local 0750.
+    assert "x" not in modes[1][0] and modes[1][1] == "#!/bin/sh\n"
+    assert not existing or modes[1][0] == "-rw----r--"
+
+
 def test_a_nameless_file_like_object_into_a_folder_is_refused_like_stock(c: MuxConnection) -> None:
     for put, folder in ((Transfer(c).put, STOCK), (c.put, OURS)):
         with pytest.raises(ValueError, match=r"non-empty \.name attribute"):
