@@ -492,6 +492,16 @@ def test_extended_attributes_and_the_acl_are_kept(c: MuxConnection, shared: Path
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
 
 
+@needs_root
+def test_roots_get_keeps_the_attributes_only_root_can_see(c: MuxConnection, shared: Path) -> None:
+    target = shared / "tagged.txt"
+    inode = old_file(target, 0o640)
+    os.setxattr(target, "trusted.origin", b"deploy 42")  # hidden from all but CAP_SYS_ADMIN
+    c.get(f"{DIR}/new.txt", str(target), preserve_mode=False)
+    assert target.read_bytes() == NEW and target.stat().st_ino != inode
+    assert os.getxattr(target, "trusted.origin") == b"deploy 42"
+
+
 def default_acl(folder: Path) -> None:
     """Give ``folder`` a default ACL: new files get rw- for :data:`OTHER` and nothing
     for others, whatever the umask."""
@@ -820,6 +830,23 @@ def test_roots_write_keeps_set_ids_as_the_kernel_does(c: MuxConnection, shared: 
     old_file(target, 0o6755)
     c.get(f"{DIR}/new.txt", str(target), preserve_mode=False)
     assert stat.S_IMODE(target.stat().st_mode) == 0o6755  # CAP_FSETID: kept on a write
+
+
+def test_a_users_get_cannot_keep_the_attributes_the_kernel_hides_from_it(
+    get_as_other: Callable[..., dict[str, Any]], shared: Path
+) -> None:
+    # A documented limit: trusted.* attributes are invisible to the account (no
+    # name listed, ENODATA as for none), so nothing tells it to write in place.
+    folder = shared / "theirs"
+    folder.mkdir()
+    shutil.chown(folder, OTHER)
+    target = folder / "tagged.txt"
+    inode = old_file(target, 0o640, owner=OTHER, group="nogroup")
+    os.setxattr(target, "trusted.origin", b"deploy 42")
+    os.setxattr(target, "user.origin", b"deploy 42")
+    assert get_as_other(f"{DIR}/new.txt", target) == {"error": None}
+    assert target.read_bytes() == NEW and target.stat().st_ino != inode
+    assert os.listxattr(target) == ["user.origin"]
 
 
 def test_a_new_files_mode_is_known_without_setting_the_umask(tmp_path: Path) -> None:
