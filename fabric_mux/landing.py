@@ -78,7 +78,6 @@ class Landing:
         name: str = "",
         landing_name: str | None = None,
         old: os.stat_result | None = None,
-        old_fd: int = -1,
         in_place: bool = False,
         streams: bool = False,
         readable: bool = True,
@@ -96,7 +95,6 @@ class Landing:
         self._name = name  # the target's name in it
         self._landing_name = landing_name  # a named landing file, removed unless renamed
         self._old = old
-        self._old_fd = old_fd  # the old file, opened as stock opens it
 
     def check_room(self, landed: int) -> None:
         """Say so if a full local disk is why a get ended short: the master only
@@ -132,12 +130,21 @@ class Landing:
             try:
                 self._put_in_place()
             except OSError as error:
-                if error.errno != errno.EBUSY or self._old_fd < 0:
+                if error.errno != errno.EBUSY or self._old is None:
                     raise
                 # A mount point with one file system on both sides (a file bind-mounted
                 # over the target) is not to be renamed over: written, as stock writes it.
-                _copy(self.fd, self._old_fd)
-                _change_mode(self._old_fd, mode)
+                self._write_over(mode)
+
+    def _write_over(self, mode: int | None) -> None:
+        """Copy what landed into the target itself, and chmod it as stock would."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._name, flags, 0o666, dir_fd=self._folder)
+        try:
+            _copy(self.fd, fd)
+            _change_mode(fd, mode)
+        finally:
+            os.close(fd)
 
     def _put_in_place(self) -> None:
         if self._landing_name is None:
@@ -153,9 +160,6 @@ class Landing:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._landing_name, dir_fd=self._folder)
             self._landing_name = None
-        if self._old_fd >= 0:
-            os.close(self._old_fd)
-            self._old_fd = -1
         os.close(self.fd)
 
 
@@ -191,7 +195,8 @@ def landing_for(path: str) -> Iterator[Landing]:
     with _naming(path):
         folder = os.open(folder_path, _FOLDER)
     try:
-        landing = _landing(folder, name, path)
+        with _naming(path):
+            landing = _landing(folder, name, path)
         try:
             yield landing
         finally:
@@ -202,25 +207,24 @@ def landing_for(path: str) -> Iterator[Landing]:
 
 def _landing(folder: int, name: str, target: str) -> Landing:
     """A new file that will keep what the old one had, else the old file itself."""
-    with _naming(target):
-        try:
-            shown = os.stat(name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            return _new_landing(folder, name, target, None)
-        if stat.S_ISLNK(shown.st_mode):
-            return _through_link(folder, name, target)
-        if not stat.S_ISREG(shown.st_mode):
-            return _streamed(os.open(name, _STOCK, 0o666, dir_fd=folder), target)
-        try:
-            old_fd, readable = _open_old(folder, name)
-        except OSError as error:
-            if error.errno != errno.ELOOP:
-                raise
-            return _through_link(folder, name, target)  # it became a link meanwhile
-        old = os.fstat(old_fd)
-        if not stat.S_ISREG(old.st_mode):  # it became a fifo meanwhile: as stock opens it
-            os.close(old_fd)
-            return _streamed(os.open(name, _STOCK, 0o666, dir_fd=folder), target)
+    try:
+        shown = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return _new_landing(folder, name, target, None)
+    if stat.S_ISLNK(shown.st_mode):
+        return _through_link(folder, name, target)
+    if not stat.S_ISREG(shown.st_mode):
+        return _streamed(os.open(name, _STOCK, 0o666, dir_fd=folder), target)
+    try:
+        old_fd, readable = _open_old(folder, name)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        return _through_link(folder, name, target)  # it became a link meanwhile
+    old = os.fstat(old_fd)
+    if not stat.S_ISREG(old.st_mode):  # it became a fifo meanwhile: as stock opens it
+        os.close(old_fd)
+        return _streamed(os.open(name, _STOCK, 0o666, dir_fd=folder), target)
     if old.st_nlink > 1:
         return _in_place(old_fd, target, readable)  # its other names would keep the old bytes
     if old.st_dev != os.fstat(folder).st_dev:
@@ -235,7 +239,7 @@ def _landing(folder: int, name: str, target: str) -> Landing:
     if not carried_over(landing.fd, old_fd, old):
         landing.close()
         return _in_place(old_fd, target, readable)
-    landing._old_fd = old_fd  # for a mount point that only a rename finds
+    os.close(old_fd)
     return landing
 
 
@@ -260,8 +264,7 @@ def _open_old(folder: int, name: str) -> tuple[int, bool]:
 
 def _new_landing(folder: int, name: str, target: str, old: os.stat_result | None) -> Landing:
     """A new file in ``folder`` for the get into ``name``, to take its place."""
-    with _naming(target):
-        fd, landing_name = _new_file(folder, name)
+    fd, landing_name = _new_file(folder, name)
     return Landing(fd, target, folder=folder, name=name, landing_name=landing_name, old=old)
 
 
@@ -274,11 +277,12 @@ def _through_link(folder: int, name: str, target: str) -> Landing:
     except OSError:
         shown = None  # a dangling link (open() makes what it names), or one not to follow
     fd = -1
+    # Never a fifo: opened for reading too, it would not wait for a reader.
     if shown is None or stat.S_ISREG(shown.st_mode):
         with contextlib.suppress(PermissionError):
             fd = os.open(name, _STOCK_READABLE, 0o666, dir_fd=folder)
     readable = fd >= 0
-    if fd < 0:  # not a fifo: opened for reading too, it would never wait for a reader
+    if fd < 0:
         fd = os.open(name, _STOCK, 0o666, dir_fd=folder)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         return _streamed(fd, target)
