@@ -90,7 +90,7 @@ elif [ -d "$r" ]; then
   case $2 in /*) r=$2 ;; *) r=${r%/}/$2 ;; esac
 fi
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
-[ -e "$r" ] || n=1
+n=; [ -e "$r" ] || n=1
 (umask 077 && exec cat > "$r") || exit
 if [ -n "$3" ]; then chmod "$3" -- "$r" || exit
 elif [ -n "$n" ]; then chmod =rw -- "$r" || exit
@@ -115,10 +115,10 @@ printf '\0fabric-mux %s\0%s\0' "$r" "$m" >&2
 #: a size that changed while cat read fails the get.
 GET_FILE_SCRIPT = (
     _GET_REPORT
-    + r"""t=$2
-{ [ -f "$r" ] && [ -r "$r" ] && s=$(cksum < "$r") && printf '\0fabric-mux-sum %s\0' "$s"; } >&2 &
+    + r"""{ [ -f "$r" ] && [ -r "$r" ] && s=$(cksum < "$r") &&
+  printf '\0fabric-mux-sum %s\0' "$s"; } >&2 &
 cat -- "$r" || exit
-printf '\0%s\0' "$t"
+printf '\0%s\0' "$2"
 printf '\0fabric-mux-after ' >&2
 exec ls -ldnL -- "$r" >&2
 """
