@@ -105,8 +105,12 @@ class FleetRun:
         return all(report.status == "ok" for report in self.reports.values())
 
     def _run_batches(self) -> None:
-        first_hosts = self._host_waves[0] if self._host_waves else len(self.waves)
-        last_hosts = self._host_waves[-1] if self._host_waves else -1
+        if not self._host_waves:
+            # Only calls with no host (`fab release` with no -H): each runs once.
+            for wave in self.waves:
+                self._hostless(wave)
+            return
+        first_hosts, last_hosts = self._host_waves[0], self._host_waves[-1]
         for index in range(first_hosts):
             self._hostless(self.waves[index])
         cancel_ahead: Callable[[], None] = lambda: None  # noqa: E731

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import fabric
 import pytest
-from fabrun import fab
+from fabrun import fab, no_agent_env, program
 
 from fabric_mux.master import master_pids
 from fabric_mux.pytest_plugin import FleetFactory
@@ -39,6 +39,16 @@ FABFILE = textwrap.dedent(
     @task
     def uptime(c):
         c.run(f"cat {{MEET}}/say-{{c.original_host}} 2>/dev/null || echo up 3 days")
+
+    @task
+    def note(c):
+        # A task of this machine (no host): each call leaves one local mark.
+        with open(f"{{MEET}}/log", "a") as marks:
+            marks.write(f"note {{type(c).__name__}}\\n")
+
+    @task(pre=[note], post=[note])
+    def rolled(c):
+        restart(c)
     """
 )
 
@@ -204,3 +214,41 @@ def test_a_bad_host_range_is_one_line_naming_it(
     assert done.returncode == 1 and "'web[x]' is not valid" in done.stderr
     assert "Traceback" not in done.stderr
     assert sshd.logins() == 0 and log(meet) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "yaml", "flags"),
+    [
+        ("fab", "  parallel: true\n", []),
+        ("fabmux", "", ["-P"]),
+        ("fabmux", "", ["--serial", "1"]),
+    ],
+)
+def test_a_task_of_this_machine_runs_once_in_a_parallel_run_with_no_hosts(
+    tmp_path: Path, control_dir: Path, meet: Path, name: str, yaml: str, flags: list[str]
+) -> None:
+    folder = project(tmp_path, control_dir, meet, yaml)
+    done = subprocess.run(
+        [program(name), *flags, "note", "note"],
+        cwd=folder,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert log(meet) == ["note Context", "note Context"]  # each call once
+
+
+def test_tasks_of_this_machine_around_a_rolling_run_run_once(
+    sshd_fleet: FleetFactory, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    fleet = sshd_fleet(2)
+    folder = project(tmp_path, control_dir, meet)
+    done = fab(folder, fleet.ssh_config, "host[1-2]", "--serial", "1", "rolled", name="fabmux")
+    assert done.returncode == 0, done.stderr
+    marks = log(meet)
+    # The pre- and post-task have no host: once each, before and after the batches.
+    assert marks == ["note Context", "host1 restart", "host2 restart", "note Context"]
