@@ -179,12 +179,24 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         return call.clone(into=MuxConnectionCall, with_=new_kwargs)
 
     def expand_calls(self, calls: Any, apply_hosts: bool = True) -> Any:
-        """Fabric's, with an ``-H`` that names no host refused (see :func:`_named_hosts`)."""
+        """Fabric's, with a run on no host refused: an ``-H`` that names none (see
+        :func:`_named_hosts`), a task whose own ``hosts`` is an empty list, a
+        command (``-- cmd``) with no ``-H``. A task with no ``hosts`` at all
+        (None) stays a task of this machine, as in Fabric."""
+        named = False
         if apply_hosts:
             hosts = self.core[0].args.hosts
             if hosts.value is not None:
                 # Fabric splits this text again: it gets the names without the blanks.
                 hosts.value = ",".join(_named_hosts(hosts.value))
+                named = True
+            if self.core.remainder and not named:
+                raise EmptyHostList(
+                    f"a command to run (-- {self.core.remainder}) needs hosts: name them with -H"
+                )
+        if not named:
+            for call in calls:
+                _check_own_hosts(call)
         return super().expand_calls(calls, apply_hosts)
 
     def normalize_hosts(self, hosts: Any) -> list[dict[str, Any]]:
@@ -217,6 +229,8 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             raise EmptyHostList(
                 f"no hosts in {', '.join(files)} (only blank lines and comments): nothing to run on"
             )
+        if hosts is not None and not expanded:
+            raise EmptyHostList(f"a task's hosts ({hosts!r}) name no host: nothing to run on")
         normalized: list[dict[str, Any]] = super().normalize_hosts(expanded)
         return normalized
 
@@ -397,6 +411,16 @@ def _named_hosts(value: str) -> list[str]:
     if not named:
         raise EmptyHostList(f"-H {value!r} names no host: nothing to run on")
     return named
+
+
+def _check_own_hosts(call: Any) -> None:
+    """Refuse a task (or pre- or post-task) whose own ``hosts`` names no host
+    (``hosts=[]``, or a list that came out empty): Fabric would run it on this
+    machine, as it runs a task given no ``hosts`` at all (None)."""
+    hosts = getattr(call, "hosts", None)  # a Call reads its task's
+    if hosts is not None and not hosts:
+        name = getattr(call, "called_as", None) or getattr(call, "name", None) or "?"
+        raise EmptyHostList(f"the task {name!r} names no host (hosts={hosts!r}): nothing to run on")
 
 
 def _blank_host(value: Any) -> bool:

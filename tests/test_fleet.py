@@ -44,6 +44,20 @@ FABFILE = textwrap.dedent(
     @task(hosts=["{host}", " "])
     def blank(c):
         c.run(f"touch {{MEET}}/{{c.original_host}}")
+
+    @task(hosts=[])
+    def nowhere(c):
+        here(c)
+
+    FLEET = []  # a fleet that came out empty
+
+    @task(hosts=[name for name in FLEET])
+    def fleet(c):
+        here(c)
+
+    @task(pre=[nowhere])
+    def after_nowhere(c):
+        here(c)
     """
 )
 
@@ -160,6 +174,59 @@ def test_a_blank_host_among_a_tasks_hosts_is_an_error(
     )
     assert list(meeting_point.iterdir()) == []
     assert sshd.logins() == 0
+
+
+@pytest.mark.parametrize("task", ["nowhere", "fleet", "after-nowhere"])
+@pytest.mark.parametrize(("name", "flags"), [("fab", []), ("fabmux", []), ("fabmux", ["-P"])])
+def test_a_task_whose_hosts_list_is_empty_runs_nowhere(
+    control_dir: Path,
+    tmp_path: Path,
+    meeting_point: Path,
+    name: str,
+    flags: list[str],
+    task: str,
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point)
+    done = subprocess.run(
+        [program(name), *flags, task],
+        cwd=folder,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    # hosts=[] is not hosts=None (a task of this machine): it names no host.
+    said = "nowhere" if task == "after-nowhere" else task
+    assert done.stderr == (
+        f"fabric-mux: the task {said!r} names no host (hosts=[]): nothing to run on\n"
+    )
+    assert list(meeting_point.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags", [[], ["-P"]])
+def test_a_command_with_no_hosts_is_one_line(
+    control_dir: Path, tmp_path: Path, meeting_point: Path, flags: list[str]
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point)
+    done = subprocess.run(
+        [program("fabmux"), *flags, "--", "touch", str(meeting_point / "ran")],
+        cwd=folder,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"fabric-mux: a command to run (-- touch {meeting_point / 'ran'}) needs hosts: "
+        "name them with -H\n"
+    )
+    assert list(meeting_point.iterdir()) == []
 
 
 # -- each host's failure is its own --------------------------------------------------------
