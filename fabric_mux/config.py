@@ -311,8 +311,23 @@ def _settings(given: dict[str, Any], shown: Mapping[str, str] | None = None) -> 
 
 _YES = ("1", "yes", "true", "on")
 _NO = ("0", "no", "false", "off", "")
+# Numbers in ASCII digits only: \d and str.isdigit() take any Unicode digit
+# (Arabic-Indic, fullwidth, superscripts), which int() then refuses or ssh reads
+# otherwise. Bounded: a longer number is a slip, and int() of thousands of digits fails.
+_WHOLE = re.compile("[0-9]{1,18}")
+_DECIMAL = re.compile(r"[0-9]{1,18}(\.[0-9]*)?|\.[0-9]+")
 #: ControlPersist's time format (sshd_config(5) TIME FORMATS): 90, 10m, 1h30m.
-_TIME = re.compile(r"(\d+[smhdw]?)+", re.IGNORECASE)
+_TIME = re.compile("([0-9]{1,10})([smhdw]?)", re.IGNORECASE)
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest ControlPersist ssh takes (its convtime() stops at INT_MAX seconds).
+MAX_PERSIST = 2**31 - 1
+#: The longest reply_timeout: a socket timeout past what the platform's clock can
+#: hold overflows, and no master takes a day to answer.
+MAX_REPLY_SECONDS = 86400
+#: What a path handed to ssh (or to the OS) cannot hold: ssh reads an option with
+#: spaces only between double quotes (with no escape for one before 8.7), a line
+#: break ends its option, and no path holds a NUL.
+_NOT_IN_PATHS = ('"', "\n", "\r", "\0")
 
 
 def _blank(value: Any) -> bool:
@@ -332,7 +347,10 @@ class _Values:
 
     def _bad(self, key: str, takes: str) -> BadConfig:
         name = self._shown.get(key, f"mux.{key}")
-        return BadConfig(f"{name} takes {takes}, not {self._values[key]!r}")
+        given = repr(self._values[key])
+        if len(given) > 100:  # a slip of thousands of digits: its ends say enough
+            given = f"{given[:60]}...{given[-20:]}"
+        return BadConfig(f"{name} takes {takes}, not {given}")
 
     def flag(self, key: str) -> bool:
         value = self._values[key]
@@ -347,7 +365,7 @@ class _Values:
         value = self._values[key]
         if empty and (value is False or _blank(value)):
             return 0
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
             value = int(value)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -365,13 +383,16 @@ class _Values:
         value = self._values[key]
         if value is False or _blank(value):
             return None
-        try:
+        seconds: float = -1.0
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
             seconds = float(value)
-        except (TypeError, ValueError):
-            seconds = -1.0
-        if isinstance(value, bool) or not seconds >= 0:
-            raise self._bad(key, "a number of seconds (0 or null: no limit)")
-        return seconds or None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = value  # inf and nan fail the test below; a huge int too
+        if not 0 <= seconds <= MAX_REPLY_SECONDS:
+            raise self._bad(
+                key, f"a number of seconds, at most {MAX_REPLY_SECONDS} (0 or null: no limit)"
+            )
+        return float(seconds) or None
 
     def persist(self, key: str) -> str:
         value = self._values[key]
@@ -379,10 +400,12 @@ class _Values:
             value = int(value)
         if isinstance(value, str):
             text = value.strip().lower()
-            good = text in (*_YES, *_NO) or bool(_TIME.fullmatch(text))
+            good = text in (*_YES, *_NO) or _persist_seconds(text) <= MAX_PERSIST
         else:
             good = (
-                value is None or isinstance(value, bool) or (isinstance(value, int) and value >= 0)
+                value is None
+                or isinstance(value, bool)
+                or (isinstance(value, int) and 0 <= value <= MAX_PERSIST)
             )
         if not good:
             raise self._bad(key, "seconds, a time as ControlPersist takes it (10m), or yes/no")
@@ -406,10 +429,12 @@ class _Values:
             path = os.fspath(value)
         else:
             raise self._bad(key, "a path")
-        if '"' in path:
-            # ssh reads a path with spaces in an option (-o ControlPath=...) only
-            # between double quotes, and before 8.7 has no escape for one inside.
-            raise self._bad(key, "a path without a double quote (ssh's options cannot carry one)")
+        if any(char in path for char in _NOT_IN_PATHS):
+            raise self._bad(
+                key,
+                "a path without a double quote, a line break or a NUL "
+                "(ssh's options cannot carry them)",
+            )
         return path
 
     def parsed(self, key: str, parse: Callable[[Any], T]) -> T:
@@ -431,11 +456,29 @@ class _Values:
         """A list of ssh options, or text of one option a line (as an environment
         variable gives them): each as ``ssh -o`` takes it, spaces and all."""
         value = self._values[key]
+        takes = 'a list of "Key=value" ssh options'
         if value is None or isinstance(value, str):
-            return ssh_options(value)
-        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-            return ssh_options(value)
-        raise self._bad(key, 'a list of "Key=value" ssh options')
+            options = ssh_options(value)
+        elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            options = ssh_options(value)
+        else:
+            raise self._bad(key, takes)
+        if any(option.lstrip().startswith("-") for option in options):
+            # Each goes to ssh after -o: "-oProxyCommand=x" is no option's name.
+            raise self._bad(key, f"{takes}, none starting with - (each is given after -o)")
+        return options
+
+
+def _persist_seconds(text: str) -> int:
+    """A ControlPersist time (``1h30m``) in seconds; past :data:`MAX_PERSIST` if it
+    is not one."""
+    total, at = 0, 0
+    for match in _TIME.finditer(text):
+        if match.start() != at:
+            break
+        total += int(match.group(1)) * _UNIT[match.group(2).lower()]
+        at = match.end()
+    return total if at == len(text) and text else MAX_PERSIST + 1
 
 
 def project_folder(

@@ -23,7 +23,7 @@ from invoke.exceptions import Exit
 
 from .config import load_environment, mux_settings
 from .connection import MuxConnection
-from .exceptions import EmptyHostList, MuxError, RunInterrupted
+from .exceptions import BadHostList, EmptyHostList, MuxError, RunInterrupted
 from .hostlist import expand, expand_all, split_hosts
 from .screen import visible
 from .upstream import host_config
@@ -443,11 +443,21 @@ def _hosts_in(path: str) -> list[str]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        at = data[: exc.start].count(b"\n") + 1
         raise Exit(
-            f"fabric-mux: the host list {path} is not UTF-8 text (line {line}, byte "
+            f"fabric-mux: the host list {path} is not UTF-8 text (line {at}, byte "
             f"0x{data[exc.start]:02x}): save it as UTF-8",
             code=1,
         ) from None
-    # A line may name several hosts, and ranges (web[01-40]), as -H does.
-    return expand_all(split_hosts(",".join(line.split("#", 1)[0] for line in text.splitlines())))
+    # Lines end at \n (or \r\n) only: str.splitlines() also ends them at \r, \x0b,
+    # \x0c, \x85 and \u2028, making two hosts of a name with a stray one inside,
+    # which is refused instead. A line may name several hosts, and ranges
+    # (web[01-40]), as -H does.
+    hosts: list[str] = []
+    for number, ended in enumerate(text.split("\n"), start=1):
+        line = ended[:-1] if ended.endswith("\r") else ended
+        try:
+            hosts.extend(expand_all(split_hosts(line.split("#", 1)[0])))
+        except BadHostList as exc:
+            raise BadHostList(f"{path}, line {number}: {exc}") from None
+    return list(dict.fromkeys(hosts))

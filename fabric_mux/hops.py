@@ -64,7 +64,8 @@ def _jump_hop(text: str) -> JumpHop:
     port: int | None = None
     if rest.startswith(":"):
         digits = rest[1:].split("/", 1)[0]
-        if not digits.isdigit() or not 0 < int(digits) < 65536:
+        # ASCII digits: isdigit() takes superscripts, which int() refuses.
+        if not digits.isascii() or not digits.isdigit() or not 0 < int(digits) < 65536:
             raise ValueError(f"ProxyJump {text!r}: bad port {digits!r}")
         port = int(digits)
         rest = rest[1 + len(digits) :]

@@ -11,6 +11,7 @@ Pure functions: no I/O.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Iterable, Sequence
 
@@ -18,9 +19,17 @@ from .exceptions import BadHostList
 
 __all__ = ["expand", "expand_all", "fold", "split_hosts"]
 
-_RANGE_ITEM = re.compile(r"(\d+)(?:-(\d+))?")
-#: The biggest range one bracket may name: a typo (``[1-1000000]``) is refused, not run.
+#: A bracket's item: a number or a range, in ASCII digits
+#: (``\d`` takes any Unicode digit: fullwidth ones, Arabic-Indic ones).
+_RANGE_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+#: The most hosts one pattern may name: a typo (``[1-1000000]``) is refused, not run.
 MAX_RANGE = 100_000
+#: The most digits a range's number may have: more is a slip, not a host.
+MAX_DIGITS = 18
+#: C0 and C1 controls and DEL: no host's name holds one (a host file's stray
+#: ``\r``, ``\x0b``, an escape sequence).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_ALL_DIGITS = re.compile("[0-9]+")
 
 
 def split_hosts(value: str) -> list[str]:
@@ -39,60 +48,108 @@ def split_hosts(value: str) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+#: One bracket's items, each a number and, for a range, its last number (as written).
+_Bracket = list[tuple[str, "str | None"]]
+
+
 def expand(pattern: str) -> list[str]:
     """The hosts one pattern names, in its order.
 
     :raises BadHostList: for a bracket that is neither a range nor an address
-        (``web[a-c]``, ``web[3-1]``, ``web[01-``), naming it.
+        (``web[a-c]``, ``web[3-1]``, ``web[01-``), for more than
+        :data:`MAX_RANGE` hosts (counted before any is made), for a range of bare
+        numbers (``[0-3]``: an empty ``${CLUSTER}[0-3]``, where ``0`` is the
+        address of this machine), and for a control character in the name;
+        naming it.
     """
-    parts: list[list[str]] = []
+    control = _CONTROL.search(pattern)
+    if control is not None:
+        raise BadHostList(
+            f"the host name {pattern!r} holds a control character "
+            f"({control.group()!r}): no host's name does"
+        )
+    pieces: list[str | _Bracket] = []  # text, and the brackets between
     rest = pattern
     while True:
         opening = rest.find("[")
         if opening < 0:
-            parts.append([rest])
+            pieces.append(rest)
             break
         closing = rest.find("]", opening)
         if closing < 0:
             raise _bad(pattern, "a [ with no ]")
         inside = rest[opening + 1 : closing]
         if ":" in inside:  # an IPv6 address: itself
-            parts.append([rest[: closing + 1]])
+            pieces.append(rest[: closing + 1])
         else:
-            parts.append([rest[:opening]])
-            parts.append(_numbers(inside, pattern))
+            pieces.append(rest[:opening])
+            pieces.append(_bracket(inside, pattern))
         rest = rest[closing + 1 :]
-    if "]" in parts[-1][0]:
+    if "]" in rest:
         raise _bad(pattern, "a ] with no [")
-    hosts = ["".join(combination) for combination in itertools.product(*parts)]
-    if len(hosts) > MAX_RANGE:
-        raise _bad(pattern, f"{len(hosts)} hosts, more than {MAX_RANGE}")
+    brackets = [piece for piece in pieces if not isinstance(piece, str)]
+    # Counted before any name is made: h[0-99999]x[0-99999] would be 10^10 names.
+    total = math.prod(_size(bracket) for bracket in brackets)
+    if total > MAX_RANGE:
+        raise _bad(pattern, f"it names {total} hosts, more than {MAX_RANGE}")
+    texts = [[piece] if isinstance(piece, str) else _numbers(piece) for piece in pieces]
+    hosts = ["".join(combination) for combination in itertools.product(*texts)]
+    # The names differ only in the brackets' digits: the first tells for all.
+    bare = _bare_number(hosts[0]) if brackets else None
+    if bare is not None:
+        raise _bad(
+            pattern,
+            f"its hosts are bare numbers, which are addresses ({bare!r}; 0 is this "
+            "machine): is the name before the bracket missing?",
+        )
     return hosts
 
 
-def _numbers(inside: str, pattern: str) -> list[str]:
-    """The numbers one bracket names, as text, padded as written."""
-    numbers: list[str] = []
+def _bracket(inside: str, pattern: str) -> _Bracket:
+    """One bracket's items, checked: numbers in ASCII digits, ranges that go up."""
+    items: _Bracket = []
     for item in inside.split(","):
         match = _RANGE_ITEM.fullmatch(item.strip())
         if match is None:
             raise _bad(pattern, f"[{inside}] is not numbers and ranges such as [01-10,12]")
         first, last = match.group(1), match.group(2)
+        for number in (first, last or ""):
+            if len(number) > MAX_DIGITS:
+                raise _bad(pattern, f"a number of {len(number)} digits, more than {MAX_DIGITS}")
+        if last is not None and int(last) < int(first):
+            raise _bad(pattern, f"the range {first}-{last} goes down")
+        items.append((first, last))
+    return items
+
+
+def _size(bracket: _Bracket) -> int:
+    return sum(int(last) - int(first) + 1 if last else 1 for first, last in bracket)
+
+
+def _numbers(bracket: _Bracket) -> list[str]:
+    """The numbers one bracket names, as text; a range keeps its first number's padding."""
+    numbers: list[str] = []
+    for first, last in bracket:
         if last is None:
             numbers.append(first)
             continue
-        low, high = int(first), int(last)
-        if high < low:
-            raise _bad(pattern, f"the range {first}-{last} goes down")
-        if high - low >= MAX_RANGE:
-            raise _bad(pattern, f"the range {first}-{last} names more than {MAX_RANGE} hosts")
         width = len(first) if first.startswith("0") else 0
-        numbers.extend(str(number).zfill(width) for number in range(low, high + 1))
+        numbers.extend(str(number).zfill(width) for number in range(int(first), int(last) + 1))
     return numbers
 
 
+def _bare_number(host: str) -> str | None:
+    """The host part of ``[user@]host[:port]`` if it is only digits (an address)."""
+    name = host.rpartition("@")[2]
+    if name.startswith("["):
+        return None
+    name = name.split(":", 1)[0]
+    return name if _ALL_DIGITS.fullmatch(name) else None
+
+
 def _bad(pattern: str, why: str) -> BadHostList:
-    return BadHostList(f"the host range {pattern!r} is not valid: {why}")
+    shown = pattern if len(pattern) <= 100 else f"{pattern[:60]}...{pattern[-20:]}"
+    return BadHostList(f"the host range {shown!r} is not valid: {why}")
 
 
 def expand_all(patterns: Iterable[str]) -> list[str]:
@@ -100,7 +157,7 @@ def expand_all(patterns: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(host for pattern in patterns for host in expand(pattern)))
 
 
-_NUMBERS = re.compile(r"(\d+)")
+_NUMBERS = re.compile(r"([0-9]+)")
 
 
 def fold(hosts: Sequence[str]) -> str:
@@ -111,7 +168,8 @@ def fold(hosts: Sequence[str]) -> str:
     shapes: dict[tuple[str, ...], list[list[str]]] = {}
     for host in dict.fromkeys(hosts):
         tokens = _NUMBERS.split(host)
-        shape = (host,) if "[" in host or len(tokens) == 1 else tuple(tokens[::2])
+        plain = "[" in host or len(tokens) == 1 or max(map(len, tokens[1::2])) > MAX_DIGITS
+        shape = (host,) if plain else tuple(tokens[::2])
         shapes.setdefault(shape, []).append(tokens)
     out = []
     for names in shapes.values():

@@ -22,7 +22,8 @@ __all__ = ["BatchSize", "Budget", "batched", "parse_budget", "parse_serial"]
 
 T = TypeVar("T")
 
-_SIZE = re.compile(r"(\d+)(%?)")
+#: ASCII digits only (``\d`` takes any Unicode digit), and not thousands of them.
+_SIZE = re.compile("([0-9]{1,18})(%?)")
 
 
 class BatchSize(NamedTuple):

@@ -120,6 +120,28 @@ def test_connections_leave_a_shared_config_untouched(tmp_path: Path) -> None:
         ("ssh_path", 7, "a program"),
         ("ssh_options", {"Compression": "yes"}, "ssh options"),
         ("ssh_options", [7], "ssh options"),
+        # Numbers in other scripts' digits: str.isdigit() and \d take them, int() may not.
+        ("pool_size", "\u00b2", "a whole number, 1 or more"),
+        ("max_sessions", "\u0661", "a whole number, 1 or more"),
+        ("connect_timeout", "\uff19", "a whole number, 0 or more"),
+        ("serial", "\u0661", "a number of hosts a batch"),
+        ("max_fail", "\u0663", "a number of hosts (0 or more)"),
+        ("persist", "\u0661\u0660m", "ControlPersist"),
+        ("persist", 2**40, "ControlPersist"),
+        ("reply_timeout", "\u0661", "a number of seconds"),
+        # Past what a socket's timeout can hold: an OverflowError deep in a session.
+        ("reply_timeout", "inf", "a number of seconds, at most 86400"),
+        ("reply_timeout", "1e400", "a number of seconds, at most 86400"),
+        ("reply_timeout", float("inf"), "a number of seconds, at most 86400"),
+        ("reply_timeout", float("nan"), "a number of seconds, at most 86400"),
+        pytest.param("reply_timeout", 10**400, "at most 86400", id="reply_timeout-10**400"),
+        # A line break ends ssh's option: ssh would keep the first line only.
+        ("control_dir", "/tmp/x\ny", "a path without a double quote, a line break"),
+        ("control_path", "~/.ssh/cm\n%C", "a path without a double quote, a line break"),
+        ("report", "/tmp/r\0.json", "a path without"),
+        # Each option goes after -o: this one would be no option's name.
+        ("ssh_options", "-oProxyCommand=x", "none starting with -"),
+        ("ssh_options", ["Compression=yes", "-v"], "none starting with -"),
     ],
 )
 def test_a_value_of_the_wrong_kind_is_one_line_naming_the_key(
@@ -128,7 +150,8 @@ def test_a_value_of_the_wrong_kind_is_one_line_naming_the_key(
     with pytest.raises(BadConfig) as raised:
         mux_settings(Config(overrides={"mux": {key: value}}))
     message = str(raised.value)
-    assert f"mux.{key} takes" in message and takes in message and repr(value) in message
+    shown = repr(value) if len(repr(value)) <= 100 else repr(value)[:60]
+    assert f"mux.{key} takes" in message and takes in message and shown in message
     assert "\n" not in message
     assert isinstance(raised.value, ValueError) and raised.value.code == 1  # fab: exit 1
 
@@ -368,6 +391,45 @@ def test_a_wrong_variable_is_one_line_and_logs_in_nowhere(
         assert (done.returncode, done.stderr) == (1, f"fabric-mux: {said}\n"), program
     done = fab(env_project, sshd.ssh_config, sshd.alias, "-P", "kind", name="fabmux")
     assert (done.returncode, done.stderr) == (1, f"fabric-mux: {said}\n")
+    assert sshd.logins() == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("-z", "\u00b2", "-z/--pool-size takes a whole number, 1 or more, not '\u00b2'"),
+        ("--serial", "\u0661", "--serial takes a number of hosts a batch"),
+        ("--mux-persist", "\u0661\u0660m", "--mux-persist takes seconds"),
+    ],
+)
+def test_a_number_in_other_digits_is_one_line(
+    env_project: Path, sshd: SshServer, flag: str, value: str, said: str
+) -> None:
+    done = fab(env_project, sshd.ssh_config, sshd.alias, flag, value, "kind", name="fabmux")
+    assert done.returncode == 1 and done.stderr.startswith(f"fabric-mux: {said}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sshd.logins() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("FABRIC_MUX_POOL_SIZE", "\u00b2", "mux.pool_size takes a whole number"),
+        ("FABRIC_MUX_REPLY_TIMEOUT", "inf", "mux.reply_timeout takes a number of seconds"),
+        ("FABRIC_MUX_REPLY_TIMEOUT", "1e400", "mux.reply_timeout takes a number of seconds"),
+        ("FABRIC_MUX_CONTROL_DIR", "/tmp/x\ny", "mux.control_dir takes a path without"),
+        ("FABRIC_MUX_SSH_OPTIONS", "-oProxyCommand=x", "mux.ssh_options takes a list"),
+    ],
+)
+def test_a_variable_that_gave_a_traceback_is_one_line(
+    env_project: Path, sshd: SshServer, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
+    said: str,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(name, text)
+    for flags in ([], ["-P"]):
+        done = fab(env_project, sshd.ssh_config, sshd.alias, *flags, "--", "true", name="fabmux")
+        assert done.returncode == 1 and done.stderr.startswith(f"fabric-mux: {said}"), done.stderr
+        assert len(done.stderr.splitlines()) == 1
     assert sshd.logins() == 0
 
 

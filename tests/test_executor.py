@@ -13,6 +13,7 @@ from pytest_mock import MockerFixture
 
 from fabric_mux import MuxConnection, MuxExecutor
 from fabric_mux import executor as executor_module
+from fabric_mux.exceptions import BadHostList
 from fabric_mux.executor import MuxConnectionCall, _hosts_in, _Run, _waves
 
 
@@ -115,3 +116,26 @@ def test_a_host_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
         "save it as UTF-8"
     )
     assert raised.value.code == 1
+
+
+@pytest.mark.parametrize("stray", ["\r", "\x0b", "\x0c", "\x85", "\x1b"])
+def test_a_host_file_line_ends_at_a_newline_only_and_a_control_character_is_refused(
+    tmp_path: Path, stray: str
+) -> None:
+    # str.splitlines() made two hosts of "web1<stray>web2".
+    listing = tmp_path / "hosts.txt"
+    listing.write_text(f"web0\r\nweb1{stray}web2\n", encoding="utf-8")
+    with pytest.raises(BadHostList) as raised:
+        _hosts_in(str(listing))
+    name = f"web1{stray}web2"
+    assert raised.value.message == (
+        f"fabric-mux: {listing}, line 2: the host name {name!r} holds a control "
+        f"character ({stray!r}): no host's name does"
+    )
+
+
+def test_a_host_file_line_with_a_unicode_line_separator_is_one_host(tmp_path: Path) -> None:
+    listing = tmp_path / "hosts.txt"
+    listing.write_text("web1\u2028web2\n", encoding="utf-8")
+    # Not a line break here: one name, which reaches ssh as it is (and is shown escaped).
+    assert _hosts_in(str(listing)) == ["web1\u2028web2"]

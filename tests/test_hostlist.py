@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -25,6 +26,8 @@ from fabric_mux.hostlist import expand, expand_all, fold, split_hosts
         ("deploy@[::1]:2222", ["deploy@[::1]:2222"]),
         ("[fe80::1]", ["[fe80::1]"]),
         ("web[5]", ["web5"]),
+        ("10.0.0.[1-3]", ["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+        ("[1-2].dc2", ["1.dc2", "2.dc2"]),
     ],
 )
 def test_ranges_expand(pattern: str, hosts: list[str]) -> None:
@@ -41,12 +44,48 @@ def test_ranges_expand(pattern: str, hosts: list[str]) -> None:
         ("web[1-2,]", "is not numbers and ranges"),
         ("web[]", "is not numbers and ranges"),
         ("web[1-1000000]", "more than"),
+        # Bare numbers are addresses: an empty ${CLUSTER}[0-3] named 0.0.0.0, this machine.
+        ("[0-3]", "its hosts are bare numbers, which are addresses ('0'; 0 is this machine)"),
+        ("1[0-3]", "bare numbers"),
+        ("[1-2][3-4]", "bare numbers"),
+        ("root@[0-2]:22", "bare numbers, which are addresses ('0';"),
+        # Other scripts' digits: fullwidth, Arabic-Indic.
+        ("web[\uff11-\uff13]", "is not numbers and ranges"),
+        ("web[\u0661-\u0663]", "is not numbers and ranges"),
+        ("web[1-\u00b2]", "is not numbers and ranges"),
     ],
 )
 def test_a_bad_range_is_one_line_naming_it(pattern: str, said: str) -> None:
     with pytest.raises(BadHostList, match=re.escape(said)) as raised:
         expand(pattern)
     assert repr(pattern) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_number_of_thousands_of_digits_is_one_line() -> None:
+    with pytest.raises(BadHostList) as raised:
+        expand("web[" + "1" * 5000 + "]")
+    assert "a number of 5000 digits, more than 18" in str(raised.value)
+    assert len(str(raised.value)) < 300
+
+
+def test_a_ranges_size_is_counted_before_any_name_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    # h[0-99999]x[0-99999] made 10^10 names, then died of MemoryError.
+    def refuse(*parts: object) -> None:
+        raise AssertionError("names were made")
+
+    monkeypatch.setattr(itertools, "product", refuse)
+    with pytest.raises(BadHostList, match="it names 1000000 hosts, more than 100000"):
+        expand("h[0-999]x[0-999]")
+    with pytest.raises(BadHostList, match="it names 10000000000 hosts, more than 100000"):
+        expand("h[0-99999]x[0-99999]")
+
+
+@pytest.mark.parametrize("name", ["web\x1b[2J1", "web1\rweb2", "web\x0b1", "a\x85b", "w\x7f"])
+def test_a_control_character_in_a_host_name_is_one_line(name: str) -> None:
+    with pytest.raises(BadHostList) as raised:
+        expand(name)
+    assert str(raised.value).startswith(f"the host name {name!r} holds a control character")
+    assert "\n" not in str(raised.value)
 
 
 def test_a_host_list_splits_on_commas_outside_brackets() -> None:

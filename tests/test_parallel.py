@@ -193,8 +193,16 @@ def test_the_summary_shows_a_hosts_escape_bytes_as_text(
     sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
 ) -> None:
     node1, node2 = sshd.routes(2, prefix="node")
-    evil = "evil\x1bM\rX"  # a host file's line, say (a [ would be a host range)
     folder = project(tmp_path, control_dir, meeting_point, 3)
+    # A control character in a host name is refused before anything runs.
+    done = run(folder, sshd.ssh_config, f"{node1},evil\x1bM\rX", "-P", "garble")
+    assert (done.returncode, done.stderr) == (
+        1,
+        "fabric-mux: the host name 'evil\\x1bM\\rX' holds a control character ('\\x1b'): "
+        "no host's name does\n",
+    )
+    assert sshd.logins() == 0
+    evil = "evil\u202eX"  # a host file's line, say: a bidi override, not a control
     done = run(folder, sshd.ssh_config, f"{node1},{node2},{evil}", "-P", "garble")
     assert done.returncode == 1
     assert "\x1b" not in done.stderr and "\r" not in done.stderr, repr(done.stderr)
@@ -202,7 +210,8 @@ def test_the_summary_shows_a_hosts_escape_bytes_as_text(
     lines = {line.split()[1]: line for line in summary[1:4]}  # a failure a line, its host second
     assert "in garble: RuntimeError: bad\\e[2J\\e[Hnews" in lines[node1]
     assert "in garble: UnexpectedExit: \"echo '\\x1b[2J'\\r; exit 4\" exited with 4" in lines[node2]
-    assert "in garble: MasterStartFailed: evil\\eM" in lines["evil\\eM\\rX"]
+    assert "in garble: UnknownHost: evil\\u202eX" in lines["evil\\u202eX"]
+    assert "\u202e" not in done.stderr
     assert summary[-2] == "3 of 3 hosts failed"
 
 
