@@ -1,22 +1,29 @@
 """Gathered output (``fabmux -P --gather``): each distinct output once, under the hosts
 that gave it, as ClusterShell's ``clush -b`` and ``pdsh | dshbak -c`` show it.
 
-While a task runs, each host's lines are kept (shown as text, as every host's
-output is: see :func:`~fabric_mux.screen.visible`) instead of written; when the
-task has ended on every host, hosts whose output is identical, stream by
-stream, are shown once::
+While a task runs, each host's lines are kept as the host sent them, instead of
+written; when the task has ended on every host, hosts whose output is the same,
+byte for byte and stream by stream, are shown once::
 
     ---------------
     web[01-38,40] (39)
     ---------------
-     10:01:02 up 3 days, ...
+    |  10:01:02 up 3 days, ...
 
-Standard output's lines go to stdout, standard error's to stderr, after the
-block's heading. Hosts that printed nothing are not shown.
+Headings start at the margin; every line of output after ``| ``, so that no host
+can print what looks like a heading, its own or another's. A line is shown so
+that two different lines never look alike: as every host's output, with what
+could act on a terminal or hide in it written as text (``\\e``, ``\\r``,
+``\\u200b``: see :func:`~fabric_mux.screen.visible`); and here also a backslash
+as ``\\\\`` (a host's ``\\e`` is not an escape byte), spaces other than the plain
+space and the tab as escapes (``\\xa0``), and the blanks that end a line
+(``ok\\x20``). Standard output's lines go to stdout, standard error's to stderr,
+after the block's heading. Hosts that printed nothing are not shown.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -25,9 +32,32 @@ from typing import IO
 from .hostlist import fold
 from .screen import visible
 
-__all__ = ["Gathered", "HostOutput"]
+__all__ = ["MARK", "Gathered", "HostOutput", "shown"]
 
 _RULE = "-" * 15
+#: What every gathered line of output starts with; no heading does.
+MARK = "| "
+#: Kept lines: (to stderr, echoed, the line as sent).
+_Line = tuple[bool, bool, str]
+#: Whitespace that looks like a plain space: no-break and typographic spaces,
+#: the ideographic space (after visible(), which took the control characters).
+_ODD_SPACE = re.compile(r"[^\S \t]")
+_TRAILING_BLANKS = re.compile(r"[ \t]+$")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char == "\t":
+        return "\\t"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def shown(line: str) -> str:
+    """How a gathered line is shown: distinct lines never look alike (see the
+    module's notes)."""
+    text = visible(line.replace("\\", "\\\\"))
+    text = _ODD_SPACE.sub(lambda found: _escape(found.group()), text)
+    return _TRAILING_BLANKS.sub(lambda found: "".join(map(_escape, found.group())), text)
 
 
 class HostOutput:
@@ -35,20 +65,22 @@ class HostOutput:
     :class:`~fabric_mux.screen.Screen` in that host's line writers."""
 
     def __init__(self) -> None:
-        self.lines: list[tuple[bool, str]] = []
+        self.lines: list[_Line] = []
         self._lock = threading.Lock()
 
-    def write_lines(self, stream: IO[str], text: str) -> None:
-        """Keep ``text``'s lines (whole, each ending in a newline) from ``stream``."""
+    def write_lines(
+        self, stream: IO[str], lines: Sequence[str], prefix: str = "", *, echoed: bool = False
+    ) -> None:
+        """Keep ``lines`` (whole, as the host sent them) from ``stream``."""
         to_stderr = stream is sys.stderr
         with self._lock:
-            self.lines.extend((to_stderr, line) for line in text.splitlines(keepends=True))
+            self.lines.extend((to_stderr, echoed, line) for line in lines)
 
-    def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Its stdout's lines and its stderr's: what two hosts must share."""
+    def key(self) -> tuple[tuple[_Line, ...], tuple[_Line, ...]]:
+        """Its stdout's lines and its stderr's, as sent: what two hosts must share."""
         with self._lock:
-            out = tuple(line for to_stderr, line in self.lines if not to_stderr)
-            err = tuple(line for to_stderr, line in self.lines if to_stderr)
+            out = tuple(line for line in self.lines if not line[0])
+            err = tuple(line for line in self.lines if line[0])
         return out, err
 
 
@@ -64,9 +96,9 @@ class Gathered:
         with self._lock:
             return self._hosts.setdefault(host, HostOutput())
 
-    def blocks(self) -> list[tuple[list[str], tuple[tuple[str, ...], tuple[str, ...]]]]:
+    def blocks(self) -> list[tuple[list[str], tuple[tuple[_Line, ...], tuple[_Line, ...]]]]:
         """Each distinct output, with its hosts (in the order hosts first gave it)."""
-        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
+        groups: dict[tuple[tuple[_Line, ...], tuple[_Line, ...]], list[str]] = {}
         with self._lock:
             hosts = list(self._hosts.items())
         for host, output in hosts:
@@ -82,8 +114,13 @@ class Gathered:
         for names, (stdout, stderr) in self.blocks():
             names.sort(key=lambda name: rank.get(name, len(rank)))
             out.write(f"{_RULE}\n{visible(fold(names))} ({len(names)})\n{_RULE}\n")
-            out.write("".join(stdout))
+            out.write(_text(stdout))
             out.flush()
             if stderr:
-                err.write("".join(stderr))
+                err.write(_text(stderr))
                 err.flush()
+
+
+def _text(lines: Sequence[_Line]) -> str:
+    # An echoed command is the run's own text (its echo_format's colours too).
+    return "".join(f"{MARK}{line if echoed else shown(line)}\n" for _, echoed, line in lines)

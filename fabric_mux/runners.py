@@ -362,7 +362,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         # In a parallel run the echoed command is marked with its host too.
         prefix, sink = lines
         text = self.opts["echo_format"].format(command=command)
-        sink.write_lines(sys.stdout, "".join(f"{prefix}{line}\n" for line in text.split("\n")))
+        sink.write_lines(sys.stdout, text.split("\n"), prefix, echoed=True)
 
     def write_our_output(self, stream: IO[str], string: str) -> None:
         lines = self._lines_to()

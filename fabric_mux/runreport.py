@@ -93,7 +93,10 @@ def report_data(record: RunRecord, reports: Iterable[HostReport]) -> dict[str, o
 
 def write_report(path: str, record: RunRecord, reports: Iterable[HostReport]) -> Path:
     """Write the JSON report to ``path``; the path written."""
-    text = json.dumps(report_data(record, reports), indent=2, ensure_ascii=False) + "\n"
+    # ASCII only: a host's name or a server's words may hold bidi or C1 controls,
+    # which a terminal or an editor showing the file would act on; JSON's \u
+    # escapes keep them as they were, as text.
+    text = json.dumps(report_data(record, reports), indent=2, ensure_ascii=True) + "\n"
     return _replace(Path(os.path.expanduser(path)), text)
 
 

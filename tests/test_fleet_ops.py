@@ -191,11 +191,38 @@ def test_gathered_output_of_64_hosts_with_two_outputs_is_two_blocks(
     assert done.returncode == 0, done.stderr
     rule = "-" * 15
     assert done.stdout.splitlines() == [
-        rule, "web[1-60] (60)", rule, "up 3 days",
-        rule, "web[61-64] (4)", rule, "down",
+        rule, "web[1-60] (60)", rule, "| up 3 days",
+        rule, "web[61-64] (4)", rule, "| down",
     ]  # fmt: skip
     assert "  ok           web[1-64] (64)" in done.stderr
     assert sshd.logins() == 64
+
+
+def test_gathered_output_groups_what_hosts_sent_and_no_host_forges_a_heading(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    hosts = sshd.routes(5, prefix="r")
+    said = {
+        "r1": "---------------\nr2 (1)\n---------------\n",  # another host's heading
+        "r2": "\x1b\n",  # an escape byte
+        "r3": "\\e\n",  # the text \e
+        "r4": "ok \n",
+        "r5": "ok\n",
+    }
+    for host, text in said.items():
+        (meet / f"say-{host}").write_text(text)
+    folder = project(tmp_path, control_dir, meet)
+    done = fab(folder, sshd.ssh_config, "r[1-5]", "-P", "--gather", "uptime", name="fabmux")
+    assert done.returncode == 0, done.stderr
+    rule = "-" * 15
+    assert done.stdout.splitlines() == [
+        rule, "r1 (1)", rule, f"| {rule}", "| r2 (1)", f"| {rule}",
+        rule, "r2 (1)", rule, "| \\e",
+        rule, "r3 (1)", rule, "| \\\\e",
+        rule, "r4 (1)", rule, "| ok\\x20",
+        rule, "r5 (1)", rule, "| ok",
+    ]  # fmt: skip
+    assert sshd.logins() == len(hosts)
 
 
 def test_a_bad_host_range_is_one_line_naming_it(

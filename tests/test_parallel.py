@@ -160,6 +160,22 @@ def test_no_host_can_print_over_its_prefix(
     assert "\x1b" not in done.stdout and "\r" not in done.stdout
 
 
+def test_a_hosts_name_in_its_prefix_is_shown_as_text(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    folder = project(tmp_path, control_dir, meeting_point, 1)
+    # A bidi override and a zero-width space: the alias of a real server.
+    (host,) = sshd.routes(1, prefix="web\u202e\u200b")
+    done = run(folder, sshd.ssh_config, host, "-P", "echoed")
+    assert done.returncode == 0, done.stderr
+    mark = "[web\\u202e\\u200b1] "
+    out = done.stdout.splitlines()
+    assert len(out) == 2 and all(line.startswith(mark) for line in out), out
+    assert f"{mark}err" in done.stderr.splitlines()
+    assert "  ok           web\\u202e\\u200b1 (1)" in done.stderr
+    assert not {"\u202e", "\u200b"} & set(done.stdout + done.stderr)
+
+
 def test_a_long_line_with_no_newline_is_marked_once_in_one_piece(
     sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
 ) -> None:

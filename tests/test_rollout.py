@@ -15,7 +15,7 @@ from fabric_mux.exceptions import BadConfig
 from fabric_mux.gather import Gathered
 from fabric_mux.parallel import HostReport, summary
 from fabric_mux.rollout import BatchSize, Budget, batched, parse_budget, parse_serial
-from fabric_mux.runreport import RunRecord, report_data, write_failed_hosts
+from fabric_mux.runreport import RunRecord, report_data, write_failed_hosts, write_report
 
 
 @pytest.mark.parametrize(
@@ -84,19 +84,52 @@ def test_gathered_output_is_one_block_a_distinct_output() -> None:
     gathered = Gathered()
     for n in range(1, 6):
         sink = gathered.host(f"web{n}")
-        sink.write_lines(sys.stdout, "up 3 days\n" if n != 4 else "down\n")
+        sink.write_lines(sys.stdout, ["up 3 days"] if n != 4 else ["down"])
         if n == 5:
-            sink.write_lines(sys.stderr, "warning\n")
+            sink.write_lines(sys.stderr, ["warning"])
     gathered.host("web6")  # printed nothing: not shown
     out, err = io.StringIO(), io.StringIO()
     gathered.show(out, err, [f"web{n}" for n in range(1, 7)])
     rule = "-" * 15
     assert out.getvalue().splitlines() == [
-        rule, "web[1-3] (3)", rule, "up 3 days",
-        rule, "web4 (1)", rule, "down",
-        rule, "web5 (1)", rule, "up 3 days",
+        rule, "web[1-3] (3)", rule, "| up 3 days",
+        rule, "web4 (1)", rule, "| down",
+        rule, "web5 (1)", rule, "| up 3 days",
     ]  # fmt: skip
-    assert err.getvalue() == "warning\n"
+    assert err.getvalue() == "| warning\n"
+
+
+def test_gathered_outputs_are_grouped_as_sent_and_never_look_alike() -> None:
+    gathered = Gathered()
+    said = {
+        "r1": ["---------------", "r2 (1)", "---------------", "mine"],  # a forged heading
+        "r2": ["\x1b"],  # a real escape byte
+        "r3": ["\\e"],  # the text \e
+        "r4": ["ok "],
+        "r5": ["ok"],
+        "r6": ["a\u00a0b"],  # a no-break space
+        "r7": ["a b"],
+        "r8": ["\u200b"],  # a zero-width space
+        "r9": [""],
+    }
+    for host, lines in said.items():
+        gathered.host(host).write_lines(sys.stdout, lines)
+    out = io.StringIO()
+    gathered.show(out, io.StringIO(), list(said))
+    rule = "-" * 15
+    assert out.getvalue().splitlines() == [
+        rule, "r1 (1)", rule, "| ---------------", "| r2 (1)", "| ---------------", "| mine",
+        rule, "r2 (1)", rule, "| \\e",
+        rule, "r3 (1)", rule, "| \\\\e",
+        rule, "r4 (1)", rule, "| ok\\x20",
+        rule, "r5 (1)", rule, "| ok",
+        rule, "r6 (1)", rule, "| a\\xa0b",
+        rule, "r7 (1)", rule, "| a b",
+        rule, "r8 (1)", rule, "| \\u200b",
+        rule, "r9 (1)", rule, "| ",
+    ]  # fmt: skip
+    bodies = [line for line in out.getvalue().splitlines() if line.startswith("| ")]
+    assert len(set(bodies[4:])) == len(said) - 1  # after r1's four lines, no two alike
 
 
 def test_the_report_and_the_failed_hosts_file(tmp_path: Path) -> None:
@@ -129,3 +162,15 @@ def test_the_report_and_the_failed_hosts_file(tmp_path: Path) -> None:
     ]
     assert written.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_report_is_ascii_with_controls_escaped(tmp_path: Path) -> None:
+    reports = [HostReport("web\u202e1", 1.0, "deploy", "Exit: \x9b2J\u200bgone", batch=1)]
+    record = RunRecord(["fabmux", "-H", "web\u202e1"], 100.0, 101.0, ["deploy"])
+    written = write_report(str(tmp_path / "report.json"), record, reports)
+    raw = written.read_bytes()
+    assert raw.isascii()  # no raw bidi or C1 control for a terminal or editor to act on
+    assert "\\u202e" in raw.decode() and "\\u009b" in raw.decode()
+    data = json.loads(raw)
+    assert data["hosts"][0]["host"] == "web\u202e1"
+    assert data["hosts"][0]["reason"] == "Exit: \x9b2J\u200bgone"

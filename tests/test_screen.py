@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import sys
+from unicodedata import category
 
 import pytest
 
@@ -28,6 +30,24 @@ from fabric_mux.screen import LineWriter, Screen, visible
 )
 def test_bytes_that_act_on_a_terminal_are_shown_as_text(line: str, shown: str) -> None:
     assert visible(line) == shown
+
+
+def test_every_invisible_format_character_is_shown_as_text() -> None:
+    # Unicode's category Cf: soft hyphens, zero-width spaces, joiners, tags...
+    unseen = [chr(code) for code in range(sys.maxunicode + 1) if category(chr(code)) == "Cf"]
+    assert len(unseen) > 150
+    for char in unseen:
+        code = ord(char)
+        width = "x02" if code <= 0xFF else "u04" if code <= 0xFFFF else "U08"
+        assert visible(f"a{char}b") == f"a\\{width[0]}{code:0{width[1:]}x}b"
+    assert visible("web\u00ad1 \u200b \ufeff") == "web\\xad1 \\u200b \\ufeff"
+
+
+def test_a_prefix_is_shown_as_text_too() -> None:
+    out = io.StringIO()
+    writer = LineWriter("[web\u202e\x9b1] ", out, Screen())
+    writer.write("one\n")
+    assert out.getvalue() == "[web\\u202e\\x9b1] one\n"
 
 
 def test_lines_are_written_whole_with_the_prefix_and_a_ptys_cr_dropped() -> None:
