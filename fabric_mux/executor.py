@@ -401,13 +401,18 @@ def _named_hosts(value: str) -> list[str]:
     """The hosts an ``-H`` value names: ranges expanded (``web[01-40]``, see
     :mod:`fabric_mux.hostlist`), blank entries dropped (``web1,,web2``, a
     trailing comma), and the blanks around a name (``web1, web2``), which no host
-    name holds. ``@FILE`` stays, for :meth:`MuxExecutor.normalize_hosts`.
+    name holds. ``@FILE`` stays as it is written (brackets too), for
+    :meth:`MuxExecutor.normalize_hosts`.
 
     :raises EmptyHostList: it names none (``-H ""``, ``-H ,``: an empty
         ``$HOSTS`` in a script). Fabric would run the task on this machine, or
         fail a remote command with a traceback; neither is what it meant.
     """
-    named = expand_all(split_hosts(value))
+    named: list[str] = []
+    for item in split_hosts(value):
+        # A file's name is a name: @hosts[2].txt is that file, not hosts2.txt.
+        named.extend([item] if item.startswith("@") else expand(item))
+    named = list(dict.fromkeys(named))
     if not named:
         raise EmptyHostList(f"-H {value!r} names no host: nothing to run on")
     return named

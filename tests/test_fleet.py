@@ -136,6 +136,21 @@ def test_an_h_that_names_no_host_is_a_one_line_error_and_runs_nothing(
 
 
 @pytest.mark.parametrize("parallel", [False, True])
+def test_a_host_files_name_is_not_a_host_range(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path, parallel: bool
+) -> None:
+    mine, other = sshd.routes(2, prefix="f")
+    (tmp_path / "hosts[2].txt").write_text(f"{mine}\n")
+    (tmp_path / "hosts2.txt").write_text(f"{other}\n")  # what the range would name
+    folder = project(tmp_path, control_dir, meeting_point)
+    flags = ["-P"] if parallel else []
+    listing = f"@{tmp_path / 'hosts[2].txt'}"
+    done = fab(folder, sshd.ssh_config, listing, *flags, "mark", name="fabmux")
+    assert done.returncode == 0, done.stderr
+    assert [path.name for path in meeting_point.iterdir()] == [mine]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
 def test_blank_names_beside_real_ones_are_dropped(
     sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path, parallel: bool
 ) -> None:
