@@ -11,7 +11,8 @@ from fabric.main import Fab
 from invoke.parser.argument import Argument
 
 from . import __version__
-from .config import MuxConfig, checked_flag, project_folder
+from .config import MuxConfig, checked_flag, load_environment, mux_settings, project_folder
+from .exceptions import BadConfig
 from .executor import MuxExecutor
 from .upstream import set_overrides
 
@@ -45,6 +46,10 @@ SWITCHES = {
     "parallel": ("parallel", True),
     "gather": ("gather", True),
 }
+
+
+#: The flags that only a parallel run reads.
+_FLEET_FLAGS = ("gather", "report", "max-fail")
 
 
 class MuxFab(Fab):  # type: ignore[misc]
@@ -125,6 +130,23 @@ class MuxFab(Fab):  # type: ignore[misc]
                 mux[key] = checked_flag(shown, key, value)
         if mux:
             set_overrides(self.config, "mux", mux)
+        self._check_fleet_flags()
+
+    def _check_fleet_flags(self) -> None:
+        """Refuse ``--gather``, ``--report`` and ``--max-fail`` in a run that is not
+        parallel, where nothing would read them: said, not silently ignored. (As
+        ``mux`` keys in fabric.yaml they say what parallel runs do, and other runs
+        leave them be.)"""
+        given = [f"--{flag}" for flag in _FLEET_FLAGS if self.args[flag].value not in (None, False)]
+        if not given:
+            return
+        load_environment(self.config)  # FABRIC_MUX_PARALLEL makes a parallel run too
+        settings = mux_settings(self.config)
+        if not (settings.parallel or settings.serial):
+            raise BadConfig(
+                f"{', '.join(given)} {'work' if len(given) > 1 else 'works'} only in a "
+                "parallel run: add -P (or --serial)"
+            )
 
 
 def make_program() -> MuxFab:

@@ -279,3 +279,34 @@ def test_tasks_of_this_machine_around_a_rolling_run_run_once(
     marks = log(meet)
     # The pre- and post-task have no host: once each, before and after the batches.
     assert marks == ["note Context", "host1 restart", "host2 restart", "note Context"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--report", "REPORT"], "--report works"),
+        (["--gather"], "--gather works"),
+        (["--max-fail", "1"], "--max-fail works"),
+        (["--gather", "--report", "REPORT"], "--gather, --report work"),
+    ],
+)
+def test_a_fleet_flag_in_a_run_that_is_not_parallel_is_one_line(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path, flags: list[str], said: str
+) -> None:
+    (host,) = sshd.routes(1, prefix="web")
+    report = tmp_path / "report.json"
+    args = [str(report) if flag == "REPORT" else flag for flag in flags]
+    folder = project(tmp_path, control_dir, meet)
+    done = fab(folder, sshd.ssh_config, host, *args, "deploy", name="fabmux")
+    # It would have run one host after another and done nothing with the flag.
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"fabric-mux: {said} only in a parallel run: add -P (or --serial)\n",
+    )
+    assert sshd.logins() == 0 and log(meet) == [] and not report.exists()
+    # A parallel run from fabric.yaml, or the environment, reads it.
+    parallel = project(tmp_path / "parallel", control_dir, meet, "  parallel: true\n")
+    done = fab(parallel, sshd.ssh_config, host, *args, "deploy", name="fabmux")
+    assert done.returncode == 0, done.stderr
+    assert log(meet) == [f"{host} deploy"]
+    assert report.exists() == ("REPORT" in flags)
