@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fabric import Connection, Executor
@@ -25,6 +27,7 @@ from .config import load_environment, mux_settings
 from .connection import MuxConnection
 from .exceptions import BadHostList, EmptyHostList, MuxError, RunInterrupted
 from .hostlist import expand, expand_all, split_hosts
+from .parallel import Terminated
 from .screen import visible
 from .upstream import host_config
 
@@ -241,13 +244,23 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         load_environment(self.config)
         try:
             settings = mux_settings(self.config)
-            if settings.parallel or settings.serial:
+            if not (settings.parallel or settings.serial):
+                return super().execute(*tasks)
+            with _sigterm_interrupts():
                 return self._execute_in_parallel(tasks)
-            return super().execute(*tasks)
+        except Terminated:
+            # Every host's outcome is written: now die of it, as its sender expects.
+            self._close_opened()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
         finally:
-            opened = self.run_state.opened
-            while opened:
-                opened.pop().close()
+            self._close_opened()
+
+    def _close_opened(self) -> None:
+        opened = self.run_state.opened
+        while opened:
+            opened.pop().close()
 
     def _execute_in_parallel(self, tasks: tuple[Any, ...]) -> dict[Any, Any]:
         """invoke's ``execute``, with each task's calls over its hosts run at once,
@@ -329,9 +342,15 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             thread.start()
 
         def stop_started() -> None:
+            # Starts still under way (a ProxyCommand that hangs, a password
+            # prompt) are for hosts that will never run: ended, not waited for.
+            from .warmup import UNWIND_SECONDS, unwind_starts
+
+            unwind_starts(starter)
+            deadline = time.monotonic() + UNWIND_SECONDS
             for thread in threads:
-                thread.join()
-            for master in started:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            for master in list(started):
                 if not master.users:
                     with contextlib.suppress(MuxError, OSError):
                         master.stop()
@@ -366,6 +385,29 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         if call in direct and call.autoprint:
             print(result)
         return result
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, ``kill``) ends a parallel run as Ctrl-C does:
+    every host's outcome decided, the summary, the failed-hosts file and the
+    report written. Python's own default would end the process with none of it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(number: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:  # whoever started us wants it ignored
+        yield
+        return
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _waves(calls: list[Any]) -> list[list[Any]]:

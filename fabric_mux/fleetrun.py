@@ -26,7 +26,7 @@ from typing import Any
 
 from .config import MuxSettings
 from .gather import Gathered
-from .parallel import HostReport, Wave, summary
+from .parallel import HostReport, Wave, interruption, summary
 from .rollout import Budget, batched
 from .runreport import RunRecord, write_failed_hosts, write_report
 from .screen import visible
@@ -80,6 +80,13 @@ class FleetRun:
         #: Why the run stopped before its end; empty if it did not.
         self.stopped = ""
         self._host_waves = [index for index, wave in enumerate(self.waves) if self._is_hosts(wave)]
+        #: Where the run is: its batch, and the last wave of hosts begun in it
+        #: (None: none yet), for Ctrl-C to tell what each host did not run.
+        self._batch: list[str] = []
+        self._wave: int | None = None
+        #: Stops the masters started ahead for the next batch (see ``prefetch``).
+        self._cancel_ahead: Callable[[], None] = lambda: None
+        self._told_interrupt = False
 
     @staticmethod
     def _has_host(call: Any) -> bool:
@@ -96,8 +103,9 @@ class FleetRun:
         record = RunRecord(command, time.time())
         try:
             self._run_batches()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             record.interrupted = True
+            self._interrupted(exc)
             raise
         finally:
             record.ended = time.time()
@@ -113,10 +121,10 @@ class FleetRun:
         first_hosts, last_hosts = self._host_waves[0], self._host_waves[-1]
         for index in range(first_hosts):
             self._hostless(self.waves[index])
-        cancel_ahead: Callable[[], None] = lambda: None  # noqa: E731
         for number, batch in enumerate(self.batches, start=1):
             ahead = self.batches[number] if number < len(self.batches) else []
-            cancel_ahead = self._prefetch([self.hosts[host][0] for host in ahead])
+            self._batch, self._wave = batch, None
+            self._cancel_ahead = self._prefetch([self.hosts[host][0] for host in ahead])
             for host in batch:
                 self.reports[host].batch = number
             for index in range(first_hosts, last_hosts + 1):
@@ -125,11 +133,13 @@ class FleetRun:
                     if number == 1:
                         self._hostless(wave)
                     continue
+                self._wave = index
                 self._task(wave, batch, number)
                 if self._spent():
                     self._stop(batch, index, last_hosts)
-                    cancel_ahead()
+                    self._cancel_ahead()
                     return
+        self._batch = []
         for index in range(last_hosts + 1, len(self.waves)):
             self._hostless(self.waves[index])
 
@@ -157,10 +167,45 @@ class FleetRun:
         shown = name if len(self.batches) < 2 else f"{name} (batch {number} of {len(self.batches)})"
         wave_run = Wave(name, list(by_host), self._width, self.reports, label=shown)
         try:
-            self.results[first.task] = wave_run.run(work, on_interrupt=self._on_interrupt)
+            self.results[first.task] = wave_run.run(work, on_interrupt=self._tell_interrupt)
         finally:
             if gathered is not None:
                 gathered.show(sys.stdout, sys.stderr, list(by_host))
+
+    # -- Ctrl-C ----------------------------------------------------------------
+
+    def _tell_interrupt(self, running: list[str]) -> None:
+        self._told_interrupt = True
+        self._on_interrupt(running)
+
+    def _interrupted(self, exc: KeyboardInterrupt) -> None:
+        """Ctrl-C (or SIGTERM): every host's outcome decided before anything is
+        written, and what was started ahead for the next batch stopped.
+
+        The hosts of a task under way are the wave's (:meth:`Wave.run`); the
+        batch's other hosts did not run its later tasks, or, before its first
+        task began, anything at all; later batches never started.
+        """
+        if not self._told_interrupt:  # it came between waves: no wave told the run
+            self._tell_interrupt([])
+        last = self._host_waves[-1] if self._host_waves else -1
+        later = [] if self._wave is None else self._names_after(self._wave, last)
+        for host in self._batch:
+            report = self.reports[host]
+            if self._wave is None:
+                report.batch = 0
+            elif report.ok and later:
+                report.stopped.extend(later)
+        self.stopped = f"the run was interrupted ({interruption(exc)})"
+        self._cancel_ahead()
+
+    def _names_after(self, index: int, last_hosts: int) -> list[str]:
+        """The tasks of hosts after wave ``index``, up to ``last_hosts``."""
+        return [
+            _name(self.waves[after][0])
+            for after in range(index + 1, last_hosts + 1)
+            if self._is_hosts(self.waves[after])
+        ]
 
     # -- the budget ------------------------------------------------------------
 
@@ -174,11 +219,7 @@ class FleetRun:
     def _stop(self, batch: Sequence[str], index: int, last_hosts: int) -> None:
         """The budget is spent after wave ``index``: what the batch's hosts did not
         run is noted, and the run's reason said."""
-        later = [
-            _name(self.waves[after][0])
-            for after in range(index + 1, last_hosts + 1)
-            if self._is_hosts(self.waves[after])
-        ]
+        later = self._names_after(index, last_hosts)
         for host in batch:
             report = self.reports[host]
             if report.ok and later:

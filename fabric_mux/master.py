@@ -97,8 +97,10 @@ def route_lock(
     wait = LOCK_WAIT if wait is None else wait
     deadline = time.monotonic() + wait
     thread_lock = current().route_lock(lock_path)
-    if not thread_lock.acquire(timeout=wait):
-        raise _still_starting(host, control_path, wait, None)
+    while not thread_lock.acquire(timeout=_LOCK_POLL):
+        _check_stopping(host)
+        if time.monotonic() >= deadline:
+            raise _still_starting(host, control_path, wait, None)
     try:
         while True:
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -107,6 +109,7 @@ def route_lock(
             try:
                 said = functools.partial(_say_waiting, host, fd, control_path)
                 if not _flock_until(fd, deadline, said):
+                if not _flock_until(fd, deadline, host):
                     raise _still_starting(host, control_path, wait, _holder(fd))
                 try:
                     at_path = os.stat(lock_path).st_ino
@@ -134,6 +137,11 @@ def _flock_until(fd: int, deadline: float, waiting: Callable[[], object]) -> boo
     """Take ``fd``'s flock; False if another process still holds it at ``deadline``.
     ``waiting`` is called once, if it has to wait."""
     said = False
+def _flock_until(fd: int, deadline: float, host: str) -> bool:
+    """Take ``fd``'s flock; False if another process still holds it at ``deadline``.
+
+    :raises RunInterrupted: Ctrl-C ended the run's starts meanwhile.
+    """
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,6 +150,7 @@ def _flock_until(fd: int, deadline: float, waiting: Callable[[], object]) -> boo
             if not said:
                 waiting()
                 said = True
+            _check_stopping(host)
             if time.monotonic() >= deadline:
                 return False
             time.sleep(_LOCK_POLL)
@@ -154,6 +163,14 @@ def _say_waiting(host: str, fd: int, control_path: str) -> None:
         _holder(fd),
         control_path,
     )
+def _check_stopping(host: str) -> None:
+    """Stop waiting for another start's lock once this process's starts are being
+    ended (Ctrl-C: see :meth:`~fabric_mux.process.MasterStarts.cancel`), which
+    wait for this one to let go."""
+    if current().starts.stopping:
+        raise RunInterrupted(
+            f"{host}: interrupted (Ctrl-C) while another start of its master held its lock"
+        )
 
 
 def _holder(fd: int) -> int | None:

@@ -25,7 +25,10 @@ from .hostlist import fold
 from .process import current
 from .screen import visible
 
-__all__ = ["HostReport", "Wave", "summary"]
+__all__ = ["STATUSES", "HostReport", "Terminated", "Wave", "interruption", "summary"]
+
+#: A host's outcomes, in the summary's order.
+STATUSES = ("ok", "failed", "interrupted", "stopped", "not started")
 
 
 @dataclass
@@ -47,6 +50,9 @@ class HostReport:
     stderr_tail: str = ""
     #: Tasks it did not run because the run stopped (its failure budget spent).
     stopped: list[str] = field(default_factory=list)
+    #: What interrupted its task (``Ctrl-C``, ``SIGTERM``), running or not yet
+    #: started; empty if nothing did.
+    interrupted: str = ""
 
     @property
     def ok(self) -> bool:
@@ -54,8 +60,11 @@ class HostReport:
 
     @property
     def status(self) -> str:
-        """``ok``, ``failed``, ``stopped`` (ok, but the run stopped before its
-        last task) or ``not started``."""
+        """``ok``, ``failed``, ``interrupted`` (its task was running, or waiting to
+        start, when the run was interrupted), ``stopped`` (ok, but the run stopped
+        before its last task) or ``not started``."""
+        if self.interrupted:
+            return "interrupted"
         if not self.ok:
             return "failed"
         if not self.batch:
@@ -101,6 +110,10 @@ class Wave:
         keep the process alive.
         """
         results: dict[str, Any] = {}
+        #: Hosts whose outcome Ctrl-C decided: their workers, still running, leave
+        #: their reports alone (the summary, the list and the report agree).
+        decided: set[str] = set()
+        began: dict[str, float] = {}
         todo = []
         for host in self.hosts:
             report = self.reports.setdefault(host, HostReport(host))
@@ -116,24 +129,27 @@ class Wave:
         stopping = False
 
         def one(host: str) -> None:
-            with self._lock:
-                self._running.add(host)
             self._show()
-            start = time.monotonic()
             try:
-                results[host] = work(host)
+                result = work(host)
             except BaseException as exc:  # the host's own failure; the others go on
-                report = self.reports[host]
-                report.failed_in = self.task
-                report.why = _reason(exc)
-                report.exit_code, report.stderr_tail = _details(exc)
                 with self._lock:
-                    self._failed += 1
+                    if host not in decided:
+                        report = self.reports[host]
+                        report.failed_in = self.task
+                        report.why = _reason(exc)
+                        report.exit_code, report.stderr_tail = _details(exc)
+                        self._failed += 1
                 if not isinstance(exc, Exception):
                     escaped.append(exc)
-            finally:
-                self.reports[host].seconds += time.monotonic() - start
+            else:
                 with self._lock:
+                    if host not in decided:
+                        results[host] = result
+            finally:
+                with self._lock:
+                    if host not in decided:
+                        self.reports[host].seconds += time.monotonic() - began[host]
                     self._running.discard(host)
                     self._done += 1
                 self._show()
@@ -144,7 +160,10 @@ class Wave:
                 with self._lock:
                     if stopping or not waiting:
                         return
+                    # Taken and running at once: Ctrl-C finds each host in one place.
                     host = waiting.pop()
+                    self._running.add(host)
+                    began[host] = time.monotonic()
                 try:
                     one(host)
                 finally:
@@ -161,9 +180,19 @@ class Wave:
             # Woken each second to keep the progress line's clock going.
             while todo and not all_done.wait(1.0):
                 self._show()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             with self._lock:
                 stopping = True  # no host starts after this
+                # Decided now, before anything is written: the hosts still at
+                # work, and those yet to start, were interrupted in this task.
+                now = time.monotonic()
+                for host in [*self._running, *waiting]:
+                    report = self.reports[host]
+                    report.failed_in, report.interrupted = self.task, interruption(exc)
+                    report.why = f"interrupted ({report.interrupted})"
+                    report.exit_code, report.stderr_tail = None, ""
+                    report.seconds += now - began.get(host, now)
+                    decided.add(host)
             current().screen.end_status()
             if on_interrupt is not None:
                 on_interrupt(self.running())
@@ -186,6 +215,19 @@ class Wave:
                 f"{time.monotonic() - self._began:.0f} s"
             )
         current().screen.show_status(visible(text), self.progress)
+
+
+class Terminated(KeyboardInterrupt):
+    """A parallel run ended by a signal (SIGTERM): handled as Ctrl-C is, and named."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def interruption(exc: BaseException) -> str:
+    """What interrupted a run: ``Ctrl-C``, or the signal that ended it."""
+    return exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
 
 
 def _reason(exc: BaseException) -> str:
@@ -238,12 +280,14 @@ def summary(
             detail = f"in {report.failed_in}: {report.why}"
             if report.skipped:
                 detail += f" (then skipped {', '.join(report.skipped)})"
+        elif report.status == "interrupted":
+            detail = f"in {report.failed_in} ({report.interrupted})"
         elif report.status == "stopped":
             detail = f"did not run {', '.join(report.stopped)}"
         else:
             detail = ""
         groups.setdefault((report.status, detail), []).append(report.host)
-    order = ("ok", "failed", "stopped", "not started")
+    order = STATUSES
     for (status, detail), hosts in sorted(groups.items(), key=lambda item: order.index(item[0][0])):
         line = f"  {status:<12} {fold(hosts)} ({len(hosts)})"
         lines.append(f"{line}  {detail}" if detail else line)
@@ -254,8 +298,6 @@ def summary(
         lines.append("every host ok")
     else:
         said = [f"{counts['failed']} of {len(reports)} hosts failed"]
-        said += [
-            f"{counts[status]} {status}" for status in ("stopped", "not started") if counts[status]
-        ]
+        said += [f"{counts[status]} {status}" for status in STATUSES[2:] if counts[status]]
         lines.append(", ".join(said))
     return "".join(f"{visible(line)}\n" for line in lines)

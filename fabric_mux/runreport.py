@@ -1,7 +1,7 @@
 """What a parallel run leaves behind: the list of hosts to run again, and its report.
 
-The failed-hosts file lists, one a line, every host that failed, stopped or
-never started, each with why in a ``#`` comment: ``-H @FILE`` reads it back and
+The failed-hosts file lists, one a line, every host that failed, was interrupted,
+stopped or never started, each with why in a ``#`` comment: ``-H @FILE`` reads it back and
 runs on exactly them. The JSON report (``--report FILE``) is the run as data,
 for CI and dashboards; its schema is :data:`SCHEMA`, described in the docs.
 
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .parallel import HostReport
+from .parallel import STATUSES, HostReport
 from .screen import visible
 
 __all__ = ["SCHEMA", "RunRecord", "report_data", "write_failed_hosts", "write_report"]
@@ -70,7 +70,7 @@ def report_data(record: RunRecord, reports: Iterable[HostReport]) -> dict[str, o
         }
         for report in reports
     ]
-    counts = {status: 0 for status in ("ok", "failed", "stopped", "not started")}
+    counts = {status: 0 for status in STATUSES}
     for host in hosts:
         counts[str(host["status"])] += 1
     return {
@@ -109,6 +109,8 @@ def write_failed_hosts(path: str, reports: Iterable[HostReport]) -> Path:
             continue
         if report.status == "failed":
             why = f"failed in {report.failed_in}: {report.why}"
+        elif report.status == "interrupted":
+            why = f"interrupted in {report.failed_in} ({report.interrupted})"
         elif report.status == "stopped":
             why = f"stopped before {', '.join(report.stopped)}"
         else:

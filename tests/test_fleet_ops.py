@@ -4,7 +4,10 @@ the JSON report. Logins and commands are counted on the servers."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import textwrap
@@ -13,7 +16,8 @@ from pathlib import Path
 
 import fabric
 import pytest
-from fabrun import fab, no_agent_env, program
+from fabrun import fab, fab_argv, no_agent_env, program, with_default_signals
+from waiting import wait_until
 
 from fabric_mux.master import master_pids
 from fabric_mux.pytest_plugin import FleetFactory
@@ -49,6 +53,13 @@ FABFILE = textwrap.dedent(
     @task(pre=[note], post=[note])
     def rolled(c):
         restart(c)
+
+    @task
+    def hold(c):
+        # Arrives, then, where its flag says so, runs until the test's Ctrl-C.
+        c.run(f"touch {{MEET}}/at-{{c.original_host}}")
+        c.run(f"if [ -e {{MEET}}/hold-{{c.original_host}} ]; then sleep 60; fi")
+        c.run(f"echo {{c.original_host}} hold >> {{MEET}}/log")
     """
 )
 
@@ -310,3 +321,177 @@ def test_a_fleet_flag_in_a_run_that_is_not_parallel_is_one_line(
     assert done.returncode == 0, done.stderr
     assert log(meet) == [f"{host} deploy"]
     assert report.exists() == ("REPORT" in flags)
+
+
+def start(folder: Path, ssh_config: Path, hosts: str, *args: str) -> subprocess.Popen[str]:
+    """``fabmux`` in the background, in a session of its own, as from a terminal."""
+    return subprocess.Popen(
+        with_default_signals(fab_argv(ssh_config, hosts, *args, name="fabmux")),
+        cwd=folder,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def ended(child: subprocess.Popen[str]) -> str:
+    """Its stderr, once it has ended (a run that does not end fails the test)."""
+    try:
+        return child.communicate(timeout=60)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def summary_statuses(stderr: str) -> dict[str, str]:
+    """Each host's status as the summary says it (hosts folded one a line here)."""
+    statuses = {}
+    for line in stderr.splitlines():
+        for status in ("ok", "failed", "interrupted", "stopped", "not started"):
+            if line.startswith(f"  {status:<12} "):
+                statuses[line[15:].split(" (", 1)[0]] = status
+    return statuses
+
+
+def test_ctrl_c_in_a_rolling_run_gives_each_host_one_status_everywhere(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    r1, r2, r3 = sshd.routes(3, prefix="r")
+    (meet / "hold-r2").touch()
+    report = tmp_path / "report.json"
+    folder = project(tmp_path, control_dir, meet)
+    # One host at a time (-z 1): r2 arrives only once r1 has run the whole task.
+    args = ["--serial", "2", "-z", "1", "--report", str(report), "hold", "restart"]
+    child = start(folder, sshd.ssh_config, "r[1-3]", *args)
+    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    try:
+        # r2 at work, and r3's master started ahead for the next batch.
+        assert wait_until((meet / "at-r2").exists, 60)
+        assert wait_until(lambda: bool(master_pids(master_path(r3, config))), 60)
+    finally:
+        child.send_signal(signal.SIGINT)
+    err = ended(child)
+    assert child.returncode != 0
+    expected = {r1: "stopped", r2: "interrupted", r3: "not started"}
+    assert summary_statuses(err) == expected, err
+    assert f"  interrupted  {r2} (1)  in hold (Ctrl-C)" in err
+    assert f"  stopped      {r1} (1)  did not run restart" in err
+    assert "the run was interrupted (Ctrl-C)" in err and "exited with -1" not in err
+    # The failed-hosts file and the report say the same.
+    assert listed(tmp_path / "failed") == [r1, r2, r3]
+    assert f"{r2}  # interrupted in hold (Ctrl-C)" in (tmp_path / "failed").read_text()
+    data = json.loads(report.read_text())
+    assert {host["host"]: host["status"] for host in data["hosts"]} == expected
+    interrupted = next(host for host in data["hosts"] if host["host"] == r2)
+    assert interrupted["reason"] == "interrupted (Ctrl-C)" and interrupted["exit_code"] is None
+    assert data["interrupted"] and data["stopped"] == "the run was interrupted (Ctrl-C)"
+    assert data["counts"] == {
+        "ok": 0, "failed": 0, "interrupted": 1, "stopped": 1, "not started": 1
+    }  # fmt: skip
+    # r3's master, started ahead, is stopped again: no command ever ran there.
+    assert not master_pids(master_path(r3, config))
+    assert log(meet) == [f"{r1} hold"]
+
+
+def test_a_rollout_stopped_by_its_budget_ends_the_next_batchs_logins_under_way(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    (r1,) = sshd.routes(1, prefix="r")
+    (meet / f"fail-{r1}").touch()
+    with sshd.ssh_config.open("a") as config:
+        # A login that never ends (no ConnectTimeout: connect_timeout 0): a
+        # ProxyCommand that hangs, as a password prompt nobody answers would.
+        config.write(
+            f"Host stuck\n    HostName 127.0.0.1\n    User {sshd.user}\n"
+            f"    ProxyCommand sh -c 'touch {meet}/stuck; exec sleep 300'\n"
+        )
+    folder = project(tmp_path, control_dir, meet, "  connect_timeout: 0\n")
+    child = start(folder, sshd.ssh_config, f"{r1},stuck", "--serial", "1", "deploy")
+    err = ended(child)  # it ends: the stop does not wait for stuck's login
+    assert child.returncode == 1, err
+    assert (meet / "stuck").exists()  # its login had begun, ahead of its batch
+    assert summary_statuses(err) == {r1: "failed", "stuck": "not started"}, err
+    assert "the run stopped: 1 of 1 hosts started failed" in err
+    assert wait_until(lambda: not processes_naming(f"{meet}/stuck"), 10)
+
+
+def processes_naming(text: str) -> list[int]:
+    """Processes whose command line holds ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def holds_open(pid: int, path: str) -> bool:
+    """Whether process ``pid`` has ``path`` open."""
+    folder = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(entry) == path for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_a_host_waits_for_another_starts_lock_ends_the_wait(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    (r1,) = sshd.routes(1, prefix="r")
+    config = sshd.fabric_config({"mux": {"control_dir": str(control_dir)}})
+    lock = Route.for_host(r1, config).master().lock_path()
+    report = tmp_path / "report.json"
+    folder = project(tmp_path, control_dir, meet)
+    # Another process starting r1's master (at a password prompt, say) holds its lock.
+    held = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        child = start(folder, sshd.ssh_config, r1, "-P", "--report", str(report), "deploy")
+        try:
+            assert wait_until(lambda: holds_open(child.pid, lock), 60)  # waiting for it
+        finally:
+            child.send_signal(signal.SIGINT)
+        err = ended(child)
+    finally:
+        os.close(held)
+    assert child.returncode != 0
+    assert summary_statuses(err) == {r1: "interrupted"}, err
+    assert "every host ok" not in err
+    # The wait ended at Ctrl-C: the run did not give up on it after a while.
+    assert "some master starts did not end" not in err
+    data = json.loads(report.read_text())
+    assert data["counts"]["ok"] == 0 and data["hosts"][0]["status"] == "interrupted"
+    assert sshd.logins() == 0 and log(meet) == []
+
+
+def test_sigterm_ends_a_parallel_run_with_everything_written(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    r1, r2 = sshd.routes(2, prefix="r")
+    (meet / f"hold-{r2}").touch()
+    report = tmp_path / "report.json"
+    folder = project(tmp_path, control_dir, meet)
+    # One host at a time (-z 1): r2 arrives only once r1 is done.
+    args = ["-P", "-z", "1", "--report", str(report), "hold"]
+    child = start(folder, sshd.ssh_config, "r[1-2]", *args)
+    try:
+        assert wait_until((meet / f"at-{r2}").exists, 60)
+    finally:
+        child.send_signal(signal.SIGTERM)  # a cancelled CI job, say
+    err = ended(child)
+    assert child.returncode == -signal.SIGTERM  # and then it dies of it
+    assert summary_statuses(err) == {r1: "ok", r2: "interrupted"}, err
+    assert "the run was interrupted (SIGTERM)" in err
+    assert listed(tmp_path / "failed") == [r2]
+    assert "# interrupted in hold (SIGTERM)" in (tmp_path / "failed").read_text()
+    data = json.loads(report.read_text())
+    assert [host["status"] for host in data["hosts"]] == ["ok", "interrupted"]
+    assert data["hosts"][1]["reason"] == "interrupted (SIGTERM)"

@@ -140,7 +140,9 @@ def test_the_report_and_the_failed_hosts_file(tmp_path: Path) -> None:
     ]
     data = report_data(RunRecord(["fabmux", "-P"], 100.0, 102.5, ["deploy"]), reports)
     assert data["schema"] == "fabric-mux-run/1" and data["seconds"] == 2.5
-    assert data["counts"] == {"ok": 1, "failed": 1, "stopped": 0, "not started": 1}
+    assert data["counts"] == {
+        "ok": 1, "failed": 1, "interrupted": 0, "stopped": 0, "not started": 1
+    }  # fmt: skip
     hosts = json.loads(json.dumps(data))["hosts"]
     assert hosts[1] == {
         "host": "web2",
