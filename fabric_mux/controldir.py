@@ -7,6 +7,7 @@ import logging
 import os
 import pwd
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from .exceptions import ControlDirUnsafe, ControlDirUnusable
@@ -14,11 +15,13 @@ from .peers import user_name
 from .places import default_control_dirs
 
 __all__ = [
+    "PathRefused",
     "check_ancestors",
     "default_control_dirs",
     "find_control_dir",
     "prepare_control_dir",
     "user_locks",
+    "walk",
 ]
 
 log = logging.getLogger("fabric_mux")
@@ -49,6 +52,17 @@ def _unsafe(folder: Path, why: str) -> ControlDirUnsafe:
     )
 
 
+class PathRefused(Exception):
+    """Why :func:`walk` refused a path: ``unsafe``, another user could swap what is
+    on it; else it cannot be used (``not_a_folder``: a name above is a file)."""
+
+    def __init__(self, why: str, *, unsafe: bool, not_a_folder: bool = False) -> None:
+        super().__init__(why)
+        self.why = why
+        self.unsafe = unsafe
+        self.not_a_folder = not_a_folder
+
+
 def check_ancestors(folder: Path) -> Path:
     """Refuse a control folder that another user could swap or reach into.
 
@@ -61,12 +75,34 @@ def check_ancestors(folder: Path) -> Path:
 
     :raises ControlDirUnsafe: naming the first folder or link that fails.
     """
-    pending = list(folder.parts[1:])
+    try:
+        return walk(folder, _unsafe_folder)
+    except PathRefused as refused:
+        if refused.unsafe:
+            raise _unsafe(folder, refused.why) from None
+        if refused.not_a_folder:
+            raise ControlDirUnusable(
+                f"control_dir {folder} cannot be made: {refused.why}"
+            ) from None
+        raise ControlDirUnusable(f"control_dir {folder}: {refused.why}") from None
+
+
+def walk(path: Path, unsafe_folder: Callable[[Path, os.stat_result], str | None]) -> Path:
+    """``path`` with its links resolved, walked as the kernel walks it, one name
+    at a time: every folder above its last name must pass ``unsafe_folder`` (None:
+    nobody else can swap what is in it), every link on the way must belong to
+    root or us. Names that do not exist yet are kept as given.
+
+    :raises PathRefused: naming the first folder or link that fails.
+    """
+    if not path.is_absolute():
+        path = path.absolute()
+    pending = list(path.parts[1:])
     current = Path("/")
     links = 0
-    info = os.lstat(current)
-    if _unsafe_folder(current, info):
-        raise _unsafe(folder, str(_unsafe_folder(current, info)))
+    why = unsafe_folder(current, os.lstat(current))
+    if why:
+        raise PathRefused(why, unsafe=True)
     while pending:
         name = pending.pop(0)
         if name in ("", "."):
@@ -74,37 +110,37 @@ def check_ancestors(folder: Path) -> Path:
         if name == "..":
             current = current.parent
             continue
-        path = current / name
+        here = current / name
         try:
-            info = os.lstat(path)
+            info = os.lstat(here)
         except FileNotFoundError:
             return current.joinpath(name, *pending)
         except NotADirectoryError:
-            raise ControlDirUnusable(
-                f"control_dir {folder} cannot be made: {current} is not a folder"
+            raise PathRefused(
+                f"{current} is not a folder", unsafe=False, not_a_folder=True
             ) from None
         except OSError as exc:
-            raise ControlDirUnusable(
-                f"control_dir {folder}: cannot check {path}: {exc.strerror}"
-            ) from None
+            raise PathRefused(f"cannot check {here}: {exc.strerror}", unsafe=False) from None
         if stat.S_ISLNK(info.st_mode):
             if info.st_uid not in (0, os.geteuid()):
-                raise _unsafe(folder, f"{path} is a link that {user_name(info.st_uid)} owns")
+                raise PathRefused(
+                    f"{here} is a link that {user_name(info.st_uid)} owns", unsafe=True
+                )
             links += 1
             if links > _MAX_LINKS:
-                raise ControlDirUnusable(f"control_dir {folder}: too many links")
-            target = Path(os.readlink(path))
+                raise PathRefused("too many links", unsafe=False)
+            target = Path(os.readlink(here))
             if target.is_absolute():
                 current = Path("/")
                 pending = [*target.parts[1:], *pending]
             else:
                 pending = [*target.parts, *pending]
             continue
-        if pending:  # a folder above the control folder
-            why = _unsafe_folder(path, info)
+        if pending:  # a folder above the last name
+            why = unsafe_folder(here, info)
             if why:
-                raise _unsafe(folder, why)
-        current = path
+                raise PathRefused(why, unsafe=True)
+        current = here
     return current
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "EnvNotSent",
     "ForwardFailed",
     "HostKeyFailed",
+    "HostListUnsafe",
     "MasterLost",
     "MasterNotOurs",
     "MasterNotResponding",
@@ -276,6 +277,12 @@ class BadConfig(_SaidByFab, ValueError):
 class BadHostList(_SaidByFab, ValueError):
     """A host range that names no hosts as written (``web[a-c]``, ``web[3-1]``); the
     message names it. A ``ValueError``, and to ``fab`` an ``Exit``: one line, exit 1."""
+
+
+class HostListUnsafe(_SaidByFab):
+    """A host file (``-H @FILE``) that another user could have written: the file, a
+    folder on its way, or a link is not yours (or root's) alone. Nothing is read;
+    ``fab`` prints one line and exits 1."""
 
 
 class RunInterrupted(MuxError):

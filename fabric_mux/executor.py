@@ -25,8 +25,9 @@ from invoke.exceptions import Exit
 
 from .config import load_environment, mux_settings
 from .connection import MuxConnection
-from .exceptions import BadHostList, EmptyHostList, MuxError, RunInterrupted
-from .hostlist import expand, expand_all, split_hosts
+from .exceptions import EmptyHostList, MuxError, RunInterrupted
+from .hostfiles import hosts_in
+from .hostlist import expand, split_hosts
 from .parallel import Terminated
 from .screen import visible
 from .upstream import host_config
@@ -214,7 +215,7 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         for value in hosts or []:
             if isinstance(value, str) and value.startswith("@"):
                 files.append(value[1:])
-                expanded.extend(_hosts_in(value[1:]))
+                expanded.extend(hosts_in(value[1:]))
             elif _blank_host(value):
                 raise EmptyHostList(
                     f"a blank host name among the task's hosts ({list(hosts)!r}): "
@@ -474,37 +475,3 @@ def _blank_host(value: Any) -> bool:
     """A task's host given as blank text, or as a dict whose ``host`` is."""
     host = value.get("host") if isinstance(value, dict) else value
     return isinstance(host, str) and not host.strip()
-
-
-def _hosts_in(path: str) -> list[str]:
-    """The hosts listed in a file: one a line (or several, comma-separated, and
-    ranges: ``web[01-40]``), blank lines and ``#`` comments skipped; UTF-8, with
-    or without a byte-order mark."""
-    try:
-        with open(os.path.expanduser(path), "rb") as listing:
-            data = listing.read()
-    except OSError as exc:
-        raise Exit(
-            f"fabric-mux: cannot read the host list {path}: {exc.strerror}", code=1
-        ) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        at = data[: exc.start].count(b"\n") + 1
-        raise Exit(
-            f"fabric-mux: the host list {path} is not UTF-8 text (line {at}, byte "
-            f"0x{data[exc.start]:02x}): save it as UTF-8",
-            code=1,
-        ) from None
-    # Lines end at \n (or \r\n) only: str.splitlines() also ends them at \r, \x0b,
-    # \x0c, \x85 and \u2028, making two hosts of a name with a stray one inside,
-    # which is refused instead. A line may name several hosts, and ranges
-    # (web[01-40]), as -H does.
-    hosts: list[str] = []
-    for number, ended in enumerate(text.split("\n"), start=1):
-        line = ended[:-1] if ended.endswith("\r") else ended
-        try:
-            hosts.extend(expand_all(split_hosts(line.split("#", 1)[0])))
-        except BadHostList as exc:
-            raise BadHostList(f"{path}, line {number}: {exc}") from None
-    return list(dict.fromkeys(hosts))

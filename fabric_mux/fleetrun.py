@@ -12,9 +12,9 @@ A call with no host (a pre- or post-task of ``fab``) runs once: before the
 batches if it comes before the first task of hosts, after them if it comes
 after the last (unless the run was stopped), else in the first batch's turn.
 
-At the end: the summary on stderr; the failed, stopped and never started hosts
-in the failed-hosts file (``-H @FILE`` reruns exactly them); the JSON report
-(:mod:`fabric_mux.runreport`).
+At the end: the summary on stderr; the hosts left undone in the failed-hosts
+file, or no file if none was (``-H @FILE`` reruns exactly them: see
+:mod:`fabric_mux.failedhosts`); the JSON report (:mod:`fabric_mux.runreport`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import MuxSettings
+from .failedhosts import FailedHosts
 from .gather import Gathered
 from .parallel import HostReport, Wave, interruption, summary
 from .rollout import Budget, batched
-from .runreport import RunRecord, write_failed_hosts, write_report
+from .runreport import RunRecord, write_report
 from .screen import visible
 
 __all__ = ["FleetRun"]
@@ -87,6 +88,9 @@ class FleetRun:
         #: Stops the masters started ahead for the next batch (see ``prefetch``).
         self._cancel_ahead: Callable[[], None] = lambda: None
         self._told_interrupt = False
+        #: The failed-hosts file, as it was when the run began (see its module).
+        where = settings.failed_hosts
+        self._failed_hosts = FailedHosts(where) if where is not None else None
 
     @staticmethod
     def _has_host(call: Any) -> bool:
@@ -240,18 +244,8 @@ class FleetRun:
     def _conclude(self, record: RunRecord) -> None:
         sizes = [len(batch) for batch in self.batches]
         said = summary(self.reports, self.tasks, sizes, self.stopped)
-        left = [report.host for report in self.reports.values() if report.status != "ok"]
-        where = self.settings.failed_hosts
-        if left and where is not None:
-            try:
-                written = write_failed_hosts(where, self.reports.values())
-            except OSError as exc:
-                said += visible(f"fabric-mux: could not write the failed hosts to {where}: {exc}")
-                said += "\n"
-            else:
-                said += (
-                    visible(f"their list: {written}; to run on them again: -H @{written}") + "\n"
-                )
+        if self._failed_hosts is not None and self.reports:
+            said += self._failed_hosts.conclude(self.reports.values(), record.command)
         if said:
             sys.stderr.write(said)
             sys.stderr.flush()

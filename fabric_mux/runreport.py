@@ -1,12 +1,9 @@
-"""What a parallel run leaves behind: the list of hosts to run again, and its report.
+"""A parallel run's JSON report (``--report FILE``): the run as data, for CI and
+dashboards; its schema is :data:`SCHEMA`, described in the docs. (The list of
+hosts to run again is :mod:`fabric_mux.failedhosts`'.)
 
-The failed-hosts file lists, one a line, every host that failed, was interrupted,
-stopped or never started, each with why in a ``#`` comment: ``-H @FILE`` reads it back and
-runs on exactly them. The JSON report (``--report FILE``) is the run as data,
-for CI and dashboards; its schema is :data:`SCHEMA`, described in the docs.
-
-Both are written whole or not at all (a new file renamed over the old), 0600:
-a host's error output may hold what others should not read.
+Written whole or not at all (a new file renamed over the old), 0600: a host's
+error output may hold what others should not read.
 """
 
 from __future__ import annotations
@@ -21,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .parallel import STATUSES, HostReport
-from .screen import visible
 
-__all__ = ["SCHEMA", "RunRecord", "report_data", "write_failed_hosts", "write_report"]
+__all__ = ["SCHEMA", "RunRecord", "report_data", "write_report", "write_whole"]
 
 #: The report's format name and version; a new version only where a field changes.
 SCHEMA = "fabric-mux-run/1"
@@ -97,32 +93,10 @@ def write_report(path: str, record: RunRecord, reports: Iterable[HostReport]) ->
     # which a terminal or an editor showing the file would act on; JSON's \u
     # escapes keep them as they were, as text.
     text = json.dumps(report_data(record, reports), indent=2, ensure_ascii=True) + "\n"
-    return _replace(Path(os.path.expanduser(path)), text)
+    return write_whole(Path(os.path.expanduser(path)), text)
 
 
-def write_failed_hosts(path: str, reports: Iterable[HostReport]) -> Path:
-    """List the hosts of ``reports`` that are not ok in ``path`` (its folder made,
-    0700, if missing); the path written."""
-    lines = [f"# fabric-mux: hosts to run again ({_when(time.time())})\n"]
-    for report in reports:
-        if report.status == "ok":
-            continue
-        if report.status == "failed":
-            why = f"failed in {report.failed_in}: {report.why}"
-        elif report.status == "interrupted":
-            why = f"interrupted in {report.failed_in} ({report.interrupted})"
-        elif report.status == "stopped":
-            why = f"stopped before {', '.join(report.stopped)}"
-        else:
-            why = "not started"
-        # Host names come from a host list; reasons from a server: shown as text.
-        lines.append(f"{visible(report.host)}  # {visible(why)}\n")
-    target = Path(os.path.expanduser(path))
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return _replace(target, "".join(lines))
-
-
-def _replace(target: Path, text: str) -> Path:
+def write_whole(target: Path, text: str) -> Path:
     """Write ``text`` to a new 0600 file beside ``target``, then rename it over it."""
     landing = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
     fd = os.open(landing, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ from pytest_mock import MockerFixture
 
 from fabric_mux import MuxConnection, MuxExecutor
 from fabric_mux import executor as executor_module
-from fabric_mux.exceptions import BadHostList
-from fabric_mux.executor import MuxConnectionCall, _hosts_in, _Run, _waves
+from fabric_mux.exceptions import BadHostList, HostListUnsafe
+from fabric_mux.executor import MuxConnectionCall, _Run, _waves
+from fabric_mux.hostfiles import hosts_in
 
 
 def noop(c: Any) -> None:
@@ -103,14 +106,14 @@ def test_grouping_hosts_into_waves_names_each_host_once(mocker: MockerFixture) -
 def test_a_host_file_with_a_byte_order_mark_reads_as_its_hosts(tmp_path: Path) -> None:
     listing = tmp_path / "hosts.txt"
     listing.write_bytes(b"\xef\xbb\xbfweb1\r\n# a comment\r\nweb2 # the second\r\n\r\n")
-    assert _hosts_in(str(listing)) == ["web1", "web2"]
+    assert hosts_in(str(listing)) == ["web1", "web2"]
 
 
 def test_a_host_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
     listing = tmp_path / "hosts.txt"
     listing.write_bytes(b"web1\nm\xfcnchen\n")  # Latin-1
     with pytest.raises(Exit) as raised:
-        _hosts_in(str(listing))
+        hosts_in(str(listing))
     assert raised.value.message == (
         f"fabric-mux: the host list {listing} is not UTF-8 text (line 2, byte 0xfc): "
         "save it as UTF-8"
@@ -126,7 +129,7 @@ def test_a_host_file_line_ends_at_a_newline_only_and_a_control_character_is_refu
     listing = tmp_path / "hosts.txt"
     listing.write_text(f"web0\r\nweb1{stray}web2\n", encoding="utf-8")
     with pytest.raises(BadHostList) as raised:
-        _hosts_in(str(listing))
+        hosts_in(str(listing))
     name = f"web1{stray}web2"
     assert raised.value.message == (
         f"fabric-mux: {listing}, line 2: the host name {name!r} holds a control "
@@ -138,4 +141,79 @@ def test_a_host_file_line_with_a_unicode_line_separator_is_one_host(tmp_path: Pa
     listing = tmp_path / "hosts.txt"
     listing.write_text("web1\u2028web2\n", encoding="utf-8")
     # Not a line break here: one name, which reaches ssh as it is (and is shown escaped).
-    assert _hosts_in(str(listing)) == ["web1\u2028web2"]
+    assert hosts_in(str(listing)) == ["web1\u2028web2"]
+
+
+# -- whose host files are read ----------------------------------------------------------
+
+
+def refused(listing: Path) -> str:
+    with pytest.raises(HostListUnsafe) as raised:
+        hosts_in(str(listing))
+    assert raised.value.code == 1 and "\n" not in raised.value.message
+    return raised.value.message
+
+
+def test_a_host_file_others_can_write_is_not_read(tmp_path: Path) -> None:
+    listing = tmp_path / "hosts.txt"
+    listing.write_text("web1\n")
+    listing.chmod(0o666)
+    assert refused(listing) == (
+        f"fabric-mux: the host list {listing} is not safe to read: {listing} has mode 0666: "
+        "others can write to it, so another user could choose where this run goes; keep host "
+        "lists where only you can write"
+    )
+
+
+def test_a_host_file_in_a_folder_others_can_write_is_not_read(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hosts.txt").write_text("web1\n")
+    shared.chmod(0o777)  # anyone could put another file in its place
+    assert f"{shared} has mode 0777: others can write to it" in refused(shared / "hosts.txt")
+    shared.chmod(0o1777)  # sticky, as /tmp: nobody else can replace what is ours
+    assert hosts_in(str(shared / "hosts.txt")) == ["web1"]
+
+
+def test_a_host_files_link_is_followed_when_it_and_its_target_are_safe(tmp_path: Path) -> None:
+    (tmp_path / "prod.txt").write_text("web1\n")
+    (tmp_path / "hosts.txt").symlink_to("prod.txt")
+    assert hosts_in(str(tmp_path / "hosts.txt")) == ["web1"]
+    (tmp_path / "prod.txt").chmod(0o646)
+    assert f"{tmp_path / 'prod.txt'} has mode 0646" in refused(tmp_path / "hosts.txt")
+
+
+@pytest.fixture
+def other_account(sshd_user: str) -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another account")
+    account = pwd.getpwnam(sshd_user)
+    assert account.pw_uid != 0
+    return account
+
+
+def test_a_host_file_or_link_of_another_account_is_not_read(
+    tmp_path: Path, other_account: pwd.struct_passwd
+) -> None:
+    listing = tmp_path / "hosts.txt"
+    listing.write_text("web1\n")
+    os.chown(listing, other_account.pw_uid, -1)
+    who = f"{other_account.pw_name} (uid {other_account.pw_uid})"
+    assert f"{listing} belongs to {who}" in refused(listing)
+    os.chown(listing, 0, -1)
+    link = tmp_path / "link.txt"
+    link.symlink_to(listing)
+    os.lchown(link, other_account.pw_uid, -1)
+    assert f"{link} is a link that {who} owns" in refused(link)
+
+
+def test_group_write_is_fine_only_in_a_group_of_ones_own(
+    tmp_path: Path, other_account: pwd.struct_passwd
+) -> None:
+    listing = tmp_path / "hosts.txt"
+    listing.write_text("web1\n")
+    listing.chmod(0o664)
+    os.chown(listing, 0, other_account.pw_gid)  # a group another account is in
+    assert f"{listing} has mode 0664: others can write to it" in refused(listing)
+    os.chown(listing, 0, 0)  # root's own
+    assert hosts_in(str(listing)) == ["web1"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
 import signal
 import subprocess
 import tempfile
@@ -56,9 +57,11 @@ FABFILE = textwrap.dedent(
 
     @task
     def hold(c):
-        # Arrives, then, where its flag says so, runs until the test's Ctrl-C.
+        # Arrives, then waits while its flag is there (until the test's Ctrl-C,
+        # or until the test takes the flag away).
+        flag = f"{{MEET}}/hold-{{c.original_host}}"
         c.run(f"touch {{MEET}}/at-{{c.original_host}}")
-        c.run(f"if [ -e {{MEET}}/hold-{{c.original_host}} ]; then sleep 60; fi")
+        c.run(f"timeout 60 sh -c 'while [ -e {{flag}} ]; do sleep 0.05; done'")
         c.run(f"echo {{c.original_host}} hold >> {{MEET}}/log")
     """
 )
@@ -77,13 +80,16 @@ def meet() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
-def project(tmp_path: Path, control_dir: Path, meet: Path, yaml: str = "") -> Path:
+def project(
+    tmp_path: Path, control_dir: Path, meet: Path, yaml: str = "", failed: Path | None = None
+) -> Path:
     folder = tmp_path / "project"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fabfile.py").write_text(FABFILE.format(meet=str(meet)))
     (folder / "fabric.yaml").write_text(
         "tasks:\n  executor_class: fabric_mux.MuxExecutor\n"
-        f"mux:\n  control_dir: {control_dir}\n  failed_hosts: {tmp_path / 'failed'}\n{yaml}"
+        f"mux:\n  control_dir: {control_dir}\n  failed_hosts: {failed or tmp_path / 'failed'}\n"
+        f"{yaml}"
     )
     return folder
 
@@ -189,6 +195,11 @@ def test_the_failed_hosts_file_holds_exactly_them_and_reruns_them(
     assert again.returncode == 0, again.stderr
     assert sorted(log(meet)) == ["host2 deploy", "host4 deploy"]
     assert "  ok           host[2,4] (2)" in again.stderr
+    # Done: the list is gone, not left stale for a later -H @FILE.
+    assert not failed.exists()
+    assert f"fabric-mux: every host ok: removed an earlier run's failed-hosts list {failed}\n" in (
+        again.stderr
+    )
 
 
 def test_gathered_output_of_64_hosts_with_two_outputs_is_two_blocks(
@@ -495,3 +506,50 @@ def test_sigterm_ends_a_parallel_run_with_everything_written(
     data = json.loads(report.read_text())
     assert [host["status"] for host in data["hosts"]] == ["ok", "interrupted"]
     assert data["hosts"][1]["reason"] == "interrupted (SIGTERM)"
+
+
+def test_the_failed_hosts_list_is_written_only_in_a_folder_of_yours_alone(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path, sshd_user: str
+) -> None:
+    (r1,) = sshd.routes(1, prefix="r")
+    (meet / f"fail-{r1}").touch()
+    shared = tmp_path / "shared"  # another user's, open to all: they could swap the list
+    shared.mkdir()
+    shared.chmod(0o777)
+    if os.geteuid() == 0:
+        os.chown(shared, pwd.getpwnam(sshd_user).pw_uid, -1)
+    listing = shared / "failed-hosts"
+    folder = project(tmp_path, control_dir, meet, failed=listing)
+    done = fab(folder, sshd.ssh_config, r1, "-P", "deploy", name="fabmux")
+    assert done.returncode == 1
+    said = done.stderr.splitlines()[-1]
+    assert said.startswith("fabric-mux: the failed hosts were not listed: "), done.stderr
+    assert "so another user could swap it" in said
+    assert not listing.exists()
+    # What another user puts there is not read either.
+    listing.write_text(f"{r1}\n")
+    again = fab(folder, sshd.ssh_config, f"@{listing}", "-P", "deploy", name="fabmux")
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"fabric-mux: the host list {listing} is not safe to read: ")
+    assert len(again.stderr.splitlines()) == 1
+    assert sshd.logins() == 1  # the first run's only
+
+
+def test_the_last_run_to_end_writes_the_list_and_says_it_replaced_another(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    (r1,) = sshd.routes(1, prefix="r")
+    (meet / f"fail-{r1}").touch()
+    (meet / f"hold-{r1}").touch()
+    folder = project(tmp_path, control_dir, meet)
+    failed = tmp_path / "failed"
+    child = start(folder, sshd.ssh_config, r1, "-P", "hold", "deploy")
+    try:
+        assert wait_until((meet / f"at-{r1}").exists, 60)
+        failed.write_text("other1  # failed in backup: ...\n")  # another run ended meanwhile
+    finally:
+        (meet / f"hold-{r1}").unlink()
+    err = ended(child)
+    assert child.returncode == 1, err
+    assert listed(failed) == [r1]
+    assert f"-H @{failed} (it replaces a list that another run wrote meanwhile)" in err

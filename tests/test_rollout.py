@@ -12,10 +12,11 @@ import pytest
 
 from fabric_mux.config import mux_settings
 from fabric_mux.exceptions import BadConfig
+from fabric_mux.failedhosts import FailedHosts
 from fabric_mux.gather import Gathered
 from fabric_mux.parallel import HostReport, summary
 from fabric_mux.rollout import BatchSize, Budget, batched, parse_budget, parse_serial
-from fabric_mux.runreport import RunRecord, report_data, write_failed_hosts, write_report
+from fabric_mux.runreport import RunRecord, report_data, write_report
 
 
 @pytest.mark.parametrize(
@@ -156,7 +157,9 @@ def test_the_report_and_the_failed_hosts_file(tmp_path: Path) -> None:
         "skipped": [],
         "not_run": [],
     }
-    written = write_failed_hosts(str(tmp_path / "state" / "failed"), reports)
+    written = tmp_path / "state" / "failed"
+    said = FailedHosts(str(written)).conclude(reports, ["fabmux", "-P"])
+    assert said == f"their list: {written}; to run on them again: -H @{written}\n"
     lines = written.read_text().splitlines()
     assert [line.split("#")[0].strip() for line in lines if not line.startswith("#")] == [
         "web2",
