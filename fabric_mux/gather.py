@@ -109,10 +109,14 @@ class Gathered:
 
     def show(self, out: IO[str], err: IO[str], order: Sequence[str] = ()) -> None:
         """Write every block: its hosts folded, then its lines. ``order``: the
-        run's hosts, to list each block's hosts in."""
+        run's hosts, to list each block's hosts, and the blocks, in."""
         rank = {host: index for index, host in enumerate(order)}
-        for names, (stdout, stderr) in self.blocks():
+        blocks = self.blocks()
+        for names, _ in blocks:
             names.sort(key=lambda name: rank.get(name, len(rank)))
+        # In the run's order of their first hosts: the hosts' threads began in any order.
+        blocks.sort(key=lambda block: rank.get(block[0][0], len(rank)))
+        for names, (stdout, stderr) in blocks:
             out.write(f"{_RULE}\n{visible(fold(names))} ({len(names)})\n{_RULE}\n")
             out.write(_text(stdout))
             out.flush()
