@@ -138,4 +138,17 @@ def shell_main() -> NoReturn:
     else:
         env.pop("SHELL", None)  # ssh's own fallback when SHELL is unset
         shell = "/bin/sh"
-    os.execve(shell, [shell, *sys.argv[1:]], env)
+    if not os.path.isabs(shell):
+        # execve() would look for it in whatever folder ssh runs in.
+        _fail(f"{ENV_SHELL} (your SHELL) is {shell!r}, not a full path: set SHELL to one", 127)
+    try:
+        os.execve(shell, [shell, *sys.argv[1:]], env)
+    except OSError as exc:
+        code = 127 if isinstance(exc, FileNotFoundError) else 126  # as sh says it
+        _fail(f"cannot run your shell {shell} ({ENV_SHELL}): {exc.strerror}", code)
+
+
+def _fail(why: str, code: int) -> NoReturn:
+    """One line on stderr (ssh shows it, or keeps it in the master's error log)."""
+    sys.stderr.write(f"{SHELL_HELPER}: {why}\n")
+    sys.exit(code)

@@ -242,3 +242,26 @@ def test_the_childrens_shell_says_what_it_is_and_runs_commands_as_before() -> No
         capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "x one --help none\n", "")
+
+
+@pytest.mark.parametrize(
+    ("shell", "code", "said"),
+    [
+        ("bash", 127, "FABRIC_MUX_SHELL (your SHELL) is 'bash', not a full path: set SHELL to one"),
+        ("/nonexistent/zsh", 127, "cannot run your shell /nonexistent/zsh (FABRIC_MUX_SHELL): "
+         "No such file or directory"),
+        ("TMP/plain.txt", 126, "cannot run your shell TMP/plain.txt (FABRIC_MUX_SHELL): "
+         "Permission denied"),
+    ],
+)  # fmt: skip
+def test_the_childrens_shell_that_cannot_run_its_shell_says_so_in_one_line(
+    shell: str, code: int, said: str, tmp_path: Path
+) -> None:
+    program = str(Path(sys.executable).with_name("fabric-mux-shell"))
+    (tmp_path / "plain.txt").write_text("not a program\n")  # 0644: nobody may run it
+    shell, said = shell.replace("TMP", str(tmp_path)), said.replace("TMP", str(tmp_path))
+    env = {"PATH": os.environ["PATH"], "FABRIC_MUX_SHELL": shell}
+    ran = subprocess.run(
+        [program, "-c", "true"], capture_output=True, text=True, check=False, env=env, cwd=tmp_path
+    )
+    assert (ran.returncode, ran.stdout, ran.stderr) == (code, "", f"fabric-mux-shell: {said}\n")
