@@ -85,15 +85,17 @@ class MuxFab(Fab):  # type: ignore[misc]
             ),
             Argument(
                 names=("max-fail",),
-                help="Hosts that may fail (N, or N% of those started) before the run starts "
-                "no more tasks or batches (with --serial, default 0).",
+                help="With -P: hosts that may fail (N, or N% of those started) before the run "
+                "starts no more tasks or batches (with --serial, default 0).",
             ),
             Argument(
                 names=("gather",),
                 kind=bool,
                 help="With -P: each task's output once per distinct output, under its hosts.",
             ),
-            Argument(names=("report",), help="Write a JSON report of the run to this file."),
+            Argument(
+                names=("report",), help="With -P: write a JSON report of the run to this file."
+            ),
         ]
 
     def load_collection(self) -> None:
