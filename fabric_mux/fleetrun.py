@@ -6,7 +6,10 @@ batch's hosts at once (:class:`~fabric_mux.parallel.Wave`); while it works, the
 masters of the next batch start, so that batch finds them up. After each task
 the failure budget (``mux.max_fail``, see :mod:`fabric_mux.rollout`) is
 checked: once spent, no task and no batch starts any more, and the masters
-started ahead for hosts that never ran are stopped.
+started ahead for hosts that never ran are stopped (logins of theirs still under
+way ended, not waited for). Ctrl-C (or SIGTERM) does the same, after deciding
+every host's outcome at once: ``interrupted`` in the task under way (running or
+waiting its turn), ``stopped`` for the batch's others, ``not started`` after.
 
 A call with no host (a pre- or post-task of ``fab``) runs once: before the
 batches if it comes before the first task of hosts, after them if it comes
