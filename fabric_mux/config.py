@@ -83,7 +83,8 @@ KEYS: tuple[Key, ...] = (
         "A control socket to ride for every host, as ``ssh -S`` does (``fabmux "
         "--mux-control-path``): ``%`` tokens and ``~`` as in ssh's ControlPath; a master is "
         "started there if none answers. The master there serves only the route it connects "
-        "to. Spaces are fine; a double quote is refused. ``null``: see ``user_masters``.",
+        "to. Spaces are fine; a double quote or a line break is refused (ssh's options "
+        "cannot carry them), here and in ``control_dir``. ``null``: see ``user_masters``.",
     ),
     Key(
         "persist",
@@ -99,7 +100,8 @@ KEYS: tuple[Key, ...] = (
         [],
         "a list of ``Key=value`` ssh options, or text of one option a line",
         'Extra ``-o`` options for the master, e.g. ``["Compression=yes"]``; each as '
-        "``ssh -o`` takes it, spaces and all, with no quoting.",
+        "``ssh -o`` takes it, spaces and all, with no quoting; one starting with ``-`` is "
+        "refused (each goes after ``-o``).",
     ),
     Key(
         "max_sessions",
@@ -132,8 +134,8 @@ KEYS: tuple[Key, ...] = (
         "reply_timeout",
         30,
         "a number of seconds, or null",
-        "Seconds to wait for the master to answer a request (a session open, a forward). "
-        "``null`` or ``0``: no limit.",
+        "Seconds to wait for the master to answer a request (a session open, a forward), "
+        "at most 86400. ``null`` or ``0``: no limit.",
     ),
     Key(
         "connect_retries",
@@ -207,8 +209,9 @@ KEYS: tuple[Key, ...] = (
         "failed_hosts",
         None,
         "a path, null or false",
-        "Where a parallel run that had failures lists their hosts, for ``-H @FILE``. "
-        "``null``: ``$XDG_STATE_HOME/fabric-mux/failed-hosts`` (else "
+        "Where a parallel run lists the hosts it left undone, for ``-H @FILE`` (a run "
+        "where every host was ok removes it), in a folder of yours alone. ``null``: "
+        "``$XDG_STATE_HOME/fabric-mux/failed-hosts`` (else "
         "``~/.local/state/fabric-mux/failed-hosts``); ``false``: nowhere.",
     ),
 )

@@ -108,8 +108,7 @@ def route_lock(
                 fd = os.open(lock_path, flags, 0o600)
             try:
                 said = functools.partial(_say_waiting, host, fd, control_path)
-                if not _flock_until(fd, deadline, said):
-                if not _flock_until(fd, deadline, host):
+                if not _flock_until(fd, deadline, host, said):
                     raise _still_starting(host, control_path, wait, _holder(fd))
                 try:
                     at_path = os.stat(lock_path).st_ino
@@ -133,15 +132,13 @@ def route_lock(
         thread_lock.release()
 
 
-def _flock_until(fd: int, deadline: float, waiting: Callable[[], object]) -> bool:
+def _flock_until(fd: int, deadline: float, host: str, waiting: Callable[[], object]) -> bool:
     """Take ``fd``'s flock; False if another process still holds it at ``deadline``.
-    ``waiting`` is called once, if it has to wait."""
-    said = False
-def _flock_until(fd: int, deadline: float, host: str) -> bool:
-    """Take ``fd``'s flock; False if another process still holds it at ``deadline``.
+    ``waiting`` is called once, if it has to wait.
 
     :raises RunInterrupted: Ctrl-C ended the run's starts meanwhile.
     """
+    said = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -163,6 +160,8 @@ def _say_waiting(host: str, fd: int, control_path: str) -> None:
         _holder(fd),
         control_path,
     )
+
+
 def _check_stopping(host: str) -> None:
     """Stop waiting for another start's lock once this process's starts are being
     ended (Ctrl-C: see :meth:`~fabric_mux.process.MasterStarts.cancel`), which
