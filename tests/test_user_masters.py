@@ -292,8 +292,8 @@ def test_a_control_path_with_a_double_quote_is_one_line_naming_the_key(
                name="fabmux")  # fmt: skip
     assert (done.returncode, done.stderr) == (
         1,
-        "fabric-mux: --mux-control-path takes a path without a double quote (ssh's options "
-        f"cannot carry one), not {path!r}\n",
+        "fabric-mux: --mux-control-path takes a path without a double quote, a line break "
+        f"or a NUL (ssh's options cannot carry them), not {path!r}\n",
     )
     with (tmp_path / "fabric.yaml").open("a") as yaml:
         yaml.write(f"  control_path: '{path}'\n")
