@@ -300,8 +300,8 @@ def test_a_control_path_with_a_double_quote_is_one_line_naming_the_key(
     done = fab(tmp_path, sshd.ssh_config, sshd.alias, "t", name="fabmux")
     assert (done.returncode, done.stderr) == (
         1,
-        "fabric-mux: mux.control_path takes a path without a double quote (ssh's options "
-        f"cannot carry one), not {path!r}\n",
+        "fabric-mux: mux.control_path takes a path without a double quote, a line break "
+        f"or a NUL (ssh's options cannot carry them), not {path!r}\n",
     )
     assert sshd.logins() == 0
 
