@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from .release import __version__
 
 if TYPE_CHECKING:
     from fabric import task  # fabfiles can take everything from here

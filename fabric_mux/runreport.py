@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .parallel import STATUSES, HostReport
+from .release import __version__
 
 __all__ = ["SCHEMA", "RunRecord", "report_data", "write_report", "write_whole"]
 
@@ -49,8 +50,6 @@ def _when(seconds: float) -> str:
 
 def report_data(record: RunRecord, reports: Iterable[HostReport]) -> dict[str, object]:
     """The report as JSON-ready data."""
-    from . import __version__
-
     hosts = [
         {
             "host": report.host,
