@@ -395,26 +395,23 @@ class Master:
     ) -> Master:
         """This process's one :class:`Master` of ``control_path`` (made on first ask);
         ``key``, when given, tells it apart from other objects of that path."""
-        state = current()
-        key = key or control_path
-        with state.masters_lock:
-            master = state.masters.get(key)
-            if master is None:
-                master = cls(
-                    ssh,
-                    target,
-                    control_path,
-                    fallback_options(
-                        parse_resolved_config(resolved_text), server_alive, connect_timeout
-                    ),
-                    max_sessions,
-                    reply_timeout,
-                    connect_retries,
-                    resolved_text,
-                    private_dir,
-                )
-                state.masters[key] = master
-            return master
+
+        def make() -> Master:
+            return cls(
+                ssh,
+                target,
+                control_path,
+                fallback_options(
+                    parse_resolved_config(resolved_text), server_alive, connect_timeout
+                ),
+                max_sessions,
+                reply_timeout,
+                connect_retries,
+                resolved_text,
+                private_dir,
+            )
+
+        return current().registry(Master).get(key or control_path, make)
 
     @property
     def host(self) -> str:

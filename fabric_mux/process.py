@@ -17,18 +17,40 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .screen import Screen
 
 if TYPE_CHECKING:
     import subprocess
 
-    from .master import Master
-    from .session import Session
+__all__ = ["Forgettable", "MasterStarts", "ProcessState", "Registry", "current"]
 
-__all__ = ["MasterStarts", "ProcessState", "current"]
+T = TypeVar("T")
+
+
+class Forgettable(Protocol):
+    """What a forked child does with an object of its parent's: lets go of it
+    without ending it (a :class:`~fabric_mux.session.Session`'s descriptors)."""
+
+    def forget(self) -> None: ...
+
+
+class Registry(Generic[T]):
+    """One object a key, made on first ask, shared by the process's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[str, T] = {}
+
+    def get(self, key: str, make: Callable[[], T]) -> T:
+        """The object of ``key``; ``make()`` makes it (under the lock) when there is none."""
+        with self._lock:
+            found = self._objects.get(key)
+            if found is None:
+                found = self._objects[key] = make()
+            return found
 
 
 class MasterStarts:
@@ -117,10 +139,9 @@ class ProcessState:
     """Everything this process shares between its connections and threads."""
 
     def __init__(self) -> None:
-        #: The :class:`~fabric_mux.master.Master` of each control path: one object a
-        #: master, so that threads share its session slots, its hold and its forwards.
-        self.masters: dict[str, Master] = {}
-        self.masters_lock = threading.Lock()
+        #: One :class:`Registry` a kind of object (see :meth:`registry`).
+        self._registries: dict[type[Any], Registry[Any]] = {}
+        self._registries_guard = threading.Lock()
         #: ``ssh -G`` answers kept while still true (see :mod:`fabric_mux.resolve`).
         self.resolved: dict[tuple[str, ...], Any] = {}
         self.resolved_lock = threading.Lock()
@@ -137,13 +158,20 @@ class ProcessState:
         #: Where the output of several hosts at once goes (see :mod:`fabric_mux.screen`).
         self.screen = Screen()
         #: Every session not yet closed, for a forked child to let go of.
-        self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self.sessions: weakref.WeakSet[Forgettable] = weakref.WeakSet()
         #: Masters being started now (see :class:`MasterStarts`).
         self.starts = MasterStarts()
         #: (host, control path) pairs whose refused master was warned of already.
         self.said: set[tuple[str, str]] = set()
         self._route_locks: dict[str, threading.Lock] = {}
         self._route_locks_guard = threading.Lock()
+
+    def registry(self, kind: type[T]) -> Registry[T]:
+        """This process's objects of ``kind``, one a key: the
+        :class:`~fabric_mux.master.Master` of each control path, say, so that
+        threads share its session slots, its hold and its forwards."""
+        with self._registries_guard:
+            return self._registries.setdefault(kind, Registry())
 
     def route_lock(self, path: str) -> threading.Lock:
         """The thread lock of one route's lock file (see :func:`fabric_mux.master.route_lock`)."""
