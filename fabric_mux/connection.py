@@ -20,7 +20,8 @@ from .argv import SshTarget
 from .config import MuxSettings, mux_settings
 from .exceptions import BadForward, EnvNotSent, MuxError, TransferNeedsSftp
 from .fabricattrs import Defaults, FabricAttributes, Given
-from .master import ForwardSpec, Master
+from .forwards import ForwardSpec
+from .master import Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
 from .route import Route
 from .runners import MuxRemote

@@ -174,7 +174,8 @@ class ProcessState:
             return self._registries.setdefault(kind, Registry())
 
     def route_lock(self, path: str) -> threading.Lock:
-        """The thread lock of one route's lock file (see :func:`fabric_mux.master.route_lock`)."""
+        """The thread lock of one route's lock file (see
+        :func:`fabric_mux.startlock.route_lock`)."""
         with self._route_locks_guard:
             return self._route_locks.setdefault(path, threading.Lock())
 

@@ -29,7 +29,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .exceptions import ConnectFailed, ConnectTimedOut, RunInterrupted
-from .master import is_transient
+from .login import is_transient
 from .process import current
 
 if TYPE_CHECKING:

@@ -20,8 +20,7 @@ import pytest
 from test_trust import assert_nothing_answers, encrypted_key
 from waiting import process_gone, wait_until
 
-from fabric_mux import MuxConnection
-from fabric_mux import master as master_module
+from fabric_mux import MuxConnection, login
 from fabric_mux.askpass import PromptAnswers
 from fabric_mux.childshell import ENV_DISPLAY, OUR_DISPLAY, helper_environment
 from fabric_mux.exceptions import AuthenticationFailed, SecretWithheld
@@ -35,7 +34,7 @@ OLD = SshVersion(8, 0, "OpenSSH_8.0p1 (as the test says)")
 @pytest.fixture
 def old_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
     """The master takes ssh for 8.0: no forced askpass, no marked server prompts."""
-    monkeypatch.setattr(master_module, "ssh_version", lambda ssh: OLD)
+    monkeypatch.setattr(login, "ssh_version", lambda ssh: OLD)
 
 
 def agents_under(folder: Path) -> list[int]:

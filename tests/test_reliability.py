@@ -34,6 +34,7 @@ from fabric_mux.exceptions import (
     MasterLost,
     SshNotFound,
 )
+from fabric_mux.login import start_with_retries
 from fabric_mux.master import Master, is_transient
 from fabric_mux.pytest_plugin import SshdFactory
 from fabric_mux.slots import SessionSlots
@@ -298,10 +299,10 @@ def test_which_failures_are_retried(stderr: str, transient: bool) -> None:
 def test_retries_back_off_then_give_up(mocker: MockerFixture, tmp_path: Path) -> None:
     master = Master("ssh", SshTarget("h"), str(tmp_path / "s"), [], 10, 5.0, connect_retries=2)
     refused = ConnectFailed("h", ["ssh"], 255, "ssh: connect to host h port 22: Connection refused")
-    start = mocker.patch.object(master, "_start", side_effect=refused)
-    sleep = mocker.patch("fabric_mux.master.time.sleep")
+    start = mocker.patch("fabric_mux.login.start", side_effect=refused)
+    sleep = mocker.patch("fabric_mux.login.time.sleep")
     with pytest.raises(ConnectFailed):
-        master._start_with_retries("600")
+        start_with_retries(master, "600")
     assert start.call_count == 3
     assert [c.args[0] for c in sleep.call_args_list] == [0.25, 0.5]
 

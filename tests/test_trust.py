@@ -25,8 +25,7 @@ from fakes import FakeSshServer, fake_ssh_server
 from test_user_masters import master_at, prepend
 
 from devtools.accounts import TEST_USER, remove_account
-from fabric_mux import MuxConnection
-from fabric_mux import master as master_module
+from fabric_mux import MuxConnection, startlock
 from fabric_mux.exceptions import (
     ConfigChanged,
     ControlDirUnsafe,
@@ -665,7 +664,7 @@ def test_a_start_waits_for_another_process_start_a_bounded_time(
 ) -> None:
     lock = MuxConnection(sshd.alias, config=config).route().master().lock_path()
     holder = hold_lock(lock)
-    monkeypatch.setattr(master_module, "LOCK_WAIT", 0.5)
+    monkeypatch.setattr(startlock, "LOCK_WAIT", 0.5)
     try:
         with pytest.raises(StartWaitTimedOut, match=rf"process {holder.pid}, which is starting"):
             MuxConnection(sshd.alias, config=config).run("true")
