@@ -37,8 +37,9 @@ from .config import MuxConfig, mux_settings, project_folder
 from .controldir import default_control_dirs, find_control_dir
 from .exceptions import MasterNotOurs, MasterNotResponding, MuxError
 from .master import Master, alive_pid, master_pids, stop_socket
-from .route import Route, UserMasterLinks
+from .route import Route
 from .screen import visible
+from .userlinks import UserMasterLinks
 
 __all__ = ["MasterInfo", "main", "masters_in", "parser"]
 

@@ -5,17 +5,34 @@ Plain OpenSSH ProxyJump would make every target's master log in to the bastion
 again (its inner ``ssh -W`` is a fresh client). Here each hop has a master of its
 own, and a target's master is given ``ProxyCommand ssh -S HOP_SOCKET -W %h:%p
 hop``, a stdio forward on the hop's master, so one bastion login serves every
-host behind it. Pure functions: no I/O.
+host behind it. Pure functions, but for :func:`telling_what_the_hop_said`, which
+reads what a hop's ProxyCommand wrote to its errors file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
-__all__ = ["JumpHop", "jump_hops", "proxy_command", "without_log"]
+from .argv import control_socket_name
+from .exceptions import MasterStartFailed
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "JumpHop",
+    "hop_errors",
+    "jump_hops",
+    "proxy_command",
+    "telling_what_the_hop_said",
+    "without_log",
+]
 
 
 class JumpHop(NamedTuple):
@@ -108,3 +125,44 @@ def without_log(command: str) -> str:
     if " -W '[%h]:%p' " in command and "-o ProxyCommand=false" in command:
         return _LOG.sub("", command)
     return command
+
+
+def hop_errors(folder: Path, hop_path: str, user: str, hostname: str, port: str) -> str:
+    """Where the ProxyCommand through the hop's master at ``hop_path`` writes its
+    errors for a route that lands at ``user@hostname:port``: a file of ours (0600)
+    in our private ``folder``, named after the hop and where the route lands (not
+    after the alias or a timeout: the file is in the master's command line, and so
+    in what its socket is named after)."""
+    name = control_socket_name(f"{hop_path}\n{user}@{hostname}:{port}")
+    return str(folder / f"{name}.err")
+
+
+@contextlib.contextmanager
+def telling_what_the_hop_said(errors: str, host: str) -> Iterator[None]:
+    """Run a start through a hop's master whose ProxyCommand writes its errors to
+    ``errors`` (see :func:`proxy_command`): a :class:`~fabric_mux.exceptions.MasterStartFailed`
+    inside names ``host`` and says what the hop said meanwhile. The file is removed after.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(errors, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # one an older fabric-mux left
+        offset = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    try:
+        yield
+    except MasterStartFailed as exc:
+        # The hop's own master is up, so it let us in: what failed is the
+        # way on from it to this host, and the forward's error says why.
+        try:
+            with open(errors, "rb") as log_file:
+                log_file.seek(offset)
+                said = log_file.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            said = ""
+        raise type(exc)(host, exc.argv, exc.exit_code, said + exc.stderr, exc.note) from None
+    finally:
+        # The forward keeps writing to it while it runs; nobody reads it after.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(errors)

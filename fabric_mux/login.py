@@ -30,6 +30,7 @@ from .exceptions import (
 from .peers import process_argv, processes_running, wait_for_exit
 from .process import current
 from .served import Endpoint, Served
+from .target import Secrets
 from .version import SshVersion, ssh_version
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = [
     "RETRY_FIRST_DELAY",
     "Starting",
     "is_transient",
+    "prompt_answers",
     "start",
     "start_with_retries",
 ]
@@ -71,6 +73,8 @@ class Starting(Protocol):
     def private_folder(self) -> Path: ...
 
     def identity_files(self, certificates: bool = True) -> list[str]: ...
+
+    def prompt_host(self) -> tuple[str, str]: ...
 
 
 #: What ssh says when it finds its ControlPath taken as it is about to listen there.
@@ -110,6 +114,35 @@ def is_transient(stderr: str) -> bool:
     if any(marker in stderr for marker in _FINAL):
         return False
     return any(marker in stderr for marker in _TRANSIENT)
+
+
+def prompt_answers(secrets: Secrets, master: Starting) -> PromptAnswers | None:
+    """Who answers the master's prompts: Fabric's ``secrets``, then the user.
+
+    The password (``connect_kwargs["password"]``, ``fab
+    --prompt-for-login-password``) answers only this master's own password
+    prompts, the key passphrase only its route's own identity files; each
+    once, as a second prompt means it was wrong and repeating it could
+    lock the account. Anything else (a one-time code, a new host key's
+    question) is asked on the user's terminal, when there is one. None:
+    nothing can answer (the master then runs in batch mode).
+    """
+    # Imported here: called only when a master starts.
+    from . import askpass
+
+    password, passphrase = secrets
+    terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
+    if not (password or passphrase or terminal):
+        return None
+    user, host = master.prompt_host()
+    return askpass.PromptAnswers(
+        user=user,
+        host=host,
+        identity_files=master.identity_files(),
+        password=password,
+        passphrase=passphrase,
+        terminal=terminal,
+    )
 
 
 def start_with_retries(master: Starting, persist: str, answer: PromptAnswers | None = None) -> int:

@@ -35,9 +35,7 @@ Each hop of the chain is a route of its own, with its master (see
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import logging
 import os
 import stat
@@ -48,30 +46,26 @@ from typing import TYPE_CHECKING, Any
 from .argv import (
     MAX_CONTROL_PATH,
     SshTarget,
-    control_socket_name,
     master_identity,
     parse_resolved_config,
     quote_option_value,
 )
 from .config import MuxSettings, mux_settings
 from .controldir import find_control_dir, prepare_control_dir
-from .exceptions import MasterStartFailed, MuxError, ServesAnotherRoute
-from .hops import jump_hops, proxy_command
+from .endpoints import endpoint_of, learn
+from .exceptions import MuxError, ServesAnotherRoute
+from .hops import hop_errors, jump_hops, proxy_command, telling_what_the_hop_said
+from .login import prompt_answers
 from .master import Master
-from .peers import process_argv, process_cwd, process_started
 from .process import current
-from .resolve import changed_since, find_ssh, resolve_config
+from .resolve import find_ssh, resolve_config
 from .served import (
     TITLE,
     Endpoint,
-    Served,
-    config_file_of,
-    rewritten_title,
-    send_env_of,
-    ssh_command_words,
     unnamed_part,
 )
 from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
+from .userlinks import UserMasterLinks, user_master_links
 
 if TYPE_CHECKING:
     from .askpass import PromptAnswers
@@ -79,11 +73,6 @@ if TYPE_CHECKING:
 __all__ = ["Route", "UserMasterLinks", "as_route", "user_master_links"]
 
 log = logging.getLogger("fabric_mux")
-
-#: Seconds of doubt in a process's start time (Linux gives the boot time to the second).
-_CLOCK_SLACK = 1.0
-#: Jump hosts of jump hosts followed, at most.
-_MOST_HOPS = 8
 
 
 class Route:
@@ -310,25 +299,10 @@ class Route:
     def endpoint(self) -> Endpoint:
         """Where this route's sessions land, and how its server is verified."""
         if self._endpoint is None:
-            self._endpoint = self._endpoint_of(self.resolved(), self.target.config_file, self.host)
+            self._endpoint = endpoint_of(
+                self.ssh, self.resolved(), self.target.config_file, self.host, self._kept()
+            )
         return self._endpoint
-
-    def _endpoint_of(
-        self, resolved: str, config_file: str | None, alias: str, depth: int = 0
-    ) -> Endpoint:
-        """The :class:`~fabric_mux.served.Endpoint` of ``alias``'s ``ssh -G``
-        answer, each ProxyJump hop resolved as that ssh resolves it (with its
-        ``-F`` file), hops of hops too (a ProxyJump naming the host itself is
-        ignored, as ssh does)."""
-        view = parse_resolved_config(resolved)
-        hops = []
-        for jump in jump_hops(view.get("proxyjump", "none")):
-            if jump.host == alias or depth >= _MOST_HOPS:
-                continue
-            hop = SshTarget(jump.host, jump.user, jump.port, config_file)
-            text = resolve_config(self.ssh, hop, keep_in=self._kept())
-            hops.append(self._endpoint_of(text, config_file, jump.host, depth + 1))
-        return Endpoint.of(view, hops)
 
     def serving(self, master: Master, pid: int) -> str | None:
         """None if the master ``pid`` at ``master``'s path (the user's, which other
@@ -336,7 +310,9 @@ class Route:
         warning says it."""
         served = master.served.get(pid)
         if served is None:
-            served = master.served.setdefault(pid, self._learn(pid))
+            served = master.served.setdefault(
+                pid, learn(self.ssh, pid, self._user_path, self._kept(), self.host)
+            )
         if served.endpoint is None:
             part = self._unnamed_part(master.control_path) if served.unknown == TITLE else None
             if served.unknown == TITLE and part is None:
@@ -358,38 +334,13 @@ class Route:
             return (None, True) if not master.users else ((), False)
         return served.send_env, served.endpoint is not None
 
-    def _learn(self, pid: int) -> Served:
-        """What master ``pid`` serves, from ``ssh -G`` of its command line."""
-        argv = process_argv(pid)
-        if argv is not None and rewritten_title(argv, self._user_path()):
-            return Served(None, None, TITLE)
-        words = ssh_command_words(argv, process_cwd(pid)) if argv else None
-        if words is None:
-            return Served(None, None, "its command line cannot be read")
-        target = SshTarget("", words=words)
-        try:
-            resolved = resolve_config(self.ssh, target, keep_in=self._kept())
-        except MuxError as exc:
-            log.debug("%s: cannot read what master %d connects to: %s", self.host, pid, exc)
-            return Served(None, None, "ssh -G cannot read its command line")
-        started = process_started(pid)
-        if started is None or changed_since(self.ssh, target, started + _CLOCK_SLACK):
-            # Its ssh read its ssh_config when it started: another version then.
-            # (A file changed within the slack of the start's time, which /proc
-            # gives to the second, counts as read: a change minutes later, as an
-            # edit after the morning's master is, does not.)
-            return Served(None, None, "its ssh_config changed since it started")
-        destination = parse_resolved_config(resolved).get("host", "")
-        endpoint = self._endpoint_of(resolved, config_file_of(words), destination)
-        return Served(endpoint, send_env_of(resolved))
-
     def _start_endpoint(self) -> Endpoint | None:
         """Where a master that fabric-mux starts for this route through a hop of
         its own connects, as its command line says (a ProxyCommand of ours)."""
         if self.hop() is None:
             return None
         there = resolve_config(self.ssh, self._target_there(False), keep_in=self._kept())
-        return self._endpoint_of(there, self.target.config_file, self.host)
+        return endpoint_of(self.ssh, there, self.target.config_file, self.host, self._kept())
 
     def _user_path(self) -> str:
         mine = self.user_socket()
@@ -449,7 +400,7 @@ class Route:
         hop, command = self._hop_and_command()
         if hop is not None:
             hop_path = hop.master(make_folder).control_path
-            errors = self.hop_errors(hop_path, self._folder(make_folder))
+            errors = hop_errors(self._folder(make_folder), hop_path, *self.endpoint()[:3])
             command = proxy_command(self.ssh, hop.host, hop_path, errors)
         if command is None:
             return self.target
@@ -502,17 +453,7 @@ class Route:
         return master
 
     def _answers(self, master: Master) -> Callable[[], PromptAnswers | None]:
-        return lambda: self.prompt_answers(master)
-
-    def hop_errors(self, hop_path: str, folder: Path) -> str:
-        """Where the ProxyCommand through the hop's master at ``hop_path`` writes its
-        errors for this route: a file of ours (0600) in our private folder, named
-        after the hop and where this route lands (not after the alias or a
-        timeout: the file is in the master's command line, and so in what its
-        socket is named after)."""
-        where = self.endpoint()
-        name = control_socket_name(f"{hop_path}\n{where.user}@{where.hostname}:{where.port}")
-        return str(folder / f"{name}.err")
+        return lambda: prompt_answers(self.secrets, master)
 
     def _start_through(
         self,
@@ -522,64 +463,9 @@ class Route:
         check: Callable[[int], str | None] | None,
     ) -> None:
         """Start ``master`` through ``hop``; a failure says what the hop said."""
-        errors = self.hop_errors(hop_master.control_path, self._folder(True))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(errors, flags, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # one an older fabric-mux left
-            offset = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        try:
+        errors = hop_errors(self._folder(True), hop_master.control_path, *self.endpoint()[:3])
+        with telling_what_the_hop_said(errors, f"{self.host} (via gateway {hop.host})"):
             master.ensure(self.persist(master), self._answers(master), check)
-        except MasterStartFailed as exc:
-            # The hop's own master is up, so it let us in: what failed is the
-            # way on from it to this host, and the forward's error says why.
-            try:
-                with open(errors, "rb") as log_file:
-                    log_file.seek(offset)
-                    said = log_file.read().decode("utf-8", "replace")
-            except FileNotFoundError:
-                said = ""
-            raise type(exc)(
-                f"{self.host} (via gateway {hop.host})",
-                exc.argv,
-                exc.exit_code,
-                said + exc.stderr,
-                exc.note,
-            ) from None
-        finally:
-            # The forward keeps writing to it while it runs; nobody reads it after.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(errors)
-
-    def prompt_answers(self, master: Master) -> PromptAnswers | None:
-        """Who answers the master's prompts: Fabric's secrets, then the user.
-
-        The password (``connect_kwargs["password"]``, ``fab
-        --prompt-for-login-password``) answers only this route's own password
-        prompts, the key passphrase only this route's own identity files; each
-        once, as a second prompt means it was wrong and repeating it could
-        lock the account. Anything else (a one-time code, a new host key's
-        question) is asked on the user's terminal, when there is one. None:
-        nothing can answer (the master then runs in batch mode).
-        """
-        # Imported here: called only when a master starts.
-        from . import askpass
-
-        password, passphrase = self.secrets
-        terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
-        if not (password or passphrase or terminal):
-            return None
-        user, host = master.prompt_host()
-        return askpass.PromptAnswers(
-            user=user,
-            host=host,
-            identity_files=master.identity_files(),
-            password=password,
-            passphrase=passphrase,
-            terminal=terminal,
-        )
 
 
 def as_route(gateway: Any, config: Any) -> Route:
@@ -618,48 +504,3 @@ def _can_start_at(path: str) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(folder.st_mode) and os.access(os.path.dirname(path) or ".", os.W_OK)
-
-
-class UserMasterLinks:
-    """The user's own sockets that fabric-mux has used, linked from the control
-    folder (``user-<hash>``), so that ``fabric-mux list`` can show them and
-    ``stop --all`` can leave them alone."""
-
-    PREFIX = "user-"
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def record(self, path: str) -> None:
-        try:
-            folder = prepare_control_dir(str(self.folder))
-        except MuxError:
-            return  # a record is a courtesy: the route works without it
-        name = self.PREFIX + hashlib.sha256(path.encode()).hexdigest()[:16]
-        link = folder / name
-        try:
-            if os.readlink(link) == path:
-                return
-            os.unlink(link)
-        except OSError:
-            pass
-        try:
-            os.symlink(path, link)
-        except OSError as exc:
-            log.debug("could not record the user's master %s: %s", path, exc)
-
-    def paths(self) -> dict[Path, str]:
-        """Each link and the user's socket path it names."""
-        found: dict[Path, str] = {}
-        if not self.folder.is_dir():
-            return found
-        for link in sorted(self.folder.glob(self.PREFIX + "*")):
-            try:
-                found[link] = os.readlink(link)
-            except OSError:
-                continue
-        return found
-
-
-def user_master_links(settings: MuxSettings) -> UserMasterLinks:
-    return UserMasterLinks(find_control_dir(settings.control_dir))

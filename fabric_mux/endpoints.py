@@ -1,0 +1,86 @@
+"""Where a route lands and what a running master connects to, as ``ssh -G``
+tells (see :mod:`fabric_mux.served` for the rule): a route's
+:class:`~fabric_mux.served.Endpoint` with its jump hosts resolved, and a master's,
+learned from its command line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from .argv import SshTarget, parse_resolved_config
+from .exceptions import MuxError
+from .hops import jump_hops
+from .peers import process_argv, process_cwd, process_started
+from .resolve import changed_since, resolve_config
+from .served import (
+    TITLE,
+    Endpoint,
+    Served,
+    config_file_of,
+    rewritten_title,
+    send_env_of,
+    ssh_command_words,
+)
+
+__all__ = ["endpoint_of", "learn"]
+
+log = logging.getLogger("fabric_mux")
+
+#: Seconds of doubt in a process's start time (Linux gives the boot time to the second).
+_CLOCK_SLACK = 1.0
+#: Jump hosts of jump hosts followed, at most.
+_MOST_HOPS = 8
+
+
+def endpoint_of(
+    ssh: str,
+    resolved: str,
+    config_file: str | None,
+    alias: str,
+    keep_in: Path | None,
+    depth: int = 0,
+) -> Endpoint:
+    """The :class:`~fabric_mux.served.Endpoint` of ``alias``'s ``ssh -G``
+    answer, each ProxyJump hop resolved as that ssh resolves it (with its
+    ``-F`` file), hops of hops too (a ProxyJump naming the host itself is
+    ignored, as ssh does). ``keep_in``: where ``ssh -G`` answers are kept."""
+    view = parse_resolved_config(resolved)
+    hops = []
+    for jump in jump_hops(view.get("proxyjump", "none")):
+        if jump.host == alias or depth >= _MOST_HOPS:
+            continue
+        hop = SshTarget(jump.host, jump.user, jump.port, config_file)
+        text = resolve_config(ssh, hop, keep_in=keep_in)
+        hops.append(endpoint_of(ssh, text, config_file, jump.host, keep_in, depth + 1))
+    return Endpoint.of(view, hops)
+
+
+def learn(
+    ssh: str, pid: int, user_path: Callable[[], str], keep_in: Path | None, host: str
+) -> Served:
+    """What master ``pid`` serves, from ``ssh -G`` of its command line; ``user_path()``:
+    the user's own control path of the route asking (``host``'s), asked only if needed."""
+    argv = process_argv(pid)
+    if argv is not None and rewritten_title(argv, user_path()):
+        return Served(None, None, TITLE)
+    words = ssh_command_words(argv, process_cwd(pid)) if argv else None
+    if words is None:
+        return Served(None, None, "its command line cannot be read")
+    target = SshTarget("", words=words)
+    try:
+        resolved = resolve_config(ssh, target, keep_in=keep_in)
+    except MuxError as exc:
+        log.debug("%s: cannot read what master %d connects to: %s", host, pid, exc)
+        return Served(None, None, "ssh -G cannot read its command line")
+    started = process_started(pid)
+    if started is None or changed_since(ssh, target, started + _CLOCK_SLACK):
+        # Its ssh read its ssh_config when it started: another version then.
+        # (A file changed within the slack of the start's time, which /proc
+        # gives to the second, counts as read: a change minutes later, as an
+        # edit after the morning's master is, does not.)
+        return Served(None, None, "its ssh_config changed since it started")
+    destination = parse_resolved_config(resolved).get("host", "")
+    endpoint = endpoint_of(ssh, resolved, config_file_of(words), destination, keep_in)
+    return Served(endpoint, send_env_of(resolved))

@@ -1,0 +1,62 @@
+"""The user's own masters that fabric-mux has used, linked from the control
+folder, so that ``fabric-mux list`` can show them and ``stop --all`` leave them alone."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from .config import MuxSettings
+from .controldir import find_control_dir, prepare_control_dir
+from .exceptions import MuxError
+
+__all__ = ["UserMasterLinks", "user_master_links"]
+
+log = logging.getLogger("fabric_mux")
+
+
+class UserMasterLinks:
+    """The user's own sockets that fabric-mux has used, linked from the control
+    folder (``user-<hash>``), so that ``fabric-mux list`` can show them and
+    ``stop --all`` can leave them alone."""
+
+    PREFIX = "user-"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def record(self, path: str) -> None:
+        try:
+            folder = prepare_control_dir(str(self.folder))
+        except MuxError:
+            return  # a record is a courtesy: the route works without it
+        name = self.PREFIX + hashlib.sha256(path.encode()).hexdigest()[:16]
+        link = folder / name
+        try:
+            if os.readlink(link) == path:
+                return
+            os.unlink(link)
+        except OSError:
+            pass
+        try:
+            os.symlink(path, link)
+        except OSError as exc:
+            log.debug("could not record the user's master %s: %s", path, exc)
+
+    def paths(self) -> dict[Path, str]:
+        """Each link and the user's socket path it names."""
+        found: dict[Path, str] = {}
+        if not self.folder.is_dir():
+            return found
+        for link in sorted(self.folder.glob(self.PREFIX + "*")):
+            try:
+                found[link] = os.readlink(link)
+            except OSError:
+                continue
+        return found
+
+
+def user_master_links(settings: MuxSettings) -> UserMasterLinks:
+    return UserMasterLinks(find_control_dir(settings.control_dir))
