@@ -236,7 +236,7 @@ def test_control_dir_is_private_and_short(control_dir: Path, config: fabric.Conf
 
 
 def test_ensure_account_needs_root(mocker: MockerFixture) -> None:
-    mocker.patch("fabric_mux.testing.os.geteuid", return_value=1000)
+    mocker.patch("devtools.accounts.os.geteuid", return_value=1000)
     with pytest.raises(PermissionError, match="only root"):
         ensure_account("fmux-never-made")
 
@@ -291,7 +291,7 @@ def test_a_keyboard_interactive_option_is_read_under_both_names(sshd_factory: Ss
 def test_fmux_openssh_names_the_servers_and_clients(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from fabric_mux import testing
+    from fabric_mux import openssh, testing
 
     monkeypatch.setenv("FMUX_OPENSSH", str(tmp_path))
     with pytest.raises(SshdNotFound, match="holds no bin/ssh, bin/ssh-keygen, sbin/sshd"):
@@ -303,4 +303,4 @@ def test_fmux_openssh_names_the_servers_and_clients(
     monkeypatch.setenv("PATH", f"/usr/bin:{tmp_path / 'bin'}:/bin")
     assert testing.use_openssh_from_environment() == tmp_path
     assert os.environ["PATH"] == f"{tmp_path / 'bin'}:/usr/bin:/bin"
-    assert testing._find_sshd(None) == str(tmp_path / "sbin/sshd")
+    assert openssh.find_sshd(None) == str(tmp_path / "sbin/sshd")
