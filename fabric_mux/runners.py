@@ -13,11 +13,7 @@ import errno
 import fcntl
 import logging
 import os
-import re
-import select
-import shlex
 import signal
-import stat
 import struct
 import sys
 import termios
@@ -29,13 +25,15 @@ from typing import IO, TYPE_CHECKING, Any
 from fabric.runners import Remote
 from invoke.runners import Promise, Result
 from invoke.terminals import character_buffered, pty_size
-from invoke.watchers import Responder
 
 from .descriptors import Descriptors, write_all
-from .exceptions import MasterLost, descriptor_errors
+from .exceptions import MasterLost
 from .process import current
 from .protocol import SessionInterrupted
+from .remotecommand import check_env_names, remote_command
 from .screen import LineSink, LineWriter
+from .waking import Doorbell, FinishedEvent, readable, streaming_fileno
+from .watching import WATCH_WINDOW, WatchedStream, submit
 
 log = logging.getLogger("fabric_mux")
 
@@ -43,111 +41,6 @@ if TYPE_CHECKING:
     from .session import Session, SessionHost
 
 __all__ = ["WATCH_WINDOW", "MuxRemote", "remote_command"]
-
-#: How much of each stream's latest output watchers (sudo's prompt, Responders) see.
-WATCH_WINDOW = 64 * 1024
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def check_env_names(env: dict[str, Any]) -> None:
-    """Refuse a name no shell could hold (sent inline or as a session's variable)."""
-    for name in env:
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"not a shell variable name: {name!r}")
-
-
-def remote_command(command: str, env: dict[str, Any]) -> str:
-    """``command`` with ``env`` exported first, each value quoted once for the remote shell."""
-    if not env:
-        return command
-    check_env_names(env)
-    exports = " ".join(f"{name}={shlex.quote(str(value))}" for name, value in sorted(env.items()))
-    return f"export {exports} && {command}"
-
-
-class _Doorbell:
-    """A pipe that a poll can wait on; ringing it is sticky."""
-
-    def __init__(self) -> None:
-        with descriptor_errors("a session's wake-up pipe"):
-            self.read_fd, self._write_fd = os.pipe()
-        self.rung = threading.Event()
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def ring(self) -> None:
-        # Under the lock: after close() the fd numbers may belong to others.
-        with self._lock:
-            if self.rung.is_set() or self._closed:
-                self.rung.set()
-                return
-            self.rung.set()
-            os.write(self._write_fd, b"!")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            os.close(self.read_fd)
-            os.close(self._write_fd)
-
-
-def _readable(fds: list[int]) -> set[int]:
-    """Block until some of ``fds`` can be read (or are at their end); those fds.
-
-    poll, not select: descriptor numbers above 1023 are fine.
-    """
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    return {fd for fd, _ in poller.poll()}
-
-
-class _WatchedStream:
-    """The latest :data:`WATCH_WINDOW` characters of one stream, for watchers."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        #: Where ``text`` starts in the whole stream.
-        self.start = 0
-        self._chunks = 0
-
-    def update(self, buffer_: list[str]) -> None:
-        text = self.text + "".join(buffer_[self._chunks :])
-        self._chunks = len(buffer_)
-        cut = max(0, len(text) - WATCH_WINDOW)
-        self.text = text[cut:]
-        self.start += cut
-
-
-class _FinishedEvent(threading.Event):
-    """invoke's ``program_finished`` that also rings a doorbell for the stdin thread."""
-
-    def __init__(self, bell: _Doorbell) -> None:
-        super().__init__()
-        self._bell = bell
-
-    def set(self) -> None:
-        super().set()
-        self._bell.ring()
-
-
-def _streaming_fileno(stream: Any) -> int | None:
-    """The descriptor to wait on for a terminal, pipe or socket; None otherwise.
-
-    Regular files and file-like objects are read through their own ``read``,
-    which also returns what the object has already buffered.
-    """
-    try:
-        fd = stream.fileno()
-        mode = os.fstat(fd).st_mode
-    except (AttributeError, OSError, ValueError):
-        return None
-    if os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        return int(fd)
-    return None
 
 
 class MuxRemote(Remote):  # type: ignore[misc]
@@ -180,21 +73,21 @@ class MuxRemote(Remote):  # type: ignore[misc]
         self._stderr_fd: int | None = None
         self._exit_status: int | None = None
         #: Rung by a timeout and by a dying I/O thread: every wait stops.
-        self._abort: _Doorbell | None = None
+        self._abort: Doorbell | None = None
         #: Rung when the program has finished: the stdin thread stops.
-        self._finished: _Doorbell | None = None
+        self._finished: Doorbell | None = None
         self._old_winch: Any = None
         self._killed = False
         self._stopped = False
         #: Whether Ctrl-C's line (the command may run on) was said for this run.
         self._said_interrupted = False
-        self._watched: dict[int, _WatchedStream] = {}
+        self._watched: dict[int, WatchedStream] = {}
         self._watch_lock = threading.Lock()
         #: In a parallel run, our output a whole line at a time, with the host first.
         self._lines: dict[int, LineWriter] = {}
 
     @property
-    def _bells(self) -> tuple[_Doorbell, _Doorbell]:
+    def _bells(self) -> tuple[Doorbell, Doorbell]:
         assert self._abort is not None and self._finished is not None  # made in start()
         return self._abort, self._finished
 
@@ -226,9 +119,9 @@ class MuxRemote(Remote):  # type: ignore[misc]
             "agent": self.context.master_forwards_agent,
         }
         try:
-            self._abort = _Doorbell()
-            self._finished = _Doorbell()
-            self.program_finished = _FinishedEvent(self._finished)
+            self._abort = Doorbell()
+            self._finished = Doorbell()
+            self.program_finished = FinishedEvent(self._finished)
             if self._disowned:
                 self._start_disowned(text, flags)
             elif self.using_pty:
@@ -311,7 +204,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         if fd is None:
             return b""
         abort, _ = self._bells
-        if fd not in _readable([fd, abort.read_fd]):
+        if fd not in readable([fd, abort.read_fd]):
             return b""  # aborted: stop reading now rather than at the remote's EOF
         try:
             return os.read(fd, num_bytes)
@@ -387,10 +280,10 @@ class MuxRemote(Remote):  # type: ignore[misc]
         if not self.watchers:
             return
         with self._watch_lock:
-            view = self._watched.setdefault(id(buffer_), _WatchedStream())
+            view = self._watched.setdefault(id(buffer_), WatchedStream())
             view.update(buffer_)
             for watcher in self.watchers:
-                for response in _submit(watcher, view, buffer_):
+                for response in submit(watcher, view, buffer_):
                     self.write_proc_stdin(response)
 
     def _write_proc_stdin(self, data: bytes) -> None:
@@ -413,7 +306,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
             self._fds.close(fd)
 
     def handle_stdin(self, input_: IO[Any], output: IO[Any], echo: bool | None = False) -> None:
-        fd = _streaming_fileno(input_)
+        fd = streaming_fileno(input_)
         if fd is None:
             self._copy_stream(input_)
             return
@@ -422,7 +315,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
         with character_buffered(input_):
             while True:
                 abort, finished = self._bells
-                if fd not in _readable([fd, finished.read_fd, abort.read_fd]):
+                if fd not in readable([fd, finished.read_fd, abort.read_fd]):
                     return
                 if terminal:
                     data = self.read_our_stdin(input_)
@@ -469,7 +362,7 @@ class MuxRemote(Remote):  # type: ignore[misc]
             return
         abort, _ = self._bells
         control = session.fileno()
-        if control >= 0 and control in _readable([control, abort.read_fd]):
+        if control >= 0 and control in readable([control, abort.read_fd]):
             self._exit_status = session.wait_exit()
         if session.tty_alloc_failed:
             log.warning("%s: the server gave no pty; ran without one", self.context.original_host)
@@ -596,19 +489,3 @@ class MuxRemote(Remote):  # type: ignore[misc]
         for bell in (self._abort, self._finished):
             if bell is not None:
                 bell.close()
-
-
-def _submit(watcher: Any, view: _WatchedStream, buffer_: list[str]) -> list[str]:
-    """What ``watcher`` answers to the stream, shown it through ``view``."""
-    if not isinstance(watcher, Responder):
-        return list(watcher.submit("".join(buffer_)))
-    # A Responder keeps where it last matched (FailingResponder also where
-    # it last saw its sentinel) as offsets into the stream it is shown.
-    names = [name for name in ("index", "failure_index") if hasattr(watcher, name)]
-    for name in names:
-        setattr(watcher, name, max(0, getattr(watcher, name) - view.start))
-    try:
-        return list(watcher.submit(view.text))
-    finally:
-        for name in names:
-            setattr(watcher, name, getattr(watcher, name) + view.start)
