@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fabric import Connection
@@ -18,14 +16,15 @@ from invoke.context import Context
 
 from .argv import SshTarget
 from .config import MuxSettings, mux_settings
-from .exceptions import BadForward, EnvNotSent, MuxError, TransferNeedsSftp
+from .connstate import MuxState
+from .exceptions import BadForward, MuxError, TransferNeedsSftp
 from .fabricattrs import Defaults, FabricAttributes, Given
 from .forwards import ForwardSpec
 from .master import Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
 from .route import Route
 from .runners import MuxRemote
-from .served import sends_env
+from .served import check_env_passed
 from .session import Session, open_session
 from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 from .upstream import set_attributes
@@ -36,56 +35,6 @@ if TYPE_CHECKING:
     from .screen import LineSink
 
 __all__ = ["MuxConnection"]
-
-
-@dataclass
-class _MuxState:
-    """A connection's own state: what it read at creation and what it holds now."""
-
-    #: The ``mux`` settings, read once (the config may be shared with threads
-    #: making stock Connections, which write to it).
-    settings: MuxSettings
-    #: What the caller gave explicitly (``user@host:port`` included).
-    given: Given
-    #: The config's user, port... as they were when the connection was made.
-    defaults: Defaults
-    config_gateway: Any
-    #: Fabric's attributes, each worked out on first read (see fabricattrs).
-    fabric: dict[str, Any] = field(default_factory=dict)
-    #: Those of them the caller assigned to: explicit, as if given.
-    assigned: set[str] = field(default_factory=set)
-    #: The process this state belongs to: a forked child makes its own.
-    pid: int = field(default_factory=os.getpid)
-    #: How the connection reaches its host, once opened.
-    route: Route | None = None
-    #: The route's master, once known (kept after close, for control_path and master_pid).
-    master: Master | None = None
-    #: Between open() and close().
-    opened: bool = False
-    #: Whether we hold the master open (``persist`` 0: it lives while held).
-    held: bool = False
-    sessions: weakref.WeakSet[Session] = field(default_factory=weakref.WeakSet)
-    #: Sessions running unattended (``disown=True``) until the connection closes.
-    disowned: list[Session] = field(default_factory=list)
-    sftp: SFTPClient | None = None
-    #: Why this connection's master could not start when it was opened in a
-    #: group; raised again on its next use (see fabric_mux.warmup).
-    start_error: BaseException | None = None
-    #: Put before each line of output, in a parallel run (``[web1] ``).
-    output_prefix: str | None = None
-    #: Where the lines go instead of the screen (gathered output, see fabric_mux.gather).
-    output_sink: LineSink | None = None
-
-    def fresh(self) -> _MuxState:
-        """The same settings, holding nothing (for a forked child)."""
-        return _MuxState(
-            self.settings,
-            self.given,
-            self.defaults,
-            self.config_gateway,
-            dict(self.fabric),
-            set(self.assigned),
-        )
 
 
 class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
@@ -103,7 +52,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
     # other threads reading it meanwhile would see it empty.
     inline_ssh_env: bool | None = None
     # Set with object.__setattr__ in __init__, past the DataProxy.
-    _mux_state: _MuxState
+    _mux_state: MuxState
 
     def __init__(
         self,
@@ -138,7 +87,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         self.original_host = shorthand["host"]
         self.transport = None
         self.inline_ssh_env = config.inline_ssh_env if inline_ssh_env is None else inline_ssh_env
-        state = _MuxState(
+        state = MuxState(
             settings=mux_settings(config),
             given=Given(user, port, gateway, forward_agent, connect_timeout, connect_kwargs),
             defaults=Defaults.of(config),
@@ -147,7 +96,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         object.__setattr__(self, "_mux_state", state)
 
     @property
-    def _mux(self) -> _MuxState:
+    def _mux(self) -> MuxState:
         state = self._mux_state
         if state.pid != os.getpid():
             # A forked child: the parent's sessions and holds are not ours to
@@ -210,23 +159,7 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         master = self.mux_master
         route = self._mux.route
         patterns, known = route.env_passed(master) if route is not None else (None, True)
-        if not known:
-            raise EnvNotSent(
-                f"{self.original_host}: the master at {master.control_path} is your own, "
-                "started by an ssh command that rewrote its command line: which variables "
-                f"it passes on (its SendEnv) cannot be told, so {' '.join(names)} are not "
-                "sent: set inline_ssh_env to true, or start that master with ssh -fN; "
-                "nothing ran"
-            )
-        dropped = [name for name in names if not sends_env(patterns, name)]
-        if dropped:
-            listed = " ".join(dropped)
-            raise EnvNotSent(
-                f"{self.original_host}: the master at {master.control_path} is your own, and "
-                f"its SendEnv does not pass {listed} on to the server: add `SendEnv {listed}` "
-                f"for {self.original_host} in your ssh_config (and restart that master), or "
-                "set inline_ssh_env to true; nothing ran"
-            )
+        check_env_passed(self.original_host, master.control_path, patterns, known, names)
 
     def _identity(self) -> tuple[Any, ...]:
         # Fabric compares (host, user, port) as read from ssh_config. The alias

@@ -32,12 +32,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from .argv import SshTarget, resolved_values
+from .exceptions import EnvNotSent
 from .hops import without_log
 
 __all__ = [
     "HOST_KEY_RULES",
     "Endpoint",
     "Served",
+    "check_env_passed",
     "config_file_of",
     "rewritten_title",
     "send_env_of",
@@ -240,3 +242,34 @@ def unnamed_part(
     ]
     unnamed = [part for part, changed in changes if control_path_of(changed) == path]
     return " or ".join(unnamed) or None
+
+
+def check_env_passed(
+    host: str,
+    control_path: str,
+    patterns: tuple[str, ...] | None,
+    known: bool,
+    names: Sequence[str],
+) -> None:
+    """Make sure the master at ``control_path``, whose SendEnv ``patterns`` are
+    ``known`` or not, passes variables ``names`` of ``host``'s sessions on.
+
+    :raises EnvNotSent: naming those it would drop.
+    """
+    if not known:
+        raise EnvNotSent(
+            f"{host}: the master at {control_path} is your own, "
+            "started by an ssh command that rewrote its command line: which variables "
+            f"it passes on (its SendEnv) cannot be told, so {' '.join(names)} are not "
+            "sent: set inline_ssh_env to true, or start that master with ssh -fN; "
+            "nothing ran"
+        )
+    dropped = [name for name in names if not sends_env(patterns, name)]
+    if dropped:
+        listed = " ".join(dropped)
+        raise EnvNotSent(
+            f"{host}: the master at {control_path} is your own, and "
+            f"its SendEnv does not pass {listed} on to the server: add `SendEnv {listed}` "
+            f"for {host} in your ssh_config (and restart that master), or "
+            "set inline_ssh_env to true; nothing ran"
+        )
