@@ -34,7 +34,8 @@ from .target import Secrets
 from .version import SshVersion, ssh_version
 
 if TYPE_CHECKING:
-    from .askpass import Asking, PromptAnswers
+    from .answers import PromptAnswers
+    from .askpass import Asking
 
 __all__ = [
     "RETRY_FIRST_DELAY",
@@ -128,20 +129,20 @@ def prompt_answers(secrets: Secrets, master: Starting) -> PromptAnswers | None:
     nothing can answer (the master then runs in batch mode).
     """
     # Imported here: called only when a master starts.
-    from . import askpass
+    from . import answers, terminal
 
     password, passphrase = secrets
-    terminal = askpass.ask_on_terminal if askpass.terminal_available() else None
-    if not (password or passphrase or terminal):
+    ask = terminal.ask_on_terminal if terminal.terminal_available() else None
+    if not (password or passphrase or ask):
         return None
     user, host = master.prompt_host()
-    return askpass.PromptAnswers(
+    return answers.PromptAnswers(
         user=user,
         host=host,
         identity_files=master.identity_files(),
         password=password,
         passphrase=passphrase,
-        terminal=terminal,
+        terminal=ask,
     )
 
 

@@ -151,7 +151,7 @@ class ProcessState:
         #: One question at a time on the user's terminal.
         self.terminal_lock = threading.Lock()
         #: The terminal's settings while a secret is asked without echo (see
-        #: :func:`fabric_mux.askpass.restore_terminal`), and whether an exit hook
+        #: :func:`fabric_mux.terminal.restore_terminal`), and whether an exit hook
         #: puts them back.
         self.terminal_saved: list[Any] | None = None
         self.terminal_guarded = False

@@ -14,7 +14,7 @@ import fabric
 import pytest
 
 from devtools.accounts import TEST_USER, Account, lent_account
-from fabric_mux import askpass
+from fabric_mux import terminal
 from fabric_mux.pytest_plugin import FleetFactory, SshdFactory
 from fabric_mux.testing import (
     OPENSSH_VARIABLE,
@@ -123,7 +123,7 @@ def no_ssh_agent(monkeypatch: pytest.MonkeyPatch) -> None:
 def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Never ask on the developer's terminal: prompts no secret answers are declined,
     as they are in CI, which has no terminal."""
-    monkeypatch.setattr(askpass, "terminal_available", lambda: False)
+    monkeypatch.setattr(terminal, "terminal_available", lambda: False)
 
 
 class Flag:
