@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .release import __version__
-
 if TYPE_CHECKING:
     from fabric import task  # fabfiles can take everything from here
 
@@ -19,6 +17,7 @@ if TYPE_CHECKING:
     from .connection import MuxConnection
     from .exceptions import MuxError
     from .executor import MuxExecutor
+    from .release import __version__
 
 __all__ = ["MuxConfig", "MuxConnection", "MuxError", "MuxExecutor", "__version__", "task"]
 
@@ -28,6 +27,7 @@ _WHERE = {
     "MuxConnection": "fabric_mux.connection",
     "MuxError": "fabric_mux.exceptions",
     "MuxExecutor": "fabric_mux.executor",
+    "__version__": "fabric_mux.release",
 }
 
 
