@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .openssh import OPENSSH_VARIABLE as _OPENSSH_VARIABLE
 from .openssh import (
-    OPENSSH_VARIABLE,
     SshdNotFound,
     openssh_prefix,
     use_openssh_from_environment,
@@ -43,6 +43,12 @@ __all__ = [
     "unwinding_on_signals",
     "use_openssh_from_environment",
 ]
+
+# Bound here with its description: the reference documents this module's names.
+#: The environment variable naming the OpenSSH to test with: a prefix holding
+#: ``bin/ssh``, ``bin/ssh-keygen`` and ``sbin/sshd`` (``/opt/openssh-8.0``, say).
+#: Unset or empty: the system's.
+OPENSSH_VARIABLE = _OPENSSH_VARIABLE
 
 
 @contextmanager
