@@ -26,7 +26,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .askpass import AskpassServer, PromptAnswers
+from .answers import PromptAnswers
+from .askpass import AskpassServer
 from .childshell import helper_environment
 from .exceptions import MasterStartFailed, SshNotFound
 from .peers import wait_for_exit

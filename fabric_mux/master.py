@@ -48,7 +48,7 @@ from .slots import SessionSlots
 from .startlock import route_lock
 
 if TYPE_CHECKING:
-    from .askpass import PromptAnswers
+    from .answers import PromptAnswers
 
 __all__ = [
     "ForwardSpec",

@@ -68,7 +68,7 @@ from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 from .userlinks import UserMasterLinks, user_master_links
 
 if TYPE_CHECKING:
-    from .askpass import PromptAnswers
+    from .answers import PromptAnswers
 
 __all__ = ["Route", "UserMasterLinks", "as_route", "user_master_links"]
 
