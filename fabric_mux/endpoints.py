@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .argv import SshTarget, parse_resolved_config
+from .connected import Peer, tcp_peers
 from .exceptions import MuxError
 from .hops import jump_hops
 from .peers import process_argv, process_cwd, process_started
@@ -24,7 +25,7 @@ from .served import (
     ssh_command_words,
 )
 
-__all__ = ["endpoint_of", "learn"]
+__all__ = ["endpoint_of", "learn", "not_connected"]
 
 log = logging.getLogger("fabric_mux")
 
@@ -64,7 +65,7 @@ def learn(
     the user's own control path of the route asking (``host``'s), asked only if needed."""
     argv = process_argv(pid)
     if argv is not None and rewritten_title(argv, user_path()):
-        return Served(None, None, TITLE)
+        return Served(None, None, TITLE, tcp_peers(pid) or frozenset())
     words = ssh_command_words(argv, process_cwd(pid)) if argv else None
     if words is None:
         return Served(None, None, "its command line cannot be read")
@@ -75,7 +76,12 @@ def learn(
         log.debug("%s: cannot read what master %d connects to: %s", host, pid, exc)
         return Served(None, None, "ssh -G cannot read its command line")
     started = process_started(pid)
-    if started is None or changed_since(ssh, target, started + _CLOCK_SLACK):
+    changed = changed_since(ssh, target, started + _CLOCK_SLACK) if started else None
+    if changed is None:
+        # A Match exec's command may have answered otherwise when it started
+        # (another environment, another network): what it chose is not known.
+        return Served(None, None, "its ssh_config runs a command (Match exec) to choose")
+    if changed:
         # Its ssh read its ssh_config when it started: another version then.
         # (A file changed within the slack of the start's time, which /proc
         # gives to the second, counts as read: a change minutes later, as an
@@ -83,4 +89,19 @@ def learn(
         return Served(None, None, "its ssh_config changed since it started")
     destination = parse_resolved_config(resolved).get("host", "")
     endpoint = endpoint_of(ssh, resolved, config_file_of(words), destination, keep_in)
-    return Served(endpoint, send_env_of(resolved))
+    peers = tcp_peers(pid) or frozenset()  # unread: nothing proves where it went
+    return Served(endpoint, send_env_of(resolved), peers=peers)
+
+
+def not_connected(
+    served: Served, mine: Endpoint, addresses: Callable[[], frozenset[Peer]]
+) -> str | None:
+    """None if a master said to serve the direct route to ``mine`` holds a TCP
+    connection to an address of its host (``addresses()``) at its port, or was
+    started by this process for it; else why that route cannot ride it."""
+    if served.peers is None or served.peers & addresses():
+        return None
+    return (
+        f"holds no connection to {mine.hostname} port {mine.port} itself (it went "
+        "through a proxy or jump host of its own, or elsewhere, or cannot be looked at)"
+    )

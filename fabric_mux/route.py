@@ -51,19 +51,16 @@ from .argv import (
     quote_option_value,
 )
 from .config import MuxSettings, mux_settings
+from .connected import Peer, addresses_of
 from .controldir import find_control_dir, prepare_control_dir
-from .endpoints import endpoint_of, learn
+from .endpoints import endpoint_of, learn, not_connected
 from .exceptions import MuxError, ServesAnotherRoute
 from .hops import hop_errors, jump_hops, proxy_command, telling_what_the_hop_said
 from .login import prompt_answers
 from .master import Master
 from .process import current
 from .resolve import find_ssh, resolve_config
-from .served import (
-    TITLE,
-    Endpoint,
-    unnamed_part,
-)
+from .served import TITLE, Endpoint, unnamed_part
 from .target import Explicit, Secrets, fabric_target, merged_connect_kwargs
 from .userlinks import UserMasterLinks, user_master_links
 
@@ -108,6 +105,8 @@ class Route:
         self._resolved: str | None = None
         self._hop: tuple[Route | None, str | None] | None = None
         self._endpoint: Endpoint | None = None
+        #: Where its host name resolves (for a master's connections: see serving).
+        self._where: frozenset[Peer] | None = None
 
     @classmethod
     def for_host(
@@ -316,15 +315,22 @@ class Route:
         if served.endpoint is None:
             part = self._unnamed_part(master.control_path) if served.unknown == TITLE else None
             if served.unknown == TITLE and part is None:
-                return None
+                return not_connected(served, self.endpoint(), self._addresses)  # path names it
             why = f"the ControlPath does not name the {part}" if part else served.unknown
             return f"cannot be told apart from another route's ({why})"
-        if served.endpoint in (self.endpoint(), self._start_endpoint()):
-            return None
         mine = self.endpoint()
+        if served.endpoint in (mine, self._start_endpoint()):
+            return None if served.endpoint.way else not_connected(served, mine, self._addresses)
         if served.endpoint[:4] == mine[:4]:
             return "checks its server's host key by other rules (StrictHostKeyChecking...)"
         return f"connects to {served.endpoint.describe()}"
+
+    def _addresses(self) -> frozenset[Peer]:
+        """Where this route's host name resolves now (see :func:`not_connected`)."""
+        if self._where is None:
+            mine = self.endpoint()
+            self._where = addresses_of(mine.hostname, mine.port) or frozenset()
+        return self._where
 
     def env_passed(self, master: Master) -> tuple[tuple[str, ...] | None, bool]:
         """The SendEnv patterns of the master this route rides (None: every name),

@@ -22,6 +22,13 @@ What a master connects to is learned, in order:
   ``%r@%h:%p`` do, and the route must be direct (no token names a ProxyCommand,
   nor a jump host's own settings). Its host-key rules cannot be read: they are
   taken to be the user's ssh_config's, which made it.
+
+A master at the user's path that a direct route would ride must also hold a TCP
+connection to the route's host and port (:mod:`fabric_mux.connected`): neither its
+command line nor its path says whether it went through a proxy of its own, or
+where a ``Match exec`` of its ssh_config sent it. A master whose ssh_config runs
+``Match exec`` cannot be told at all: what the command answered when it started
+is not known.
 """
 
 from __future__ import annotations
@@ -117,6 +124,10 @@ class Served(NamedTuple):
     #: Why the endpoint cannot be told: empty where it can; :data:`TITLE` where
     #: the command line is gone (the path may still name the route).
     unknown: str = ""
+    #: The far ends of its TCP connections, which a direct route checks (see
+    #: :mod:`fabric_mux.connected`): empty where they cannot be read; None for a
+    #: master this process started, which serves the route it was started for.
+    peers: frozenset[tuple[str, int]] | None = None
 
 
 #: :attr:`Served.unknown` of a master whose command line ssh rewrote.

@@ -134,6 +134,87 @@ def test_a_config_edited_after_the_master_started_makes_it_unknown(
     assert "its ssh_config changed since it started" in caplog.text
 
 
+def test_a_master_whose_config_runs_match_exec_cannot_be_told(
+    one_address: Fleet,  # noqa: F811
+    control_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Match exec`` chose host2's port for the master started with FMUX_SITE=prod;
+    asked now, without it, host1 is the other server. What the command answered
+    then is not known: the master is not ridden."""
+    prepend(
+        one_address.ssh_config,
+        f'Match originalhost host1 exec "test x$FMUX_SITE = xprod"\n'
+        f"    Port {ports(one_address)['host2']}\n",
+    )
+    monkeypatch.setenv("FMUX_SITE", "prod")
+    run_ssh(["ssh", "-F", str(one_address.ssh_config), "-fN", "host1"])
+    assert one_address.logins() == {"host1": 0, "host2": 1}
+    monkeypatch.delenv("FMUX_SITE")
+    c = MuxConnection("host1", config=config(one_address, control_dir))
+    assert landed(c)[1] == ports(one_address)["host1"]
+    assert "runs a command (Match exec)" in caplog.text
+
+
+def test_a_persisting_master_that_went_through_a_proxy_of_its_own_is_not_the_direct_routes(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``ssh -o ProxyCommand=... host1`` under ``ControlPersist``: its master's
+    title says only its path (``cm-%C``, which names no ProxyCommand), and that
+    path is the direct route's. It reached host2's server: the direct route does
+    not ride it, seeing that it holds no connection to host1's."""
+    fleet = sshd_fleet(2)
+    relay = tmp_path / "relay.py"
+    relay.write_text(GATED_RELAY)
+    prepend(
+        fleet.ssh_config,
+        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n"
+        "    ControlPersist 60\n",
+    )
+    there = fleet.servers[1].port
+    run_ssh(
+        [
+            "ssh",
+            "-F",
+            str(fleet.ssh_config),
+            "-o",
+            f"HostKeyAlias=[127.0.0.1]:{there}",
+            "-o",
+            f"ProxyCommand={sys.executable} {relay} 127.0.0.1 {there} {tmp_path}",
+            "host1",
+            "true",
+        ]
+    )
+    assert fleet.logins() == {"host1": 0, "host2": 1}
+    c = MuxConnection("host1", config=config(fleet, control_dir))
+    assert landed(c)[1] == fleet.servers[0].port
+    assert fleet.logins() == {"host1": 1, "host2": 1}
+    assert "holds no connection to 127.0.0.1 port" in caplog.text
+
+
+def test_a_persisting_master_that_connected_directly_is_ridden(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+) -> None:
+    fleet = sshd_fleet(1)
+    prepend(
+        fleet.ssh_config,
+        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n"
+        "    ControlPersist 60\n",
+    )
+    run_ssh(["ssh", "-F", str(fleet.ssh_config), "host1", "true"])
+    c = MuxConnection("host1", config=config(fleet, control_dir))
+    assert landed(c)[1] == fleet.servers[0].port
+    assert c.control_path is not None and c.control_path.startswith(f"{sockets}/cm-")
+    assert fleet.logins() == {"host1": 1}
+
+
 # -- host-key rules --------------------------------------------------------------------------
 
 
