@@ -17,9 +17,10 @@ from invoke.context import Context
 from .argv import SshTarget
 from .config import MuxSettings, mux_settings
 from .connstate import MuxState
-from .exceptions import BadForward, MuxError, TransferNeedsSftp
+from .exceptions import BadForward, EmptyHostList, MuxError, TransferNeedsSftp
 from .fabricattrs import Defaults, FabricAttributes, Given
 from .forwards import ForwardSpec
+from .hostlist import names_no_host
 from .master import Master
 from .protocol import FWD_LOCAL, FWD_REMOTE
 from .route import Route
@@ -74,6 +75,9 @@ class MuxConnection(FabricAttributes, Connection):  # type: ignore[misc]
         elif not isinstance(config, Config):
             config = config.clone(into=Config)
         set_attributes(self, _config=config)
+        if not isinstance(host, str) or names_no_host(host):
+            # paramiko's ssh_config lookup would fail on it with a TypeError.
+            raise EmptyHostList(f"{host!r} names no host: a connection needs one")
         shorthand = derive_shorthand(host)
         both = "You supplied the {} via both shorthand and kwarg! Please pick one."
         if shorthand["user"] is not None:

@@ -262,10 +262,12 @@ class _SaidByFab(MuxError, Exit):
         Exception.__init__(self, self.reason)
 
 
-class EmptyHostList(_SaidByFab):
+class EmptyHostList(_SaidByFab, TypeError):
     """A run whose hosts name no host at all (``-H ""``, ``-H ,``, ``-H @FILE`` of
-    comments, a blank name among a task's hosts): never a run on this machine, as
-    Fabric makes of a run with no host. ``fab`` prints one line and exits 1."""
+    comments, a blank name among a task's hosts, ``deploy@`` or ``:22``): never a
+    run on this machine, as Fabric makes of a run with no host. ``fab`` prints one
+    line and exits 1. Also what a connection given no host raises (a
+    ``TypeError``, as Fabric's raises there)."""
 
 
 class BadConfig(_SaidByFab, ValueError):
@@ -379,7 +381,8 @@ class HostKeyFailed(MasterStartFailed):
 
 
 class BadSshOption(MasterStartFailed):
-    """ssh rejected an option or the ssh_config it was given."""
+    """ssh rejected an option or the ssh_config it was given (or the host name or
+    port it was asked for: ``ssh -G`` refused them before any connection)."""
 
     what = "ssh rejected its configuration"
 
@@ -408,13 +411,19 @@ _MARKERS: list[tuple[str, type[MasterStartFailed]]] = [
 
 
 def classify_ssh_failure(
-    host: str, argv: Sequence[str], exit_code: int | None, stderr: str, note: str = ""
+    host: str,
+    argv: Sequence[str],
+    exit_code: int | None,
+    stderr: str,
+    note: str = "",
+    otherwise: type[MasterStartFailed] = MasterStartFailed,
 ) -> MasterStartFailed:
-    """Turn a failed ``ssh`` run into the most specific exception its stderr supports."""
+    """Turn a failed ``ssh`` run into the most specific exception its stderr
+    supports; ``otherwise`` where none says more."""
     for marker, cls in _MARKERS:
         if marker in stderr:
             return cls(host, argv, exit_code, stderr, note)
-    return MasterStartFailed(host, argv, exit_code, stderr, note)
+    return otherwise(host, argv, exit_code, stderr, note)
 
 
 @contextlib.contextmanager

@@ -25,9 +25,9 @@ from invoke.exceptions import Exit
 
 from .config import load_environment, mux_settings
 from .connection import MuxConnection
-from .exceptions import EmptyHostList, MuxError, RunInterrupted
+from .exceptions import BadHostList, EmptyHostList, MuxError, RunInterrupted
 from .hostfiles import hosts_in
-from .hostlist import expand, split_hosts
+from .hostlist import expand, names_no_host, split_hosts
 from .parallel import Terminated
 from .screen import visible
 from .upstream import host_config
@@ -216,17 +216,18 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             if isinstance(value, str) and value.startswith("@"):
                 files.append(value[1:])
                 expanded.extend(hosts_in(value[1:]))
-            elif _blank_host(value):
-                raise EmptyHostList(
-                    f"a blank host name among the task's hosts ({list(hosts)!r}): "
-                    "nothing to run on there"
-                )
             elif isinstance(value, str):
                 expanded.extend(expand(value.strip()))
             elif isinstance(value, dict) and isinstance(value.get("host"), str):
                 expanded.extend(dict(value, host=host) for host in expand(value["host"]))
             else:
                 expanded.append(value)
+        for value in expanded:
+            if _names_no_host(value):
+                raise EmptyHostList(
+                    f"{value!r} among the hosts ({list(hosts or [])!r}) names no host: "
+                    "nothing to run on there"
+                )
         if files and not expanded:
             # Fabric runs a task with no host on this machine: never what a
             # host list that came out empty meant.
@@ -458,6 +459,14 @@ def _named_hosts(value: str) -> list[str]:
     named = list(dict.fromkeys(named))
     if not named:
         raise EmptyHostList(f"-H {value!r} names no host: nothing to run on")
+    for name in named:
+        if name == "@":
+            raise BadHostList(f"-H {value!r}: '@' names no file (a host file is -H @FILE)")
+        if not name.startswith("@") and _names_no_host(name):
+            raise EmptyHostList(
+                f"-H {value!r}: {name!r} names no host, only an account or a port: "
+                "nothing to run on there"
+            )
     return named
 
 
@@ -471,7 +480,8 @@ def _check_own_hosts(call: Any) -> None:
         raise EmptyHostList(f"the task {name!r} names no host (hosts={hosts!r}): nothing to run on")
 
 
-def _blank_host(value: Any) -> bool:
-    """A task's host given as blank text, or as a dict whose ``host`` is."""
+def _names_no_host(value: Any) -> bool:
+    """A host given as text (or a dict's ``host``) that names none: blank, or only
+    an account or a port (``deploy@``, ``:22``)."""
     host = value.get("host") if isinstance(value, dict) else value
-    return isinstance(host, str) and not host.strip()
+    return isinstance(host, str) and names_no_host(host)

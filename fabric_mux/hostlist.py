@@ -15,9 +15,11 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
+from fabric.connection import derive_shorthand
+
 from .exceptions import BadHostList
 
-__all__ = ["expand", "expand_all", "fold", "split_hosts"]
+__all__ = ["expand", "expand_all", "fold", "names_no_host", "split_hosts"]
 
 #: A bracket's item: a number or a range, in ASCII digits
 #: (``\d`` takes any Unicode digit: fullwidth ones, Arabic-Indic ones).
@@ -50,6 +52,14 @@ def split_hosts(value: str) -> list[str]:
 
 #: One bracket's items, each a number and, for a range, its last number (as written).
 _Bracket = list[tuple[str, "str | None"]]
+
+
+def names_no_host(text: str) -> bool:
+    """Whether ``user@host:port`` text names no host: blank, or only an account
+    or a port (``deploy@``, ``:22``, ``deploy@:22``), which ssh would be asked
+    to reach as no host at all."""
+    host = derive_shorthand(text.strip())["host"]
+    return host is None or not host.strip()
 
 
 def expand(pattern: str) -> list[str]:

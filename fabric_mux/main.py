@@ -4,16 +4,20 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 from fabric import __version__ as fabric_version
 from fabric.main import Fab
+from invoke.exceptions import Exit
 from invoke.parser.argument import Argument
+from paramiko.ssh_exception import ConfigParseError
 
 from . import __version__
 from .config import MuxConfig, checked_flag, load_environment, mux_settings, project_folder
-from .exceptions import BadConfig
+from .exceptions import BadConfig, MuxError
 from .executor import MuxExecutor
+from .screen import visible
 from .upstream import set_overrides
 
 __all__ = ["SWITCHES", "VALUE_FLAGS", "MuxFab", "ValueFlag", "make_program", "program"]
@@ -98,6 +102,23 @@ class MuxFab(Fab):  # type: ignore[misc]
             ),
         ]
 
+    def execute(self) -> None:
+        """invoke's, with a fabric-mux failure said on its own lines, as ``-P``'s
+        summary says it (ssh's words, no traceback; ``--debug`` shows one), and
+        Ctrl-C said (invoke ends a run it interrupts with exit 1 and no word)."""
+        try:
+            super().execute()
+        except MuxError as exc:
+            if isinstance(exc, Exit) or self.args.debug.value:
+                raise
+            said = "\n".join(map(visible, f"fabric-mux: {exc}".splitlines()))
+            raise Exit(said, code=1) from None
+        except KeyboardInterrupt:
+            settings = mux_settings(self.config)
+            if not (settings.parallel or settings.serial):  # -P says where it was
+                sys.stderr.write("fabric-mux: interrupted (Ctrl-C)\n")
+            raise
+
     def load_collection(self) -> None:
         super().load_collection()
         if self._remainder_only:
@@ -120,7 +141,11 @@ class MuxFab(Fab):  # type: ignore[misc]
         self.config.load_project()
 
     def update_config(self) -> None:
-        super().update_config()
+        try:
+            super().update_config()  # Fabric reads the ssh_config files here
+        except ConfigParseError as exc:
+            said = f"fabric-mux: cannot read the ssh_config: {visible(str(exc))}"
+            raise Exit(said, code=1) from None
         mux: dict[str, Any] = {}
         for flag, (key, switched) in SWITCHES.items():
             if self.args[flag].value:

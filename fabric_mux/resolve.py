@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 from . import early
 from .argv import SshTarget, config_query_argv, parse_resolved_config
-from .exceptions import SshNotFound, classify_ssh_failure
+from .exceptions import BadSshOption, SshNotFound, classify_ssh_failure
 from .places import KEPT
 from .process import current
 from .version import ssh_version
@@ -333,5 +333,6 @@ def _run(argv: Sequence[str]) -> tuple[str, str]:
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0:
         said = "\n".join(line for line in stderr.splitlines() if not line.startswith("debug1:"))
-        raise classify_ssh_failure(argv[-1], argv, proc.returncode, said)
+        # ssh -G connects nowhere: what it refuses is its configuration.
+        raise classify_ssh_failure(argv[-1], argv, proc.returncode, said, otherwise=BadSshOption)
     return proc.stdout.decode("utf-8", "replace"), stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fabrun
 import pytest
 from fabrun import run_fab
 from waiting import wait_until
@@ -132,3 +133,33 @@ def test_the_fabmux_command_guesses_before_it_loads_fabric() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "False False"
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("127.0.0.1:1", "could not connect (ssh exit 255): ssh: connect to host 127.0.0.1 port 1"),
+        ("web:99999", "ssh rejected its configuration (ssh exit 255): Bad port '99999'"),
+        ("web name", "ssh rejected its configuration (ssh exit 255): hostname contains invalid"),
+    ],
+)
+def test_fabmux_says_a_failure_to_reach_a_host_in_ssh_s_words_without_a_traceback(
+    project: Path, sshd: SshServer, host: str, said: str
+) -> None:
+    done = fabrun.fab(project, sshd.ssh_config, host, "t1", name="fabmux")
+    assert done.returncode == 1
+    assert done.stderr.startswith("fabric-mux: ") and said in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sshd.logins() == 0
+
+
+def test_fabmux_says_an_ssh_config_it_cannot_read_in_one_line(
+    project: Path, sshd: SshServer
+) -> None:
+    broken = project / "ssh_config"
+    broken.write_text("Match nonsense\n")
+    done = fabrun.fab(project, broken, sshd.alias, "t1", name="fabmux")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "fabric-mux: cannot read the ssh_config: Missing parameter to Match 'nonsense' keyword\n"
+    )

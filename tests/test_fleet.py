@@ -20,6 +20,8 @@ from fabrun import fab, fab_argv, no_agent_env, program
 from test_parallel import interrupt_when_all_arrive
 from waiting import wait_until
 
+from fabric_mux import MuxConnection
+from fabric_mux.exceptions import EmptyHostList
 from fabric_mux.process import MasterStarts
 from fabric_mux.testing import SshServer
 from fabric_mux.warmup import DOOR_STARTS, Starter
@@ -133,6 +135,40 @@ def test_an_h_that_names_no_host_is_a_one_line_error_and_runs_nothing(
                 assert done.stderr == f"fabric-mux: -H {hosts!r} names no host: nothing to run on\n"
     assert list(meeting_point.iterdir()) == []  # neither here nor anywhere
     assert sshd.logins() == 0
+
+
+#: Names that give only an account or a port, and the run's one line about them.
+NO_HOST_NAMED = {
+    "deploy@": "'deploy@' names no host",
+    ":22": "':22' names no host",
+    "web1,deploy@:22": "'deploy@:22' names no host",
+    "@": "'@' names no file",
+}
+
+
+def test_a_name_with_only_an_account_or_a_port_is_a_one_line_error_and_runs_nothing(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    plain = project(tmp_path / "plain", control_dir, meeting_point)
+    listing = tmp_path / "hosts.txt"
+    listing.write_text(f"{sshd.alias}\ndeploy@\n")
+    listing.chmod(0o600)
+    for hosts, reason in [*NO_HOST_NAMED.items(), (f"@{listing}", "'deploy@' among the hosts")]:
+        for flags in ([], ["-P"]):
+            done = fab(plain, sshd.ssh_config, hosts, *flags, "here", name="fabmux")
+            said = (hosts, flags, done.stderr)
+            assert done.returncode == 1, said
+            assert done.stderr.startswith("fabric-mux: ") and reason in done.stderr, said
+            assert done.stderr.count("\n") == 1, said
+    assert list(meeting_point.iterdir()) == []
+    assert sshd.logins() == 0
+
+
+@pytest.mark.parametrize("host", ["", " ", "deploy@", ":22", "deploy@:22"])
+def test_a_connection_given_no_host_says_so_as_fabrics_type(host: str) -> None:
+    with pytest.raises(EmptyHostList, match="names no host") as raised:
+        MuxConnection(host)
+    assert isinstance(raised.value, TypeError)  # what Fabric's Connection raises there
 
 
 @pytest.mark.parametrize("parallel", [False, True])

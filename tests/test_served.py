@@ -173,8 +173,7 @@ def test_a_persisting_master_that_went_through_a_proxy_of_its_own_is_not_the_dir
     relay.write_text(GATED_RELAY)
     prepend(
         fleet.ssh_config,
-        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n"
-        "    ControlPersist 60\n",
+        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
     )
     there = fleet.servers[1].port
     run_ssh(
@@ -205,8 +204,7 @@ def test_a_persisting_master_that_connected_directly_is_ridden(
     fleet = sshd_fleet(1)
     prepend(
         fleet.ssh_config,
-        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n"
-        "    ControlPersist 60\n",
+        f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
     )
     run_ssh(["ssh", "-F", str(fleet.ssh_config), "host1", "true"])
     c = MuxConnection("host1", config=config(fleet, control_dir))
