@@ -52,6 +52,9 @@ class _Run:
         self.hosts: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, BaseException] = {}
         self.opened: list[Connection] = []
+        #: The hosts (as the run names them) whose task got its connection, up:
+        #: only there can a command have started.
+        self.reached: set[str] = set()
         #: Set by Ctrl-C in a parallel run: every connection refuses its next step.
         self.interrupted: RunInterrupted | None = None
         self._started = False
@@ -147,6 +150,7 @@ class MuxConnectionCall(ConnectionCall):  # type: ignore[misc]
                 raise failure
             run.starter(config).open(connection)
             run.check_interrupted()
+            run.reached.add(_label(self.init_kwargs))
             return connection
         else:
             run.start_masters(config)
@@ -361,12 +365,20 @@ class MuxExecutor(Executor):  # type: ignore[misc]
 
     def _interrupted(self, running: list[str]) -> None:
         """Ctrl-C in a parallel run: stop waiting on every host, and say where
-        commands may still run (no signal crosses the mux protocol)."""
-        if running:
-            hosts = visible(", ".join(running))
+        commands may still run (no signal crosses the mux protocol), and where
+        the task had not got so far (its login is ended)."""
+        reached = [host for host in running if host in self.run_state.reached]
+        logging_in = [host for host in running if host not in self.run_state.reached]
+        if reached:
             sys.stderr.write(
-                f"fabric-mux: interrupted; commands may still be running on {hosts} "
-                "(only a pty carries Ctrl-C: run them with pty=True)\n"
+                f"fabric-mux: interrupted; commands may still be running on "
+                f"{visible(', '.join(reached))} (only a pty carries Ctrl-C: run them "
+                "with pty=True)\n"
+            )
+        if logging_in:
+            sys.stderr.write(
+                f"fabric-mux: interrupted while logging in to {visible(', '.join(logging_in))}: "
+                "nothing ran there\n"
             )
         self.run_state.interrupt()
 

@@ -16,6 +16,7 @@ from waiting import wait_until
 
 from fabric_mux.group import MuxThreadingGroup
 from fabric_mux.parallel import HostReport, summary
+from fabric_mux.peers import process_argv, processes_with_argument
 from fabric_mux.pytest_plugin import FleetFactory
 from fabric_mux.testing import SshServer
 
@@ -393,3 +394,54 @@ def test_every_summary_line_is_shown_as_text() -> None:
     said = summary(reports, ["deploy"])
     assert "\x1b" not in said and "\r" not in said and "\x07" not in said
     assert "failed       web\\e[2J (1)  in deploy: Exit: half\\rdone\\x07" in said
+
+
+def ssh_with(ssh_config: Path) -> list[int]:
+    """Our ssh processes (a master logging in) given ``ssh_config``."""
+    found = processes_with_argument(str(ssh_config), os.getuid())
+    return [pid for pid in found if os.path.basename((process_argv(pid) or [""])[0]) == "ssh"]
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_ctrl_c_during_a_login_says_nothing_ran_and_leaves_no_ssh(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path, parallel: bool
+) -> None:
+    """A server that accepts the connection and answers nothing: Ctrl-C while the
+    master logs in. No command started anywhere, and the run says so."""
+    folder = project(tmp_path, control_dir, meeting_point, 1)
+    flags = ["-P"] if parallel else []
+    argv = fab_argv(sshd.ssh_config, sshd.alias, *flags, "meet", name="fabmux")
+    sshd.freeze()
+    try:
+        child = subprocess.Popen(
+            with_default_signals(argv),
+            cwd=folder,
+            env=no_agent_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert wait_until(lambda: ssh_with(sshd.ssh_config), deadline=60)
+            child.send_signal(signal.SIGINT)
+            _, err = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert child.returncode != 0
+        assert "commands may still be running" not in err
+        if parallel:
+            assert (
+                f"fabric-mux: interrupted while logging in to {sshd.alias}: nothing ran there"
+                in err
+            )
+        else:
+            assert err.endswith("fabric-mux: interrupted (Ctrl-C)\n"), err
+        assert wait_until(lambda: not ssh_with(sshd.ssh_config))
+    finally:
+        sshd.thaw()
+    assert sshd.logins() == 0
+    assert list(meeting_point.iterdir()) == []
