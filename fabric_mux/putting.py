@@ -1,10 +1,12 @@
 """Fabric's ``put`` in one session: the local file's own descriptor is the
 remote ``cat``'s stdin, a file-like object's bytes are pumped (see
-:mod:`fabric_mux.transfer`)."""
+:mod:`fabric_mux.transfer`); they land beside the target, which changes only
+once all of them came (see :data:`PUT_SCRIPT`)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from contextlib import ExitStack
 from typing import Any
@@ -19,11 +21,21 @@ __all__ = ["PUT_SCRIPT", "put"]
 
 #: $1 the remote path as given (may be empty), $2 the local name (joined to a
 #: folder as posixpath.join joins, as Fabric does: an absolute name wins), $3 the mode or
-#: empty. The bytes come on stdin, never in the command line: a remote process's
-#: arguments are there for every user of the server to read (ps, /proc).
-#: A new file is made 0600 (nobody else reads it while it fills), then given $3, or,
-#: as SFTP gives a new file, 0666 less the umask (chmod's ``=rw`` with no "who" is
-#: masked by it). Reports the absolute path, then wc's count of what landed.
+#: empty, $4 a random word for the landing file's name, $5 the size to expect. The
+#: bytes come on stdin, never in the command line: a remote process's arguments are
+#: there for every user of the server to read (ps, /proc).
+#:
+#: The bytes land in a new file beside the target, made 0600 (nobody else reads it
+#: while it fills), and count as sent only at the size expected: a put that breaks
+#: off (the connection lost, Ctrl-C) ends its stdin as a whole one does, and leaves
+#: the old file as it was. Then a new file takes its place; an old file gets them
+#: copied in, and so keeps its inode: owner, group, mode, ACLs, extended
+#: attributes and hard links. (If that copy fails, out of room, the landing file is
+#: kept and named.) Where no file can be made beside it (a folder we may not write)
+#: or the target is no regular file (a fifo, a device), the bytes go straight in,
+#: as SFTP writes them. A new file is then given $3 or, as SFTP gives a new file,
+#: 0666 less the umask (chmod's ``=rw`` with no "who" is masked by it). Reports the
+#: absolute path, then wc's count of what landed.
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
 if [ -z "$r" ]; then r=$2
@@ -32,10 +44,30 @@ elif [ -d "$r" ]; then
   case $2 in /*) r=$2 ;; *) r=${r%/}/$2 ;; esac
 fi
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
-n=; [ -e "$r" ] || n=1
-(umask 077 && exec cat > "$r") || exit
-if [ -n "$3" ]; then chmod "$3" -- "$r" || exit
-elif [ -n "$n" ]; then chmod =rw -- "$r" || exit
+n=; [ -e "$r" ] || [ -h "$r" ] || n=1
+t=
+if [ -n "$n" ] || { [ -f "$r" ] && : >> "$r"; }; then
+  t=${r%/*}/.fabric-mux-$4
+  (set -C && umask 077 && : > "$t") 2>/dev/null || t=
+elif [ -f "$r" ]; then exit 1
+fi
+if [ -z "$t" ]; then
+  (umask 077 && exec cat > "$r") || exit
+else
+  trap 'rm -f -- "$t"' EXIT
+  cat > "$t" || exit
+  s=$(wc -c < "$t") || exit
+  [ $s -eq "$5" ] || { printf '\0fabric-mux-short %s\0' $s >&2; exit 1; }
+  if [ -n "$n" ]; then
+    chmod "${3:-=rw}" -- "$t" && mv -f -- "$t" "$r" || exit
+  else
+    trap - EXIT
+    cat -- "$t" > "$r" || { printf '\0fabric-mux-kept %s\0' "$t" >&2; exit 1; }
+    rm -f -- "$t"
+  fi
+fi
+if [ -z "$n" ]; then [ -z "$3" ] || chmod "$3" -- "$r" || exit
+elif [ -z "$t" ]; then chmod "${3:-=rw}" -- "$r" || exit
 fi
 printf '\0fabric-mux %s\0' "$r" >&2
 exec wc -c < "$r" >&2"""
@@ -67,20 +99,23 @@ def put(
         mode = f"{stat.S_IMODE(os.stat(local_path).st_mode):o}"
     report_to = progress_callback(progress, local_base or "upload")
 
-    command = command_line(PUT_SCRIPT, str(remote or ""), local_base, mode)
+    def command(size: int) -> str:
+        word = secrets.token_hex(8)  # the landing file's name: see PUT_SCRIPT
+        return command_line(PUT_SCRIPT, str(remote or ""), local_base, mode, word, str(size))
+
     with ExitStack() as stack:
         if is_file_like:
             pointer = local.tell()
             stack.callback(local.seek, pointer)
-            local.seek(0)
-            report, sent = run(opener, command, source=FileLikeSource(local), progress=report_to)
+            source = FileLikeSource.of(local, stack)
+            report, sent = run(opener, command(source.size), source=source, progress=report_to)
             if report_to:
                 report_to(sent, sent)
         else:
             where = stack.enter_context(open(local_path, "rb")).fileno()
             sent = os.fstat(where).st_size
             with polling(report_to, sent, lambda: os.lseek(where, 0, os.SEEK_CUR)):
-                report, _ = run(opener, command, stdin=where)
+                report, _ = run(opener, command(sent), stdin=where)
     if not report.started:
         raise TransferNeedsSftp(report.errors)
     if report.into_folder:
@@ -88,6 +123,10 @@ def put(
             "Can't put a file-like-object into a directory unless it has a non-empty "
             ".name attribute!"
         )
+    if report.short is not None:  # it broke off, or the file changed as it went
+        raise OSError(f"size mismatch in put!  {report.short} != {sent}")
+    if report.kept:
+        report.errors += f" (the bytes sent are whole in {report.kept})"
     check(opener.original_host, report, str(remote or local_base))
     if report.size != sent:
         raise OSError(f"size mismatch in put!  {report.size} != {sent}")

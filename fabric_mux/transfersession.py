@@ -8,7 +8,9 @@ import errno
 import os
 import select
 import shlex
+import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import IO, Any, Protocol
 
 from .descriptors import Descriptors
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 _CHUNK = 65536
+#: What a file-like object's copy keeps in memory before it goes to a private file.
+_SPOOLED_IN_MEMORY = 8 << 20
 
 # Written first, so that a session which never ran our command (an account
 # restricted to SFTP) can be told apart from one that failed.
@@ -36,6 +40,8 @@ _DONE = b"\0fabric-mux "
 _FOLDER = b"\0fabric-mux-folder"
 _SUM = b"\0fabric-mux-sum "
 _AFTER = b"\0fabric-mux-after "
+_SHORT = b"\0fabric-mux-short "
+_KEPT = b"\0fabric-mux-kept "
 
 # Each script writes its report to stderr: after a NUL, "fabric-mux PATH", a
 # NUL, then what ls or the last step says (exec'd: no fork for it). Success is
@@ -90,6 +96,13 @@ class Report:
         #: A get's POSIX cksum of the remote file, and its length, if reported.
         self.sum = _sum_shown(summed) if tag else None
         # Its last words: the size once read (ls's own words, if it failed, are errors).
+        # A put's own words, each between its tag and a NUL, taken out first.
+        stderr, short = _taken(stderr, _SHORT)
+        stderr, kept = _taken(stderr, _KEPT)
+        #: A put's count of what came, where it was not the size sent.
+        self.short = int(short) if short is not None and short.isdigit() else None
+        #: Where a put's bytes are whole, when copying them into the file failed.
+        self.kept = kept.decode("utf-8", "surrogateescape") if kept is not None else ""
         stderr, tag, again = stderr.partition(_AFTER)
         self.size_after = _size_shown(again) if tag else None
         if self.size_after is None:
@@ -112,6 +125,15 @@ class Report:
         elif _size_shown(detail) is not None:  # get: ls -l
             self.mode = words[0][:10].decode("ascii", "replace")
             self.size = _size_shown(detail)
+
+
+def _taken(stderr: bytes, tag: bytes) -> tuple[bytes, bytes | None]:
+    """``stderr`` without what follows ``tag`` up to a NUL; and that (None if absent)."""
+    head, found, rest = stderr.partition(tag)
+    if not found:
+        return stderr, None
+    said, _, rest = rest.partition(b"\0")
+    return head + rest, said
 
 
 def _size_shown(line: bytes) -> int | None:
@@ -154,12 +176,39 @@ def remote_home(opener: SessionOpener) -> str:
 
 
 class FileLikeSource:
-    """Bytes from a file-like object (text is UTF-8, as paramiko's putfo writes it)."""
+    """Bytes from a file-like object (text is UTF-8, as paramiko's putfo writes it),
+    from its start, and how many there are."""
 
-    def __init__(self, stream: IO[Any]) -> None:
+    def __init__(self, stream: IO[Any], size: int) -> None:
         self._stream = stream
+        self.size = size
         self._pending = b""
         self._done = False
+
+    @classmethod
+    def of(cls, stream: IO[Any], stack: ExitStack) -> FileLikeSource:
+        """The source of ``stream``'s bytes. A binary stream is measured where it
+        can be (seek to its end); text, whose UTF-8 length is known only once
+        written, and what cannot be measured are copied first into a private file
+        (held in memory up to a few MiB), closed with ``stack``."""
+        stream.seek(0)
+        if not isinstance(stream.read(0), str):
+            try:
+                size = stream.seek(0, os.SEEK_END)
+                stream.seek(0)
+            except (OSError, ValueError, TypeError):
+                stream.seek(0)
+            else:
+                if isinstance(size, int):
+                    return cls(stream, size)
+        stream.seek(0)
+        spool = stack.enter_context(tempfile.SpooledTemporaryFile(_SPOOLED_IN_MEMORY))
+        copy = cls(stream, 0)
+        while chunk := copy._read(_CHUNK):
+            spool.write(chunk)
+        size = spool.tell()
+        spool.seek(0)
+        return cls(spool, size)
 
     def _read(self, size: int) -> bytes:
         chunk = self._stream.read(size)

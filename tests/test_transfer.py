@@ -145,6 +145,10 @@ class HaltingHalfway(io.BytesIO):
         return super().read(size)
 
 
+def landing_files(folder: Path) -> list[Path]:
+    return list(folder.glob(".fabric-mux-*"))
+
+
 def test_a_new_remote_file_is_private_while_a_put_fills_it(c: MuxConnection, noisy: Path) -> None:
     # The server runs here: its files are ours to look at.
     data = os.urandom(200_000)
@@ -153,15 +157,88 @@ def test_a_new_remote_file_is_private_while_a_put_fills_it(c: MuxConnection, noi
     putting = threading.Thread(target=c.put, args=(filling, str(remote)))
     putting.start()
     try:
-        assert wait_until(lambda: remote.exists() and remote.stat().st_size > 0, deadline=30)
-        assert stat.S_IMODE(remote.stat().st_mode) == 0o600
+        # The bytes land beside it, in a file nobody else reads; it is not there yet.
+        assert wait_until(
+            lambda: any(path.stat().st_size > 0 for path in landing_files(noisy)), deadline=30
+        )
+        (landing,) = landing_files(noisy)
+        assert stat.S_IMODE(landing.stat().st_mode) == 0o600
+        assert not remote.exists()
     finally:
         filling.go.set()
         putting.join(timeout=60)
     assert remote.read_bytes() == data
+    assert landing_files(noisy) == []
     # Then the mode SFTP gives a new file (a file-like object's is not preserved).
     Transfer(c).put(io.BytesIO(data), str(noisy / "stock.bin"))
     assert remote.stat().st_mode == (noisy / "stock.bin").stat().st_mode
+
+
+class BreakingHalfway(io.BytesIO):
+    """Bytes whose reading fails halfway, as a source that dies does."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        half = len(self.getbuffer()) // 2
+        if self.tell() >= half:
+            raise OSError(errno.EIO, "the source broke off")
+        return super().read(half - self.tell() if size is None or size < 0 else size)
+
+
+def test_a_put_that_breaks_off_leaves_the_old_file_whole(
+    c: MuxConnection, noisy: Path, sshd_user: str
+) -> None:
+    remote = noisy / "app.env"
+    remote.write_bytes(b"SECRET=old\n")
+    remote.chmod(0o640)
+    shutil.chown(remote, sshd_user)
+    with pytest.raises(OSError, match="the source broke off"):
+        c.put(BreakingHalfway(os.urandom(300_000)), str(remote))
+    # The remote command sees the end of its stdin, as at the end of a whole put.
+    assert wait_until(lambda: landing_files(noisy) == [], deadline=30)
+    assert remote.read_bytes() == b"SECRET=old\n"
+    assert stat.S_IMODE(remote.stat().st_mode) == 0o640
+
+
+def test_a_put_over_a_file_keeps_its_inode_owner_mode_and_links(
+    c: MuxConnection, noisy: Path, sshd_user: str
+) -> None:
+    """A file root owns that the account may write (its group's): the new bytes
+    go into it, as SFTP writes them; a file put in its place would be the
+    account's own, and its other names would keep the old bytes."""
+    remote = noisy / "shared.conf"
+    remote.write_bytes(b"old\n")
+    os.chown(remote, 0, pwd.getpwnam(sshd_user).pw_gid)
+    remote.chmod(0o660)
+    os.link(remote, noisy / "other-name.conf")
+    before = remote.stat()
+    c.put(io.BytesIO(b"new bytes\n"), str(remote))
+    after = remote.stat()
+    assert (after.st_ino, after.st_uid, after.st_gid, after.st_mode) == (
+        before.st_ino,
+        before.st_uid,
+        before.st_gid,
+        before.st_mode,
+    )
+    assert (noisy / "other-name.conf").read_bytes() == b"new bytes\n"
+    assert landing_files(noisy) == []
+
+
+def test_a_put_into_a_file_in_a_folder_it_cannot_write_goes_straight_in(
+    c: MuxConnection, noisy: Path, sshd_user: str
+) -> None:
+    """No landing file can be made there: the bytes go straight in, as SFTP's do."""
+    folder = noisy / "locked"
+    folder.mkdir(mode=0o755)  # root's: the account may not make files in it
+    remote = folder / "writable.txt"
+    remote.write_bytes(b"old\n")
+    shutil.chown(remote, sshd_user)
+    c.put(io.BytesIO(b"new\n"), str(remote))
+    assert remote.read_bytes() == b"new\n"
+
+
+def test_a_text_file_like_object_is_put_as_utf_8(c: MuxConnection, noisy: Path) -> None:
+    c.put(io.StringIO("naïve café\n" * 1000), str(noisy / "text.txt"))
+    assert (noisy / "text.txt").read_bytes() == "naïve café\n".encode() * 1000
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
