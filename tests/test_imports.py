@@ -39,3 +39,14 @@ def test_every_kind_of_import_is_counted(tmp_path: Path) -> None:
 
 def test_the_package_is_where_the_check_looks() -> None:
     assert (PACKAGE / "__init__.py").exists()
+
+
+def test_every_module_is_on_the_module_map() -> None:
+    """The docs' map of the rooms names each one (a new room is shown to readers)."""
+    shown = (PACKAGE.parent / "docs" / "explanation" / "modules.rst").read_text()
+    missing = [
+        path.name
+        for path in sorted(PACKAGE.glob("*.py"))
+        if path.name != "__init__.py" and f"``{path.name}``" not in shown
+    ]
+    assert missing == []
