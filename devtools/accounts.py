@@ -74,6 +74,12 @@ def ensure_account(name: str, password: str | None = None, sudoer: bool = False)
             pwd.getpwnam(name)
         except KeyError:
             _run(["useradd", "-m", "-s", "/bin/bash", name])
+            print(
+                f"devtools.accounts: made the local account {name!r} for test servers to let "
+                f"in (python3 -m devtools.accounts remove {name} removes it)",
+                file=sys.stderr,
+                flush=True,
+            )
         if password is not None:
             _run(["chpasswd"], stdin=f"{name}:{password}\n")
         elif _password_locked(name):

@@ -30,7 +30,7 @@ from .hostfiles import hosts_in
 from .hostlist import expand, names_no_host, split_hosts
 from .parallel import Terminated
 from .screen import visible
-from .upstream import host_config
+from .upstream import call_context, host_config
 
 if TYPE_CHECKING:
     from .master import Master
@@ -392,7 +392,8 @@ class MuxExecutor(Executor):  # type: ignore[misc]
     ) -> Any:
         # A config of its own for each host at once: invoke rebuilds a config
         # on every write, and other threads reading it meanwhile see it empty.
-        context = call.make_context(host_config(self.config) if parallel else self.config)
+        config = host_config(self.config) if parallel else self.config
+        context = call_context(call, config, self.core)
         if isinstance(context, MuxConnection):
             context.show_output(prefix, sink)
         result = call.task(context, *call.args, **call.kwargs)

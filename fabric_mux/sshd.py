@@ -193,6 +193,24 @@ class SshServer:
             send_signal(pid, signal.SIGKILL)
         process.wait()
         wait_gone(targets - {process.pid})
+        self._remove_agent_sockets(targets)
+
+    def _remove_agent_sockets(self, killed: set[int]) -> None:
+        """What a connection's sshd removes as it ends, and a killed one cannot: the
+        socket of an agent it forwarded (``/tmp/ssh-XXXXXXXXXX/agent.PID``, the
+        account's), and its folder."""
+        try:
+            uid = pwd.getpwnam(self.user).pw_uid
+        except KeyError:
+            return
+        for pid in killed:
+            for path in Path("/tmp").glob(f"ssh-*/agent.{pid}"):
+                try:
+                    if path.lstat().st_uid == uid and path.parent.lstat().st_uid == uid:
+                        path.unlink()
+                        path.parent.rmdir()  # fails if something else is in it: kept
+                except OSError:
+                    continue
 
 
 @contextmanager

@@ -8,10 +8,12 @@ Everything else fabric-mux uses of them is public API.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 __all__ = [
     "RELIED_ON",
+    "call_context",
     "host_config",
     "load_shell_env",
     "runtime_ssh_path",
@@ -73,6 +75,14 @@ _LEVELS = (
     " user_found user project_prefix project_path project_found project env_prefix env"
     " runtime_path runtime_found runtime overrides modifications"
 ).split()
+
+
+def call_context(call: Any, config: Any, core: Any) -> Any:
+    """``call.make_context(config)``: invoke 3 asks for the core parse result too
+    (``core_parse_result``), as its executor passes it; invoke 2 takes none."""
+    if "core_parse_result" in inspect.signature(call.make_context).parameters:
+        return call.make_context(config, core_parse_result=core)
+    return call.make_context(config)
 
 
 def host_config(config: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -34,6 +35,32 @@ def pytest_configure(config: pytest.Config) -> None:
         use_openssh_from_environment()
     except SshdNotFound as error:
         raise pytest.UsageError(str(error)) from None
+
+
+#: The first of ~/.ssh, ~/.ssh/fabric-mux and its locks that this run made in the
+#: account's home (see controldir.user_locks, and the default control folder's
+#: kept ssh -G answers), to be removed when it ends.
+_MADE_AT_HOME: list[Path] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    ssh = Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".ssh"
+    for folder in (ssh, ssh / "fabric-mux", ssh / "fabric-mux" / "locks"):
+        if not os.path.lexists(folder):
+            _MADE_AT_HOME.append(folder)
+            return
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests that ride a user's master take its start's lock in the account's home,
+    as every fabric-mux process does, and runs with the default control folder
+    keep ssh -G answers there: what the run made is removed."""
+    for made in _MADE_AT_HOME:
+        ours = made / "fabric-mux" if made.name == ".ssh" else made
+        if ours.is_dir() and not ours.is_symlink():
+            shutil.rmtree(ours, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            made.rmdir()  # ~/.ssh: kept if anything else came into it
 
 
 def pytest_report_header(config: pytest.Config) -> str:

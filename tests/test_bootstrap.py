@@ -29,12 +29,15 @@ def clone(tmp_path: Path) -> Path:
     (folder / "script").mkdir(parents=True)
     shutil.copy(ROOT / "script" / "bootstrap", folder / "script" / "bootstrap")
     shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
-    # No pip of its own: the base Python's is seen through the system site-packages.
+    # No pip installed (nothing here runs it): a stand-in that imports, which is what
+    # bootstrap asks of a working .venv. (The base Python may have no pip at all:
+    # Debian's python3 without python3-pip.)
     venv = folder / ".venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-        check=True,
-    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    stand_in = venv / "lib" / version / "site-packages" / "pip"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text("")
     made_from = subprocess.run(
         [
             str(venv / "bin" / "python"),

@@ -8,6 +8,7 @@ a get is then held in the middle of its transfer for as long as the test needs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import grp
 import json
@@ -718,27 +719,82 @@ def get_as_other(
 
 def _python_for(account: pwd.struct_passwd) -> tuple[str, str]:
     """A Python that ``account`` can run and import fabric-mux with, and its
-    ``PYTHONPATH``: this one, else the system's with this one's packages (this
-    one may live where the account cannot reach, e.g. under /root)."""
+    ``PYTHONPATH``: this one, else the one it was made from with a copy of the
+    packages fabric-mux loads (this one may live where the account cannot reach:
+    a clone under /root, which is 0700)."""
     path = os.pathsep.join(
         [str(Path(fabric_mux.__file__).parents[1]), sysconfig.get_paths()["purelib"]]
     )
-    for python in (sys.executable, "/usr/bin/python3"):
-        try:
-            tried = subprocess.run(
-                [python, "-c", "import fabric_mux, fabric"],
-                user=account.pw_uid,
-                group=account.pw_gid,
-                env={"PYTHONPATH": path},
-                cwd="/",
-                capture_output=True,
-                check=False,
-            )
-        except PermissionError:
-            continue  # not a program the account may run
-        if tried.returncode == 0:
-            return python, path
+    if _imports_as(account, sys.executable, path):
+        return sys.executable, path
+    copied = _readable_packages()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"  # for compiled modules
+    for python in (os.path.realpath(sys.executable), f"/usr/bin/python{version}"):
+        if _imports_as(account, python, copied):
+            return python, copied
     pytest.fail(f"no Python that {account.pw_name} can run imports fabric-mux")
+
+
+def _imports_as(account: pwd.struct_passwd, python: str, path: str) -> bool:
+    try:
+        tried = subprocess.run(
+            [python, "-c", "import fabric_mux, fabric"],
+            user=account.pw_uid,
+            group=account.pw_gid,
+            env={"PYTHONPATH": path},
+            cwd="/",
+            capture_output=True,
+            check=False,
+        )
+    except (PermissionError, FileNotFoundError):
+        return False  # not a program the account may run (or none)
+    return tried.returncode == 0
+
+
+_COPIES: list[str] = []
+
+
+def _readable_packages() -> str:
+    """A folder everyone may read holding the packages (and fabric-mux) that
+    ``import fabric_mux, fabric`` loads here: made once, removed at exit."""
+    if _COPIES:
+        return _COPIES[0]
+    folder = Path(tempfile.mkdtemp(prefix="fmpkg-", dir="/tmp"))
+    folder.chmod(0o755)
+    atexit.register(shutil.rmtree, folder, True)
+    _COPIES.append(str(folder))
+    files = subprocess.run(
+        [sys.executable, "-c", LOADED_FILES], capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    roots = {Path(fabric_mux.__file__).parent}
+    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for name in files:
+            if name.startswith(base + os.sep):
+                roots.add(Path(base) / Path(name).relative_to(base).parts[0])
+        roots.update(Path(base).glob("*.dist-info"))  # what importlib.metadata reads
+    for root in roots:
+        if root.is_dir():
+            shutil.copytree(root, folder / root.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(root, folder / root.name)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return str(folder)
+
+
+#: Prints, NUL-separated, every file that a get's imports load (every module of
+#: fabric-mux, and what they import).
+LOADED_FILES = textwrap.dedent(
+    """
+    import importlib, pkgutil, sys
+    import fabric, fabric_mux
+    for found in pkgutil.iter_modules(fabric_mux.__path__):
+        if found.name not in ("pytest_plugin", "testing"):
+            importlib.import_module("fabric_mux." + found.name)
+    files = {getattr(module, "__file__", None) or "" for module in list(sys.modules.values())}
+    print("\\0".join(sorted(files)))
+    """
+)
 
 
 def test_a_file_in_a_folder_the_account_cannot_write_is_written_in_place(

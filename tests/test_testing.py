@@ -10,6 +10,7 @@ from pathlib import Path
 import fabric
 import pytest
 from pytest_mock import MockerFixture
+from waiting import wait_until
 
 from devtools.accounts import TEST_USER, ensure_account
 from fabric_mux.pytest_plugin import SshdFactory
@@ -304,3 +305,43 @@ def test_fmux_openssh_names_the_servers_and_clients(
     assert testing.use_openssh_from_environment() == tmp_path
     assert os.environ["PATH"] == f"{tmp_path / 'bin'}:/usr/bin:/bin"
     assert openssh.find_sshd(None) == str(tmp_path / "sbin/sshd")
+
+
+def test_a_stopped_server_leaves_no_forwarded_agents_socket(
+    sshd_factory: SshdFactory, tmp_path: Path
+) -> None:
+    """Its connections' sshd are killed, so none removes the socket of the agent it
+    forwarded: the server does, with its folder (/tmp fills up otherwise)."""
+    server = sshd_factory()
+    agent_socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(agent_socket)], stdout=subprocess.DEVNULL
+    )
+    master = None
+    try:
+        assert wait_until(agent_socket.exists)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(agent_socket))
+        control = tmp_path / "control"
+        base = ["ssh", "-F", str(server.ssh_config), "-o", f"ControlPath={control}"]
+        # A master that keeps its connection (and the forwarded agent) up.
+        master = subprocess.Popen(
+            [*base, "-A", "-M", "-N", server.alias], env=env, stdin=subprocess.DEVNULL
+        )
+        assert wait_until(control.exists)
+        said = subprocess.run(
+            [*base, "-A", server.alias, "echo $SSH_AUTH_SOCK"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        remote_socket = Path(said.stdout.strip())
+        assert remote_socket.parent.name.startswith("ssh-") and remote_socket.exists()
+        server.stop()
+        assert not remote_socket.exists() and not remote_socket.parent.exists()
+    finally:
+        if master is not None:
+            master.kill()
+            master.wait()
+        agent.terminate()
+        agent.wait()
