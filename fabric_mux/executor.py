@@ -220,16 +220,21 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             if isinstance(value, str) and value.startswith("@"):
                 files.append(value[1:])
                 expanded.extend(hosts_in(value[1:]))
+            elif _names_no_host(value):
+                shown = "a blank host name" if _blank(value) else f"{value!r}, which names no host,"
+                raise EmptyHostList(
+                    f"{shown} among the task's hosts ({list(hosts)!r}): nothing to run on there"
+                )
             elif isinstance(value, str):
                 expanded.extend(expand(value.strip()))
             elif isinstance(value, dict) and isinstance(value.get("host"), str):
                 expanded.extend(dict(value, host=host) for host in expand(value["host"]))
             else:
                 expanded.append(value)
-        for value in expanded:
+        for value in expanded:  # a host file's lines
             if _names_no_host(value):
                 raise EmptyHostList(
-                    f"{value!r} among the hosts ({list(hosts or [])!r}) names no host: "
+                    f"{value!r} in {', '.join(files) or 'the hosts'} names no host: "
                     "nothing to run on there"
                 )
         if files and not expanded:
@@ -491,6 +496,11 @@ def _check_own_hosts(call: Any) -> None:
     if hosts is not None and not hosts:
         name = getattr(call, "called_as", None) or getattr(call, "name", None) or "?"
         raise EmptyHostList(f"the task {name!r} names no host (hosts={hosts!r}): nothing to run on")
+
+
+def _blank(value: Any) -> bool:
+    host = value.get("host") if isinstance(value, dict) else value
+    return isinstance(host, str) and not host.strip()
 
 
 def _names_no_host(value: Any) -> bool:

@@ -58,7 +58,10 @@ def names_no_host(text: str) -> bool:
     """Whether ``user@host:port`` text names no host: blank, or only an account
     or a port (``deploy@``, ``:22``, ``deploy@:22``), which ssh would be asked
     to reach as no host at all."""
-    host = derive_shorthand(text.strip())["host"]
+    try:
+        host = derive_shorthand(text.strip())["host"]
+    except ValueError:
+        return False  # a host with a port that is no number: its own failure, later
     return host is None or not host.strip()
 
 

@@ -153,7 +153,10 @@ def test_a_name_with_only_an_account_or_a_port_is_a_one_line_error_and_runs_noth
     listing = tmp_path / "hosts.txt"
     listing.write_text(f"{sshd.alias}\ndeploy@\n")
     listing.chmod(0o600)
-    for hosts, reason in [*NO_HOST_NAMED.items(), (f"@{listing}", "'deploy@' among the hosts")]:
+    for hosts, reason in [
+        *NO_HOST_NAMED.items(),
+        (f"@{listing}", f"'deploy@' in {listing} names no host"),
+    ]:
         for flags in ([], ["-P"]):
             done = fab(plain, sshd.ssh_config, hosts, *flags, "here", name="fabmux")
             said = (hosts, flags, done.stderr)

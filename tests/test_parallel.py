@@ -397,9 +397,9 @@ def test_every_summary_line_is_shown_as_text() -> None:
 
 
 def ssh_with(ssh_config: Path) -> list[int]:
-    """Our ssh processes (a master logging in) given ``ssh_config``."""
+    """Our ssh masters (logging in) given ``ssh_config`` (not ``ssh -G`` asked of it)."""
     found = processes_with_argument(str(ssh_config), os.getuid())
-    return [pid for pid in found if os.path.basename((process_argv(pid) or [""])[0]) == "ssh"]
+    return [pid for pid in found if "-M" in (process_argv(pid) or [])]
 
 
 @pytest.mark.parametrize("parallel", [True, False])
