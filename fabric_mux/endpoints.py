@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .argv import SshTarget, parse_resolved_config
-from .connected import Peer, tcp_peers
+from .connected import Peer, transport_peer
 from .exceptions import MuxError
 from .hops import jump_hops
 from .peers import process_argv, process_cwd, process_started
@@ -65,7 +65,7 @@ def learn(
     the user's own control path of the route asking (``host``'s), asked only if needed."""
     argv = process_argv(pid)
     if argv is not None and rewritten_title(argv, user_path()):
-        return Served(None, None, TITLE, tcp_peers(pid) or frozenset())
+        return Served(None, None, TITLE, _transport(pid))
     words = ssh_command_words(argv, process_cwd(pid)) if argv else None
     if words is None:
         return Served(None, None, "its command line cannot be read")
@@ -89,19 +89,26 @@ def learn(
         return Served(None, None, "its ssh_config changed since it started")
     destination = parse_resolved_config(resolved).get("host", "")
     endpoint = endpoint_of(ssh, resolved, config_file_of(words), destination, keep_in)
-    peers = tcp_peers(pid) or frozenset()  # unread: nothing proves where it went
-    return Served(endpoint, send_env_of(resolved), peers=peers)
+    return Served(endpoint, send_env_of(resolved), peers=_transport(pid))
+
+
+def _transport(pid: int) -> frozenset[Peer]:
+    """Where master ``pid``'s transport leads, if it is a TCP connection (unread,
+    or pipes to a proxy: nothing proves where it went)."""
+    peer = transport_peer(pid)
+    return frozenset([peer] if peer else [])
 
 
 def not_connected(
     served: Served, mine: Endpoint, addresses: Callable[[], frozenset[Peer]]
 ) -> str | None:
-    """None if a master said to serve the direct route to ``mine`` holds a TCP
-    connection to an address of its host (``addresses()``) at its port, or was
-    started by this process for it; else why that route cannot ride it."""
+    """None if the transport of a master said to serve the direct route to
+    ``mine`` is a TCP connection to an address of its host (``addresses()``) at
+    its port, or this process started it for that route; else why that route
+    cannot ride it."""
     if served.peers is None or served.peers & addresses():
         return None
     return (
-        f"holds no connection to {mine.hostname} port {mine.port} itself (it went "
+        f"is not connected to {mine.hostname} port {mine.port} itself (it went "
         "through a proxy or jump host of its own, or elsewhere, or cannot be looked at)"
     )

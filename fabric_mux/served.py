@@ -23,8 +23,9 @@ What a master connects to is learned, in order:
   nor a jump host's own settings). Its host-key rules cannot be read: they are
   taken to be the user's ssh_config's, which made it.
 
-A master at the user's path that a direct route would ride must also hold a TCP
-connection to the route's host and port (:mod:`fabric_mux.connected`): neither its
+A master at the user's path that a direct route would ride must also have a TCP
+connection to the route's host and port as its transport
+(:mod:`fabric_mux.connected`): neither its
 command line nor its path says whether it went through a proxy of its own, or
 where a ``Match exec`` of its ssh_config sent it. A master whose ssh_config runs
 ``Match exec`` cannot be told at all: what the command answered when it started
@@ -124,9 +125,10 @@ class Served(NamedTuple):
     #: Why the endpoint cannot be told: empty where it can; :data:`TITLE` where
     #: the command line is gone (the path may still name the route).
     unknown: str = ""
-    #: The far ends of its TCP connections, which a direct route checks (see
-    #: :mod:`fabric_mux.connected`): empty where they cannot be read; None for a
-    #: master this process started, which serves the route it was started for.
+    #: The far end of its transport where that is a TCP connection, which a
+    #: direct route checks (see :mod:`fabric_mux.connected`): empty where it is
+    #: not, or cannot be read; None for a master this process started, which
+    #: serves the route it was started for.
     peers: frozenset[tuple[str, int]] | None = None
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
+import subprocess
 import sys
 
-from fabric_mux.connected import addresses_of, parse_lsof, parse_tcp_table, tcp_peers
+from fabric_mux.connected import addresses_of, parse_lsof, parse_tcp_table, transport_peer
 
 #: A /proc/net/tcp table (little-endian words): one established connection to
 #: 127.0.0.1:22 (inode 111), one listening socket, one of another process.
@@ -31,29 +31,74 @@ def test_the_tcp_tables_give_the_far_ends_of_the_processs_own_connections() -> N
     assert parse_tcp_table(TCP, set()) == set()
 
 
-def test_lsof_gives_the_far_ends() -> None:
-    text = "p42\nf3\nn10.0.0.1:50000->10.0.0.2:22\nf4\nn[::1]:5000->[::1]:2222\nf5\nn*:22\n"
-    assert parse_lsof(text) == {("10.0.0.2", 22), ("::1", 2222)}
+def test_lsof_gives_the_far_end_of_the_first_socket_or_pipe() -> None:
+    head = "p42\nfcwd\ntDIR\nn/\nf0\ntCHR\nn/dev/null\nf3\ntREG\nn/var/log/ssh.log\n"
+    direct = "f4\ntIPv6\nn[::1]:5000->[::1]:2222\nf5\ntunix\nn/tmp/cm\n"
+    assert parse_lsof(head + direct) == ("::1", 2222)
+    # A ProxyCommand's pipe first: a forwarded connection later is not the transport.
+    proxied = "f4\ntPIPE\nn->0x1\nf6\ntIPv4\nn10.0.0.1:50000->10.0.0.2:22\n"
+    assert parse_lsof(head + proxied) is None
+    assert parse_lsof("") is None
 
 
-def test_a_live_connection_of_this_process_is_seen_and_a_closed_one_is_not() -> None:
+def test_the_transport_is_this_processs_first_socket() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        client = socket.create_connection(("127.0.0.1", port))
-        accepted, _ = server.accept()
-        peers = tcp_peers(os.getpid())
-        assert peers is not None and ("127.0.0.1", port) in peers
-        client.close()
-        accepted.close()
-        peers = tcp_peers(os.getpid())
-        assert peers is not None and ("127.0.0.1", port) not in peers
+        # In a fresh process (as ssh is), the first socket after stderr:
+        probe = (
+            "import os, socket, sys\n"
+            "c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+            "print(c.fileno(), flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", probe, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            close_fds=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "3"
+            accepted, _ = server.accept()
+            assert transport_peer(child.pid) == ("127.0.0.1", port)
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait()
+            accepted.close()
 
 
-def test_another_accounts_process_cannot_be_read() -> None:
-    if os.getuid() == 0:
-        assert tcp_peers(1) is not None  # root reads every process's
-    else:
-        assert tcp_peers(1) is None
+def test_a_process_whose_first_descriptor_is_a_pipe_has_no_tcp_transport() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        probe = (
+            "import os, socket, sys\n"
+            "r, w = os.pipe()\n"
+            "c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+            "print(r, c.fileno(), flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", probe, str(server.getsockname()[1])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline().split() == ["3", "5"]
+            accepted, _ = server.accept()
+            assert transport_peer(child.pid) is None  # a pipe came first: a proxy's
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait()
+            accepted.close()
+
+
+def test_a_process_that_is_gone_has_no_transport() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert transport_peer(child.pid) is None
 
 
 def test_a_name_resolves_to_its_addresses_and_an_unknown_one_to_none() -> None:

@@ -5,7 +5,9 @@ servers; the task must land where its host says, as the account it says."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -157,17 +159,20 @@ def test_a_master_whose_config_runs_match_exec_cannot_be_told(
     assert "runs a command (Match exec)" in caplog.text
 
 
+@pytest.mark.parametrize("forwarding", [False, True], ids=["alone", "with-a-forward-to-host1"])
 def test_a_persisting_master_that_went_through_a_proxy_of_its_own_is_not_the_direct_routes(
     sshd_fleet: FleetFactory,
     sockets: Path,  # noqa: F811
     control_dir: Path,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    forwarding: bool,
 ) -> None:
     """``ssh -o ProxyCommand=... host1`` under ``ControlPersist``: its master's
     title says only its path (``cm-%C``, which names no ProxyCommand), and that
     path is the direct route's. It reached host2's server: the direct route does
-    not ride it, seeing that it holds no connection to host1's."""
+    not ride it, seeing that its transport is no connection to host1's. Not even
+    when a remote forward (``-R``) has it hold a connection to host1's port."""
     fleet = sshd_fleet(2)
     relay = tmp_path / "relay.py"
     relay.write_text(GATED_RELAY)
@@ -175,7 +180,13 @@ def test_a_persisting_master_that_went_through_a_proxy_of_its_own_is_not_the_dir
         fleet.ssh_config,
         f"Host *\n    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
     )
-    there = fleet.servers[1].port
+    here, there = fleet.servers[0].port, fleet.servers[1].port
+    forward = []
+    if forwarding:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            listen_at = probe.getsockname()[1]
+        forward = ["-R", f"127.0.0.1:{listen_at}:127.0.0.1:{here}"]
     run_ssh(
         [
             "ssh",
@@ -185,15 +196,31 @@ def test_a_persisting_master_that_went_through_a_proxy_of_its_own_is_not_the_dir
             f"HostKeyAlias=[127.0.0.1]:{there}",
             "-o",
             f"ProxyCommand={sys.executable} {relay} 127.0.0.1 {there} {tmp_path}",
+            *forward,
             "host1",
             "true",
         ]
     )
     assert fleet.logins() == {"host1": 0, "host2": 1}
-    c = MuxConnection("host1", config=config(fleet, control_dir))
-    assert landed(c)[1] == fleet.servers[0].port
-    assert fleet.logins() == {"host1": 1, "host2": 1}
-    assert "holds no connection to 127.0.0.1 port" in caplog.text
+    with contextlib.ExitStack() as held:
+        if forwarding:
+            # Something on host2's side uses the forward: the master connects to host1's port.
+            held.enter_context(socket.create_connection(("127.0.0.1", listen_at)))
+            assert wait_until(lambda: fleet.logins()["host1"] == 0 and held_to(here))
+        c = MuxConnection("host1", config=config(fleet, control_dir))
+        assert landed(c)[1] == here
+    assert fleet.logins()["host1"] == 1
+    assert "is not connected to 127.0.0.1 port" in caplog.text
+
+
+def held_to(port: int) -> bool:
+    """Whether any process holds an established connection to 127.0.0.1:``port``
+    other than the server's own ends."""
+    with open("/proc/net/tcp") as table:
+        return any(
+            line.split()[2] == f"0100007F:{port:04X}" and line.split()[3] == "01"
+            for line in table.readlines()[1:]
+        )
 
 
 def test_a_persisting_master_that_connected_directly_is_ridden(
