@@ -37,7 +37,7 @@ def _run(argv: list[str]) -> int:
 @task(help={"args": "Extra pytest arguments, e.g. --args='-k fab -x'."})
 def test(c: Context, args: str = "") -> None:
     """Run the test suite: python3 -m pytest."""
-    code = _run(["python3", "-m", "pytest", *shlex.split(args)])
+    code = _run([sys.executable, "-m", "pytest", *shlex.split(args)])
     if code:
         raise Exit(code=code)
 
@@ -86,7 +86,7 @@ def matrix(c: Context, versions: str = "", deps: str = "", args: str = "") -> No
     runs: list[tuple[str, int]] = []
     for prefix in [None, *prefixes]:
         env = {**os.environ, "FMUX_OPENSSH": str(prefix) if prefix else ""}
-        argv = ["python3", "-m", "pytest", *shlex.split(args)]
+        argv = [sys.executable, "-m", "pytest", *shlex.split(args)]
         label = prefix.name if prefix else "the system's OpenSSH"
         print(f"$ FMUX_OPENSSH={prefix or ''} {shlex.join(argv)}", flush=True)
         runs.append((label, subprocess.run(argv, env=env, check=False).returncode))
@@ -131,7 +131,13 @@ def dist(c: Context) -> None:
 @task
 def lint(c: Context) -> None:
     """ruff check, ruff format --check, mypy: all of them, failing if any fails."""
-    commands = (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"])
+    # By this Python's own modules: `.venv/bin/inv` runs with the venv's bin off PATH.
+    ruff = [sys.executable, "-m", "ruff"]
+    commands = (
+        [*ruff, "check", "."],
+        [*ruff, "format", "--check", "."],
+        [sys.executable, "-m", "mypy"],
+    )
     failed = [shlex.join(argv) for argv in commands if _run(argv) != 0]
     if failed:
         raise Exit(f"lint failed: {', '.join(failed)}", code=1)

@@ -424,7 +424,7 @@ def test_ctrl_c_during_a_login_says_nothing_ran_and_leaves_no_ssh(
             start_new_session=True,
         )
         try:
-            assert wait_until(lambda: ssh_with(sshd.ssh_config), deadline=60)
+            assert wait_until(lambda: bool(ssh_with(sshd.ssh_config)), deadline=60)
             child.send_signal(signal.SIGINT)
             _, err = child.communicate(timeout=30)
         finally:
