@@ -25,13 +25,17 @@ __all__ = ["PUT_SCRIPT", "put"]
 #: bytes come on stdin, never in the command line: a remote process's arguments are
 #: there for every user of the server to read (ps, /proc).
 #:
-#: The bytes land in a new file beside the target, made 0600 (nobody else reads it
-#: while it fills), and count as sent only at the size expected: a put that breaks
-#: off (the connection lost, Ctrl-C) ends its stdin as a whole one does, and leaves
-#: the old file as it was. Then a new file takes its place; an old file gets them
-#: copied in, and so keeps its inode: owner, group, mode, ACLs, extended
-#: attributes and hard links. (If that copy fails, out of room, the landing file is
-#: kept and named.) Where no file can be made beside it (a folder we may not write)
+#: The bytes land in a new file beside the target, made 0600 by ``mktemp`` (or,
+#: without it, at a name from $4, made only where nothing is) and used only as a
+#: regular file of our own: nobody else reads it while it fills, nor puts a fifo or
+#: a link of theirs in its place. They count as sent only at the size expected: a
+#: put that breaks off (the connection lost, Ctrl-C) ends its stdin as a whole one
+#: does, and leaves the old file as it was; the landing file goes, whether the
+#: script exits or is ended (a hang-up, SIGTERM, a closed stderr). Then a new file
+#: takes the target's place; an old file gets the bytes copied in, and so keeps its
+#: inode: owner, group, mode, ACLs, extended attributes and hard links. That copy
+#: is not ended by a signal; if it fails (out of room), the landing file is kept
+#: and named. Where no file can be made beside it (a folder we may not write)
 #: or the target is no regular file (a fifo, a device), the bytes go straight in,
 #: as SFTP writes them. A new file is then given $3 or, as SFTP gives a new file,
 #: 0666 less the umask (chmod's ``=rw`` with no "who" is masked by it). Reports the
@@ -47,21 +51,27 @@ case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 n=; [ -e "$r" ] || [ -h "$r" ] || n=1
 t=
 if [ -n "$n" ] || { [ -f "$r" ] && : >> "$r"; }; then
-  t=${r%/*}/.fabric-mux-$4
-  (set -C && umask 077 && : > "$t") 2>/dev/null || t=
+  t=$(mktemp "${r%/*}/.fabric-mux-XXXXXXXXXX" 2>/dev/null) || {
+    t=${r%/*}/.fabric-mux-$4
+    [ ! -e "$t" ] && [ ! -h "$t" ] && (set -C && umask 077 && : > "$t") 2>/dev/null
+  } || t=
+  [ -z "$t" ] || { [ -f "$t" ] && [ ! -h "$t" ] && [ -O "$t" ]; } || t=
 elif [ -f "$r" ]; then exit 1
 fi
 if [ -z "$t" ]; then
   (umask 077 && exec cat > "$r") || exit
 else
   trap 'rm -f -- "$t"' EXIT
+  trap 'rm -f -- "$t"; exit 1' HUP INT TERM PIPE
   cat > "$t" || exit
   s=$(wc -c < "$t") || exit
   [ $s -eq "$5" ] || { printf '\0fabric-mux-short %s\0' $s >&2; exit 1; }
   if [ -n "$n" ]; then
     chmod "${3:-=rw}" -- "$t" && mv -f -- "$t" "$r" || exit
+    trap - EXIT HUP INT TERM PIPE
   else
     trap - EXIT
+    trap '' HUP INT TERM PIPE
     cat -- "$t" > "$r" || { printf '\0fabric-mux-kept %s\0' "$t" >&2; exit 1; }
     rm -f -- "$t"
   fi
