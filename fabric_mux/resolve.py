@@ -324,6 +324,9 @@ def forget() -> None:
         state.resolved.clear()
 
 
+_VERBOSE = ("debug1:", "OpenSSH_")
+
+
 def _run(argv: Sequence[str]) -> tuple[str, str]:
     log.debug("resolving route: %s", list(argv))
     try:
@@ -332,7 +335,9 @@ def _run(argv: Sequence[str]) -> tuple[str, str]:
         raise SshNotFound(f"no ssh program at {argv[0]}") from None
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0:
-        said = "\n".join(line for line in stderr.splitlines() if not line.startswith("debug1:"))
+        # What -v added (its debug lines, and the version line some builds print
+        # first) is no part of what ssh refused.
+        said = "\n".join(line for line in stderr.splitlines() if not line.startswith(_VERBOSE))
         # ssh -G connects nowhere: what it refuses is its configuration.
         raise classify_ssh_failure(argv[-1], argv, proc.returncode, said, otherwise=BadSshOption)
     return proc.stdout.decode("utf-8", "replace"), stderr

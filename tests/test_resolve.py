@@ -10,6 +10,7 @@ import pytest
 
 from fabric_mux import resolve
 from fabric_mux.argv import SshTarget
+from fabric_mux.exceptions import BadSshOption
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +98,17 @@ def test_a_fleets_config_is_read_once_for_what_decides_keeping(
         assert f"hostname 10.0.0.{n}" in resolve.resolve_config("ssh", target, keep_in=folder)
     assert len(list((folder / resolve.KEPT).iterdir())) == 8
     assert reads.count(str(config)) == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [("Bogus yes", "Bad configuration option: bogus"), ("Port 99999", "line 2: Bad")],
+)
+def test_a_refused_config_is_said_in_sshs_words_alone(config: Path, line: str, said: str) -> None:
+    config.write_text(f"Host web\n    {line}\n")
+    with pytest.raises(BadSshOption) as raised:
+        view(config)
+    assert said in str(raised.value)
+    # Not the debug lines nor the version line that -v adds on some builds.
+    assert "OpenSSH_" not in str(raised.value)
+    assert "debug1:" not in str(raised.value)
