@@ -50,15 +50,27 @@ def landing_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(".fabric-mux-*"))
 
 
-def test_the_landing_file_is_named_by_mktemp_not_by_the_command_line(tmp_path: Path) -> None:
+def put_under_way(tmp_path: Path, sent: int) -> tuple[Path, subprocess.Popen[bytes], int]:
+    """A put over ``tmp_path/app.env`` (which holds ``old``) whose first ``sent``
+    bytes are in its landing file: the target, the script and its stdin's end."""
     target = tmp_path / "app.env"
     target.write_bytes(b"old\n")
     reading, feeding = os.pipe()
     script = put_script(target, tools(tmp_path), stdin=reading)
     os.close(reading)
     try:
-        os.write(feeding, DATA[:10])
-        assert wait_until(lambda: bool(landing_files(tmp_path)))
+        os.write(feeding, DATA[:sent])
+        assert wait_until(lambda: any(f.stat().st_size == sent for f in landing_files(tmp_path)))
+    except BaseException:
+        os.close(feeding)  # the script ends with its stdin: no process outlives the test
+        script.wait(timeout=60)
+        raise
+    return target, script, feeding
+
+
+def test_the_landing_file_is_named_by_mktemp_not_by_the_command_line(tmp_path: Path) -> None:
+    target, script, feeding = put_under_way(tmp_path, 10)
+    try:
         (landing,) = landing_files(tmp_path)
         assert WORD not in landing.name  # the command line's word: every user reads it
         assert stat.S_IMODE(landing.stat().st_mode) == 0o600
@@ -105,16 +117,8 @@ def test_a_put_that_breaks_off_leaves_the_old_file_and_no_landing_file(
     """The session gone (its stdin ends early, its stderr is closed: the script's
     report dies of SIGPIPE), or the script signalled as its bytes come: the old file
     stays, and the landing file goes."""
-    target = tmp_path / "app.env"
-    target.write_bytes(b"old\n")
-    reading, feeding = os.pipe()
-    script = put_script(target, tools(tmp_path), stdin=reading)
-    os.close(reading)
+    target, script, feeding = put_under_way(tmp_path, 100)
     try:
-        os.write(feeding, DATA[:100])
-        assert wait_until(
-            lambda: any(path.stat().st_size == 100 for path in landing_files(tmp_path))
-        )
         if ending == "session gone":
             assert script.stderr is not None
             script.stderr.close()
