@@ -54,17 +54,13 @@ def no_agent_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
 
 
-def fab(
-    project: Path,
-    ssh_config: Path,
-    hosts: str,
-    *args: str,
-    name: str = "fab",
-    stdin: int = subprocess.DEVNULL,
+def run_in(
+    project: Path, argv: list[str], stdin: int = subprocess.DEVNULL
 ) -> subprocess.CompletedProcess[str]:
-    """Run it to its end in ``project``, in a session of its own (as from a terminal)."""
+    """Run ``argv`` to its end in ``project``, in a session of its own (as from a
+    terminal), without the agent; its exit code and output."""
     return subprocess.run(
-        fab_argv(ssh_config, hosts, *args, name=name),
+        argv,
         cwd=project,
         env=no_agent_env(),
         stdin=stdin,
@@ -74,6 +70,33 @@ def fab(
         start_new_session=True,
         timeout=120,
     )
+
+
+def start_in(project: Path, argv: list[str]) -> subprocess.Popen[str]:
+    """Start ``argv`` in ``project`` as :func:`run_in` runs it, with Ctrl-C and a
+    hang-up at their default action, for a test to signal it."""
+    return subprocess.Popen(
+        with_default_signals(argv),
+        cwd=project,
+        env=no_agent_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def fab(
+    project: Path,
+    ssh_config: Path,
+    hosts: str,
+    *args: str,
+    name: str = "fab",
+    stdin: int = subprocess.DEVNULL,
+) -> subprocess.CompletedProcess[str]:
+    """Run it to its end in ``project``, in a session of its own (as from a terminal)."""
+    return run_in(project, fab_argv(ssh_config, hosts, *args, name=name), stdin=stdin)
 
 
 def run_fab(project: Path, ssh_config: Path, hosts: str, *args: str, name: str = "fab") -> str:

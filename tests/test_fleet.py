@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fabrun import fab, fab_argv, no_agent_env, program
+from fabrun import fab, fab_argv, no_agent_env, program, run_in
 from test_parallel import interrupt_when_all_arrive
 from waiting import wait_until
 
@@ -211,16 +211,7 @@ def test_a_blank_host_among_a_tasks_hosts_is_an_error(
     flags: list[str],
 ) -> None:
     folder = project(tmp_path, control_dir, meeting_point, host=sshd.alias)
-    done = subprocess.run(
-        [program(name), "-S", str(sshd.ssh_config), *flags, "blank"],
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    done = run_in(folder, [program(name), "-S", str(sshd.ssh_config), *flags, "blank"])
     assert done.returncode == 1
     assert done.stderr == (
         f"fabric-mux: a blank host name among the task's hosts (['{sshd.alias}', ' ']): "
@@ -241,16 +232,7 @@ def test_a_task_whose_hosts_list_is_empty_runs_nowhere(
     task: str,
 ) -> None:
     folder = project(tmp_path, control_dir, meeting_point)
-    done = subprocess.run(
-        [program(name), *flags, task],
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    done = run_in(folder, [program(name), *flags, task])
     assert done.returncode == 1
     # hosts=[] is not hosts=None (a task of this machine): it names no host.
     said = "nowhere" if task == "after-nowhere" else task
@@ -265,16 +247,7 @@ def test_a_command_with_no_hosts_is_one_line(
     control_dir: Path, tmp_path: Path, meeting_point: Path, flags: list[str]
 ) -> None:
     folder = project(tmp_path, control_dir, meeting_point)
-    done = subprocess.run(
-        [program("fabmux"), *flags, "--", "touch", str(meeting_point / "ran")],
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    done = run_in(folder, [program("fabmux"), *flags, "--", "touch", str(meeting_point / "ran")])
     assert done.returncode == 1
     assert done.stderr == (
         f"fabric-mux: a command to run (-- touch {meeting_point / 'ran'}) needs hosts: "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import fabric
 import pytest
-from fabrun import fab, fab_argv, no_agent_env, program, with_default_signals
+from fabrun import fab, fab_argv, program, run_in, start_in
 from waiting import wait_until
 
 from fabric_mux.master import master_pids
@@ -277,16 +277,7 @@ def test_a_task_of_this_machine_runs_once_in_a_parallel_run_with_no_hosts(
     tmp_path: Path, control_dir: Path, meet: Path, name: str, yaml: str, flags: list[str]
 ) -> None:
     folder = project(tmp_path, control_dir, meet, yaml)
-    done = subprocess.run(
-        [program(name), *flags, "note", "note"],
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    done = run_in(folder, [program(name), *flags, "note", "note"])
     assert done.returncode == 0, done.stderr
     assert log(meet) == ["note Context", "note Context"]  # each call once
 
@@ -336,16 +327,7 @@ def test_a_fleet_flag_in_a_run_that_is_not_parallel_is_one_line(
 
 def start(folder: Path, ssh_config: Path, hosts: str, *args: str) -> subprocess.Popen[str]:
     """``fabmux`` in the background, in a session of its own, as from a terminal."""
-    return subprocess.Popen(
-        with_default_signals(fab_argv(ssh_config, hosts, *args, name="fabmux")),
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start_in(folder, fab_argv(ssh_config, hosts, *args, name="fabmux"))
 
 
 def ended(child: subprocess.Popen[str]) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fabrun import fab, fab_argv, no_agent_env, with_default_signals
+from fabrun import fab, fab_argv, start_in
 from waiting import wait_until
 
 from fabric_mux.group import MuxThreadingGroup
@@ -345,16 +345,7 @@ def interrupt_when_all_arrive(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``task`` with -P, and Ctrl-C it once every host has reached it."""
     argv = fab_argv(ssh_config, ",".join(hosts), "-P", task, name="fabmux")
-    child = subprocess.Popen(
-        with_default_signals(argv),
-        cwd=folder,
-        env=no_agent_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    child = start_in(folder, argv)
     try:
         assert wait_until(lambda: all((meet / host).exists() for host in hosts), deadline=60)
         child.send_signal(signal.SIGINT)
@@ -413,16 +404,7 @@ def test_ctrl_c_during_a_login_says_nothing_ran_and_leaves_no_ssh(
     argv = fab_argv(sshd.ssh_config, sshd.alias, *flags, "meet", name="fabmux")
     sshd.freeze()
     try:
-        child = subprocess.Popen(
-            with_default_signals(argv),
-            cwd=folder,
-            env=no_agent_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        child = start_in(folder, argv)
         try:
             assert wait_until(lambda: bool(ssh_with(sshd.ssh_config)), deadline=60)
             child.send_signal(signal.SIGINT)
