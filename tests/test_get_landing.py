@@ -122,6 +122,29 @@ def feeder(shared: Path, sshd: SshServer) -> Iterator[Feeder]:
         fifo.end()
 
 
+class GetInThread:
+    """``c.get(remote, local)`` in a thread of its own, started at once: what it
+    raised is in :attr:`failed` once :meth:`join` returns."""
+
+    def __init__(self, c: MuxConnection, remote: Path, local: Path) -> None:
+        self.failed: list[OSError] = []
+
+        def get() -> None:
+            try:
+                c.get(str(remote), str(local))
+            except OSError as error:
+                self.failed.append(error)
+
+        self._thread = threading.Thread(target=get)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join(timeout=60)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+
 def landing_of(pid: int | str, folder: Path, target: Path) -> Path | None:
     """The file process ``pid`` has open in ``folder`` with bytes in it, other than
     ``target``: where its get lands (through /proc, which sees it named or not)."""
@@ -154,16 +177,7 @@ def test_a_get_lands_in_a_private_file_while_it_fills(
         monkeypatch.setattr(landing, "UNNAMED", 0)
     target = shared / "kept.txt"
     inode = old_file(target, 0o644)
-    failed: list[BaseException] = []
-
-    def get() -> None:
-        try:
-            c.get(str(feeder.path), str(target))
-        except OSError as error:
-            failed.append(error)
-
-    getting = threading.Thread(target=get)
-    getting.start()
+    getting = GetInThread(c, feeder.path, target)
     try:
         feeder.feed(b"a secret\n" * 1000)
         assert wait_until(lambda: landing_of("self", shared, target) is not None, deadline=30)
@@ -178,8 +192,8 @@ def test_a_get_lands_in_a_private_file_while_it_fills(
             assert stat.S_IMODE((shared / beside[0]).stat().st_mode) == 0o600
     finally:
         feeder.end()
-        getting.join(timeout=60)
-    assert [type(error) for error in failed] == [FileNotFoundError]
+        getting.join()
+    assert [type(error) for error in getting.failed] == [FileNotFoundError]
     assert target.read_bytes() == OLD and target.stat().st_ino == inode
     assert sorted(p.name for p in shared.iterdir()) == ["kept.txt"]
 
@@ -192,16 +206,7 @@ def test_a_file_that_changes_while_it_is_read_fails_the_get_as_stock_does(
     (shared / "grown.txt").write_bytes(b"grown")
     remote = shared / "remote.link"  # the fifo while the get starts, then a file of 5 bytes
     remote.symlink_to(feeder.path)
-    failed: list[BaseException] = []
-
-    def get() -> None:
-        try:
-            c.get(str(remote), str(target))
-        except OSError as error:
-            failed.append(error)
-
-    getting = threading.Thread(target=get)
-    getting.start()
+    getting = GetInThread(c, remote, target)
     try:
         feeder.feed(b"x" * 1000)
         # Bytes landed: cat has the fifo open, and reads on while the name changes.
@@ -210,9 +215,9 @@ def test_a_file_that_changes_while_it_is_read_fails_the_get_as_stock_does(
         os.replace(shared / "new.link", remote)
     finally:
         feeder.end()
-        getting.join(timeout=60)
+        getting.join()
     # ls said 0 bytes first, then 5: not taken for what the login shell printed.
-    assert [str(error) for error in failed] == ["size mismatch in get!  5 != 0"]
+    assert [str(error) for error in getting.failed] == ["size mismatch in get!  5 != 0"]
     assert target.read_bytes() == OLD and target.stat().st_ino == inode
     assert sorted(p.name for p in shared.iterdir()) == ["grown.txt", "kept.txt", "remote.link"]
 
@@ -222,25 +227,16 @@ def test_a_remote_fifo_fails_its_size_check_as_stock_does(
 ) -> None:
     target = shared / "kept.txt"
     inode = old_file(target)
-    failed: list[BaseException] = []
-
-    def get() -> None:
-        try:
-            c.get(str(feeder.path), str(target))
-        except OSError as error:
-            failed.append(error)
-
-    getting = threading.Thread(target=get)
-    getting.start()
+    getting = GetInThread(c, feeder.path, target)
     try:
         feeder.feed(b"from a fifo\n")
         assert wait_until(lambda: landing_of("self", shared, target) is not None, deadline=30)
     finally:
         feeder.end(remove=False)  # the fifo stays, with no writer: nothing to wait for
-        getting.join(timeout=60)
+        getting.join()
     assert not getting.is_alive()
     # ls says 0 bytes; what came is not taken for what the login shell printed.
-    assert [str(error) for error in failed] == ["size mismatch in get!  12 != 0"]
+    assert [str(error) for error in getting.failed] == ["size mismatch in get!  12 != 0"]
     assert target.read_bytes() == OLD and target.stat().st_ino == inode
     assert sorted(p.name for p in shared.iterdir()) == ["kept.txt", "remote.fifo"]
 
@@ -299,25 +295,21 @@ class Held:
         self.remote = remote
         self._held = held
         self._flag = flag
-        self._getting: threading.Thread | None = None
-        #: What the get raised.
-        self.failed: list[OSError] = []
+        self._getting: GetInThread | None = None
 
     def start(self, local: Path) -> None:
-        def get() -> None:
-            try:
-                self.c.get(str(self.remote), str(local))
-            except OSError as error:
-                self.failed.append(error)
-
-        self._getting = threading.Thread(target=get)
-        self._getting.start()
+        self._getting = GetInThread(self.c, self.remote, local)
         assert wait_until(self._held.exists, deadline=30)
+
+    @property
+    def failed(self) -> list[OSError]:
+        """What the get raised."""
+        return self._getting.failed if self._getting is not None else []
 
     def end(self) -> None:
         self._flag.raise_()
         if self._getting is not None:
-            self._getting.join(timeout=60)
+            self._getting.join()
 
 
 @pytest.fixture
