@@ -6,7 +6,6 @@ once all of them came (see :data:`PUT_SCRIPT`)."""
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from contextlib import ExitStack
 from typing import Any
@@ -21,25 +20,28 @@ __all__ = ["PUT_SCRIPT", "put"]
 
 #: $1 the remote path as given (may be empty), $2 the local name (joined to a
 #: folder as posixpath.join joins, as Fabric does: an absolute name wins), $3 the mode or
-#: empty, $4 a random word for the landing file's name, $5 the size to expect. The
-#: bytes come on stdin, never in the command line: a remote process's arguments are
-#: there for every user of the server to read (ps, /proc).
+#: empty, $4 the size to expect. The bytes come on stdin, never in the command line:
+#: a remote process's arguments are there for every user of the server to read (ps,
+#: /proc).
 #:
-#: The bytes land in a new file beside the target, made 0600 by ``mktemp`` (or,
-#: without it, at a name from $4, made only where nothing is) and used only as a
-#: regular file of our own: nobody else reads it while it fills, nor puts a fifo or
-#: a link of theirs in its place. They count as sent only at the size expected: a
-#: put that breaks off (the connection lost, Ctrl-C) ends its stdin as a whole one
-#: does, and leaves the old file as it was; the landing file goes, whether the
-#: script exits or is ended (a hang-up, SIGTERM, a closed stderr). Then a new file
-#: takes the target's place; an old file gets the bytes copied in, and so keeps its
-#: inode: owner, group, mode, ACLs, extended attributes and hard links. That copy
-#: is not ended by a signal; if it fails (out of room), the landing file is kept
-#: and named. Where no file can be made beside it (a folder we may not write)
-#: or the target is no regular file (a fifo, a device), the bytes go straight in,
-#: as SFTP writes them. A new file is then given $3 or, as SFTP gives a new file,
-#: 0666 less the umask (chmod's ``=rw`` with no "who" is masked by it). Reports the
-#: absolute path, then wc's count of what landed.
+#: The bytes land in a private folder beside the target (``.fabric-mux-`` and a
+#: random word from ``mktemp -d``, or from /dev/urandom where there is no mktemp:
+#: never a name the command line gives away), in a file made 0600 there. The script
+#: works inside that folder, by relative names, once it has checked that it is a new,
+#: empty folder of its own that nobody else may enter: another user who can write the
+#: target's folder may rename the landing folder or put a link in its place, but
+#: cannot reach what the script opens, nor have it follow their link. The bytes count
+#: as sent only at the size expected: a put that breaks off (the connection lost,
+#: Ctrl-C) ends its stdin as a whole one does, and leaves the old file as it was; the
+#: landing folder goes, whether the script exits or is ended (a hang-up, SIGTERM, a
+#: closed stderr). Then a new file takes the target's place; an old file gets the
+#: bytes copied in, and so keeps its inode: owner, group, mode, ACLs, extended
+#: attributes and hard links. That copy is not ended by a signal; if it fails (out of
+#: room), the landing file is kept and named. Where no landing folder can be made (a
+#: folder we may not write) or the target is no regular file (a fifo, a device), the
+#: bytes go straight in, as SFTP writes them. A new file is then given $3 or, as SFTP
+#: gives a new file, 0666 less the umask (chmod's ``=rw`` with no "who" is masked by
+#: it). Reports the absolute path, then wc's count of what landed.
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
 if [ -z "$r" ]; then r=$2
@@ -49,35 +51,41 @@ elif [ -d "$r" ]; then
 fi
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 n=; [ -e "$r" ] || [ -h "$r" ] || n=1
-t=
+d= i=
+trap '{ [ -z "$i" ] || rm -f f; [ -z "$d" ] || rmdir -- "$d"; } 2>/dev/null' EXIT
+trap 'exit 1' HUP INT TERM PIPE
 if [ -n "$n" ] || { [ -f "$r" ] && : >> "$r"; }; then
-  t=$(mktemp "${r%/*}/.fabric-mux-XXXXXXXXXX" 2>/dev/null) || {
-    t=${r%/*}/.fabric-mux-$4
-    [ ! -e "$t" ] && [ ! -h "$t" ] && (set -C && umask 077 && : > "$t") 2>/dev/null
-  } || t=
-  [ -z "$t" ] || { [ -f "$t" ] && [ ! -h "$t" ] && [ -O "$t" ]; } || t=
+  p=${r%/*}/.fabric-mux-
+  d=$(mktemp -d "${p}XXXXXXXXXX" 2>/dev/null) || {
+    w=$(od -An -N8 -tx1 /dev/urandom | tr -dc 0-9a-f) && [ ${#w} -eq 16 ] &&
+      mkdir -m 700 -- "$p$w" && d=$p$w
+  } 2>/dev/null
+  if [ -n "$d" ] && cd -P "$d" 2>/dev/null && [ -O . ] && [ -z "$(ls -A)" ] &&
+    case $(ls -ld .) in d???--[-S]---*) ;; *) false ;; esac &&
+    (set -C && umask 077 && : > f) 2>/dev/null; then i=1
+  elif [ -n "$d" ]; then rmdir -- "$d" 2>/dev/null; d=
+  fi
 elif [ -f "$r" ]; then exit 1
 fi
-if [ -z "$t" ]; then
+if [ -z "$i" ]; then
   (umask 077 && exec cat > "$r") || exit
 else
-  trap 'rm -f -- "$t"' EXIT
-  trap 'rm -f -- "$t"; exit 1' HUP INT TERM PIPE
-  cat > "$t" || exit
-  s=$(wc -c < "$t") || exit
-  [ $s -eq "$5" ] || { printf '\0fabric-mux-short %s\0' $s >&2; exit 1; }
+  cat > f || exit
+  s=$(wc -c < f) || exit
+  [ $s -eq "$4" ] || { printf '\0fabric-mux-short %s\0' $s >&2; exit 1; }
   if [ -n "$n" ]; then
-    chmod "${3:-=rw}" -- "$t" && mv -f -- "$t" "$r" || exit
-    trap - EXIT HUP INT TERM PIPE
+    chmod "${3:-=rw}" f && mv -f f "$r" || exit
   else
     trap - EXIT
     trap '' HUP INT TERM PIPE
-    cat -- "$t" > "$r" || { printf '\0fabric-mux-kept %s\0' "$t" >&2; exit 1; }
-    rm -f -- "$t"
+    cat f > "$r" || { printf '\0fabric-mux-kept %s\0' "$d/f" >&2; exit 1; }
+    rm -f f
   fi
+  rmdir -- "$d" 2>/dev/null
+  trap - EXIT HUP INT TERM PIPE
 fi
 if [ -z "$n" ]; then [ -z "$3" ] || chmod "$3" -- "$r" || exit
-elif [ -z "$t" ]; then chmod "${3:-=rw}" -- "$r" || exit
+elif [ -z "$i" ]; then chmod "${3:-=rw}" -- "$r" || exit
 fi
 printf '\0fabric-mux %s\0' "$r" >&2
 exec wc -c < "$r" >&2"""
@@ -110,8 +118,7 @@ def put(
     report_to = progress_callback(progress, local_base or "upload")
 
     def command(size: int) -> str:
-        word = secrets.token_hex(8)  # the landing file's name: see PUT_SCRIPT
-        return command_line(PUT_SCRIPT, str(remote or ""), local_base, mode, word, str(size))
+        return command_line(PUT_SCRIPT, str(remote or ""), local_base, mode, str(size))
 
     with ExitStack() as stack:
         if is_file_like:

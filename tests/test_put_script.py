@@ -5,6 +5,7 @@ user has put something in their way. (The transfers over ssh: test_transfer.py.)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -17,17 +18,38 @@ from waiting import wait_until
 from fabric_mux.putting import PUT_SCRIPT
 
 DATA = b"SECRET=hunter2\n" * 100
-WORD = "0123456789abcdef"
 
 
-def tools(tmp_path: Path, without: tuple[str, ...] = ()) -> str:
-    """A PATH holding the programs the script runs (but those ``without``)."""
+def tools(
+    tmp_path: Path, without: tuple[str, ...] = (), before: dict[str, str] | None = None
+) -> str:
+    """A PATH holding the programs the script runs, but those ``without``; a program
+    named in ``before`` runs that shell text first (what another user does meanwhile)."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    for name in ("cat", "wc", "chmod", "mv", "rm", "mktemp"):
-        if name not in without:
-            found = shutil.which(name)
-            assert found is not None
+    for name in (
+        "cat",
+        "wc",
+        "chmod",
+        "mv",
+        "rm",
+        "rmdir",
+        "mkdir",
+        "mktemp",
+        "ls",
+        "od",
+        "tr",
+        "ln",
+    ):
+        if name in without:
+            continue
+        found = shutil.which(name)
+        assert found is not None
+        if before and name in before:
+            wrapper = folder / name
+            wrapper.write_text(f'#!/bin/sh\n{before[name]}\nexec {found} "$@"\n')
+            wrapper.chmod(0o755)
+        else:
             (folder / name).symlink_to(found)
     return str(folder)
 
@@ -35,7 +57,7 @@ def tools(tmp_path: Path, without: tuple[str, ...] = ()) -> str:
 def put_script(
     target: Path, path: str, stdin: int | bytes = DATA, size: int = len(DATA)
 ) -> subprocess.Popen[bytes]:
-    argv = ["/bin/sh", "-c", PUT_SCRIPT, "sh", str(target), "", "", WORD, str(size)]
+    argv = ["/bin/sh", "-c", PUT_SCRIPT, "sh", str(target), "", "", str(size)]
     return subprocess.Popen(
         argv,
         stdin=subprocess.PIPE if isinstance(stdin, bytes) else stdin,
@@ -50,17 +72,24 @@ def landing_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(".fabric-mux-*"))
 
 
-def put_under_way(tmp_path: Path, sent: int) -> tuple[Path, subprocess.Popen[bytes], int]:
+def landing(folder: Path) -> list[bytes]:
+    """What the landing files in ``folder`` hold so far."""
+    return [f.read_bytes() for d in landing_files(folder) for f in d.glob("f")]
+
+
+def put_under_way(
+    tmp_path: Path, sent: int, without: tuple[str, ...] = ()
+) -> tuple[Path, subprocess.Popen[bytes], int]:
     """A put over ``tmp_path/app.env`` (which holds ``old``) whose first ``sent``
     bytes are in its landing file: the target, the script and its stdin's end."""
     target = tmp_path / "app.env"
     target.write_bytes(b"old\n")
     reading, feeding = os.pipe()
-    script = put_script(target, tools(tmp_path), stdin=reading)
+    script = put_script(target, tools(tmp_path, without), stdin=reading)
     os.close(reading)
     try:
         os.write(feeding, DATA[:sent])
-        assert wait_until(lambda: any(f.stat().st_size == sent for f in landing_files(tmp_path)))
+        assert wait_until(lambda: [len(landed) for landed in landing(tmp_path)] == [sent])
     except BaseException:
         os.close(feeding)  # the script ends with its stdin: no process outlives the test
         script.wait(timeout=60)
@@ -68,12 +97,26 @@ def put_under_way(tmp_path: Path, sent: int) -> tuple[Path, subprocess.Popen[byt
     return target, script, feeding
 
 
-def test_the_landing_file_is_named_by_mktemp_not_by_the_command_line(tmp_path: Path) -> None:
-    target, script, feeding = put_under_way(tmp_path, 10)
+def put(target: Path, path: str) -> None:
+    script = put_script(target, path)
+    _, errors = script.communicate(DATA, timeout=60)
+    assert script.returncode == 0, errors
+
+
+@pytest.mark.parametrize("without", [(), ("mktemp",)])
+def test_the_bytes_fill_a_private_folder_named_by_no_word_of_the_command_line(
+    tmp_path: Path, without: tuple[str, ...]
+) -> None:
+    """By mktemp -d, or without it by /dev/urandom: a random name the command line,
+    which every user of the server reads, does not give away."""
+    target, script, feeding = put_under_way(tmp_path, 10, without)
     try:
         (landing,) = landing_files(tmp_path)
-        assert WORD not in landing.name  # the command line's word: every user reads it
-        assert stat.S_IMODE(landing.stat().st_mode) == 0o600
+        assert re.fullmatch(r"\.fabric-mux-[0-9A-Za-z]{10,16}", landing.name)
+        assert stat.S_IMODE(landing.stat().st_mode) == 0o700
+        assert [(f.name, stat.S_IMODE(f.stat().st_mode)) for f in landing.iterdir()] == [
+            ("f", 0o600)
+        ]
         os.write(feeding, DATA[10:])
     finally:
         os.close(feeding)
@@ -82,32 +125,57 @@ def test_the_landing_file_is_named_by_mktemp_not_by_the_command_line(tmp_path: P
     assert target.read_bytes() == DATA and landing_files(tmp_path) == []
 
 
-def test_a_fifo_put_where_the_landing_file_goes_gets_none_of_the_bytes(tmp_path: Path) -> None:
-    """Without mktemp, the name comes from the command line, which another user of
-    the server can read: their fifo there is never written to (nor their link)."""
+def test_with_no_way_to_a_random_name_the_bytes_go_straight_in(tmp_path: Path) -> None:
     target = tmp_path / "app.env"
     target.write_bytes(b"old\n")
-    fifo = tmp_path / f".fabric-mux-{WORD}"
-    os.mkfifo(fifo)
-    listening = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a writer would not block
-    try:
-        script = put_script(target, tools(tmp_path, without=("mktemp",)))
-        _, errors = script.communicate(DATA, timeout=60)
-        assert script.returncode == 0, errors
-        assert os.read(listening, 65536) == b""
-    finally:
-        os.close(listening)
-    assert target.read_bytes() == DATA  # written in place, as SFTP writes
+    inode = target.stat().st_ino
+    put(target, tools(tmp_path, without=("mktemp", "od")))
+    assert target.read_bytes() == DATA and target.stat().st_ino == inode
+    assert landing_files(tmp_path) == []
 
 
-def test_without_mktemp_a_landing_file_of_its_own_is_made_at_the_commands_name(
-    tmp_path: Path,
+@pytest.mark.parametrize("new", [True, False])
+def test_a_link_put_in_place_of_the_landing_folder_once_entered_is_not_followed(
+    tmp_path: Path, new: bool
 ) -> None:
-    target = tmp_path / "new.env"
-    script = put_script(target, tools(tmp_path, without=("mktemp",)))
-    _, errors = script.communicate(DATA, timeout=60)
-    assert script.returncode == 0, errors
-    assert target.read_bytes() == DATA and landing_files(tmp_path) == []
+    """Another user who may write the target's folder renames the landing folder
+    and puts a link to a folder of the put's account there, while the bytes come:
+    the script holds its own folder, and nothing it opens or changes is theirs to
+    choose."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "f").write_bytes(b"victim\n")
+    (victim / "f").chmod(0o644)
+    target = tmp_path / "app.env"
+    if not new:
+        target.write_bytes(b"old\n")
+    swap = f"cd {tmp_path} && for d in .fabric-mux-*; do mv $d moved && ln -s {victim} $d; done"
+    put(target, tools(tmp_path, before={"wc": swap}))
+    assert target.read_bytes() == DATA
+    assert (victim / "f").read_bytes() == b"victim\n"
+    assert stat.S_IMODE((victim / "f").stat().st_mode) == 0o644
+    assert sorted(p.name for p in victim.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize("inside", ["a file", "nothing, open to others"])
+def test_a_link_put_in_place_of_the_landing_folder_before_it_is_entered_is_refused(
+    tmp_path: Path, inside: str
+) -> None:
+    """The folder ``cd -P`` lands in is used only if it is new, empty and closed to
+    others; else the bytes go straight in, as SFTP writes them."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    if inside == "a file":
+        (victim / "f").write_bytes(b"victim\n")
+    else:
+        victim.chmod(0o755)
+    before = sorted(p.name for p in victim.iterdir())
+    target = tmp_path / "app.env"
+    target.write_bytes(b"old\n")
+    swap = f'd=$({shutil.which("mktemp")} "$@") && rmdir $d && ln -s {victim} $d && echo $d && exit'
+    put(target, tools(tmp_path, before={"mktemp": swap}))
+    assert target.read_bytes() == DATA
+    assert sorted(p.name for p in victim.iterdir()) == before
 
 
 @pytest.mark.parametrize("ending", ["session gone", "SIGTERM", "SIGHUP"])
@@ -140,3 +208,17 @@ def test_fewer_bytes_than_sent_change_nothing(tmp_path: Path) -> None:
     assert script.returncode == 1
     assert f"\0fabric-mux-short {len(DATA)}\0".encode() in errors
     assert target.read_bytes() == b"old\n" and landing_files(tmp_path) == []
+
+
+def test_a_copy_in_that_fails_keeps_the_bytes_and_names_where(tmp_path: Path) -> None:
+    """Out of room as the bytes are copied into the old file (which then holds what
+    the copy reached): the landing file, which holds them whole, is kept and named."""
+    target = tmp_path / "app.env"
+    target.write_bytes(b"old\n")
+    full = 'case $1 in f) echo "cat: write error: No space left on device" >&2; exit 1 ;; esac'
+    script = put_script(target, tools(tmp_path, before={"cat": full}))
+    _, errors = script.communicate(DATA, timeout=60)
+    assert script.returncode == 1
+    (folder,) = landing_files(tmp_path)
+    assert f"\0fabric-mux-kept {folder}/f\0".encode() in errors
+    assert (folder / "f").read_bytes() == DATA

@@ -146,7 +146,13 @@ class HaltingHalfway(io.BytesIO):
 
 
 def landing_files(folder: Path) -> list[Path]:
+    """The landing folders of puts under way in ``folder``."""
     return list(folder.glob(".fabric-mux-*"))
+
+
+def landing(folder: Path) -> list[Path]:
+    """The files filling in them."""
+    return [f for d in landing_files(folder) for f in d.glob("f")]
 
 
 def test_a_new_remote_file_is_private_while_a_put_fills_it(c: MuxConnection, noisy: Path) -> None:
@@ -157,12 +163,13 @@ def test_a_new_remote_file_is_private_while_a_put_fills_it(c: MuxConnection, noi
     putting = threading.Thread(target=c.put, args=(filling, str(remote)))
     putting.start()
     try:
-        # The bytes land beside it, in a file nobody else reads; it is not there yet.
-        assert wait_until(
-            lambda: any(path.stat().st_size > 0 for path in landing_files(noisy)), deadline=30
-        )
-        (landing,) = landing_files(noisy)
-        assert stat.S_IMODE(landing.stat().st_mode) == 0o600
+        # The bytes land beside it, in a folder and file nobody else reads; it is not
+        # there yet.
+        assert wait_until(lambda: any(f.stat().st_size > 0 for f in landing(noisy)), deadline=30)
+        (folder,) = landing_files(noisy)
+        (filling_file,) = landing(noisy)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE(filling_file.stat().st_mode) == 0o600
         assert not remote.exists()
     finally:
         filling.go.set()
