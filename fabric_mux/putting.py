@@ -58,7 +58,7 @@ if [ -n "$n" ] || { [ -f "$r" ] && : >> "$r"; }; then
   p=${r%/*}/.fabric-mux-
   d=$(mktemp -d "${p}XXXXXXXXXX" 2>/dev/null) || {
     w=$(od -An -N8 -tx1 /dev/urandom | tr -dc 0-9a-f) && [ ${#w} -eq 16 ] &&
-      mkdir -m 700 -- "$p$w" && d=$p$w
+      { d=$p$w; mkdir -m 700 -- "$d" || d=; }
   } 2>/dev/null
   if [ -n "$d" ] && cd -P "$d" 2>/dev/null && [ -O . ] && [ -z "$(ls -A)" ] &&
     case $(ls -ld .) in d???--[-S]---*) ;; *) false ;; esac &&

@@ -178,6 +178,22 @@ def test_a_link_put_in_place_of_the_landing_folder_before_it_is_entered_is_refus
     assert sorted(p.name for p in victim.iterdir()) == before
 
 
+@pytest.mark.parametrize("without", [(), ("mktemp",)])
+def test_a_put_ended_as_its_landing_folder_is_made_leaves_none(
+    tmp_path: Path, without: tuple[str, ...]
+) -> None:
+    """A signal that comes while the folder is made runs the script's trap once that
+    program ends: the folder is known by then, and goes."""
+    target = tmp_path / "app.env"
+    target.write_bytes(b"old\n")
+    maker = "mkdir" if without else "mktemp"
+    script = put_script(target, tools(tmp_path, without, before={maker: "kill -TERM $PPID"}))
+    script.communicate(DATA, timeout=60)
+    assert script.returncode != 0
+    assert target.read_bytes() == b"old\n"
+    assert landing_files(tmp_path) == []
+
+
 @pytest.mark.parametrize("ending", ["session gone", "SIGTERM", "SIGHUP"])
 def test_a_put_that_breaks_off_leaves_the_old_file_and_no_landing_file(
     tmp_path: Path, ending: str
