@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 __all__ = ["MuxConnectionCall", "MuxExecutor"]
 
 
+def _stop_unused(master: Master) -> None:
+    """Stop a master started ahead for a host that never ran (not the user's)."""
+    if not master.users:
+        with contextlib.suppress(MuxError, OSError):
+            master.stop()
+
+
 def _key(init_kwargs: dict[str, Any]) -> str:
     """One host of the run, as ``fab`` names it (``-H user@host:port`` or a task's hosts)."""
     return repr(sorted(init_kwargs.items()))
@@ -332,6 +339,8 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             return lambda: None
         starter = self.run_state.starter(self.config)
         started: list[Master] = []
+        ended = threading.Event()  # the run stopped: what starts now is for nothing
+        lock = threading.Lock()
 
         def start(call: Any) -> None:
             connection = MuxConnection(**dict(call.init_kwargs, config=host_config(self.config)))
@@ -342,8 +351,13 @@ class MuxExecutor(Executor):  # type: ignore[misc]
             except Exception as exc:  # the host's own: its task raises it, no new login
                 self.run_state.failures[_key(call.init_kwargs)] = exc
                 return
-            if not was_up:
-                started.append(connection.mux_master)
+            if was_up:
+                return
+            with lock:
+                if not ended.is_set():
+                    started.append(connection.mux_master)
+                    return
+            _stop_unused(connection.mux_master)  # it came up after the run stopped
 
         threads = [
             threading.Thread(target=start, args=(call,), name="fabric-mux ahead", daemon=True)
@@ -354,17 +368,20 @@ class MuxExecutor(Executor):  # type: ignore[misc]
 
         def stop_started() -> None:
             # Starts still under way (a ProxyCommand that hangs, a password
-            # prompt) are for hosts that will never run: ended, not waited for.
-            from .warmup import UNWIND_SECONDS, unwind_starts
+            # prompt) are for hosts that will never run: ended, not waited for;
+            # and none begins while their threads end.
+            from .warmup import UNWIND_SECONDS, starts_refused
 
-            unwind_starts(starter)
-            deadline = time.monotonic() + UNWIND_SECONDS
-            for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
-            for master in list(started):
-                if not master.users:
-                    with contextlib.suppress(MuxError, OSError):
-                        master.stop()
+            with lock:
+                ended.set()
+            with starts_refused(starter):
+                deadline = time.monotonic() + UNWIND_SECONDS
+                for thread in threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+            with lock:
+                masters = list(started)
+            for master in masters:
+                _stop_unused(master)
 
         return stop_started
 

@@ -216,6 +216,14 @@ def open_masters(
 def unwind_starts(starter: Starter | None = None) -> None:
     """After Ctrl-C: no new start, the ones under way ended (their masters
     stopped, their locks let go), then starts allowed again."""
+    with starts_refused(starter):
+        pass
+
+
+@contextlib.contextmanager
+def starts_refused(starter: Starter | None = None) -> Iterator[None]:
+    """:func:`unwind_starts`, with new starts still refused inside the block: a
+    thread past its start slot, not logging in yet, cannot begin a login there."""
     if starter is not None:
         starter.interrupt()
     starts = current().starts
@@ -223,5 +231,6 @@ def unwind_starts(starter: Starter | None = None) -> None:
     try:
         if not starts.wait_idle(UNWIND_SECONDS):
             log.warning("fabric-mux: some master starts did not end after Ctrl-C")
+        yield
     finally:
         starts.resume()

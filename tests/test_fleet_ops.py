@@ -12,15 +12,20 @@ import signal
 import subprocess
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fabric
 import pytest
 from fabrun import fab, fab_argv, program, run_in, start_in
 from waiting import wait_until
 
+from fabric_mux import MuxConnection, MuxExecutor, warmup
+from fabric_mux.executor import MuxConnectionCall
 from fabric_mux.master import master_pids
+from fabric_mux.process import current
 from fabric_mux.pytest_plugin import FleetFactory
 from fabric_mux.route import Route
 from fabric_mux.testing import SshServer
@@ -153,6 +158,88 @@ def test_a_rollout_stopped_by_its_budget_leaves_the_later_batches_untouched(
 def master_path(host: str, config: fabric.Config) -> str:
     """Where ``host``'s master of fabric-mux's own is."""
     return Route.for_host(host, config).master(make_folder=False).control_path
+
+
+class HeldAhead:
+    """The next batch's masters started ahead (``MuxExecutor._prefetch``), one host's
+    held past its start slot, before its login, until :meth:`go`."""
+
+    def __init__(self, fleet: Any, control_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.config = fleet.fabric_config({"mux": {"control_dir": str(control_dir)}})
+        self.held_host, self.other = fleet.hosts
+        self.entered, self._go = threading.Event(), threading.Event()
+        opening = MuxConnection.open_along
+
+        def held(connection: MuxConnection, *args: Any, **kwargs: Any) -> None:
+            if connection.original_host == self.held_host:
+                self.entered.set()
+                assert self._go.wait(60)
+            opening(connection, *args, **kwargs)
+
+        monkeypatch.setattr(MuxConnection, "open_along", held)
+        executor = MuxExecutor(collection=None, config=self.config)
+        calls = [
+            MuxConnectionCall(
+                task=fabric.Task(lambda c: None),
+                init_kwargs={"host": host},
+                run_state=executor.run_state,
+            )
+            for host in fleet.hosts
+        ]
+        self.stop_started = executor._prefetch(calls)
+        self.executor = executor
+
+    def go(self) -> None:
+        self._go.set()
+
+    def up(self, host: str) -> bool:
+        return bool(master_pids(master_path(host, self.config)))
+
+    def close(self) -> None:
+        self._go.set()
+        for connection in self.executor.run_state.opened:
+            connection.close()
+
+
+def test_a_master_ahead_cannot_begin_its_login_while_the_run_stops_them(
+    sshd_fleet: FleetFactory, control_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run stops (a spent budget, Ctrl-C) while a host of the next batch is past
+    its start slot but not logging in yet: it never logs in."""
+    fleet = sshd_fleet(2)
+    ahead = HeldAhead(fleet, control_dir, monkeypatch)
+    try:
+        assert ahead.entered.wait(60)
+        assert wait_until(lambda: ahead.up(ahead.other), deadline=60)
+        assert wait_until(lambda: fleet.logins()[ahead.other] == 1, deadline=60)
+        stopping = threading.Thread(target=ahead.stop_started)
+        stopping.start()
+        assert wait_until(lambda: current().starts.stopping, deadline=60)
+        ahead.go()
+        stopping.join(timeout=60)
+        assert not stopping.is_alive()
+    finally:
+        ahead.close()
+    assert fleet.logins() == {ahead.held_host: 0, ahead.other: 1}
+    assert not ahead.up(ahead.held_host) and not ahead.up(ahead.other)
+
+
+def test_a_master_ahead_that_comes_up_after_the_run_stopped_is_stopped(
+    sshd_fleet: FleetFactory, control_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its thread outlived the wait for it (a slow ssh -G, a loaded machine): the
+    master it brings up later is stopped as it comes, not left for its persist time."""
+    monkeypatch.setattr(warmup, "UNWIND_SECONDS", 0.0)
+    fleet = sshd_fleet(2)
+    ahead = HeldAhead(fleet, control_dir, monkeypatch)
+    try:
+        assert ahead.entered.wait(60)
+        ahead.stop_started()  # gives up on the held thread at once
+        ahead.go()
+        assert wait_until(lambda: fleet.logins()[ahead.held_host] == 1, deadline=60)
+        assert wait_until(lambda: not ahead.up(ahead.held_host), deadline=60)
+    finally:
+        ahead.close()
 
 
 def test_a_rolling_run_runs_every_task_on_a_batch_before_the_next_a_canary_first(
