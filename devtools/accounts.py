@@ -4,7 +4,7 @@ Not shipped with fabric-mux: it administers the machine (useradd, chpasswd,
 sudoers), which only a test machine run as root should see. As root, the tests
 lend the account ``fmuxtest`` (``FMUX_TEST_USER``) a fresh random password and
 a sudo rule for the run only, and take both back whatever way the run ends;
-``remove_account`` deletes it (``python3 -m devtools.accounts remove``).
+``remove_account`` deletes it (``.venv/bin/python -m devtools.accounts remove`` in a clone).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import fcntl
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def ensure_account(name: str, password: str | None = None, sudoer: bool = False)
             _run(["useradd", "-m", "-s", "/bin/bash", name])
             print(
                 f"devtools.accounts: made the local account {name!r} for test servers to let "
-                f"in (python3 -m devtools.accounts remove {name} removes it)",
+                f"in ({_this_python()} -m devtools.accounts remove {name} removes it)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -223,10 +224,17 @@ def _write_sudoers(name: str) -> None:
     os.replace(draft, sudoers)
 
 
+def _this_python() -> str:
+    """This Python as one would type it here: ``.venv/bin/python`` in a clone (the
+    system's python3 has no Fabric to run this module with)."""
+    relative = os.path.relpath(sys.executable)
+    return shlex.quote(sys.executable if relative.startswith("..") else relative)
+
+
 def main(argv: list[str]) -> int:
-    """``python3 -m devtools.accounts revoke|remove [NAME]`` (NAME: :data:`TEST_USER`)."""
+    """``.venv/bin/python -m devtools.accounts revoke|remove [NAME]`` (NAME: :data:`TEST_USER`)."""
     if not argv or argv[0] not in ("revoke", "remove") or len(argv) > 2:
-        print("usage: python3 -m devtools.accounts revoke|remove [NAME]", file=sys.stderr)
+        print(f"usage: {_this_python()} -m devtools.accounts revoke|remove [NAME]", file=sys.stderr)
         return 2
     name = argv[1] if len(argv) > 1 else TEST_USER
     if argv[0] == "remove":

@@ -162,7 +162,7 @@ STANDINS = {
     [
         ("running", "inactive", True, "bootstrap: stopped and disabled the ssh service"),
         ("running", "active", False, None),
-        ("offline", "inactive", False, "bootstrap: openssh-server is installed for its program"),
+        ("offline", "inactive", False, "bootstrap: installed openssh-server for its sshd program"),
     ],
 )
 def test_installing_openssh_server_leaves_no_sshd_running_that_was_not_before(

@@ -250,7 +250,8 @@ def test_a_local_forward_on_port_zero_yields_the_port_it_listens_on(
     sshd: SshServer, config: fabric.Config
 ) -> None:
     c = MuxConnection(sshd.alias, config=config)
-    with c.forward_local(0, remote_port=sshd.port) as port:
+    # 127.0.0.1, not Fabric's default "localhost": a bare container may have no /etc/hosts.
+    with c.forward_local(0, remote_port=sshd.port, remote_host="127.0.0.1") as port:
         assert port != 0
         with socket.create_connection(("127.0.0.1", port), timeout=10) as through:
             assert through.recv(8) == b"SSH-2.0-"  # the server, reached through the forward
