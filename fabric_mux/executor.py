@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,7 @@ from invoke.exceptions import Exit
 
 from .config import load_environment, mux_settings
 from .connection import MuxConnection
-from .exceptions import BadHostList, EmptyHostList, MuxError, RunInterrupted
+from .exceptions import BadHostList, EmptyHostList, RunInterrupted
 from .hostfiles import hosts_in
 from .hostlist import expand, names_no_host, split_hosts
 from .parallel import Terminated
@@ -33,17 +32,9 @@ from .screen import visible
 from .upstream import call_context, host_config
 
 if TYPE_CHECKING:
-    from .master import Master
     from .warmup import Starter
 
 __all__ = ["MuxConnectionCall", "MuxExecutor"]
-
-
-def _stop_unused(master: Master) -> None:
-    """Stop a master started ahead for a host that never ran (not the user's)."""
-    if not master.users:
-        with contextlib.suppress(MuxError, OSError):
-            master.stop()
 
 
 def _key(init_kwargs: dict[str, Any]) -> str:
@@ -337,53 +328,15 @@ class MuxExecutor(Executor):  # type: ignore[misc]
         started, should the run stop before those hosts run anything."""
         if not calls:
             return lambda: None
-        starter = self.run_state.starter(self.config)
-        started: list[Master] = []
-        ended = threading.Event()  # the run stopped: what starts now is for nothing
-        lock = threading.Lock()
+        from .ahead import StartedAhead
 
-        def start(call: Any) -> None:
+        hosts = []
+        for call in calls:
             connection = MuxConnection(**dict(call.init_kwargs, config=host_config(self.config)))
             self.run_state.opened.append(connection)  # closed when the run ends
-            try:
-                was_up = connection.route().master().alive() is not None
-                starter.open(connection)
-            except Exception as exc:  # the host's own: its task raises it, no new login
-                self.run_state.failures[_key(call.init_kwargs)] = exc
-                return
-            if was_up:
-                return
-            with lock:
-                if not ended.is_set():
-                    started.append(connection.mux_master)
-                    return
-            _stop_unused(connection.mux_master)  # it came up after the run stopped
-
-        threads = [
-            threading.Thread(target=start, args=(call,), name="fabric-mux ahead", daemon=True)
-            for call in calls
-        ]
-        for thread in threads:
-            thread.start()
-
-        def stop_started() -> None:
-            # Starts still under way (a ProxyCommand that hangs, a password
-            # prompt) are for hosts that will never run: ended, not waited for;
-            # and none begins while their threads end.
-            from .warmup import UNWIND_SECONDS, starts_refused
-
-            with lock:
-                ended.set()
-            with starts_refused(starter):
-                deadline = time.monotonic() + UNWIND_SECONDS
-                for thread in threads:
-                    thread.join(max(0.0, deadline - time.monotonic()))
-            with lock:
-                masters = list(started)
-            for master in masters:
-                _stop_unused(master)
-
-        return stop_started
+            hosts.append((connection, _key(call.init_kwargs)))
+        starter = self.run_state.starter(self.config)
+        return StartedAhead(starter, hosts, self.run_state.failures).stop
 
     def _interrupted(self, running: list[str]) -> None:
         """Ctrl-C in a parallel run: stop waiting on every host, and say where
