@@ -42,6 +42,15 @@ __all__ = ["PUT_SCRIPT", "put"]
 #: bytes go straight in, as SFTP writes them. A new file is then given $3 or, as SFTP
 #: gives a new file, 0666 less the umask (chmod's ``=rw`` with no "who" is masked by
 #: it). Reports the absolute path, then wc's count of what landed.
+#:
+#: An old regular file is opened once, as fd 3, before anything shows in its folder
+#: (as SFTP opens it once): on Linux the copy-in, the mode and the count then go
+#: through /proc/self/fd/3, which names that open file and no path, so that another
+#: user who may write the folder cannot, by renaming the target or putting a link in
+#: its place meanwhile, have the bytes written into or a mode set on a file of their
+#: choosing. Where there is no such /proc (BSD, macOS), they go by the name, as
+#: SFTP's write and chmod do. (``command exec``: a redirection that fails ends no
+#: shell.)
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
 if [ -z "$r" ]; then r=$2
@@ -51,10 +60,11 @@ elif [ -d "$r" ]; then
 fi
 case $r in /*) ;; *) cd -P . && r=$PWD/$r ;; esac
 n=; [ -e "$r" ] || [ -h "$r" ] || n=1
-d= i=
+d= i= t=$r
 trap '{ [ -z "$i" ] || rm -f f; [ -z "$d" ] || rmdir -- "$d"; } 2>/dev/null' EXIT
 trap 'exit 1' HUP INT TERM PIPE
-if [ -n "$n" ] || { [ -f "$r" ] && : >> "$r"; }; then
+if [ -n "$n" ] || { [ -f "$r" ] && { command exec 3>>"$r"; } 2>/dev/null; }; then
+  [ -n "$n" ] || ! [ -h /proc/self/fd/3 ] || t=/proc/self/fd/3
   p=${r%/*}/.fabric-mux-
   d=$(mktemp -d "${p}XXXXXXXXXX" 2>/dev/null) || {
     w=$(od -An -N8 -tx1 /dev/urandom | tr -dc 0-9a-f) && [ ${#w} -eq 16 ] &&
@@ -68,7 +78,7 @@ if [ -n "$n" ] || { [ -f "$r" ] && : >> "$r"; }; then
 elif [ -f "$r" ]; then exit 1
 fi
 if [ -z "$i" ]; then
-  (umask 077 && exec cat > "$r") || exit
+  (umask 077 && exec cat > "$t") || exit
 else
   cat > f || exit
   s=$(wc -c < f) || exit
@@ -78,17 +88,17 @@ else
   else
     trap - EXIT
     trap '' HUP INT TERM PIPE
-    cat f > "$r" || { printf '\0fabric-mux-kept %s\0' "$d/f" >&2; exit 1; }
+    cat f > "$t" || { printf '\0fabric-mux-kept %s\0' "$d/f" >&2; exit 1; }
     rm -f f
   fi
   rmdir -- "$d" 2>/dev/null
   trap - EXIT HUP INT TERM PIPE
 fi
-if [ -z "$n" ]; then [ -z "$3" ] || chmod "$3" -- "$r" || exit
+if [ -z "$n" ]; then [ -z "$3" ] || chmod "$3" -- "$t" || exit
 elif [ -z "$i" ]; then chmod "${3:-=rw}" -- "$r" || exit
 fi
 printf '\0fabric-mux %s\0' "$r" >&2
-exec wc -c < "$r" >&2"""
+exec wc -c < "$t" >&2"""
 
 
 def put(

@@ -55,9 +55,9 @@ def tools(
 
 
 def put_script(
-    target: Path, path: str, stdin: int | bytes = DATA, size: int = len(DATA)
+    target: Path, path: str, stdin: int | bytes = DATA, size: int = len(DATA), mode: str = ""
 ) -> subprocess.Popen[bytes]:
-    argv = ["/bin/sh", "-c", PUT_SCRIPT, "sh", str(target), "", "", str(size)]
+    argv = ["/bin/sh", "-c", PUT_SCRIPT, "sh", str(target), "", mode, str(size)]
     return subprocess.Popen(
         argv,
         stdin=subprocess.PIPE if isinstance(stdin, bytes) else stdin,
@@ -97,8 +97,8 @@ def put_under_way(
     return target, script, feeding
 
 
-def put(target: Path, path: str) -> None:
-    script = put_script(target, path)
+def put(target: Path, path: str, mode: str = "") -> None:
+    script = put_script(target, path, mode=mode)
     _, errors = script.communicate(DATA, timeout=60)
     assert script.returncode == 0, errors
 
@@ -155,6 +155,34 @@ def test_a_link_put_in_place_of_the_landing_folder_once_entered_is_not_followed(
     assert (victim / "f").read_bytes() == b"victim\n"
     assert stat.S_IMODE((victim / "f").stat().st_mode) == 0o644
     assert sorted(p.name for p in victim.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize("program", ["wc", "chmod"])
+def test_a_link_put_in_place_of_the_old_file_is_neither_written_nor_widened(
+    tmp_path: Path, program: str
+) -> None:
+    """Another user who may write the target's folder renames the old file and puts a
+    link to a private file of the put's account in its place, once the bytes have
+    landed (``wc`` counts them just before they are copied in) or just before the mode
+    is set: the script holds the file it opened first, and the linked file keeps its
+    bytes and its mode."""
+    victim = tmp_path / "secret.key"
+    victim.write_bytes(b"victim\n")
+    victim.chmod(0o600)
+    target = tmp_path / "app.env"
+    target.write_bytes(b"old\n")
+    target.chmod(0o640)
+    inode = target.stat().st_ino
+    swap = f"[ -h {target} ] || {{ mv {target} {tmp_path}/moved && ln -s {victim} {target}; }}"
+    if program == "chmod":
+        swap = f'[ "$1" != 644 ] || {{ {swap}; }}'
+    put(target, tools(tmp_path, before={program: swap}), mode="644")
+    assert target.is_symlink()
+    assert victim.read_bytes() == b"victim\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    moved = tmp_path / "moved"
+    assert moved.stat().st_ino == inode and moved.read_bytes() == DATA
+    assert stat.S_IMODE(moved.stat().st_mode) == 0o644
 
 
 @pytest.mark.parametrize("inside", ["a file", "nothing, open to others"])
