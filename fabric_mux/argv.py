@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -12,6 +13,8 @@ from typing import NamedTuple
 
 __all__ = [
     "MAX_CONTROL_PATH",
+    "SHELL_RUN",
+    "THIS_RUN_ONLY",
     "SshTarget",
     "config_query_argv",
     "connect_kwargs_options",
@@ -29,6 +32,7 @@ __all__ = [
     "resolved_values",
     "ssh_options",
     "target_args",
+    "this_run_only",
 ]
 
 
@@ -153,6 +157,23 @@ NOT_IDENTITY = frozenset(
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+#: The ``ssh -G`` keywords whose value ssh runs through a shell: where the route
+#: goes (ProxyCommand), how its host key is found (KnownHostsCommand).
+SHELL_RUN = ("proxycommand", "knownhostscommand")
+#: A variable that shell expands: ``$NAME`` as well as ``${NAME}``.
+_SHELL_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+#: What that shell makes of words nobody can tell ahead: a command's output
+#: (``$(...)``, backquotes), its own pid.
+_SHELL_ONLY = re.compile(r"\$\(|`|\$[$!]")
+#: The identity line of a route whose shell-run command has such words: its
+#: master is this run's (the run's forks share it), never another run's.
+THIS_RUN_ONLY = f"this run only {secrets.token_hex(8)}"
+
+
+def this_run_only(identity: str) -> bool:
+    """Whether a master identity (:func:`master_identity`) is this run's only."""
+    return THIS_RUN_ONLY in identity.splitlines()
+
 
 #: Tokens that ssh expands, after ``ssh -G``, to the alias as written: ``%n``,
 #: and ``%k`` (HostKeyAlias, else the alias).
@@ -174,8 +195,12 @@ def master_identity(resolved_config: str, alias: str, environ: Mapping[str, str]
     a value holding ``%n`` or ``%k``, which ssh expands to the alias only
     later (an IdentityFile, a KnownHostsCommand): then the alias does change
     what ssh does, and it counts. ``${NAME}`` references are expanded by ssh
-    from its environment, so their values count too; so does the agent's
-    socket when the agent is forwarded (sessions get the master's agent).
+    from its environment, so their values count too, as do those of ``$NAME``
+    in a command ssh runs through a shell (:data:`SHELL_RUN`: the same
+    ProxyCommand text may go elsewhere in another environment); a command's
+    output there (``$(...)``) is known to nobody ahead, so such a route's master
+    is this run's only (:data:`THIS_RUN_ONLY`). So does the agent's socket when
+    the agent is forwarded (sessions get the master's agent).
     """
     text, names = _identity_lines(resolved_config, alias)
     return "\n".join([text, *(f"${{{name}}}={environ.get(name, '')}" for name in names)])
@@ -195,6 +220,11 @@ def _identity_lines(resolved_config: str, alias: str) -> tuple[str, tuple[str, .
         lines.append(f"host {alias}")
     names = set(_ENV_REFERENCE.findall(text))
     settings = parse_resolved_config(resolved_config)
+    for keyword in SHELL_RUN:
+        command = settings.get(keyword, "none")
+        names.update(_SHELL_VARIABLE.findall(command))
+        if _SHELL_ONLY.search(command) and THIS_RUN_ONLY not in lines:
+            lines.append(THIS_RUN_ONLY)
     for keyword in ("identityagent", "forwardagent"):
         value = settings.get(keyword, "")
         if value.startswith("$"):

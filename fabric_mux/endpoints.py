@@ -89,6 +89,9 @@ def learn(
         return Served(None, None, "its ssh_config changed since it started")
     destination = parse_resolved_config(resolved).get("host", "")
     endpoint = endpoint_of(ssh, resolved, config_file_of(words), destination, keep_in)
+    if endpoint.shell:
+        # Its ProxyCommand's shell expanded those words in its environment then.
+        return Served(None, None, "a shell expanded its ProxyCommand's $ words, unseen")
     return Served(endpoint, send_env_of(resolved), peers=_transport(pid))
 
 

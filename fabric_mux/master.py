@@ -27,6 +27,7 @@ from .argv import (
     master_identity,
     parse_resolved_config,
     resolved_values,
+    this_run_only,
 )
 from .controldir import user_locks
 from .exceptions import (
@@ -145,6 +146,15 @@ class Master:
             resolved_text = resolve_config(ssh, target, keep_in=control_dir)
         identity = master_identity(resolved_text, target.destination, os.environ)
         control_path = str(control_dir / control_socket_name(identity))
+        said = current().said
+        if this_run_only(identity) and (target.destination, control_path) not in said:
+            said.add((target.destination, control_path))
+            log.warning(
+                "fabric-mux: %s: ssh runs its ProxyCommand or KnownHostsCommand through a "
+                "shell that runs a command of its own ($(...), `...`), whose answer no "
+                "other run can check: its master serves this run only",
+                target.destination,
+            )
         if len(control_path.encode()) > MAX_CONTROL_PATH:
             raise ControlDirUnusable(
                 f"control socket path {control_path} is longer than {MAX_CONTROL_PATH} bytes "

@@ -49,6 +49,7 @@ from .argv import (
     master_identity,
     parse_resolved_config,
     quote_option_value,
+    this_run_only,
 )
 from .config import MuxSettings, mux_settings
 from .connected import Peer, addresses_of
@@ -419,6 +420,8 @@ class Route:
             theirs = self.view().get("controlpersist", "no")
             if theirs not in ("no", "false", "0"):
                 return "yes" if theirs == "true" else theirs
+        elif this_run_only(master.identity):
+            return "1"  # no later run can tell it is theirs: it lives while held
         return self.settings.persist
 
     # -- bringing it up ------------------------------------------------------------

@@ -29,7 +29,9 @@ connection to the route's host and port as its transport
 command line nor its path says whether it went through a proxy of its own, or
 where a ``Match exec`` of its ssh_config sent it. A master whose ssh_config runs
 ``Match exec`` cannot be told at all: what the command answered when it started
-is not known.
+is not known; nor can one whose ProxyCommand (or KnownHostsCommand, or a hop's)
+has words its shell expands (``$NAME``, ``$(...)``): that shell read an
+environment, or ran commands, that we cannot see.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from .argv import SshTarget, resolved_values
+from .argv import SHELL_RUN, SshTarget, resolved_values
 from .exceptions import EnvNotSent
 from .hops import without_log
 
@@ -80,6 +82,10 @@ class Endpoint(NamedTuple):
     way: str
     #: The host-key rules (:data:`HOST_KEY_RULES`), as ``ssh -G`` says them.
     keys: tuple[tuple[str, str], ...] = ()
+    #: Whether a command ssh runs through a shell on the way (a ProxyCommand, a
+    #: KnownHostsCommand, a hop's) has words that shell expands (``$NAME``,
+    #: ``$(...)``, backquotes): from an environment or commands we cannot see.
+    shell: bool = False
 
     @classmethod
     def of(cls, view: Mapping[str, str], hops: Sequence[Endpoint] = ()) -> Endpoint:
@@ -94,8 +100,11 @@ class Endpoint(NamedTuple):
         else:
             way = ""
         keys = tuple((key, view.get(key, "")) for key in HOST_KEY_RULES)
+        shell = any(hop.shell for hop in hops) or any(
+            "$" in view.get(key, "") or "`" in view.get(key, "") for key in SHELL_RUN
+        )
         return cls(
-            view.get("user", ""), view.get("hostname", ""), view.get("port", "22"), way, keys
+            view.get("user", ""), view.get("hostname", ""), view.get("port", "22"), way, keys, shell
         )
 
     def full(self) -> str:

@@ -9,6 +9,7 @@ import pytest
 from fabric_mux.argv import (
     MAX_CONTROL_PATH,
     NOT_IDENTITY,
+    THIS_RUN_ONLY,
     SshTarget,
     config_query_argv,
     connect_kwargs_options,
@@ -23,6 +24,7 @@ from fabric_mux.argv import (
     quote_option_value,
     ssh_options,
     target_args,
+    this_run_only,
 )
 
 RESOLVED = (
@@ -170,6 +172,24 @@ def test_environment_references_count_with_their_values() -> None:
     view = "user u\nuserknownhostsfile ${KH}/known_hosts\n"
     assert name(view, environ={"KH": "/a"}) != name(view, environ={"KH": "/b"})
     assert name(view, environ={"KH": "/a", "OTHER": "1"}) == name(view, environ={"KH": "/a"})
+
+
+@pytest.mark.parametrize("keyword", ["proxycommand", "knownhostscommand"])
+def test_a_command_run_through_a_shell_counts_its_variables_and_is_this_runs_if_it_runs_more(
+    keyword: str,
+) -> None:
+    """The shell that ssh runs these commands with expands ``$NAME`` too; what
+    ``$(...)``, backquotes or ``$$`` give, nobody knows ahead."""
+    view = f"user u\nhostname h\n{keyword} ssh -W %h:%p $BASTION\n"
+    assert name(view, environ={"BASTION": "stage"}) != name(view, environ={"BASTION": "prod"})
+    assert name(view, environ={"BASTION": "a", "X": "1"}) == name(view, environ={"BASTION": "a"})
+    assert not this_run_only(master_identity(view, "h", {}))
+    for words in ("$(cat /etc/bastion)", "`cat /etc/bastion`", "bastion-$$"):
+        ran = view.replace("$BASTION", words)
+        identity = master_identity(ran, "h", {})
+        assert this_run_only(identity) and THIS_RUN_ONLY in identity.splitlines()
+    # Another keyword's $ is ssh's own business, or none.
+    assert not this_run_only(master_identity("user u\nlocalcommand echo $(date)\n", "h", {}))
 
 
 TOKENS = {"d": "/home/me", "h": "10.0.0.5", "r": "deploy", "n": "web1", "u": "me"}

@@ -17,11 +17,20 @@ from pathlib import Path
 
 import fabric
 import pytest
-from test_shared_paths import GATED_RELAY, one_address, ports, sockets  # noqa: F401
+from fabrun import MUX_YAML, fab
+from test_shared_paths import (  # noqa: F401
+    FABFILE,
+    GATED_RELAY,
+    one_address,
+    ports,
+    ran_on,
+    sockets,
+)
 from test_user_masters import prepend, run_ssh
 from waiting import wait_until
 
 from fabric_mux import MuxConnection
+from fabric_mux.argv import is_control_socket_name
 from fabric_mux.exceptions import EnvNotSent, RunInterrupted
 from fabric_mux.master import master_pids
 from fabric_mux.process import MasterStarts
@@ -291,6 +300,88 @@ def test_two_proxycommands_to_one_address_are_two_routes_whatever_the_path_names
     assert fleet.logins() == {"host1": 1, "host2": 1}
     said = [line for line in caplog.text.splitlines() if "using a master" in line]
     assert said and str(relay) not in said[0]  # a ProxyCommand's words are not shown
+
+
+def one_name_for_two_servers(fleet: Fleet, tmp_path: Path, port_words: str) -> None:
+    """``px``: one name whose ProxyCommand reaches the server at ``port_words``, words
+    that its shell expands (``$PXPORT``, ``$(cat FILE)``), as ``ssh -W %h:%p $BASTION``
+    does where staging and production share host names. Either server's key is
+    ``px``'s, so that only where the task runs tells which it reached."""
+    relay = tmp_path / "relay.py"
+    relay.write_text(GATED_RELAY)
+    known = tmp_path / "px_known_hosts"
+    known.write_text(
+        "".join(
+            "px-key " + " ".join(server.known_hosts.read_text().split()[1:3]) + "\n"
+            for server in fleet.servers
+        )
+    )
+    prepend(
+        fleet.ssh_config,
+        f"Host px\n    HostName db.internal\n    User {fleet.servers[0].user}\n"
+        f"    HostKeyAlias px-key\n    UserKnownHostsFile {known}\n"
+        f"    ProxyCommand {sys.executable} {relay} 127.0.0.1 {port_words} {tmp_path}\n",
+    )
+    (tmp_path / "fabfile.py").write_text(FABFILE)
+
+
+@pytest.mark.parametrize("words", ["environment", "command"])
+def test_a_proxycommand_whose_shell_picks_the_server_takes_each_run_where_it_says(
+    sshd_fleet: FleetFactory,
+    control_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    words: str,
+) -> None:
+    """The same ssh -G answer, another server: ``$PXPORT`` counts as the variable's
+    value; a command's output (``$(cat FILE)``), which nobody can know ahead, makes
+    the master the run's own (one warning line), ended with it."""
+    fleet = sshd_fleet(2)
+    choice = tmp_path / "px-port"
+    port_words = "$PXPORT" if words == "environment" else f"$(cat {choice})"
+    one_name_for_two_servers(fleet, tmp_path, port_words)
+    (tmp_path / "fabric.yaml").write_text(MUX_YAML.format(control_dir=control_dir))
+    for server in fleet.servers:
+        monkeypatch.setenv("PXPORT", str(server.port))
+        choice.write_text(str(server.port))
+        proc = fab(tmp_path, fleet.ssh_config, "px", "-P", "where", name="fabmux")
+        assert proc.returncode == 0, proc.stderr
+        assert ran_on(proc.stdout) == {"px": server.port}
+        said = [line for line in proc.stderr.splitlines() if "serves this run only" in line]
+        assert len(said) == (words == "command"), proc.stderr
+    assert fleet.logins() == {"host1": 1, "host2": 1}
+    if words == "command":  # it lived while the run held it
+        assert wait_until(
+            lambda: not [p for p in control_dir.iterdir() if is_control_socket_name(p.name)]
+        )
+
+
+def test_a_users_master_whose_proxycommand_read_its_environment_is_not_ridden(
+    sshd_fleet: FleetFactory,
+    sockets: Path,  # noqa: F811
+    control_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user's ``ssh -fN px`` went where ``$PXPORT`` said in their terminal; in
+    this process it says the other server. That master cannot be told to be this
+    route's: a master of fabric-mux's own goes where this environment says."""
+    fleet = sshd_fleet(2)
+    one_name_for_two_servers(fleet, tmp_path, "$PXPORT")
+    prepend(
+        fleet.ssh_config,
+        f"Host px\n    ControlMaster auto\n    ControlPath {sockets}/cm-%h\n",
+    )
+    first, second = fleet.servers
+    run_ssh(
+        ["ssh", "-F", str(fleet.ssh_config), "-fN", "px"], {**os.environ, "PXPORT": str(first.port)}
+    )
+    assert fleet.logins() == {"host1": 1, "host2": 0}
+    monkeypatch.setenv("PXPORT", str(second.port))
+    c = MuxConnection("px", config=config(fleet, control_dir))
+    assert landed(c)[1] == second.port
+    assert fleet.logins() == {"host1": 1, "host2": 1}
+    c.close()
 
 
 def test_the_same_bastion_alias_in_two_config_files_is_two_ways(
