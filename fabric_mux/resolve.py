@@ -306,15 +306,28 @@ def _keep(folder: Path, argv: Sequence[str], text: str, stamps: Sequence[_Stamp]
 
 
 def changed_since(ssh: str, target: SshTarget, since: float) -> bool | None:
-    """Whether a file or folder that ``ssh -G`` read for ``target`` (asked just
-    before, with :func:`resolve_config`) changed after ``since`` (seconds since
-    the epoch); None when that cannot be told (its config ran a ``Match exec``,
-    whose answers are never kept)."""
+    """Whether a config file that ``ssh -G`` read for ``target`` (asked just
+    before, with :func:`resolve_config`) was written, replaced or made after
+    ``since`` (seconds since the epoch): by its modification time, or its change
+    time, which ``cp -p`` or ``touch -d`` cannot set back. None when that cannot
+    be told (its config ran a ``Match exec``, whose answers are never kept).
+
+    Folders do not count here, unlike for reusing an answer: the user's
+    ControlPath sockets come and go beside ``~/.ssh/config``, and a new socket
+    is not a new config. (A file added since is among those read now; one
+    removed since cannot be told from a socket gone.)"""
     with current().resolved_lock:
         known: _Answer | None = current().resolved.get(tuple(config_query_argv(ssh, target)))
     if known is None:
         return None
-    return any(stamp.mtime_ns > since * 1e9 for stamp in known.stamps if stamp.inode >= 0)
+    for stamp in known.stamps:
+        try:
+            info = os.stat(stamp.path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and max(info.st_mtime_ns, info.st_ctime_ns) > since * 1e9:
+            return True
+    return False
 
 
 def forget() -> None:

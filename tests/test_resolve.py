@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,37 @@ def test_a_new_file_matching_an_include_is_read(
     (parts / "user.conf").write_text("Host web\n    User deploy\n")
     assert "user deploy" in view(config)
     assert asked(caplog) == 2
+
+
+def test_a_file_copied_in_with_an_old_time_is_a_change_since(config: Path) -> None:
+    """``cp -p`` gives a file its source's old modification time; its change
+    time is now."""
+    long_ago = (1_577_836_800, 1_577_836_800)  # 2020
+    os.utime(config.parent, long_ago)
+    started = time.time() - 0.5  # a master started just before the copy
+    config.write_text("Host web\n    HostName 10.0.0.6\n")  # cp -p: into the file,
+    os.utime(config, long_ago)  # then its source's times: its change time is now
+    os.utime(config.parent, long_ago)
+    assert os.stat(config).st_mtime < started
+    assert "hostname 10.0.0.6" in view(config)
+    assert resolve.changed_since("ssh", SshTarget("web", config_file=str(config)), started)
+
+
+def test_a_socket_beside_the_config_is_no_change_since(config: Path) -> None:
+    """The user's ControlPath sockets live beside ``~/.ssh/config``: a new one
+    changes the folder, not the config."""
+    started = config.stat().st_ctime + 0.5  # a master started after the last edit
+    folder = config.parent
+    later = started + 60
+    (folder / "cm-another-host").write_text("")  # a socket of the user's, later that day
+    os.utime(folder, (later, later))
+    view(config)  # asked now, as a route asks it before it looks at the master
+    target = SshTarget("web", config_file=str(config))
+    assert resolve.changed_since("ssh", target, started) is False
+    config.write_text("Host web\n    HostName 10.0.0.7\n")  # an edit later that day
+    os.utime(config, (later, later))
+    view(config)
+    assert resolve.changed_since("ssh", target, started) is True
 
 
 def test_a_match_exec_is_run_every_time(config: Path, caplog: pytest.LogCaptureFixture) -> None:
