@@ -72,8 +72,8 @@ def expand(pattern: str) -> list[str]:
         (``web[a-c]``, ``web[3-1]``, ``web[01-``), for more than
         :data:`MAX_RANGE` hosts (counted before any is made), for a range of bare
         numbers (``[0-3]``: an empty ``${CLUSTER}[0-3]``, where ``0`` is the
-        address of this machine), and for a control character in the name;
-        naming it.
+        address of this machine) or a bare number (``0``), and for a control
+        character in the name; naming it.
     """
     control = _CONTROL.search(pattern)
     if control is not None:
@@ -108,12 +108,17 @@ def expand(pattern: str) -> list[str]:
     texts = [[piece] if isinstance(piece, str) else _numbers(piece) for piece in pieces]
     hosts = ["".join(combination) for combination in itertools.product(*texts)]
     # The names differ only in the brackets' digits: the first tells for all.
-    bare = _bare_number(hosts[0]) if brackets else None
-    if bare is not None:
+    bare = _bare_number(hosts[0])
+    if bare is not None and brackets:
         raise _bad(
             pattern,
             f"its hosts are bare numbers, which are addresses ({bare!r}; 0 is this "
             "machine): is the name before the bracket missing?",
+        )
+    if bare is not None:  # ${CLUSTER}0 with CLUSTER empty
+        raise BadHostList(
+            f"the host name {pattern!r} is a bare number, which is an address (0 is this "
+            "machine): is the name before it missing?"
         )
     return hosts
 

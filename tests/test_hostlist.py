@@ -49,6 +49,10 @@ def test_ranges_expand(pattern: str, hosts: list[str]) -> None:
         ("1[0-3]", "bare numbers"),
         ("[1-2][3-4]", "bare numbers"),
         ("root@[0-2]:22", "bare numbers, which are addresses ('0';"),
+        # ...and so is a bare number alone: an empty ${CLUSTER}0.
+        ("0", "is a bare number, which is an address (0 is this machine)"),
+        ("deploy@0:22", "is a bare number"),
+        ("2130706433", "is a bare number"),
         # Other scripts' digits: fullwidth, Arabic-Indic.
         ("web[\uff11-\uff13]", "is not numbers and ranges"),
         ("web[\u0661-\u0663]", "is not numbers and ranges"),
