@@ -345,9 +345,10 @@ def _run_master(
         if asker is not None:
             asker.stop()
     except BaseException:
-        # Interrupted before the login ended: a half-made master is nobody's.
+        # Interrupted before the login ended: a half-made master is nobody's,
+        # nor the ProxyCommand it runs (its group's).
         starts.end(proc)
-        proc.kill()
+        starts.kill_login(proc)
         proc.wait()
         raise
     wanted = starts.end(proc)

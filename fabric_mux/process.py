@@ -77,7 +77,7 @@ class MasterStarts:
             self._running[proc.pid] = proc
             if not self.stopping:
                 return
-        self._kill(proc)
+        self.kill_login(proc)
         with self._lock:
             self._cancelled.add(proc.pid)
 
@@ -97,7 +97,7 @@ class MasterStarts:
             running = list(self._running.values())
             self._cancelled.update(self._running)
         for proc in running:
-            self._kill(proc)
+            self.kill_login(proc)
 
     def resume(self) -> None:
         with self._lock:
@@ -127,7 +127,8 @@ class MasterStarts:
             return True
 
     @staticmethod
-    def _kill(proc: subprocess.Popen[bytes]) -> None:
+    def kill_login(proc: subprocess.Popen[bytes]) -> None:
+        """Kill ``proc``, an ``ssh`` still logging in, with what it started."""
         # Its own session's group: the ssh and the ProxyCommand it runs. A master
         # that already went to the background is in a session of its own; the
         # start that made it stops it (see end()).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fabrun import fab, fab_argv, no_agent_env, program, run_in
+from fabrun import fab, fab_argv, no_agent_env, program, run_in, start_in
 from test_parallel import interrupt_when_all_arrive
 from waiting import wait_until
 
@@ -465,7 +466,7 @@ def test_one_ctrl_c_while_masters_start_ends_the_run_and_leaves_nothing(
             # in a ProxyCommand.
             config.write(
                 f"Host {name}\n    HostName 127.0.0.1\n    User {sshd.user}\n"
-                f"    ProxyCommand sh -c 'touch {meeting_point}/{name}; exec sleep 300'\n"
+                f"    ProxyCommand sh -c 'touch {meeting_point}/{name}; sleep 300; :'\n"
             )
     folder = project(tmp_path, control_dir, meeting_point, "  connect_timeout: 60\n")
     # Ctrl-C once; it must end the run far sooner than the connect timeout.
@@ -475,6 +476,30 @@ def test_one_ctrl_c_while_masters_start_ends_the_run_and_leaves_nothing(
     assert not [name for name in left if name.endswith(".lock") or not name.startswith("user-")]
     assert wait_until(lambda: not _processes_naming(str(meeting_point)), 10)
     assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_while_a_master_logs_in_without_p_ends_its_proxycommand_too(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meeting_point: Path
+) -> None:
+    """Without ``-P`` the login is the main thread's: Ctrl-C ends the half-made
+    master's whole group, not its ssh alone (the ProxyCommand stayed, its parent init)."""
+    with sshd.ssh_config.open("a") as config:
+        config.write(
+            f"Host stuck1\n    HostName 127.0.0.1\n    User {sshd.user}\n"
+            f"    ProxyCommand sh -c 'touch {meeting_point}/stuck1; sleep 300; :'\n"
+        )
+    folder = project(tmp_path, control_dir, meeting_point, "  connect_timeout: 60\n")
+    child = start_in(folder, fab_argv(sshd.ssh_config, "stuck1", "mark", name="fabmux"))
+    try:
+        assert wait_until((meeting_point / "stuck1").exists, deadline=60)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode != 0 and "Traceback" not in err
+    assert wait_until(lambda: not _processes_naming(str(meeting_point)), 10)
 
 
 def _processes_naming(text: str) -> list[int]:
