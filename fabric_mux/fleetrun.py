@@ -116,8 +116,9 @@ class FleetRun:
             raise
         finally:
             record.ended = time.time()
-            self._conclude(record)
-        return all(report.status == "ok" for report in self.reports.values())
+            written = self._conclude(record)
+        # A report asked for and not written fails the run: CI would read none.
+        return written and all(report.status == "ok" for report in self.reports.values())
 
     def _run_batches(self) -> None:
         if not self._host_waves:
@@ -244,7 +245,8 @@ class FleetRun:
 
     # -- the end ---------------------------------------------------------------
 
-    def _conclude(self, record: RunRecord) -> None:
+    def _conclude(self, record: RunRecord) -> bool:
+        """Say how the run went, and write its report if asked; False if that failed."""
         sizes = [len(batch) for batch in self.batches]
         said = summary(self.reports, self.tasks, sizes, self.stopped)
         if self._failed_hosts is not None and self.reports:
@@ -260,11 +262,14 @@ class FleetRun:
             record.stopped = self.stopped
             try:
                 write_report(self.settings.report, record, self.reports.values())
-            except OSError as exc:
+            except OSError as exc:  # its words, not the name of the file it was to land in
+                why = exc.strerror or type(exc).__name__
                 sys.stderr.write(
-                    visible(f"fabric-mux: could not write the report {self.settings.report}: {exc}")
+                    visible(f"fabric-mux: could not write the report {self.settings.report}: {why}")
                     + "\n"
                 )
+                return False
+        return True
 
 
 def _name(call: Any) -> str:

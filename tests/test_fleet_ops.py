@@ -381,6 +381,22 @@ def test_tasks_of_this_machine_around_a_rolling_run_run_once(
     assert marks == ["note Context", "host1 restart", "host2 restart", "note Context"]
 
 
+def test_a_report_that_cannot_be_written_fails_the_run_in_its_own_words(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    """Every host ok, but the report asked for is not there: CI would read none."""
+    (host,) = sshd.routes(1, prefix="web")
+    folder = project(tmp_path, control_dir, meet)
+    report = tmp_path / "no-such-folder" / "report.json"
+    done = fab(
+        folder, sshd.ssh_config, host, "-P", "--report", str(report), "deploy", name="fabmux"
+    )
+    assert done.returncode == 1 and log(meet) == [f"{host} deploy"]
+    said = f"fabric-mux: could not write the report {report}: No such file or directory\n"
+    assert done.stderr.endswith(said), done.stderr
+    assert not list(report.parent.parent.glob("**/.report.json.*"))
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [
