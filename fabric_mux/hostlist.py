@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from fabric.connection import derive_shorthand
 
 from .exceptions import BadHostList
+from .screen import visible
 
 __all__ = ["expand", "expand_all", "fold", "names_no_host", "split_hosts"]
 
@@ -80,6 +81,10 @@ def expand(pattern: str) -> list[str]:
         raise BadHostList(
             f"the host name {pattern!r} holds a control character "
             f"({control.group()!r}): no host's name does"
+        )
+    if visible(pattern) != pattern:  # a bidi override, a zero-width space...
+        raise BadHostList(
+            f"the host name {pattern!r} holds an invisible character: no host's name does"
         )
     pieces: list[str | _Bracket] = []  # text, and the brackets between
     rest = pattern

@@ -92,6 +92,17 @@ def test_a_control_character_in_a_host_name_is_one_line(name: str) -> None:
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize("name", ["web1\u202e", "web\u200b1", "\ufeffweb1", "web\xad1"])
+def test_an_invisible_character_in_a_host_name_is_one_line(name: str) -> None:
+    """A bidi override or a zero-width space: two names that look alike, and a
+    name the failed-hosts file (which shows it escaped) could not give back."""
+    with pytest.raises(BadHostList) as raised:
+        expand(name)
+    said = str(raised.value)
+    assert said.startswith("the host name '") and "holds an invisible character" in said
+    assert said.isascii()  # the character shown as its escape
+
+
 def test_a_host_list_splits_on_commas_outside_brackets() -> None:
     assert split_hosts("web[01-03,07],db1, ,db2,") == ["web[01-03,07]", "db1", "db2"]
     assert split_hosts(",") == [] and split_hosts("") == []
