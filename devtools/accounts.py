@@ -120,12 +120,16 @@ def lent_account(name: str, *, password: bool = True, sudoer: bool = False) -> I
             revoke_account(name)
 
 
+def _loan_lock_path(name: str) -> str:
+    return f"/run/fmux-test-loan-{name}.lock"
+
+
 @contextmanager
 def _loan_lock(name: str, *, wait: bool = True) -> Iterator[bool]:
     """One loan of an account at a time: a second test run waits for the first to end,
     rather than change the password under it, and says that it waits. Yields
     whether the lock is held (False only with ``wait=False``, when another has it)."""
-    path = f"/run/fmux-test-loan-{name}.lock"
+    path = _loan_lock_path(name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -240,6 +244,8 @@ def main(argv: list[str]) -> int:
     if argv[0] == "remove":
         with _loan_lock(name):
             remove_account(name)
+            # Its loan lock too, held now: nothing of the account is left in /run.
+            Path(_loan_lock_path(name)).unlink(missing_ok=True)
         print(f"removed the account {name!r}")
     elif not revoke_unless_lent(name):
         print(f"{name!r} is on loan to a running test run, which takes it back when it ends")
