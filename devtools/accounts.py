@@ -175,13 +175,30 @@ def revoke_account(name: str) -> None:
 
 
 def remove_account(name: str) -> None:
-    """Delete an account and its home, with any sudo rule of ours; root only."""
+    """Delete an account and its home, with any sudo rule of ours and its loan lock
+    file (unless a run holds it now); root only."""
     _sudoers_file(name).unlink(missing_ok=True)
     try:
         pwd.getpwnam(name)
     except KeyError:
+        pass
+    else:
+        _run(["userdel", "-r", name])
+    _drop_loan_lock(name)
+
+
+def _drop_loan_lock(name: str) -> None:
+    try:
+        fd = os.open(_loan_lock_path(name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return
-    _run(["userdel", "-r", name])
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(_loan_lock_path(name))
+    except OSError:
+        pass  # held: by the caller, or another run, which outlives it
+    finally:
+        os.close(fd)
 
 
 def _run(argv: list[str], stdin: str = "") -> None:
