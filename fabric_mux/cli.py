@@ -272,6 +272,7 @@ def _stop_all(folder: Path) -> int:
     with ThreadPoolExecutor(max_workers=_AT_ONCE) as pool:
         results = list(pool.map(stop, mine))
     _clear_helper_sockets(folder)
+    UserMasterLinks(folder).forget_gone()
     stopped = sum(1 for result in results if result is True)
     failed = [(row, result) for row, result in zip(mine, results) if isinstance(result, MuxError)]
     for row, error in failed:

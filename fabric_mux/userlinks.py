@@ -58,5 +58,16 @@ class UserMasterLinks:
         return found
 
 
+    def forget_gone(self) -> None:
+        """Remove the links to sockets that are gone (their masters ended): one is
+        made again if fabric-mux rides a master there later."""
+        for link, path in self.paths().items():
+            if not os.path.lexists(path):
+                try:
+                    link.unlink()
+                except OSError as exc:
+                    log.debug("could not remove %s: %s", link, exc)
+
+
 def user_master_links(settings: MuxSettings) -> UserMasterLinks:
     return UserMasterLinks(find_control_dir(settings.control_dir))

@@ -20,6 +20,7 @@ from pathlib import Path
 import fabric
 import pytest
 from fabrun import MUX_YAML, fab, run_fab
+from waiting import wait_until
 
 from fabric_mux import MuxConnection, askpass
 from fabric_mux.cli import main as cli_main
@@ -150,6 +151,12 @@ def test_a_user_master_is_listed_as_theirs_and_never_stopped(
     with pytest.raises(UserMasterLeftAlone, match="ssh -O exit myhost"):
         MuxConnection("myhost", config=config_of(first_shape, control_dir)).mux_master.stop()
     assert master_at(sockets / "socket-myhost", first_shape)
+    # Once the user ends it, the link to its socket goes at the next stop --all.
+    (link,) = control_dir.glob("user-*")
+    ssh(first_shape, "-O", "exit", "myhost")
+    assert wait_until(lambda: not (sockets / "socket-myhost").exists())
+    assert cli_main([*folder, "stop", "--all"]) == 0
+    assert not link.is_symlink()
 
 
 def test_with_no_master_up_and_controlmaster_unset_fabric_mux_starts_its_own(
