@@ -140,8 +140,14 @@ def test_a_host_file_line_ends_at_a_newline_only_and_a_control_character_is_refu
 def test_a_host_file_line_with_a_unicode_line_separator_is_one_host(tmp_path: Path) -> None:
     listing = tmp_path / "hosts.txt"
     listing.write_text("web1\u2028web2\n", encoding="utf-8")
-    # Not a line break here: one name, which reaches ssh as it is (and is shown escaped).
-    assert hosts_in(str(listing)) == ["web1\u2028web2"]
+    # Not a line break here: one name, refused whole as one that holds an invisible
+    # character (never split into web1 and web2).
+    with pytest.raises(BadHostList) as raised:
+        hosts_in(str(listing))
+    assert str(raised.value) == (
+        f"{listing}, line 1: the host name 'web1\\u2028web2' holds an invisible character: "
+        "no host's name does"
+    )
 
 
 # -- whose host files are read ----------------------------------------------------------
