@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import early
+from . import configchanges, early
 from .argv import SshTarget, config_query_argv, parse_resolved_config
 from .exceptions import BadSshOption, SshNotFound, classify_ssh_failure
 from .places import KEPT
@@ -306,28 +306,15 @@ def _keep(folder: Path, argv: Sequence[str], text: str, stamps: Sequence[_Stamp]
 
 
 def changed_since(ssh: str, target: SshTarget, since: float) -> bool | None:
-    """Whether a config file that ``ssh -G`` read for ``target`` (asked just
-    before, with :func:`resolve_config`) was written, replaced or made after
-    ``since`` (seconds since the epoch): by its modification time, or its change
-    time, which ``cp -p`` or ``touch -d`` cannot set back. None when that cannot
-    be told (its config ran a ``Match exec``, whose answers are never kept).
-
-    Folders do not count here, unlike for reusing an answer: the user's
-    ControlPath sockets come and go beside ``~/.ssh/config``, and a new socket
-    is not a new config. (A file added since is among those read now; one
-    removed since cannot be told from a socket gone.)"""
+    """Whether the config ``ssh -G`` read for ``target`` (asked just before, with
+    :func:`resolve_config`) changed after ``since`` (seconds since the epoch), as
+    :func:`fabric_mux.configchanges.changed_since` tells; None when that cannot
+    be told (its config ran a ``Match exec``, whose answers are never kept)."""
     with current().resolved_lock:
         known: _Answer | None = current().resolved.get(tuple(config_query_argv(ssh, target)))
     if known is None:
         return None
-    for stamp in known.stamps:
-        try:
-            info = os.stat(stamp.path)
-        except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode) and max(info.st_mtime_ns, info.st_ctime_ns) > since * 1e9:
-            return True
-    return False
+    return configchanges.changed_since([stamp.path for stamp in known.stamps], since)
 
 
 def forget() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 from pathlib import Path
 
 from .config import MuxSettings
@@ -57,16 +58,34 @@ class UserMasterLinks:
                 continue
         return found
 
-
     def forget_gone(self) -> None:
-        """Remove the links to sockets that are gone (their masters ended): one is
-        made again if fabric-mux rides a master there later."""
+        """Remove the links to sockets whose masters ended (the socket gone, or
+        nothing listening there: a master killed leaves its socket); one is made
+        again if fabric-mux rides a master there later. Their sockets are theirs:
+        left as they are."""
         for link, path in self.paths().items():
-            if not os.path.lexists(path):
-                try:
-                    link.unlink()
-                except OSError as exc:
-                    log.debug("could not remove %s: %s", link, exc)
+            if _listening(path):
+                continue
+            try:
+                link.unlink()
+            except OSError as exc:
+                log.debug("could not remove %s: %s", link, exc)
+
+
+def _listening(path: str) -> bool:
+    """Whether something listens on the UNIX socket ``path`` (or may: a socket
+    that cannot be asked, not ours to enter, counts as alive)."""
+    if not os.path.lexists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)  # a backlog full of a busy master's clients
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True
+    return True
 
 
 def user_master_links(settings: MuxSettings) -> UserMasterLinks:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from fabric_mux import resolve
 from fabric_mux.argv import SshTarget
@@ -88,6 +89,60 @@ def test_a_socket_beside_the_config_is_no_change_since(config: Path) -> None:
     config.write_text("Host web\n    HostName 10.0.0.7\n")  # an edit later that day
     os.utime(config, (later, later))
     view(config)
+    assert resolve.changed_since("ssh", target, started) is True
+
+
+def a_moment_between(folder: Path) -> float:
+    """A time after every file time in ``folder``'s file system so far, and before
+    any to come (file times come from a coarse clock: one tick holds many)."""
+    probe = folder / ".tick"
+    probe.write_text("")
+    before = probe.stat().st_ctime_ns
+
+    def ticked() -> bool:
+        probe.write_text("x")
+        return probe.stat().st_ctime_ns > before
+
+    assert wait_until(ticked)
+    after = probe.stat().st_ctime_ns
+    probe.unlink()
+    return (before + after) / 2 / 1e9
+
+
+@pytest.mark.parametrize("switched", ["a linked file", "a linked folder", "a file removed"])
+def test_an_include_switched_or_thinned_since_is_a_change_since(
+    config: Path, tmp_path: Path, switched: str
+) -> None:
+    """What a master read may be gone from what ssh reads now without any file read
+    now being new: a link re-pointed to an older file or folder, a file an
+    ``Include`` pattern took removed."""
+    old, new = tmp_path / "site-a", tmp_path / "site-b"
+    for folder, address in ((old, "10.0.0.5"), (new, "10.0.0.6")):
+        folder.mkdir()
+        (folder / "web.conf").write_text(f"Host web\n    HostName {address}\n")
+    link = tmp_path / "current"
+    if switched == "a linked file":
+        link.symlink_to(old / "web.conf")
+        include = f"Include {link}"
+    elif switched == "a linked folder":
+        link.symlink_to(old)
+        include = f"Include {link}/*.conf"
+    else:
+        (old / "00-first.conf").write_text("Host web\n    HostName 10.0.0.4\n")
+        include = f"Include {old}/*.conf"
+    config.write_text(f"{include}\nHost web\n    HostName 10.0.0.9\n")
+    target = SshTarget("web", config_file=str(config))
+    started = a_moment_between(tmp_path)  # the master started, and read all that
+    view(config)
+    assert resolve.changed_since("ssh", target, started) is False
+    if switched == "a file removed":
+        (old / "00-first.conf").unlink()
+    else:
+        relinked = tmp_path / "relinked"
+        relinked.symlink_to(new / "web.conf" if switched == "a linked file" else new)
+        os.replace(relinked, link)
+    now = "hostname 10.0.0.5" if switched == "a file removed" else "hostname 10.0.0.6"
+    assert now in view(config)  # not what the master read
     assert resolve.changed_since("ssh", target, started) is True
 
 

@@ -151,12 +151,24 @@ def test_a_user_master_is_listed_as_theirs_and_never_stopped(
     with pytest.raises(UserMasterLeftAlone, match="ssh -O exit myhost"):
         MuxConnection("myhost", config=config_of(first_shape, control_dir)).mux_master.stop()
     assert master_at(sockets / "socket-myhost", first_shape)
-    # Once the user ends it, the link to its socket goes at the next stop --all.
+    # Once the user's master ends, the link to its socket goes at the next stop --all;
+    # killed, it leaves its socket (theirs, left there), which nothing answers.
     (link,) = control_dir.glob("user-*")
-    ssh(first_shape, "-O", "exit", "myhost")
-    assert wait_until(lambda: not (sockets / "socket-myhost").exists())
+    pid = int(
+        subprocess.run(
+            ["ssh", "-F", str(first_shape.ssh_config), "-O", "check", "myhost"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stderr.split("pid=")[1]
+        .split(")")[0]
+    )
+    os.kill(pid, 9)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"))
+    assert (sockets / "socket-myhost").exists()
     assert cli_main([*folder, "stop", "--all"]) == 0
-    assert not link.is_symlink()
+    assert not link.is_symlink() and (sockets / "socket-myhost").exists()
 
 
 def test_with_no_master_up_and_controlmaster_unset_fabric_mux_starts_its_own(
