@@ -50,7 +50,7 @@ __all__ = ["PUT_SCRIPT", "put"]
 #: its place meanwhile, have the bytes written into or a mode set on a file of their
 #: choosing. Where there is no such /proc (BSD, macOS), they go by the name, as
 #: SFTP's write and chmod do. (``command exec``: a redirection that fails ends no
-#: shell.)
+#: shell, and says why, naming the target.)
 PUT_SCRIPT = r"""printf '\0fabric-mux-started' >&2
 r=$1
 if [ -z "$r" ]; then r=$2
@@ -63,7 +63,7 @@ n=; [ -e "$r" ] || [ -h "$r" ] || n=1
 d= i= t=$r
 trap '{ [ -z "$i" ] || rm -f f; [ -z "$d" ] || rmdir -- "$d"; } 2>/dev/null' EXIT
 trap 'exit 1' HUP INT TERM PIPE
-if [ -n "$n" ] || { [ -f "$r" ] && { command exec 3>>"$r"; } 2>/dev/null; }; then
+if [ -n "$n" ] || { [ -f "$r" ] && command exec 3>>"$r"; }; then
   [ -n "$n" ] || ! [ -h /proc/self/fd/3 ] || t=/proc/self/fd/3
   p=${r%/*}/.fabric-mux-
   d=$(mktemp -d "${p}XXXXXXXXXX" 2>/dev/null) || {
@@ -154,6 +154,9 @@ def put(
         raise OSError(f"size mismatch in put!  {report.short} != {sent}")
     if report.kept:
         report.errors += f" (the bytes sent are whole in {report.kept})"
+    # The script works on an old target through its open descriptor: its tools' words
+    # name that, where the user named a path.
+    report.errors = report.errors.replace("/proc/self/fd/3", str(remote or local_base))
     check(opener.original_host, report, str(remote or local_base))
     if report.size != sent:
         raise OSError(f"size mismatch in put!  {report.size} != {sent}")

@@ -98,6 +98,17 @@ def test_a_failed_remote_write_raises(c: MuxConnection, tmp_path: Path) -> None:
         c.put(str(local), f"{DIR}/locked/x.bin")
 
 
+def test_a_put_over_a_file_the_account_may_not_write_says_why(
+    c: MuxConnection, tmp_path: Path
+) -> None:
+    local = tmp_path / "x.bin"
+    local.write_bytes(b"x" * 1000)
+    c.run(f"echo old > {DIR}/readonly.bin && chmod 400 {DIR}/readonly.bin")
+    with pytest.raises(PermissionError, match=f"{DIR}/readonly.bin.*Permission denied"):
+        c.put(str(local), f"{DIR}/readonly.bin")
+    assert c.run(f"cat {DIR}/readonly.bin", hide=True).stdout == "old\n"
+
+
 def test_sftp_client_works_and_closing_ends_its_session(c: MuxConnection, sshd: SshServer) -> None:
     sftp = c.sftp()
     assert c.sftp() is sftp
