@@ -9,9 +9,11 @@ error output may hold what others should not read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +94,17 @@ def write_report(path: str, record: RunRecord, reports: Iterable[HostReport]) ->
     # which a terminal or an editor showing the file would act on; JSON's \u
     # escapes keep them as they were, as text.
     text = json.dumps(report_data(record, reports), indent=2, ensure_ascii=True) + "\n"
-    return write_whole(Path(os.path.expanduser(path)), text)
+    if path == "-":  # not standard output: the hosts' output is there
+        raise OSError(errno.EINVAL, "give a file's path (the run's output is on standard output)")
+    # Through links, as open() goes: the file a link names is replaced, not the link.
+    target = Path(os.path.realpath(os.path.expanduser(path)))
+    try:
+        kind = os.stat(target).st_mode
+    except FileNotFoundError:
+        kind = stat.S_IFREG
+    if not stat.S_ISREG(kind):  # a device or a fifo would be replaced by a file
+        raise OSError(errno.EEXIST, "it is there and is not a regular file")
+    return write_whole(target, text)
 
 
 def write_whole(target: Path, text: str) -> Path:

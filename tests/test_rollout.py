@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -131,6 +133,28 @@ def test_gathered_outputs_are_grouped_as_sent_and_never_look_alike() -> None:
     ]  # fmt: skip
     bodies = [line for line in out.getvalue().splitlines() if line.startswith("| ")]
     assert len(set(bodies[4:])) == len(said) - 1  # after r1's four lines, no two alike
+
+
+def test_a_report_goes_through_a_link_and_never_over_a_device(tmp_path: Path) -> None:
+    """As open() would write it: the file a link names is replaced, the link kept;
+    a fifo (or a device: /dev/null, as root) is not replaced by a file; ``-`` is
+    no file."""
+    record = RunRecord(["fabmux", "-H", "web1"], 100.0, 101.0, ["deploy"])
+    reports = [HostReport("web1", 1.0, batch=1)]
+    real = tmp_path / "artifacts" / "report.json"
+    real.parent.mkdir()
+    link = tmp_path / "report.json"
+    link.symlink_to(real)
+    assert write_report(str(link), record, reports) == real
+    assert link.is_symlink() and json.loads(real.read_text())["hosts"][0]["host"] == "web1"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="is not a regular file"):
+        write_report(str(fifo), record, reports)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with pytest.raises(OSError, match="give a file's path"):
+        write_report("-", record, reports)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "fifo", "report.json"]
 
 
 def test_the_report_and_the_failed_hosts_file(tmp_path: Path) -> None:
