@@ -33,6 +33,13 @@ MAX_DIGITS = 18
 #: ``\r``, ``\x0b``, an escape sequence).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _ALL_DIGITS = re.compile("[0-9]+")
+#: Characters that show as nothing, or as a blank, though Unicode calls them
+#: letters or marks (a Hangul filler, the braille blank, variation selectors): with
+#: the format characters and the spaces, they make a name that reads as another.
+_BLANK = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f"
+    "\uffa0\U000e0100-\U000e01ef]"
+)
 
 
 def split_hosts(value: str) -> list[str]:
@@ -82,9 +89,9 @@ def expand(pattern: str) -> list[str]:
             f"the host name {pattern!r} holds a control character "
             f"({control.group()!r}): no host's name does"
         )
-    if visible(pattern) != pattern:  # a bidi override, a zero-width space...
+    if visible(pattern) != pattern or not pattern.isprintable() or _BLANK.search(pattern):
         raise BadHostList(
-            f"the host name {pattern!r} holds an invisible character: no host's name does"
+            f"the host name {pattern!a} holds an invisible character: no host's name does"
         )
     pieces: list[str | _Bracket] = []  # text, and the brackets between
     rest = pattern

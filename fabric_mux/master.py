@@ -146,9 +146,9 @@ class Master:
             resolved_text = resolve_config(ssh, target, keep_in=control_dir)
         identity = master_identity(resolved_text, target.destination, os.environ)
         control_path = str(control_dir / control_socket_name(identity))
-        said = current().said
-        if this_run_only(identity) and (target.destination, control_path) not in said:
-            said.add((target.destination, control_path))
+        said = current().said  # once a master, not once an alias of it
+        if this_run_only(identity) and ("this run only", control_path) not in said:
+            said.add(("this run only", control_path))
             log.warning(
                 "fabric-mux: %s: ssh runs its ProxyCommand or KnownHostsCommand through a "
                 "shell that runs a command of its own ($(...), `...`), whose answer no "

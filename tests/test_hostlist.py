@@ -92,7 +92,21 @@ def test_a_control_character_in_a_host_name_is_one_line(name: str) -> None:
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("name", ["web1\u202e", "web\u200b1", "\ufeffweb1", "web\xad1"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "web1\u202e",
+        "web\u200b1",
+        "\ufeffweb1",
+        "web\xad1",  # format characters
+        "web\xa01",
+        "web\u30001",  # spaces that are not ASCII's
+        "web\u034f1",
+        "web\u31641",
+        "web\u28001",
+        "web1\ufe0f",  # blank letters and marks
+    ],
+)
 def test_an_invisible_character_in_a_host_name_is_one_line(name: str) -> None:
     """A bidi override or a zero-width space: two names that look alike, and a
     name the failed-hosts file (which shows it escaped) could not give back."""
