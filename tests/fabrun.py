@@ -7,7 +7,10 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from waiting import wait_until
 
 MUX_YAML = "tasks:\n  executor_class: fabric_mux.MuxExecutor\nmux:\n  control_dir: {control_dir}\n"
 
@@ -85,6 +88,23 @@ def start_in(project: Path, argv: list[str]) -> subprocess.Popen[str]:
         text=True,
         start_new_session=True,
     )
+
+
+def interrupted_when(
+    project: Path, argv: list[str], ready: Callable[[], bool]
+) -> subprocess.CompletedProcess[str]:
+    """Start ``argv`` in ``project`` as :func:`start_in` does, Ctrl-C it once
+    ``ready()`` holds, and let it end (far sooner than its own work would)."""
+    child = start_in(project, argv)
+    try:
+        assert wait_until(ready, deadline=60)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)
 
 
 def fab(

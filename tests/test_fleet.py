@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fabrun import fab, fab_argv, no_agent_env, program, run_in, start_in
+from fabrun import fab, fab_argv, interrupted_when, no_agent_env, program, run_in
 from test_parallel import interrupt_when_all_arrive
 from waiting import wait_until
 
@@ -489,16 +488,9 @@ def test_ctrl_c_while_a_master_logs_in_without_p_ends_its_proxycommand_too(
             f"    ProxyCommand sh -c 'touch {meeting_point}/stuck1; sleep 300; :'\n"
         )
     folder = project(tmp_path, control_dir, meeting_point, "  connect_timeout: 60\n")
-    child = start_in(folder, fab_argv(sshd.ssh_config, "stuck1", "mark", name="fabmux"))
-    try:
-        assert wait_until((meeting_point / "stuck1").exists, deadline=60)
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode != 0 and "Traceback" not in err
+    argv = fab_argv(sshd.ssh_config, "stuck1", "mark", name="fabmux")
+    done = interrupted_when(folder, argv, (meeting_point / "stuck1").exists)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
     assert wait_until(lambda: not _processes_naming(str(meeting_point)), 10)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import textwrap
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fabrun import fab, fab_argv, start_in
+from fabrun import fab, fab_argv, interrupted_when
 from waiting import wait_until
 
 from fabric_mux.group import MuxThreadingGroup
@@ -342,16 +341,7 @@ def interrupt_when_all_arrive(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``task`` with -P, and Ctrl-C it once every host has reached it."""
     argv = fab_argv(ssh_config, ",".join(hosts), "-P", task, name="fabmux")
-    child = start_in(folder, argv)
-    try:
-        assert wait_until(lambda: all((meet / host).exists() for host in hosts), deadline=60)
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=30)  # much less than the tasks' own time
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    return subprocess.CompletedProcess(argv, child.returncode, out, err)
+    return interrupted_when(folder, argv, lambda: all((meet / host).exists() for host in hosts))
 
 
 def test_ctrl_c_in_a_parallel_run_stops_every_host_before_its_next_command(
@@ -401,16 +391,9 @@ def test_ctrl_c_during_a_login_says_nothing_ran_and_leaves_no_ssh(
     argv = fab_argv(sshd.ssh_config, sshd.alias, *flags, "meet", name="fabmux")
     sshd.freeze()
     try:
-        child = start_in(folder, argv)
-        try:
-            assert wait_until(lambda: bool(ssh_with(sshd.ssh_config)), deadline=60)
-            child.send_signal(signal.SIGINT)
-            _, err = child.communicate(timeout=30)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        assert child.returncode != 0
+        done = interrupted_when(folder, argv, lambda: bool(ssh_with(sshd.ssh_config)))
+        err = done.stderr
+        assert done.returncode != 0
         assert "commands may still be running" not in err
         if parallel:
             assert (
