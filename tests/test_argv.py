@@ -188,6 +188,10 @@ def test_a_command_run_through_a_shell_counts_its_variables_and_is_this_runs_if_
         ran = view.replace("$BASTION", words)
         identity = master_identity(ran, "h", {})
         assert this_run_only(identity) and THIS_RUN_ONLY in identity.splitlines()
+    # eval as a word of the shell only, not inside a name.
+    for host in ("eval-bastion", "bastion.eval.example"):
+        assert not this_run_only(master_identity(view.replace("$BASTION", host), "h", {}))
+    assert this_run_only(master_identity(view.replace("$BASTION", "x; eval y"), "h", {}))
     # Another keyword's $ is ssh's own business, or none.
     assert not this_run_only(master_identity("user u\nlocalcommand echo $(date)\n", "h", {}))
 
