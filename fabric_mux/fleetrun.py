@@ -22,12 +22,15 @@ file, or no file if none was (``-H @FILE`` reruns exactly them: see
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .config import MuxSettings
+from .exceptions import BadConfig
 from .failedhosts import FailedHosts
 from .gather import Gathered
 from .parallel import HostReport, Wave, interruption, summary
@@ -94,6 +97,13 @@ class FleetRun:
         #: The failed-hosts file, as it was when the run began (see its module).
         where = settings.failed_hosts
         self._failed_hosts = FailedHosts(where) if where is not None else None
+        report = settings.report
+        if report and self._failed_hosts is not None:
+            if Path(os.path.expanduser(report)).absolute() == self._failed_hosts.path:
+                raise BadConfig(
+                    f"mux.report (--report) names the failed-hosts file {visible(report)}: "
+                    "the report would take its place; give the report another path"
+                )
 
     @staticmethod
     def _has_host(call: Any) -> bool:

@@ -96,13 +96,16 @@ def write_report(path: str, record: RunRecord, reports: Iterable[HostReport]) ->
     text = json.dumps(report_data(record, reports), indent=2, ensure_ascii=True) + "\n"
     if path == "-":  # not standard output: the hosts' output is there
         raise OSError(errno.EINVAL, "give a file's path (the run's output is on standard output)")
-    # Through links, as open() goes: the file a link names is replaced, not the link.
-    target = Path(os.path.realpath(os.path.expanduser(path)))
+    target = Path(os.path.expanduser(path))
     try:
-        kind = os.stat(target).st_mode
+        kind = os.lstat(target).st_mode
     except FileNotFoundError:
         kind = stat.S_IFREG
-    if not stat.S_ISREG(kind):  # a device or a fifo would be replaced by a file
+    # Never through a link: one in a folder others may write (/tmp) would have root's
+    # report replace the file it names. Never over a device or a fifo either.
+    if stat.S_ISLNK(kind):
+        raise OSError(errno.ELOOP, "it is a link: give the path of the file itself")
+    if not stat.S_ISREG(kind):
         raise OSError(errno.EEXIST, "it is there and is not a regular file")
     return write_whole(target, text)
 

@@ -397,6 +397,21 @@ def test_a_report_that_cannot_be_written_fails_the_run_in_its_own_words(
     assert not list(report.parent.parent.glob("**/.report.json.*"))
 
 
+def test_a_report_that_would_replace_the_failed_hosts_file_runs_nothing(
+    sshd: SshServer, control_dir: Path, tmp_path: Path, meet: Path
+) -> None:
+    (host,) = sshd.routes(1, prefix="web")
+    folder = project(tmp_path, control_dir, meet)  # its failed-hosts file: tmp_path/failed
+    args = ["-P", "--report", str(tmp_path / "failed"), "deploy"]
+    done = fab(folder, sshd.ssh_config, host, *args, name="fabmux")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"fabric-mux: mux.report (--report) names the failed-hosts file {tmp_path / 'failed'}: "
+        "the report would take its place; give the report another path\n",
+    )
+    assert sshd.logins() == 0 and log(meet) == []
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [

@@ -135,18 +135,19 @@ def test_gathered_outputs_are_grouped_as_sent_and_never_look_alike() -> None:
     assert len(set(bodies[4:])) == len(said) - 1  # after r1's four lines, no two alike
 
 
-def test_a_report_goes_through_a_link_and_never_over_a_device(tmp_path: Path) -> None:
-    """As open() would write it: the file a link names is replaced, the link kept;
-    a fifo (or a device: /dev/null, as root) is not replaced by a file; ``-`` is
-    no file."""
+def test_a_report_goes_neither_through_a_link_nor_over_a_device(tmp_path: Path) -> None:
+    """A link is refused, never followed: planted in a folder others may write, it
+    would have root's report replace the file it names. A fifo (or a device:
+    /dev/null, as root) is not replaced by a file; ``-`` is no file."""
     record = RunRecord(["fabmux", "-H", "web1"], 100.0, 101.0, ["deploy"])
     reports = [HostReport("web1", 1.0, batch=1)]
-    real = tmp_path / "artifacts" / "report.json"
-    real.parent.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("precious\n")
     link = tmp_path / "report.json"
-    link.symlink_to(real)
-    assert write_report(str(link), record, reports) == real
-    assert link.is_symlink() and json.loads(real.read_text())["hosts"][0]["host"] == "web1"
+    link.symlink_to(secret)
+    with pytest.raises(OSError, match="it is a link"):
+        write_report(str(link), record, reports)
+    assert link.is_symlink() and secret.read_text() == "precious\n"
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="is not a regular file"):
@@ -154,7 +155,9 @@ def test_a_report_goes_through_a_link_and_never_over_a_device(tmp_path: Path) ->
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     with pytest.raises(OSError, match="give a file's path"):
         write_report("-", record, reports)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "fifo", "report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "report.json", "secret"]
+    written = write_report(str(tmp_path / "new.json"), record, reports)
+    assert json.loads(written.read_text())["hosts"][0]["host"] == "web1"
 
 
 def test_the_report_and_the_failed_hosts_file(tmp_path: Path) -> None:
