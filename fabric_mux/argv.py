@@ -163,9 +163,9 @@ SHELL_RUN = ("proxycommand", "knownhostscommand")
 #: A variable that shell expands: ``$NAME`` as well as ``${NAME}``.
 _SHELL_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 #: What that shell makes of words nobody can tell ahead: a command's output
-#: (``$(...)``, backquotes), its own pid, words it makes into a command again
-#: (``eval``: ``eval nc \${$NAME}`` names a variable by another's value).
-_SHELL_ONLY = re.compile(r"\$\(|`|\$[$!]|(?:^|[\s;&|(])eval(?:\s|$)")
+#: (``$(...)``, backquotes), its own pid, a variable named by another's value
+#: (``eval nc \${$NAME}``, ``sh -c "nc \${$NAME}"``, bash's ``${!NAME}``).
+_SHELL_ONLY = re.compile(r"\$\(|`|\$[$!]|\\\$|\$\{!|(?:^|[\s;&|(])eval(?:\s|$)")
 #: The identity line of a route whose shell-run command has such words: its
 #: master is this run's (the run's forks share it), never another run's.
 THIS_RUN_ONLY = f"this run only {secrets.token_hex(8)}"

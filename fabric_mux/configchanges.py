@@ -25,6 +25,7 @@ __all__ = ["changed_since"]
 
 _INCLUDE = re.compile(r"^[ \t]*include(?:[ \t]*=[ \t]*|[ \t]+)(.+?)[ \t]*$", re.I | re.M)
 _WILDCARD = re.compile(r"[*?\[]")
+_COMMENT = re.compile(r"(?:^|\s)#.*$")
 
 
 def changed_since(files: Sequence[str], since: float) -> bool:
@@ -36,9 +37,18 @@ def changed_since(files: Sequence[str], since: float) -> bool:
     watched = _include_folders(read)
     if any(_changed(path, after, regular=True) for path in read):
         return True
-    if any(_changed(folder, after, regular=False) for folder in watched):
+    if any(_changed(_nearest(folder), after, regular=False) for folder in watched):
         return True
     return any(_link_on_way_changed(path, after) for path in [*read, *watched])
+
+
+def _nearest(folder: str) -> str:
+    """``folder``, or the nearest folder above it that is there: a folder removed
+    since changed the one that held it."""
+    here = os.path.realpath(folder)  # sel/.. is the parent of where sel leads
+    while not os.path.isdir(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    return here
 
 
 def _changed(path: str, after: float, *, regular: bool) -> bool:
@@ -52,21 +62,45 @@ def _changed(path: str, after: float, *, regular: bool) -> bool:
 
 
 def _link_on_way_changed(path: str, after: float) -> bool:
-    """Whether a symbolic link among ``path``'s folders, or ``path`` itself, was
-    made (or re-pointed, which makes it anew) after ``after`` (ns)."""
-    here = os.path.abspath(path)
-    while True:
-        try:
-            info = os.lstat(here)
-        except OSError:
-            info = None
-        if info is not None and stat.S_ISLNK(info.st_mode):
-            if max(info.st_mtime_ns, info.st_ctime_ns) > after:
-                return True
-        parent = os.path.dirname(here)
-        if parent == here:
+    """Whether a symbolic link that the kernel meets on its way to ``path`` was
+    made (or re-pointed, which makes it anew) after ``after`` (ns): each folder of
+    the path, and each link's own target in turn, as the kernel resolves them
+    (``..`` after a link is the link's target's parent)."""
+    # Not abspath: it would take sel/.. away as text, where the kernel follows sel.
+    pending = os.path.join(os.getcwd(), path).split("/")[1:]
+    here = "/"
+    for _ in range(_MOST_STEPS):
+        if not pending:
             return False
-        here = parent
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            here = os.path.dirname(here)
+            continue
+        step = os.path.join(here, part)
+        try:
+            info = os.lstat(step)
+        except OSError:
+            here = step  # not there now: what is beyond it is as written
+            continue
+        if not stat.S_ISLNK(info.st_mode):
+            here = step
+            continue
+        if max(info.st_mtime_ns, info.st_ctime_ns) > after:
+            return True
+        try:
+            target = os.readlink(step)
+        except OSError:
+            return False
+        if target.startswith("/"):
+            here = "/"
+        pending = target.split("/") + pending
+    return True  # a loop of links: nothing to trust
+
+
+#: Steps of a path walked at most (each part, each link's parts): a loop ends there.
+_MOST_STEPS = 4096
 
 
 def _include_folders(files: Iterable[str]) -> set[str]:
@@ -119,7 +153,7 @@ def _patterns_of(path: str, *version: int) -> tuple[str, ...]:
         return ()
     found: list[str] = []
     for line in _INCLUDE.findall(text):
-        words = line.split("#", 1)[0]
+        words = _COMMENT.sub("", line)  # a # that begins a word, as ssh reads it
         try:
             found.extend(shlex.split(words))
         except ValueError:

@@ -184,7 +184,15 @@ def test_a_command_run_through_a_shell_counts_its_variables_and_is_this_runs_if_
     assert name(view, environ={"BASTION": "stage"}) != name(view, environ={"BASTION": "prod"})
     assert name(view, environ={"BASTION": "a", "X": "1"}) == name(view, environ={"BASTION": "a"})
     assert not this_run_only(master_identity(view, "h", {}))
-    for words in ("$(cat /etc/bastion)", "`cat /etc/bastion`", "bastion-$$", "eval \\${$N}"):
+    for words in (
+        "$(cat /etc/bastion)",
+        "`cat /etc/bastion`",
+        "bastion-$$",
+        "eval \\${$N}",
+        '"$(printf x)"',
+        'sh -c "nc \\${$N} 22"',
+        "${!N}",
+    ):
         ran = view.replace("$BASTION", words)
         identity = master_identity(ran, "h", {})
         assert this_run_only(identity) and THIS_RUN_ONLY in identity.splitlines()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,8 +96,9 @@ def test_a_socket_beside_the_config_is_no_change_since(config: Path) -> None:
 
 def a_moment_between(folder: Path) -> float:
     """A time after every file time in ``folder``'s file system so far, and before
-    any to come (file times come from a coarse clock: one tick holds many)."""
-    probe = folder / ".tick"
+    any to come (file times come from a coarse clock: one tick holds many). The
+    probe it takes the clock's time from is beside ``folder``, not in it."""
+    probe = folder.with_name(folder.name + ".tick")
     probe.write_text("")
     before = probe.stat().st_ctime_ns
 
@@ -144,6 +147,74 @@ def test_an_include_switched_or_thinned_since_is_a_change_since(
     now = "hostname 10.0.0.5" if switched == "a file removed" else "hostname 10.0.0.6"
     assert now in view(config)  # not what the master read
     assert resolve.changed_since("ssh", target, started) is True
+
+
+def site(folder: Path, address: str, name: str = "web.conf") -> None:
+    folder.mkdir(parents=True)
+    (folder / name).write_text(f"Host web\n    HostName {address}\n")
+
+
+def read_then_changed(
+    config: Path, tmp_path: Path, include: str, change: Callable[[], None]
+) -> bool:
+    """``changed_since`` the moment a master read ``include`` (its answer
+    ``10.0.0.5``), once ``change()`` has made ssh answer otherwise."""
+    config.write_text(f"{include}\nHost web\n    HostName 10.0.0.9\n")
+    target = SshTarget("web", config_file=str(config))
+    started = a_moment_between(tmp_path)
+    assert "hostname 10.0.0.5" in view(config)
+    assert resolve.changed_since("ssh", target, started) is False
+    change()
+    assert "hostname 10.0.0.5" not in view(config)
+    return resolve.changed_since("ssh", target, started) is True
+
+
+@pytest.mark.parametrize("pattern", ["web.conf", "*.conf"])
+def test_an_included_folder_removed_is_a_change_since(
+    config: Path, tmp_path: Path, pattern: str
+) -> None:
+    """Its folder is gone: the one that held it changed."""
+    site(tmp_path / "inc", "10.0.0.5")
+    include = f"Include {tmp_path}/inc/{pattern}"
+    assert read_then_changed(config, tmp_path, include, lambda: shutil.rmtree(tmp_path / "inc"))
+
+
+@pytest.mark.parametrize("way", ["a link to a link", "a link then .."])
+def test_a_link_met_on_the_way_is_seen_where_the_kernel_meets_it(
+    config: Path, tmp_path: Path, way: str
+) -> None:
+    """``current.conf -> sel/sub/web.conf`` with ``sel`` re-pointed (a generation
+    link of dotfiles), and ``sel/../conf.d``: links that are not in the path as
+    written."""
+    sel = tmp_path / "sel"
+    if way == "a link to a link":
+        site(tmp_path / "siteA" / "sub", "10.0.0.5")
+        site(tmp_path / "siteB" / "sub", "10.0.0.6")
+        sel.symlink_to(tmp_path / "siteA")
+        (tmp_path / "current.conf").symlink_to(sel / "sub" / "web.conf")
+        include, to = f"Include {tmp_path}/current.conf", tmp_path / "siteB"
+    else:
+        site(tmp_path / "siteA" / "conf.d", "10.0.0.5")
+        site(tmp_path / "siteB" / "conf.d", "10.0.0.6")
+        (tmp_path / "siteA" / "sub").mkdir()
+        (tmp_path / "siteB" / "sub").mkdir()
+        sel.symlink_to(tmp_path / "siteA" / "sub")
+        include, to = f"Include {sel}/../conf.d/*.conf", tmp_path / "siteB" / "sub"
+
+    def repoint() -> None:
+        (tmp_path / "relinked").symlink_to(to)
+        os.replace(tmp_path / "relinked", sel)
+
+    assert read_then_changed(config, tmp_path, include, repoint)
+
+
+def test_a_hash_inside_an_include_pattern_is_no_comment(config: Path, tmp_path: Path) -> None:
+    """ssh reads ``#`` as a comment only where it begins a word."""
+    folder = tmp_path / "a#b"
+    site(folder, "10.0.0.5", "00.conf")
+    (folder / "01.conf").write_text("Host web\n    HostName 10.0.0.6\n")
+    include = f"Include {folder}/*.conf  # the site's hosts"
+    assert read_then_changed(config, tmp_path, include, (folder / "00.conf").unlink)
 
 
 def test_a_match_exec_is_run_every_time(config: Path, caplog: pytest.LogCaptureFixture) -> None:
