@@ -150,9 +150,9 @@ class Master:
         if this_run_only(identity) and ("this run only", control_path) not in said:
             said.add(("this run only", control_path))
             log.warning(
-                "fabric-mux: %s: ssh runs its ProxyCommand or KnownHostsCommand through a "
-                "shell that runs a command of its own ($(...), `...`), whose answer no "
-                "other run can check: its master serves this run only",
+                "fabric-mux: %s: its ProxyCommand or KnownHostsCommand has words its shell "
+                "makes only as it runs ($(...), `...`, eval, $$, a variable named by "
+                "another), which no other run can check: its master serves this run only",
                 target.destination,
             )
         if len(control_path.encode()) > MAX_CONTROL_PATH:
